@@ -1,0 +1,169 @@
+//! Startup and lifecycle: runtime, data directory, listener, signals.
+
+use std::fmt;
+use std::io;
+use std::rc::Rc;
+
+use crate::access_log::AccessLog;
+use crate::blocking;
+use crate::config::Config;
+use crate::connection::Shared;
+use crate::handlers::AppState;
+use crate::listener::Listener;
+use crate::quota::Quota;
+use crate::server;
+use crate::storage::{self, Storage, StorageError};
+
+/// Why the server could not start or run.
+#[derive(Debug)]
+pub enum AppError {
+    Runtime(io::Error),
+    DataDir(StorageError),
+    Listen(io::Error),
+    AccessLog(io::Error),
+    Signals(io::Error),
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            AppError::DataDir(e) => write!(f, "data directory: {e}"),
+            AppError::Listen(e) => write!(f, "cannot listen: {e}"),
+            AppError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
+            AppError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(config: Config) -> Result<(), AppError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(config.limits.io_threads)
+        .build()
+        .map_err(AppError::Runtime)?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, serve(config))
+}
+
+async fn serve(config: Config) -> Result<(), AppError> {
+    log_modes(&config);
+    let storage = Storage::new(config.path.clone(), config.modes);
+    let scan = prepare_data_dir(&storage)
+        .await
+        .map_err(AppError::DataDir)?;
+    if scan.temps_removed > 0 {
+        log::warn!(
+            "removed {} unfinished upload(s) left by an earlier crash",
+            scan.temps_removed
+        );
+    }
+    let quota = Rc::new(Quota::new(config.max_size, scan.bytes));
+    if let Some(limit) = config.max_size {
+        log::info!("max size: {limit} bytes, {} in use", scan.bytes);
+    }
+    let access_log = match &config.access_log {
+        Some(target) => Some(Rc::new(
+            AccessLog::open(target).map_err(AppError::AccessLog)?,
+        )),
+        None => None,
+    };
+    let listener = match Listener::from_systemd().map_err(AppError::Listen)? {
+        Some(listener) => {
+            log::info!("systemd socket activation mode");
+            listener
+        }
+        None => Listener::bind(&config.listen).map_err(AppError::Listen)?,
+    };
+    log::info!("start server on {}", listener.describe());
+    let shutdown = shutdown_signal().map_err(AppError::Signals)?;
+    let state = Rc::new(AppState {
+        config,
+        storage,
+        quota,
+    });
+    let shared = Rc::new(Shared::new(state, access_log));
+    server::serve(&listener, shared, shutdown).await;
+    if let Some(path) = listener.socket_path()
+        && let Err(e) = std::fs::remove_file(path)
+    {
+        log::warn!("could not remove socket {}: {e}", path.display());
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+fn log_modes(config: &Config) {
+    let on_off = |b: bool| if b { "on" } else { "off" };
+    log::info!("data directory: {}", config.path.display());
+    if config.path.starts_with(std::env::temp_dir()) {
+        log::warn!(
+            "the data directory is in the system temp dir: data there may be lost on reboot"
+        );
+    }
+    log::info!("authentication: off (--no-auth)");
+    log::info!("append-only mode: {}", on_off(config.append_only));
+    if config.verify_upload {
+        log::info!("upload verification: on");
+    } else {
+        log::warn!(
+            "upload verification: off (--no-verify-upload): content is not checked against its name"
+        );
+    }
+    log::info!(
+        "group-accessible repos: {} (dirs {:o}, files {:o})",
+        on_off(config.modes.dir == 0o770),
+        config.modes.dir,
+        config.modes.file
+    );
+    log::info!(
+        "max size: {}",
+        config
+            .max_size
+            .map_or("unlimited".into(), |n| format!("{n} bytes"))
+    );
+    let l = &config.limits;
+    log::info!(
+        "limits: {} connections, header timeout {:?}, idle timeout {:?}, body timeout {:?}, \
+         max header {} B, max metadata body {} B, {} I/O threads",
+        l.max_connections,
+        l.header_timeout,
+        l.idle_timeout,
+        l.body_timeout,
+        l.max_header_bytes,
+        l.max_metadata_bytes,
+        l.io_threads
+    );
+}
+
+/// Creates the data directory if needed, then removes crash leftovers and
+/// counts the bytes stored.
+async fn prepare_data_dir(storage: &Storage) -> Result<storage::ScanReport, StorageError> {
+    let root = storage.root().to_path_buf();
+    let modes = storage.modes;
+    blocking::run(move || {
+        use std::os::unix::fs::DirBuilderExt;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true).mode(modes.dir);
+        storage::Context::op(builder.create(&root), "create data directory")?;
+        storage::scan(&root)
+    })
+    .await
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+fn shutdown_signal() -> io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        log::info!("received {name}");
+    })
+}

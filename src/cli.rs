@@ -1,0 +1,404 @@
+//! Command-line flags, in two stages: [`Flags`] holds what the user typed,
+//! [`Flags::resolve`] checks it and builds the [`Config`].
+//!
+//! Every flag of restic's rest-server 0.14 keeps its name and meaning, so unit
+//! files written for it keep working. Go's flag parser also accepts
+//! `--flag=value`, `--switch=true` and `--switch=false`; [`normalize_args`]
+//! rewrites those into the form argh understands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::config::{AccessLogTarget, Config, Limits, ListenAddr};
+use crate::storage::Modes;
+
+/// A restic REST backend server for small boards: a drop-in for rest-server.
+#[derive(FromArgs, Debug, Default)]
+pub struct Flags {
+    /// data directory (default: <system temp dir>/restic)
+    #[argh(option)]
+    pub path: Option<PathBuf>,
+    /// listen address: host:port, :port, or unix:/path/to.sock (default ":8000")
+    #[argh(option)]
+    pub listen: Option<String>,
+    /// write HTTP requests in the combined log format to this file ("-" for stdout)
+    #[argh(option)]
+    pub log: Option<String>,
+    /// output debug messages (logs every request)
+    #[argh(switch)]
+    pub debug: bool,
+    /// disable authentication
+    #[argh(switch)]
+    pub no_auth: bool,
+    /// location of .htpasswd file (not yet supported)
+    #[argh(option)]
+    pub htpasswd_file: Option<String>,
+    /// enable append only mode: no deletes except locks, no overwrites
+    #[argh(switch)]
+    pub append_only: bool,
+    /// users can only access their private repo (not yet supported)
+    #[argh(switch)]
+    pub private_repos: bool,
+    /// the maximum size of the data directory in bytes
+    #[argh(option)]
+    pub max_size: Option<u64>,
+    /// do not verify that uploaded content matches its name (SHA-256)
+    #[argh(switch)]
+    pub no_verify_upload: bool,
+    /// enable Prometheus metrics (not yet supported)
+    #[argh(switch)]
+    pub prometheus: bool,
+    /// disable auth for Prometheus /metrics endpoint (not yet supported)
+    #[argh(switch)]
+    pub prometheus_no_auth: bool,
+    /// turn on TLS support (not yet supported)
+    #[argh(switch)]
+    pub tls: bool,
+    /// TLS certificate path (not yet supported)
+    #[argh(option)]
+    pub tls_cert: Option<String>,
+    /// TLS key path (not yet supported)
+    #[argh(option)]
+    pub tls_key: Option<String>,
+    /// TLS min version, one of (1.2|1.3) (not yet supported)
+    #[argh(option)]
+    pub tls_min_ver: Option<String>,
+    /// let the filesystem group access repository files (0770/0660)
+    #[argh(switch)]
+    pub group_accessible_repos: bool,
+    /// HTTP header holding the username for proxy-based authentication (not yet supported)
+    #[argh(option)]
+    pub proxy_auth_username: Option<String>,
+    /// write a CPU profile (Go rest-server only; not supported)
+    #[argh(option)]
+    pub cpu_profile: Option<String>,
+    /// most connections served at once; more wait to be accepted (default 64)
+    #[argh(option)]
+    pub max_connections: Option<usize>,
+    /// seconds a client has to send a request head (default 15)
+    #[argh(option)]
+    pub header_timeout: Option<u64>,
+    /// seconds an idle keep-alive connection is kept open (default 120)
+    #[argh(option)]
+    pub idle_timeout: Option<u64>,
+    /// seconds a body transfer may stall before the request is dropped (default 60)
+    #[argh(option)]
+    pub body_timeout: Option<u64>,
+    /// largest request head in bytes (default 16384)
+    #[argh(option)]
+    pub max_header_size: Option<usize>,
+    /// largest body in bytes for config, keys, locks and snapshots (default 8388608)
+    #[argh(option)]
+    pub max_metadata_size: Option<u64>,
+    /// threads for file I/O (default 4)
+    #[argh(option)]
+    pub io_threads: Option<usize>,
+    /// seconds to let requests in flight finish on SIGINT/SIGTERM (default 10)
+    #[argh(option)]
+    pub shutdown_timeout: Option<u64>,
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}
+
+/// A flag combination the server refuses to start with; the text says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Switches, whose `--name=true|false` form Go accepts.
+const SWITCHES: &[&str] = &[
+    "debug",
+    "no-auth",
+    "append-only",
+    "private-repos",
+    "no-verify-upload",
+    "prometheus",
+    "prometheus-no-auth",
+    "tls",
+    "group-accessible-repos",
+    "version",
+];
+
+/// Rewrites Go-style `--flag=value` into `--flag value`, `--switch=true` into
+/// `--switch` and drops `--switch=false`. Also accepts Go's single-dash form.
+pub fn normalize_args(args: &[String]) -> Result<Vec<String>, CliError> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut only_positionals = false;
+    for arg in args {
+        if only_positionals || !arg.starts_with('-') || arg == "-" {
+            out.push(arg.clone());
+            continue;
+        }
+        if arg == "--" {
+            only_positionals = true;
+            out.push(arg.clone());
+            continue;
+        }
+        // Go accepts -flag as well as --flag.
+        let long = if arg.starts_with("--") || arg == "-h" {
+            arg.clone()
+        } else {
+            format!("-{arg}")
+        };
+        match long.split_once('=') {
+            Some((name, value)) if SWITCHES.contains(&&name[2..]) => match value {
+                "true" | "1" | "t" | "T" | "TRUE" | "True" => out.push(name.to_string()),
+                "false" | "0" | "f" | "F" | "FALSE" | "False" => {}
+                _ => {
+                    return Err(CliError(format!(
+                        "invalid value {value:?} for switch {name}: use true or false"
+                    )));
+                }
+            },
+            Some((name, value)) => {
+                out.push(name.to_string());
+                out.push(value.to_string());
+            }
+            None => out.push(long),
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `host:port`, `:port` or `unix:/path`.
+pub fn parse_listen(text: &str) -> Result<ListenAddr, CliError> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(CliError("--listen unix: needs a socket path".into()));
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
+    let bad = || {
+        CliError(format!(
+            "--listen {text:?}: expected host:port, :port or unix:/path/to.sock"
+        ))
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(bad());
+    }
+    Ok(ListenAddr::Tcp {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn positive<T: PartialEq + Default>(value: T, name: &str) -> Result<T, CliError> {
+    if value == T::default() {
+        return Err(CliError(format!("{name} must be greater than 0")));
+    }
+    Ok(value)
+}
+
+impl Flags {
+    /// Checks the flags and builds the configuration.
+    pub fn resolve(self) -> Result<Config, CliError> {
+        let unsupported = [
+            (self.htpasswd_file.is_some(), "--htpasswd-file"),
+            (self.private_repos, "--private-repos"),
+            (self.prometheus, "--prometheus"),
+            (self.prometheus_no_auth, "--prometheus-no-auth"),
+            (self.tls, "--tls"),
+            (self.tls_cert.is_some(), "--tls-cert"),
+            (self.tls_key.is_some(), "--tls-key"),
+            (self.tls_min_ver.is_some(), "--tls-min-ver"),
+            (self.proxy_auth_username.is_some(), "--proxy-auth-username"),
+            (self.cpu_profile.is_some(), "--cpu-profile"),
+        ];
+        if let Some((_, name)) = unsupported.iter().find(|(given, _)| *given) {
+            return Err(CliError(format!(
+                "{name} is not yet supported by this version of rest-server; remove it to start"
+            )));
+        }
+        if !self.no_auth {
+            return Err(CliError(
+                "authentication (.htpasswd) is not yet supported by this version; \
+                 start with --no-auth, and only on a network you trust"
+                    .into(),
+            ));
+        }
+        let defaults = Limits::default();
+        let secs = |value: Option<u64>, default: Duration, name: &str| match value {
+            Some(s) => positive(s, name).map(Duration::from_secs),
+            None => Ok(default),
+        };
+        let limits = Limits {
+            max_connections: match self.max_connections {
+                Some(n) => positive(n, "--max-connections")?,
+                None => defaults.max_connections,
+            },
+            header_timeout: secs(
+                self.header_timeout,
+                defaults.header_timeout,
+                "--header-timeout",
+            )?,
+            idle_timeout: secs(self.idle_timeout, defaults.idle_timeout, "--idle-timeout")?,
+            body_timeout: secs(self.body_timeout, defaults.body_timeout, "--body-timeout")?,
+            max_header_bytes: match self.max_header_size {
+                // hyper's read buffer cannot be smaller than 8 KiB.
+                Some(n) if n < 1024 => {
+                    return Err(CliError("--max-header-size must be at least 1024".into()));
+                }
+                Some(n) => n,
+                None => defaults.max_header_bytes,
+            },
+            max_metadata_bytes: self
+                .max_metadata_size
+                .unwrap_or(defaults.max_metadata_bytes),
+            io_threads: match self.io_threads {
+                Some(n) => positive(n, "--io-threads")?,
+                None => defaults.io_threads,
+            },
+            shutdown_timeout: match self.shutdown_timeout {
+                Some(s) => Duration::from_secs(s),
+                None => defaults.shutdown_timeout,
+            },
+        };
+        let listen = parse_listen(self.listen.as_deref().unwrap_or(":8000"))?;
+        let access_log = match self.log.as_deref() {
+            None | Some("") => None,
+            Some("-") => Some(AccessLogTarget::Stdout),
+            Some(file) => Some(AccessLogTarget::File(PathBuf::from(file))),
+        };
+        let max_size = match self.max_size {
+            Some(0) | None => None,
+            Some(n) => Some(n),
+        };
+        Ok(Config {
+            path: self
+                .path
+                .unwrap_or_else(|| std::env::temp_dir().join("restic")),
+            listen,
+            access_log,
+            debug: self.debug,
+            append_only: self.append_only,
+            max_size,
+            verify_upload: !self.no_verify_upload,
+            modes: Modes::new(self.group_accessible_repos),
+            limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn parse(list: &[&str]) -> Result<Config, CliError> {
+        let normalized = normalize_args(&args(list))?;
+        let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
+        Flags::from_args(&["rest-server"], &refs)
+            .map_err(|e| CliError(e.output))?
+            .resolve()
+    }
+
+    #[test]
+    fn go_style_flags_are_understood() {
+        let normalized = normalize_args(&args(&[
+            "--path=/srv/restic",
+            "-listen",
+            ":9000",
+            "--append-only=true",
+            "--debug=false",
+            "--no-auth",
+        ]))
+        .unwrap();
+        assert_eq!(
+            normalized,
+            args(&[
+                "--path",
+                "/srv/restic",
+                "--listen",
+                ":9000",
+                "--append-only",
+                "--no-auth"
+            ])
+        );
+        assert!(normalize_args(&args(&["--tls=maybe"])).is_err());
+    }
+
+    #[test]
+    fn resolves_defaults_and_modes() {
+        let config = parse(&[
+            "--no-auth",
+            "--path",
+            "/data",
+            "--append-only",
+            "--max-size",
+            "1000",
+        ])
+        .unwrap();
+        assert_eq!(config.path, PathBuf::from("/data"));
+        assert!(config.append_only);
+        assert_eq!(config.max_size, Some(1000));
+        assert!(config.verify_upload);
+        assert_eq!(config.modes, Modes::new(false));
+        assert_eq!(
+            config.listen,
+            ListenAddr::Tcp {
+                host: String::new(),
+                port: 8000
+            }
+        );
+        let default_path = parse(&["--no-auth"]).unwrap().path;
+        assert_eq!(default_path, std::env::temp_dir().join("restic"));
+    }
+
+    #[test]
+    fn refuses_to_serve_without_auth_or_with_later_features() {
+        let err = parse(&[]).unwrap_err();
+        assert!(err.0.contains("--no-auth"), "{err}");
+        for flag in [
+            &["--tls"][..],
+            &["--htpasswd-file", "x"],
+            &["--private-repos"],
+        ] {
+            let mut list = vec!["--no-auth"];
+            list.extend_from_slice(flag);
+            let err = parse(&list).unwrap_err();
+            assert!(err.0.contains("not yet supported"), "{err}");
+        }
+    }
+
+    #[test]
+    fn parses_listen_forms() {
+        assert_eq!(
+            parse_listen("127.0.0.1:0").unwrap(),
+            ListenAddr::Tcp {
+                host: "127.0.0.1".into(),
+                port: 0
+            }
+        );
+        assert_eq!(
+            parse_listen("[::1]:8000").unwrap(),
+            ListenAddr::Tcp {
+                host: "::1".into(),
+                port: 8000
+            }
+        );
+        assert_eq!(
+            parse_listen("unix:/run/rs.sock").unwrap(),
+            ListenAddr::Unix(PathBuf::from("/run/rs.sock"))
+        );
+        for bad in ["8000", "host:port", "unix:", ":99999"] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
+    }
+}

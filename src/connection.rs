@@ -1,0 +1,323 @@
+//! One client connection: hyper's HTTP/1.1 state machine plus a watchdog that
+//! enforces the timeouts hyper does not have in the form a one-thread server
+//! needs.
+//!
+//! hyper's own `header_read_timeout` starts whenever the connection is ready
+//! for a request, so it cannot tell an idle keep-alive connection (fine for
+//! minutes) from a client trickling a header byte by byte (to be dropped in
+//! seconds). [`Activity`] tracks which of the two a connection is in:
+//!
+//! - idle (no request in flight, no byte since the last response): closed after
+//!   `--idle-timeout`;
+//! - reading a head (bytes arrived, no request yet): closed `--header-timeout`
+//!   after the first byte;
+//! - busy (a request is being served): closed if a response write has been
+//!   blocked on the client for `--body-timeout`. Stalled uploads are timed by the
+//!   upload handler itself.
+
+use std::cell::Cell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::access_log::{AccessLog, Entry};
+use crate::body::{Body, Completion};
+use crate::config::Limits;
+use crate::handlers::{self, AppState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    ReadingHead,
+    Busy,
+}
+
+/// What the connection is doing, updated by its I/O and its requests.
+#[derive(Debug)]
+pub struct Activity {
+    phase: Cell<Phase>,
+    since: Cell<Instant>,
+    in_flight: Cell<u32>,
+    write_blocked_since: Cell<Option<Instant>>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            phase: Cell::new(Phase::Idle),
+            since: Cell::new(Instant::now()),
+            in_flight: Cell::new(0),
+            write_blocked_since: Cell::new(None),
+        }
+    }
+
+    fn on_bytes_read(&self) {
+        if self.phase.get() == Phase::Idle {
+            self.phase.set(Phase::ReadingHead);
+            self.since.set(Instant::now());
+        }
+    }
+
+    fn on_request_start(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.phase.set(Phase::Busy);
+    }
+
+    fn on_request_end(&self) {
+        let left = self.in_flight.get().saturating_sub(1);
+        self.in_flight.set(left);
+        if left == 0 {
+            self.phase.set(Phase::Idle);
+            self.since.set(Instant::now());
+        }
+    }
+
+    /// When the connection's current allowance runs out.
+    fn deadline(&self, limits: &Limits) -> Instant {
+        match self.phase.get() {
+            Phase::Idle => self.since.get() + limits.idle_timeout,
+            Phase::ReadingHead => self.since.get() + limits.header_timeout,
+            Phase::Busy => match self.write_blocked_since.get() {
+                Some(t) => t + limits.body_timeout,
+                // Nothing to time; look again later.
+                None => Instant::now() + limits.body_timeout,
+            },
+        }
+    }
+
+    fn overdue(&self, limits: &Limits) -> Option<&'static str> {
+        if Instant::now() < self.deadline(limits) {
+            return None;
+        }
+        Some(match self.phase.get() {
+            Phase::Idle => "idle timeout",
+            Phase::ReadingHead => "request header timeout",
+            Phase::Busy => "client stopped reading the response",
+        })
+    }
+}
+
+/// The socket, watched: reads and blocked writes update [`Activity`].
+struct TrackedIo<S> {
+    inner: S,
+    activity: Rc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = result
+            && buf.filled().len() > before
+        {
+            self.activity.on_bytes_read();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> TrackedIo<S> {
+    fn note_write<T>(&self, result: &Poll<io::Result<T>>) {
+        match result {
+            Poll::Pending => {
+                if self.activity.write_blocked_since.get().is_none() {
+                    self.activity.write_blocked_since.set(Some(Instant::now()));
+                }
+            }
+            Poll::Ready(_) => self.activity.write_blocked_since.set(None),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note_write(&result);
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(&result);
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.note_write(&result);
+        result
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Shared by all connections: state, the access log, and hyper's settings.
+pub struct Shared {
+    pub state: Rc<AppState>,
+    pub access_log: Option<Rc<AccessLog>>,
+    pub http: http1::Builder,
+}
+
+impl Shared {
+    pub fn new(state: Rc<AppState>, access_log: Option<Rc<AccessLog>>) -> Shared {
+        let limits = &state.config.limits;
+        let mut http = http1::Builder::new();
+        http.keep_alive(true)
+            .max_headers(64)
+            .max_header_size(limits.max_header_bytes)
+            // The read buffer bounds memory per connection; hyper needs >= 8 KiB
+            // and the largest head must fit in it.
+            .max_buf_size(limits.max_header_bytes.max(64 * 1024))
+            // Our watchdog does header and idle timeouts (see module docs).
+            .header_read_timeout(None);
+        Shared {
+            state,
+            access_log,
+            http,
+        }
+    }
+}
+
+/// Fires when a response is done: ends the request for the watchdog and writes
+/// the access log line.
+struct RequestDone {
+    activity: Rc<Activity>,
+    access_log: Option<(Rc<AccessLog>, Entry)>,
+}
+
+impl Completion for RequestDone {
+    fn complete(&mut self, body_bytes: u64) {
+        self.activity.on_request_end();
+        if let Some((log, mut entry)) = self.access_log.take() {
+            entry.bytes = body_bytes;
+            log.write(&entry);
+        }
+    }
+}
+
+/// Serves one connection until the client leaves, a timeout hits, or the
+/// server shuts down (then the request in flight is finished first).
+pub async fn serve<S>(
+    stream: S,
+    peer: Rc<str>,
+    shared: Rc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let activity = Rc::new(Activity::new());
+    let io = TokioIo::new(TrackedIo {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let service = {
+        let (activity, shared, peer) = (activity.clone(), shared.clone(), peer.clone());
+        service_fn(move |req: Request<hyper::body::Incoming>| {
+            let (activity, shared, peer) = (activity.clone(), shared.clone(), peer.clone());
+            async move {
+                Ok::<_, std::convert::Infallible>(respond(req, &activity, &shared, &peer).await)
+            }
+        })
+    };
+    let conn = shared.http.serve_connection(io, service);
+    tokio::pin!(conn);
+    let limits = shared.state.config.limits;
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let deadline = activity.deadline(&limits);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    log::debug!("connection from {peer} ended: {e}");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if let Some(why) = activity.overdue(&limits) {
+                    log::info!("closing connection from {peer}: {why}");
+                    return;
+                }
+            }
+            changed = shutdown.changed(), if !draining => {
+                draining = true;
+                if changed.is_ok() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+async fn respond(
+    req: Request<hyper::body::Incoming>,
+    activity: &Rc<Activity>,
+    shared: &Shared,
+    peer: &str,
+) -> Response<Body> {
+    activity.on_request_start();
+    let method = req.method().clone();
+    let entry = shared.access_log.as_ref().map(|log| {
+        let entry = Entry::from_request(&req, peer, SystemTime::now());
+        (log.clone(), entry)
+    });
+    // Kept for the log lines below; the request itself moves into the handler.
+    let path = req.uri().path().to_owned();
+    let mut response = match handlers::handle(&shared.state, req).await {
+        Ok(response) => response,
+        Err(e) => {
+            let status = e.status();
+            if e.is_server_fault() {
+                log::error!("{method} {path} from {peer}: {} ({e})", status.as_u16());
+            } else {
+                log::warn!("{method} {path} from {peer}: {} ({e})", status.as_u16());
+            }
+            e.into_response()
+        }
+    };
+    if shared.state.config.debug {
+        log::debug!(
+            "{method} {path} from {peer}: {}",
+            response.status().as_u16()
+        );
+    }
+    let access_log = entry.map(|(log, mut entry)| {
+        entry.status = response.status().as_u16();
+        (log, entry)
+    });
+    response.body_mut().set_completion(Box::new(RequestDone {
+        activity: activity.clone(),
+        access_log,
+    }));
+    response
+}

@@ -1,0 +1,167 @@
+//! Request errors and the one place that maps them to HTTP status codes.
+//!
+//! The client gets the fixed status text; the log gets the reason and, for
+//! storage failures, the OS error.
+
+use std::fmt;
+
+use hyper::StatusCode;
+use hyper::header::{ALLOW, CONTENT_RANGE, CONTENT_TYPE, HeaderValue};
+
+use crate::body::Body;
+use crate::storage::{StorageError, StorageErrorKind};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// No such route, repository or object.
+    NotFound(&'static str),
+    /// Malformed request (bad encoding, `POST /` without `create=true`, short body).
+    BadRequest(&'static str),
+    /// The uploaded content does not hash to its name.
+    HashMismatch,
+    /// Forbidden by the mode or because the object exists already.
+    Forbidden(&'static str),
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    /// Body larger than allowed for the object type.
+    PayloadTooLarge,
+    /// The Range header cannot be served for an object of this size.
+    RangeNotSatisfiable {
+        size: u64,
+    },
+    /// `--max-size` would be passed.
+    QuotaExceeded,
+    /// The client stopped sending the body.
+    BodyTimeout,
+    /// The body could not be read from the connection (client went away).
+    BodyRead(hyper::Error),
+    Storage(StorageError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) | ApiError::HashMismatch | ApiError::BodyRead(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Storage(e) => match e.kind {
+                StorageErrorKind::NotFound => StatusCode::NOT_FOUND,
+                StorageErrorKind::AlreadyExists => StatusCode::FORBIDDEN,
+                StorageErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+                StorageErrorKind::Unexpected => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    /// Whether this is the server's fault (logged as an error, not a warning).
+    pub fn is_server_fault(&self) -> bool {
+        self.status().is_server_error() && !matches!(self, ApiError::QuotaExceeded)
+    }
+
+    pub fn into_response(self) -> hyper::Response<Body> {
+        let status = self.status();
+        let mut response = hyper::Response::new(Body::from_static(status_text(status)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match self {
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RangeNotSatisfiable { size } => {
+                if let Ok(value) = HeaderValue::try_from(format!("bytes */{size}")) {
+                    headers.insert(CONTENT_RANGE, value);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> ApiError {
+        ApiError::Storage(err)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::NotFound(why) | ApiError::BadRequest(why) | ApiError::Forbidden(why) => {
+                f.write_str(why)
+            }
+            ApiError::HashMismatch => f.write_str("content does not match its name (SHA-256)"),
+            ApiError::MethodNotAllowed { allow } => {
+                write!(f, "method not allowed (allow: {allow})")
+            }
+            ApiError::PayloadTooLarge => f.write_str("body larger than allowed for this type"),
+            ApiError::RangeNotSatisfiable { size } => {
+                write!(f, "range not satisfiable for size {size}")
+            }
+            ApiError::QuotaExceeded => f.write_str("--max-size would be exceeded"),
+            ApiError::BodyTimeout => f.write_str("client stopped sending the body"),
+            ApiError::BodyRead(e) => write!(f, "reading body: {e}"),
+            ApiError::Storage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Go's `http.Error` text, so clients and scripts see what rest-server sends.
+fn status_text(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "Bad Request\n",
+        StatusCode::FORBIDDEN => "Forbidden\n",
+        StatusCode::NOT_FOUND => "Not Found\n",
+        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed\n",
+        StatusCode::REQUEST_TIMEOUT => "Request Timeout\n",
+        StatusCode::PAYLOAD_TOO_LARGE => "Request Entity Too Large\n",
+        StatusCode::RANGE_NOT_SATISFIABLE => "Requested Range Not Satisfiable\n",
+        StatusCode::INSUFFICIENT_STORAGE => "Insufficient Storage\n",
+        _ => "Internal Server Error\n",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn storage(kind: StorageErrorKind) -> ApiError {
+        ApiError::Storage(StorageError {
+            kind,
+            op: "test",
+            source: io::Error::other("x"),
+        })
+    }
+
+    #[test]
+    fn maps_each_error_to_its_status() {
+        assert_eq!(storage(StorageErrorKind::NotFound).status(), 404);
+        assert_eq!(storage(StorageErrorKind::AlreadyExists).status(), 403);
+        assert_eq!(storage(StorageErrorKind::NoSpace).status(), 507);
+        assert_eq!(storage(StorageErrorKind::Unexpected).status(), 500);
+        assert_eq!(ApiError::HashMismatch.status(), 400);
+        assert_eq!(ApiError::QuotaExceeded.status(), 507);
+        assert!(!ApiError::QuotaExceeded.is_server_fault());
+        assert!(storage(StorageErrorKind::Unexpected).is_server_fault());
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_allowed_methods() {
+        let response = ApiError::MethodNotAllowed { allow: "GET" }.into_response();
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()[ALLOW], "GET");
+    }
+}

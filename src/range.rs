@@ -1,0 +1,118 @@
+//! The `Range` header, as restic uses it: one byte range per request.
+//!
+//! Forms: `bytes=a-b`, `bytes=a-`, `bytes=-n`. A header that asks for several
+//! ranges is answered with the whole object (RFC 9110 lets a server ignore
+//! Range); a malformed or unsatisfiable one is 416, as Go's `ServeContent` does.
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    Full,
+    /// `len` bytes from `start`; `len` is at least 1.
+    Partial {
+        start: u64,
+        len: u64,
+    },
+}
+
+impl ByteRange {
+    /// `(offset, length)` to send from an object of `size` bytes.
+    pub fn span(self, size: u64) -> (u64, u64) {
+        match self {
+            ByteRange::Full => (0, size),
+            ByteRange::Partial { start, len } => (start, len),
+        }
+    }
+}
+
+pub fn parse(header: &str, size: u64) -> Result<ByteRange, ApiError> {
+    let unsatisfiable = ApiError::RangeNotSatisfiable { size };
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Err(unsatisfiable);
+    };
+    if spec.contains(',') {
+        return Ok(ByteRange::Full);
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Err(unsatisfiable);
+    };
+    let number = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let (start, end) = if first.trim().is_empty() {
+        // Suffix: the last n bytes.
+        let n = number(last).ok_or(ApiError::RangeNotSatisfiable { size })?;
+        if n == 0 || size == 0 {
+            return Err(unsatisfiable);
+        }
+        (size - n.min(size), size - 1)
+    } else {
+        let start = number(first).ok_or(ApiError::RangeNotSatisfiable { size })?;
+        let end = if last.trim().is_empty() {
+            size.saturating_sub(1)
+        } else {
+            let end = number(last).ok_or(ApiError::RangeNotSatisfiable { size })?;
+            if end < start {
+                return Err(unsatisfiable);
+            }
+            end.min(size.saturating_sub(1))
+        };
+        if start >= size {
+            return Err(unsatisfiable);
+        }
+        (start, end)
+    };
+    Ok(ByteRange::Partial {
+        start,
+        len: end - start + 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partial(start: u64, len: u64) -> ByteRange {
+        ByteRange::Partial { start, len }
+    }
+
+    #[test]
+    fn serves_the_three_forms() {
+        assert_eq!(parse("bytes=0-9", 100).unwrap(), partial(0, 10));
+        assert_eq!(parse("bytes=90-200", 100).unwrap(), partial(90, 10));
+        assert_eq!(parse("bytes=95-", 100).unwrap(), partial(95, 5));
+        assert_eq!(parse("bytes=-10", 100).unwrap(), partial(90, 10));
+        assert_eq!(parse("bytes=-1000", 100).unwrap(), partial(0, 100));
+        assert_eq!(parse("bytes=0-0", 1).unwrap(), partial(0, 1));
+        assert_eq!(parse("bytes=0-1,5-6", 100).unwrap(), ByteRange::Full);
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_served() {
+        for bad in [
+            "bytes=100-",
+            "bytes=100-200",
+            "bytes=-0",
+            "bytes=5-2",
+            "bytes=a-b",
+            "bytes=",
+            "bytes=-",
+            "items=0-1",
+            "bytes=+1-2",
+        ] {
+            assert!(
+                matches!(
+                    parse(bad, 100),
+                    Err(ApiError::RangeNotSatisfiable { size: 100 })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(parse("bytes=0-", 0).is_err());
+    }
+}

@@ -1,0 +1,349 @@
+//! Request path → typed route. Nothing that fails to parse here can name a file.
+//!
+//! The URL layout is restic's REST backend as rest-server 0.14 serves it:
+//! `/{repo}/` (create), `/{repo}/config`, `/{repo}/{type}/` (list) and
+//! `/{repo}/{type}/{id}`, where `{repo}` is zero, one or two path segments.
+
+use std::fmt;
+
+/// How many leading segments a repository path may have (`/`, `/a`, `/a/b`), as in
+/// rest-server's `MaxFolderDepth`.
+pub const MAX_REPO_DEPTH: usize = 2;
+
+/// Longest repository path segment accepted; Linux's NAME_MAX.
+pub const MAX_SEGMENT_BYTES: usize = 255;
+
+/// Length of an object name: the hex SHA-256 of its content.
+pub const OBJECT_ID_LEN: usize = 64;
+
+/// The folders of a restic repository that hold objects named by their hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectType {
+    Data,
+    Keys,
+    Locks,
+    Snapshots,
+    Index,
+}
+
+impl ObjectType {
+    pub const ALL: [ObjectType; 5] = [
+        ObjectType::Data,
+        ObjectType::Keys,
+        ObjectType::Locks,
+        ObjectType::Snapshots,
+        ObjectType::Index,
+    ];
+
+    pub fn from_segment(segment: &str) -> Option<ObjectType> {
+        Some(match segment {
+            "data" => ObjectType::Data,
+            "keys" => ObjectType::Keys,
+            "locks" => ObjectType::Locks,
+            "snapshots" => ObjectType::Snapshots,
+            "index" => ObjectType::Index,
+            _ => return None,
+        })
+    }
+
+    /// The folder name inside the repository, which is also the URL segment.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            ObjectType::Data => "data",
+            ObjectType::Keys => "keys",
+            ObjectType::Locks => "locks",
+            ObjectType::Snapshots => "snapshots",
+            ObjectType::Index => "index",
+        }
+    }
+
+    /// Data packs live one level deeper, in `data/{first two hex chars}/`, as
+    /// restic's local backend lays them out.
+    pub fn is_fanned_out(self) -> bool {
+        self == ObjectType::Data
+    }
+
+    /// Whether uploads of this type are small metadata (kilobytes), so that a
+    /// body size cap applies. Data packs and index files can be many MiB.
+    pub fn is_small(self) -> bool {
+        matches!(
+            self,
+            ObjectType::Keys | ObjectType::Locks | ObjectType::Snapshots
+        )
+    }
+}
+
+impl fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dir_name())
+    }
+}
+
+/// An object name: exactly 64 lowercase hex characters.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ObjectId(heapless::String<OBJECT_ID_LEN>);
+
+impl ObjectId {
+    pub fn parse(s: &str) -> Option<ObjectId> {
+        if s.len() != OBJECT_ID_LEN || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut id = heapless::String::new();
+        id.push_str(s).ok()?;
+        Some(ObjectId(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The fan-out folder of a data pack: its first two hex characters.
+    pub fn prefix(&self) -> &str {
+        &self.0[..2]
+    }
+
+    /// The SHA-256 digest this name stands for.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let hex = self.0.as_bytes();
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = (hex_value(hex[2 * i]) << 4) | hex_value(hex[2 * i + 1]);
+        }
+        out
+    }
+}
+
+fn hex_value(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => 0, // unreachable: parse() admits only lowercase hex
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A repository's path below the data directory: zero to [`MAX_REPO_DEPTH`]
+/// validated, percent-decoded segments. The empty path is the root repository.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RepoPath {
+    segments: Vec<String>,
+}
+
+impl RepoPath {
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().map(String::as_str)
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.segments.is_empty()
+    }
+}
+
+impl fmt::Display for RepoPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("/")?;
+        for (i, s) in self.segments.iter().enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            f.write_str(s)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a request addresses, before the method is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `/{repo}/`: only `POST ?create=true`.
+    Repo,
+    /// `/{repo}/config`.
+    Config,
+    /// `/{repo}/{type}/`.
+    List(ObjectType),
+    /// `/{repo}/{type}/{id}`.
+    Object(ObjectType, ObjectId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub repo: RepoPath,
+    pub target: Target,
+}
+
+/// Why a path did not parse into a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    /// No such resource: unknown layout, bad id, or a segment that must never
+    /// reach the filesystem (`.`, `..`, hidden names, NUL, slashes, backslashes).
+    NotFound,
+    /// The percent-encoding itself is broken or does not decode to UTF-8.
+    BadEncoding,
+}
+
+impl Route {
+    /// Parses the path part of a request URI (still percent-encoded).
+    pub fn parse(raw_path: &str) -> Result<Route, RouteError> {
+        let mut rest = raw_path.strip_prefix('/').ok_or(RouteError::NotFound)?;
+        let mut segments = Vec::new();
+        // As rest-server does: leading segments up to the first type name (or
+        // `config`) belong to the repository; the last segment never does.
+        while segments.len() < MAX_REPO_DEPTH {
+            match rest.split_once('/') {
+                Some((segment, tail)) if !is_reserved_name(segment) => {
+                    segments.push(decode_segment(segment)?);
+                    rest = tail;
+                }
+                _ => break,
+            }
+        }
+        let repo = RepoPath { segments };
+        let target = match rest {
+            "" => Target::Repo,
+            "config" => Target::Config,
+            _ => {
+                let (kind, id) = rest.split_once('/').ok_or(RouteError::NotFound)?;
+                let kind = ObjectType::from_segment(kind).ok_or(RouteError::NotFound)?;
+                if id.is_empty() {
+                    Target::List(kind)
+                } else {
+                    Target::Object(kind, ObjectId::parse(id).ok_or(RouteError::NotFound)?)
+                }
+            }
+        };
+        Ok(Route { repo, target })
+    }
+}
+
+fn is_reserved_name(segment: &str) -> bool {
+    segment == "config" || ObjectType::from_segment(segment).is_some()
+}
+
+/// Percent-decodes one repository segment and rejects anything that could
+/// walk out of the data directory or collide with the server's own files.
+fn decode_segment(raw: &str) -> Result<String, RouteError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16));
+            let lo = bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16));
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => out.push((hi * 16 + lo) as u8),
+                _ => return Err(RouteError::BadEncoding),
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let segment = String::from_utf8(out).map_err(|_| RouteError::BadEncoding)?;
+    // SECURITY: an encoded `/` or `\` would split into two path components on
+    // disk, `..` would leave the data directory, NUL truncates paths in C, and a
+    // leading dot would reach `.htpasswd` or our temp files.
+    let forbidden = segment.is_empty()
+        || segment.len() > MAX_SEGMENT_BYTES
+        || segment.starts_with('.')
+        || segment
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control());
+    if forbidden {
+        return Err(RouteError::NotFound);
+    }
+    Ok(segment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn repo(segments: &[&str]) -> RepoPath {
+        RepoPath {
+            segments: segments.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn parses_every_layout() {
+        let id = ObjectId::parse(ID).unwrap();
+        let cases = [
+            ("/", repo(&[]), Target::Repo),
+            ("/a/", repo(&["a"]), Target::Repo),
+            ("/a/b/", repo(&["a", "b"]), Target::Repo),
+            ("/config", repo(&[]), Target::Config),
+            ("/a/b/config", repo(&["a", "b"]), Target::Config),
+            ("/data/", repo(&[]), Target::List(ObjectType::Data)),
+            ("/a/keys/", repo(&["a"]), Target::List(ObjectType::Keys)),
+        ];
+        for (path, repo, target) in cases {
+            assert_eq!(Route::parse(path), Ok(Route { repo, target }), "{path}");
+        }
+        let route = Route::parse(&format!("/a/b/data/{ID}")).unwrap();
+        assert_eq!(route.repo, repo(&["a", "b"]));
+        assert_eq!(route.target, Target::Object(ObjectType::Data, id));
+    }
+
+    #[test]
+    fn rejects_what_must_not_reach_the_disk() {
+        let not_found = [
+            "",
+            "a",
+            "/a",
+            "/a/b/c/",
+            "/a/b/c/config",
+            "/../config",
+            "/%2e%2e/config",
+            "/%2E%2E/data/",
+            "/./config",
+            "/a%2fb/config",
+            "/a%2Fb/config",
+            "/a%5cb/config",
+            "/a%00/config",
+            "/.htpasswd/config",
+            "//config",
+            "/a//config",
+            "/data",
+            "/data/x",
+            "/data/ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789",
+            "/data/0123",
+            "/config/",
+        ];
+        for path in not_found {
+            assert_eq!(Route::parse(path), Err(RouteError::NotFound), "{path}");
+        }
+        for path in ["/%zz/config", "/%ff/config", "/a%2/config"] {
+            assert_eq!(Route::parse(path), Err(RouteError::BadEncoding), "{path}");
+        }
+    }
+
+    #[test]
+    fn decodes_percent_escapes_in_repo_names() {
+        let route = Route::parse("/my%20laptop/config").unwrap();
+        assert_eq!(route.repo, repo(&["my laptop"]));
+        assert_eq!(route.repo.to_string(), "/my laptop");
+    }
+
+    #[test]
+    fn object_id_digest_roundtrips() {
+        let id = ObjectId::parse(ID).unwrap();
+        let digest = id.digest();
+        assert_eq!(digest[0], 0x01);
+        assert_eq!(digest[31], 0xef);
+        assert_eq!(id.prefix(), "01");
+    }
+}

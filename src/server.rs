@@ -1,0 +1,88 @@
+//! The accept loop: a cap on connections, one local task per connection, and
+//! a graceful shutdown that lets requests in flight finish within a bound.
+
+use std::future::Future;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+
+use crate::connection::{self, Shared};
+use crate::listener::Listener;
+
+/// Pause after an accept error such as EMFILE, so that a full fd table does not
+/// turn the accept loop into a busy loop.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `listener` until `shutdown` resolves, then drains connections for at
+/// most the configured grace period. Must run inside a `LocalSet`.
+pub async fn serve(listener: &Listener, shared: Rc<Shared>, shutdown: impl Future<Output = ()>) {
+    let limits = shared.state.config.limits;
+    // SECURITY: a connection cap keeps a flood of clients from exhausting
+    // memory or file descriptors; extra clients wait in the kernel's backlog.
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = accept(listener) => accepted,
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+        tokio::task::spawn_local(async move {
+            match stream {
+                Stream::Tcp(s) => connection::serve(s, peer, shared, stop_rx).await,
+                Stream::Unix(s) => connection::serve(s, peer, shared, stop_rx).await,
+            }
+            drop(permit);
+        });
+    }
+    log::info!("shutting down: no new connections, finishing requests in flight");
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(limits.shutdown_timeout, slots.acquire_many(all)).await {
+        Ok(_) => log::info!("all connections closed"),
+        Err(_) => log::warn!(
+            "{} connection(s) still open after {:?}; closing them",
+            limits.max_connections - slots.available_permits(),
+            limits.shutdown_timeout
+        ),
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> io::Result<(Stream, Rc<str>)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, addr) = l.accept().await?;
+            // restic sends many small requests; don't let Nagle delay them.
+            let _ = stream.set_nodelay(true);
+            Ok((Stream::Tcp(stream), Rc::from(addr.ip().to_string())))
+        }
+        Listener::Unix { listener, .. } => {
+            let (stream, _) = listener.accept().await?;
+            Ok((Stream::Unix(stream), Rc::from("-")))
+        }
+    }
+}

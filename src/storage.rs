@@ -1,0 +1,420 @@
+//! The on-disk repository layout (restic's local backend layout) and the
+//! blocking file operations on it.
+//!
+//! Every function here blocks; callers run them on the blocking pool through
+//! [`crate::blocking::run`]. Paths are built only from typed routes, so they are
+//! always inside the data directory.
+
+use std::ffi::OsStr;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::route::{ObjectId, ObjectType, RepoPath};
+
+/// Name prefix of our upload temp files. The leading dot keeps them out of
+/// every listing and out of reach of any route (segments may not start with a dot).
+pub const TEMP_PREFIX: &str = ".rest-server-tmp-";
+
+/// Marker in the temp file names restic's Go rest-server leaves after a crash
+/// (`{id}.rest-server-temp{random}`); removed at startup too, since users swap
+/// that server for this one on the same data.
+const GO_TEMP_MARKER: &str = ".rest-server-temp";
+
+/// What went wrong in the storage layer, as far as a client needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageErrorKind {
+    NotFound,
+    AlreadyExists,
+    /// ENOSPC or EDQUOT: the disk or the user's disk quota is full.
+    NoSpace,
+    Unexpected,
+}
+
+/// A failed storage operation: the kind for the client, the cause for the log.
+#[derive(Debug)]
+pub struct StorageError {
+    pub kind: StorageErrorKind,
+    pub op: &'static str,
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.op, self.source)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// The one place where OS errors become storage error kinds.
+pub fn classify(err: &io::Error) -> StorageErrorKind {
+    use nix::errno::Errno;
+    match err.kind() {
+        io::ErrorKind::NotFound => return StorageErrorKind::NotFound,
+        io::ErrorKind::AlreadyExists => return StorageErrorKind::AlreadyExists,
+        _ => {}
+    }
+    match err.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ENOSPC) | Some(Errno::EDQUOT) => StorageErrorKind::NoSpace,
+        Some(Errno::ENOTDIR) => StorageErrorKind::NotFound,
+        _ => StorageErrorKind::Unexpected,
+    }
+}
+
+/// Attaches the operation name and the classified kind to an `io::Error`.
+pub trait Context<T> {
+    fn op(self, op: &'static str) -> Result<T, StorageError>;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn op(self, op: &'static str) -> Result<T, StorageError> {
+        self.map_err(|source| StorageError {
+            kind: classify(&source),
+            op,
+            source,
+        })
+    }
+}
+
+/// Permission bits for what the server creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    pub dir: u32,
+    pub file: u32,
+}
+
+impl Modes {
+    /// `--group-accessible-repos` lets the owning group in (0770/0660).
+    pub fn new(group_accessible: bool) -> Modes {
+        if group_accessible {
+            Modes {
+                dir: 0o770,
+                file: 0o660,
+            }
+        } else {
+            Modes {
+                dir: 0o700,
+                file: 0o600,
+            }
+        }
+    }
+}
+
+/// The data directory. Cheap to clone into blocking closures.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    root: Arc<PathBuf>,
+    pub modes: Modes,
+}
+
+impl Storage {
+    pub fn new(root: PathBuf, modes: Modes) -> Storage {
+        Storage {
+            root: Arc::new(root),
+            modes,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn repo_dir(&self, repo: &RepoPath) -> PathBuf {
+        let mut path = PathBuf::from(self.root.as_path());
+        path.extend(repo.segments());
+        path
+    }
+
+    pub fn config_path(&self, repo: &RepoPath) -> PathBuf {
+        self.repo_dir(repo).join("config")
+    }
+
+    pub fn type_dir(&self, repo: &RepoPath, kind: ObjectType) -> PathBuf {
+        self.repo_dir(repo).join(kind.dir_name())
+    }
+
+    pub fn object_path(&self, repo: &RepoPath, kind: ObjectType, id: &ObjectId) -> PathBuf {
+        let mut path = self.type_dir(repo, kind);
+        if kind.is_fanned_out() {
+            path.push(id.prefix());
+        }
+        path.push(id.as_str());
+        path
+    }
+}
+
+/// Creates a repository's folders, including `data/00`..`data/ff`. Idempotent.
+pub fn create_repo(dir: &Path, modes: Modes) -> Result<(), StorageError> {
+    let mut builder = DirBuilder::new();
+    builder.mode(modes.dir).recursive(true);
+    builder.create(dir).op("create repository")?;
+    let mut single = DirBuilder::new();
+    single.mode(modes.dir);
+    let mkdir = |path: &Path| match single.create(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.op("create repository folder"),
+    };
+    for kind in ObjectType::ALL {
+        mkdir(&dir.join(kind.dir_name()))?;
+    }
+    let data = dir.join(ObjectType::Data.dir_name());
+    let mut name = [0u8; 2];
+    for byte in 0..=255u8 {
+        let hex = hex_pair(byte, &mut name);
+        mkdir(&data.join(hex))?;
+    }
+    Ok(())
+}
+
+fn hex_pair(byte: u8, out: &mut [u8; 2]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out[0] = DIGITS[usize::from(byte >> 4)];
+    out[1] = DIGITS[usize::from(byte & 0xf)];
+    std::str::from_utf8(out).unwrap_or("00")
+}
+
+/// Size of a regular file; a folder or anything else counts as missing.
+pub fn file_len(path: &Path) -> Result<u64, StorageError> {
+    let meta = fs::metadata(path).op("stat")?;
+    if !meta.is_file() {
+        return Err(StorageError {
+            kind: StorageErrorKind::NotFound,
+            op: "stat",
+            source: io::Error::from(io::ErrorKind::NotFound),
+        });
+    }
+    Ok(meta.len())
+}
+
+/// Opens a regular file for reading and returns it with its size.
+pub fn open_read(path: &Path) -> Result<(File, u64), StorageError> {
+    let file = File::open(path).op("open")?;
+    let meta = file.metadata().op("stat")?;
+    if !meta.is_file() {
+        return Err(StorageError {
+            kind: StorageErrorKind::NotFound,
+            op: "open",
+            source: io::Error::from(io::ErrorKind::NotFound),
+        });
+    }
+    Ok((file, meta.len()))
+}
+
+/// Reads a whole small file (the config).
+pub fn read_small(path: &Path) -> Result<Vec<u8>, StorageError> {
+    let (file, len) = open_read(path)?;
+    let mut buf = Vec::with_capacity(len as usize);
+    io::Read::read_to_end(&mut io::Read::take(file, len), &mut buf).op("read")?;
+    Ok(buf)
+}
+
+/// Removes a file and returns the bytes it freed; a missing file frees nothing
+/// and is no error, because restic retries deletes.
+pub fn remove(path: &Path) -> Result<u64, StorageError> {
+    let len = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(StorageError {
+                kind: StorageErrorKind::NotFound,
+                op: "remove",
+                source: io::Error::from(io::ErrorKind::IsADirectory),
+            });
+        }
+        Ok(meta) => meta.len(),
+        Err(e) if classify(&e) == StorageErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).op("stat"),
+    };
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if classify(&e) == StorageErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).op("remove"),
+    }
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(len)
+}
+
+/// The folders whose files make up a listing of `kind`: the type folder itself,
+/// or for data its existing two-hex-digit subfolders. Missing type folder: NotFound.
+pub fn listing_dirs(type_dir: &Path, kind: ObjectType) -> Result<Vec<PathBuf>, StorageError> {
+    let meta = fs::metadata(type_dir).op("stat")?;
+    if !meta.is_dir() {
+        return Err(StorageError {
+            kind: StorageErrorKind::NotFound,
+            op: "list",
+            source: io::Error::from(io::ErrorKind::NotADirectory),
+        });
+    }
+    if !kind.is_fanned_out() {
+        return Ok(vec![type_dir.to_path_buf()]);
+    }
+    let mut dirs = Vec::with_capacity(256);
+    for entry in fs::read_dir(type_dir).op("list")? {
+        let entry = entry.op("list")?;
+        let name = entry.file_name();
+        let is_fan_dir = name.len() == 2
+            && name
+                .as_encoded_bytes()
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        // Unexpected files directly in data/ are ignored.
+        if is_fan_dir && entry.file_type().op("list")?.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The objects in one folder: regular files with valid object names and their
+/// sizes. Temp files and anything else are skipped.
+pub fn list_objects(dir: &Path) -> Result<Vec<(ObjectId, u64)>, StorageError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).op("list")? {
+        let entry = entry.op("list")?;
+        let Some(id) = entry.file_name().to_str().and_then(ObjectId::parse) else {
+            continue;
+        };
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Deleted between readdir and stat: simply not there any more.
+            Err(e) if classify(&e) == StorageErrorKind::NotFound => continue,
+            Err(e) => return Err(e).op("stat"),
+        };
+        if meta.is_file() {
+            out.push((id, meta.len()));
+        }
+    }
+    Ok(out)
+}
+
+/// Flushes a folder's entries (a rename or unlink in it) to disk.
+pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let handle = File::open(dir).op("open folder for fsync")?;
+    match handle.sync_all() {
+        Ok(()) => Ok(()),
+        // Some filesystems (FAT on USB sticks, some FUSE) cannot fsync folders.
+        Err(e) if is_unsupported(&e) => Ok(()),
+        Err(e) => Err(e).op("fsync folder"),
+    }
+}
+
+pub fn is_unsupported(err: &io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        err.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EINVAL) | Some(Errno::ENOTSUP)
+    )
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a fresh temp file beside `final_path`, never replacing anything.
+pub fn create_temp(final_path: &Path, modes: Modes) -> Result<(File, PathBuf), StorageError> {
+    let dir = final_path.parent().unwrap_or(Path::new("."));
+    let base = final_path
+        .file_name()
+        .and_then(OsStr::to_str)
+        .unwrap_or("object");
+    loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{TEMP_PREFIX}{base}-{}-{n}", std::process::id()));
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(modes.file)
+            .open(&path);
+        match opened {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).op("create temp file"),
+        }
+    }
+}
+
+/// Makes a finished temp file visible under its final name without ever
+/// replacing an existing object, then makes the change durable.
+///
+/// `link` fails with EEXIST when the name is taken, which makes it an atomic
+/// "rename unless it exists" that also works on musl (whose libc crate lacks
+/// renameat2). Filesystems without hard links (FAT, exFAT on USB disks) fall
+/// back to check-then-rename: two uploads of one name carry identical,
+/// verified content, so the remaining race cannot change what is stored.
+pub fn commit_temp(temp: &Path, final_path: &Path) -> Result<(), StorageError> {
+    match fs::hard_link(temp, final_path) {
+        Ok(()) => fs::remove_file(temp).op("remove temp link")?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e).op("link"),
+        Err(_) => {
+            if fs::symlink_metadata(final_path).is_ok() {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists)).op("rename");
+            }
+            fs::rename(temp, final_path).op("rename")?;
+        }
+    }
+    sync_dir(final_path.parent().unwrap_or(Path::new(".")))
+}
+
+/// What the startup scan of the data directory found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScanReport {
+    /// Bytes in all regular files left after removing temp files.
+    pub bytes: u64,
+    /// Temp files a crash left behind, now removed.
+    pub temps_removed: u64,
+}
+
+/// Walks the data directory once at startup: removes upload temp files a
+/// crash left behind and counts the bytes stored (for `--max-size`).
+pub fn scan(root: &Path) -> Result<ScanReport, StorageError> {
+    let mut report = ScanReport::default();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).op("scan")? {
+            let entry = entry.op("scan")?;
+            let file_type = entry.file_type().op("scan")?;
+            if file_type.is_dir() {
+                pending.push(entry.path());
+                continue;
+            }
+            if !file_type.is_file() {
+                continue;
+            }
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TEMP_PREFIX) || name.contains(GO_TEMP_MARKER) {
+                fs::remove_file(entry.path()).op("remove stale temp file")?;
+                report.temps_removed += 1;
+                continue;
+            }
+            report.bytes += entry.metadata().op("scan")?.len();
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_pairs_cover_all_bytes() {
+        let mut buf = [0u8; 2];
+        assert_eq!(hex_pair(0, &mut buf), "00");
+        assert_eq!(hex_pair(0xa7, &mut buf), "a7");
+        assert_eq!(hex_pair(0xff, &mut buf), "ff");
+    }
+
+    #[test]
+    fn classifies_space_errors() {
+        let err = io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        assert_eq!(classify(&err), StorageErrorKind::NoSpace);
+        let err = io::Error::from_raw_os_error(nix::libc::EDQUOT);
+        assert_eq!(classify(&err), StorageErrorKind::NoSpace);
+        let err = io::Error::from_raw_os_error(nix::libc::EIO);
+        assert_eq!(classify(&err), StorageErrorKind::Unexpected);
+    }
+}
