@@ -1,0 +1,255 @@
+//! Listening, timeouts, limits, startup cleanup, signals and the command line.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+#[test]
+fn serves_on_a_unix_socket_and_removes_it_on_sigterm() {
+    let dir = TempDir::new("unix");
+    let socket = dir.path().join("rest.sock");
+    let listen = format!("unix:{}", socket.display());
+    let mut server =
+        Server::start_with(&dir.path().join("data"), &["--no-auth", "--listen", &listen]);
+    assert!(matches!(server.addr, Addr::Unix(_)));
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    let (_, put) = upload(&server, "keys", b"over a unix socket");
+    assert_eq!(put.status, 200);
+    assert!(socket.exists());
+    let status = server.stop_with(Signal::SIGTERM);
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "socket file removed on shutdown");
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish() {
+    let dir = TempDir::new("graceful");
+    let mut server = server_with_repo(&dir, &[]);
+    let content = pseudo_random(2 << 20, 5);
+    let id = sha256_hex(&content);
+    let request = Request::new("POST", &format!("/repo/data/{id}")).body(content.clone());
+    let mut stream = server.connect();
+    stream.write_all(&request.head_bytes()).unwrap();
+    stream.write_all(&content[..1 << 20]).unwrap();
+    // Wait until the upload is under way.
+    let pack_dir = dir.path().join(format!("data/repo/data/{}", &id[..2]));
+    assert!(eventually(Duration::from_secs(10), || {
+        !files_below(&pack_dir).is_empty()
+    }));
+    nix::sys::signal::kill(server.pid(), Signal::SIGTERM).unwrap();
+    assert!(server.wait_for_log("received SIGTERM", Duration::from_secs(10)));
+    // New connections are no longer accepted...
+    let addr = server.tcp_addr();
+    assert!(eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_err()));
+    // ...but the upload in flight completes.
+    stream.write_all(&content[1 << 20..]).unwrap();
+    let response = read_response(&mut stream, false);
+    assert_eq!(response.status, 200);
+    drop(stream);
+    let status = server.stop_with(Signal::SIGTERM);
+    assert!(status.success(), "{status:?}");
+    assert_eq!(std::fs::read(pack_dir.join(&id)).unwrap(), content);
+}
+
+#[test]
+fn a_trickling_client_is_dropped_while_others_are_served() {
+    let dir = TempDir::new("trickle");
+    let server = server_with_repo(&dir, &["--header-timeout", "2"]);
+    let mut slow = server.connect();
+    let started = Instant::now();
+    let head = b"GET /repo/keys/ HTTP/1.1\r\nHost: test\r\nX-Padding: ";
+    let mut dropped_after = None;
+    // One byte every 100 ms: a complete head would take far longer than 2 s.
+    for i in 0..200 {
+        let byte = head.get(i).copied().unwrap_or(b'a');
+        if slow.write_all(&[byte]).is_err() {
+            dropped_after = Some(started.elapsed());
+            break;
+        }
+        if i % 5 == 0 {
+            // Meanwhile, a normal client is served at once.
+            let t = Instant::now();
+            assert_eq!(server.request("GET", "/repo/keys/").status, 200);
+            assert!(t.elapsed() < Duration::from_secs(2));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let elapsed = dropped_after.expect("the trickling connection was never closed");
+    assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(8), "{elapsed:?}");
+    assert!(server.log().contains("request header timeout"));
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let dir = TempDir::new("idle");
+    let server = server_with_repo(&dir, &["--idle-timeout", "1"]);
+    let mut conn = server.connect();
+    conn.write_all(&Request::new("GET", "/repo/keys/").keep_alive().to_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut conn, false).status, 200);
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "server closes the idle connection");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+#[test]
+fn extra_connections_wait_for_a_free_slot() {
+    let dir = TempDir::new("cap");
+    let server = server_with_repo(&dir, &["--max-connections", "2"]);
+    // Two clients hold both slots with keep-alive connections.
+    let mut holders: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = server.connect();
+            c.write_all(&Request::new("GET", "/repo/keys/").keep_alive().to_bytes())
+                .unwrap();
+            assert_eq!(read_response(&mut c, false).status, 200);
+            c
+        })
+        .collect();
+    // A third is not served while they stay...
+    let addr = server.tcp_addr();
+    let mut third = std::net::TcpStream::connect(addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    third
+        .write_all(&Request::new("GET", "/repo/keys/").to_bytes())
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let early = third.read(&mut buf);
+    assert!(early.is_err(), "served beyond the cap: {early:?}");
+    // ...and is served as soon as one leaves.
+    holders.pop();
+    third.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let response = read_response(&mut third, false);
+    assert_eq!(response.status, 200);
+    drop(holders);
+}
+
+#[test]
+fn startup_removes_temp_files_a_crash_left() {
+    let dir = TempDir::new("leftovers");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    let (id, put) = upload(&server, "data", b"kept");
+    assert_eq!(put.status, 200);
+    drop(server);
+    let ours = data.join("repo/data/ab/.rest-server-tmp-abc-1-0");
+    let gos = data.join("repo/keys/0123.rest-server-temp42");
+    std::fs::write(&ours, "partial").unwrap();
+    std::fs::write(&gos, "partial").unwrap();
+    let server = Server::start(&data, &[]);
+    assert!(!ours.exists() && !gos.exists());
+    assert!(server.log().contains("removed 2 unfinished upload"), "{}", server.log());
+    assert_eq!(server.request("GET", &format!("/repo/data/{id}")).text(), "kept");
+}
+
+#[test]
+fn systemd_socket_activation() {
+    if !have_tool("python3", "systemd_socket_activation") {
+        return;
+    }
+    let dir = TempDir::new("systemd");
+    let data = dir.path().join("data");
+    // Stand in for systemd: bind, put the socket on fd 3, set LISTEN_* for the
+    // process that exec() turns into the server, and report the port.
+    let script = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 0)); s.listen(16)
+sys.stderr.write("start server on 127.0.0.1:%d\n" % s.getsockname()[1]); sys.stderr.flush()
+os.dup2(s.fileno(), 3); os.set_inheritable(3, True)
+env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execve(sys.argv[1], sys.argv[1:], env)
+"#;
+    let mut command = Command::new("python3");
+    command.arg("-c").arg(script).arg(binary()).args([
+        "--no-auth".as_ref(),
+        "--path".as_ref(),
+        data.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:1".as_ref(),
+    ]);
+    let server = Server::spawn(command, &data);
+    assert!(server.wait_for_log("systemd socket activation mode", Duration::from_secs(10)));
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    assert!(data.join("repo/keys").is_dir());
+}
+
+fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn command_line_refusals_are_clear() {
+    let (code, out, _) = run_cli(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("rest-server "), "{out}");
+    let (code, out, _) = run_cli(&["--help"]);
+    assert_eq!(code, 0);
+    for flag in ["--path", "--append-only", "--max-size", "--no-verify-upload", "--listen"] {
+        assert!(out.contains(flag), "help lacks {flag}");
+    }
+    let (code, _, err) = run_cli(&["--path", "/tmp/x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--no-auth"), "{err}");
+    let (code, _, err) = run_cli(&["--no-auth", "--tls"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--tls is not yet supported"), "{err}");
+    let (code, _, err) = run_cli(&["--no-auth", "stray"]);
+    assert_eq!(code, 2, "positional arguments are errors: {err}");
+    let (code, _, err) = run_cli(&["--no-auth", "--max-size", "lots"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn go_style_flags_start_the_server() {
+    let dir = TempDir::new("goflags");
+    let data = dir.path().join("data");
+    let path_flag = format!("--path={}", data.display());
+    let server = Server::spawn(
+        {
+            let mut c = Command::new(binary());
+            c.args([&path_flag, "--no-auth=true", "-listen=127.0.0.1:0", "--append-only=false"]);
+            c
+        },
+        &data,
+    );
+    assert!(server.log().contains("append-only mode: off"));
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+}
+
+#[test]
+fn access_log_uses_the_combined_format() {
+    let dir = TempDir::new("accesslog");
+    let log_file = dir.path().join("access.log");
+    let server = server_with_repo(&dir, &["--log", log_file.to_str().unwrap()]);
+    let response = server.send(&Request::new("GET", "/repo/keys/").header("User-Agent", "restic/test"));
+    assert_eq!(response.status, 200);
+    assert!(eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log_file).is_ok_and(|t| t.lines().count() >= 2)
+    }));
+    let text = std::fs::read_to_string(&log_file).unwrap();
+    let line = text.lines().find(|l| l.contains("/repo/keys/")).unwrap();
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(line.ends_with("\"GET /repo/keys/ HTTP/1.1\" 200 2 \"\" \"restic/test\""), "{line}");
+}

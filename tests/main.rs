@@ -1,0 +1,10 @@
+//! Integration tests: the built `rest-server` binary, started on 127.0.0.1:0
+//! (or a Unix socket) with a temp data directory, driven over real sockets.
+
+mod util;
+
+mod api;
+mod lifecycle;
+mod modes;
+mod restic;
+mod security;

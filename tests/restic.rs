@@ -1,0 +1,108 @@
+//! End to end with the real restic client (Debian's package): the judge.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::util::*;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn restic(repo: &str, cache: &Path, args: &[&str]) -> Output {
+    Command::new("restic")
+        .args(["--repo", repo, "--cache-dir"])
+        .arg(cache)
+        .args(args)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .env_remove("RESTIC_REPOSITORY")
+        .output()
+        .expect("run restic")
+}
+
+fn ok(output: Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "restic {what} failed:\n{text}");
+    text
+}
+
+/// A few hundred small files in nested folders and a few of several MiB.
+fn make_tree(root: &Path) {
+    for i in 0..300u64 {
+        let dir = root.join(format!("dir{}/sub{}", i % 7, i % 3));
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = (i as usize * 977) % 20_000;
+        std::fs::write(dir.join(format!("file{i}.bin")), pseudo_random(len, i)).unwrap();
+    }
+    for i in 0..3u64 {
+        let len = (3 + 2 * i as usize) << 20;
+        std::fs::write(root.join(format!("big{i}.bin")), pseudo_random(len, 1000 + i)).unwrap();
+    }
+    std::fs::write(root.join("empty"), b"").unwrap();
+}
+
+/// Byte-for-byte comparison of two trees.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let files_a = files_below(a);
+    assert_eq!(files_a, files_below(b), "same file names");
+    for name in files_a {
+        let (x, y) = (std::fs::read(a.join(&name)).unwrap(), std::fs::read(b.join(&name)).unwrap());
+        assert!(x == y, "{name} differs after restore");
+    }
+}
+
+#[test]
+fn restic_backup_check_restore_prune_and_append_only() {
+    if !have_tool("restic", "restic_backup_check_restore_prune_and_append_only") {
+        return;
+    }
+    let dir = TempDir::new("restic");
+    let data = dir.path().join("data");
+    let source = dir.path().join("source");
+    let cache = dir.path().join("cache");
+    make_tree(&source);
+
+    let server = Server::start(&data, &[]);
+    let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
+    ok(restic(&repo, &cache, &["init"]), "init");
+    // The layout is restic's local backend's.
+    for sub in ["config", "keys", "locks", "snapshots", "index", "data/00", "data/ff"] {
+        assert!(data.join("laptop").join(sub).exists(), "{sub}");
+    }
+    ok(restic(&repo, &cache, &["backup", source.to_str().unwrap()]), "backup");
+    ok(restic(&repo, &cache, &["check", "--read-data"]), "check --read-data");
+
+    let target = dir.path().join("restore");
+    ok(
+        restic(&repo, &cache, &["restore", "latest", "--target", target.to_str().unwrap()]),
+        "restore",
+    );
+    assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
+
+    // A second snapshot with a change, then forget the first and prune.
+    std::fs::write(source.join("dir0/changed.bin"), pseudo_random(1 << 20, 77)).unwrap();
+    std::fs::remove_file(source.join("big0.bin")).unwrap();
+    ok(restic(&repo, &cache, &["backup", source.to_str().unwrap()]), "second backup");
+    let pruned = ok(
+        restic(&repo, &cache, &["forget", "--keep-last", "1", "--prune"]),
+        "forget --prune",
+    );
+    assert!(pruned.contains("remove 1 snapshots") || pruned.contains("removed"), "{pruned}");
+    ok(restic(&repo, &cache, &["check", "--read-data"]), "check after prune");
+    let snapshots = ok(restic(&repo, &cache, &["snapshots", "--json"]), "snapshots");
+    assert_eq!(snapshots.matches("\"time\"").count(), 1, "{snapshots}");
+
+    // The same data, served append-only: backups work, pruning does not.
+    drop(server);
+    let server = Server::start(&data, &["--append-only"]);
+    let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
+    std::fs::write(source.join("dir1/new.bin"), pseudo_random(100_000, 78)).unwrap();
+    ok(restic(&repo, &cache, &["backup", source.to_str().unwrap()]), "append-only backup");
+    let refused = restic(&repo, &cache, &["forget", "--keep-last", "1", "--prune"]);
+    assert!(!refused.status.success(), "prune must fail in append-only mode");
+    ok(restic(&repo, &cache, &["check"]), "check after refused prune");
+    let snapshots = ok(restic(&repo, &cache, &["snapshots", "--json"]), "snapshots");
+    assert_eq!(snapshots.matches("\"time\"").count(), 2, "nothing was forgotten");
+}

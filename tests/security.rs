@@ -1,0 +1,93 @@
+//! Paths that must never reach the filesystem, whatever the method.
+
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
+use crate::util::*;
+
+/// Request paths that try to leave the data directory or name what no route
+/// names. `secret` sits beside the data directory.
+const ATTEMPTS: &[&str] = &[
+    "/../secret/config",
+    "/%2e%2e/secret/config",
+    "/%2E%2E/secret/config",
+    "/..%2fsecret/config",
+    "/repo/..%2f..%2fsecret/config",
+    "/a%2fb/config",
+    "/a%2Fb/config",
+    "/a%5cb/config",
+    "/a%00/config",
+    "/%00/config",
+    "/./config",
+    "/.hidden/config",
+    "/repo/../../secret/config",
+    "/repo/data/../../../secret/config",
+    "//secret/config",
+];
+
+#[test]
+fn traversal_attempts_touch_nothing() {
+    let dir = TempDir::new("traversal");
+    let secret = dir.path().join("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("config"), "top secret").unwrap();
+    let server = server_with_repo(&dir, &[]);
+    let before = files_below(dir.path());
+    for path in ATTEMPTS {
+        for method in ["GET", "HEAD", "DELETE"] {
+            let response = server.request(method, path);
+            assert!(
+                matches!(response.status, 400 | 404),
+                "{method} {path}: {}",
+                response.status
+            );
+            assert!(!response.text().contains("top secret"), "{method} {path}");
+        }
+        let post = server.send(&Request::new("POST", path).body("overwritten"));
+        assert!(matches!(post.status, 400 | 404), "POST {path}: {}", post.status);
+        let create_path = path.trim_end_matches("config");
+        let create = server.request("POST", &format!("{create_path}?create=true"));
+        assert!(
+            matches!(create.status, 400 | 404),
+            "POST {create_path}?create=true: {}",
+            create.status
+        );
+    }
+    assert_eq!(std::fs::read_to_string(secret.join("config")).unwrap(), "top secret");
+    assert_eq!(files_below(dir.path()), before, "nothing created or removed");
+    let leftover: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut leftover = leftover;
+    leftover.sort();
+    assert_eq!(leftover, vec!["data", "secret"]);
+    // Each refusal is logged.
+    assert!(server.wait_for_log("/a%2fb/config", Duration::from_secs(5)));
+    assert!(server.log().contains(" 404 "));
+}
+
+#[test]
+fn raw_nul_and_garbage_request_lines_are_refused() {
+    let dir = TempDir::new("garbage");
+    let server = server_with_repo(&dir, &[]);
+    for raw in [
+        &b"GET /repo/\0/config HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        b"GET /repo\\..\\config HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ] {
+        let mut stream = server.connect();
+        stream.write_all(raw).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 400") || text.starts_with("HTTP/1.1 404"),
+            "{text}"
+        );
+    }
+    // Still serving.
+    assert_eq!(server.request("GET", "/repo/keys/").status, 200);
+}
+
+

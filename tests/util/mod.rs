@@ -1,0 +1,488 @@
+//! Test helpers: temp dirs, the server binary as a child process, and a small
+//! raw HTTP/1.1 client (raw, so tests can send paths and bodies no normal
+//! client would).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Longest a test waits for the server to start or stop.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Socket read timeout for the test client.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn binary() -> PathBuf {
+    // REST_SERVER_BIN lets the suite run against another build of the server
+    // (a cross-built binary under emulation, say).
+    match std::env::var_os("REST_SERVER_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_rest-server")),
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join("rest-server-tests")
+            .join(format!("{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where the server listens.
+#[derive(Debug, Clone)]
+pub enum Addr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A running server process, killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: Addr,
+    pub data: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the server on 127.0.0.1:0 with `--no-auth --path data` and `extra`.
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--no-auth", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::start_with(data, &args)
+    }
+
+    /// Starts the server with exactly `--path data` and `args`.
+    pub fn start_with(data: &Path, args: &[&str]) -> Server {
+        let mut command = Command::new(binary());
+        command.arg("--path").arg(data).args(args);
+        Server::spawn(command, data)
+    }
+
+    /// Starts a prepared command (which must run the server) and waits for it
+    /// to say where it listens.
+    pub fn spawn(mut command: Command, data: &Path) -> Server {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rest-server");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("start server on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let Ok(addr) = rx.recv_timeout(START_TIMEOUT) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not start; log:\n{}", log.lock().unwrap().join("\n"));
+        };
+        let addr = match addr.strip_prefix("unix:") {
+            Some(path) => Addr::Unix(PathBuf::from(path)),
+            None => Addr::Tcp(addr.parse().expect("bound address")),
+        };
+        Server {
+            child: Some(child),
+            addr,
+            data: data.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        match &self.addr {
+            Addr::Tcp(a) => *a,
+            Addr::Unix(_) => panic!("not a TCP server"),
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the log has a line containing `text`.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> Response {
+        self.send(&Request::new(method, path))
+    }
+
+    pub fn send(&self, request: &Request) -> Response {
+        let mut stream = self.connect();
+        stream.write_all(&request.to_bytes()).unwrap();
+        read_response(&mut stream, request.method == "HEAD")
+    }
+
+    pub fn connect(&self) -> Box<dyn Stream> {
+        connect(&self.addr)
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn stop_with(&mut self, signal: Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not stop after {signal:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub trait Stream: Read + Write {
+    fn shutdown_write(&self);
+}
+
+impl Stream for TcpStream {
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Stream for UnixStream {
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+pub fn connect(addr: &Addr) -> Box<dyn Stream> {
+    match addr {
+        Addr::Tcp(a) => {
+            let s = TcpStream::connect(a).expect("connect");
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            Box::new(s)
+        }
+        Addr::Unix(p) => {
+            let s = UnixStream::connect(p).expect("connect unix");
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            Box::new(s)
+        }
+    }
+}
+
+/// A request written by hand; `Connection: close` unless told otherwise.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub chunked: bool,
+    pub keep_alive: bool,
+}
+
+impl Request {
+    pub fn new(method: &str, path: &str) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            chunked: false,
+            keep_alive: false,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Request {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Request {
+        self.body = body.into();
+        self
+    }
+
+    /// Sends the body with `Transfer-Encoding: chunked` (no Content-Length).
+    pub fn chunked(mut self) -> Request {
+        self.chunked = true;
+        self
+    }
+
+    pub fn keep_alive(mut self) -> Request {
+        self.keep_alive = true;
+        self
+    }
+
+    pub fn head_bytes(&self) -> Vec<u8> {
+        let mut out = format!("{} {} HTTP/1.1\r\nHost: test\r\n", self.method, self.path);
+        for (k, v) in &self.headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if self.chunked {
+            out.push_str("Transfer-Encoding: chunked\r\n");
+        } else if !self.body.is_empty() || self.method == "POST" {
+            out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        if !self.keep_alive {
+            out.push_str("Connection: close\r\n");
+        }
+        out.push_str("\r\n");
+        out.into_bytes()
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.head_bytes();
+        if self.chunked {
+            for chunk in self.body.chunks(4096) {
+                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response. Bodies are delimited by Content-Length or chunked
+/// encoding, so the connection can be reused afterwards.
+pub fn read_response(stream: &mut dyn Read, head_only: bool) -> Response {
+    let mut reader = ByteReader { inner: stream };
+    let status_line = reader.line().expect("status line");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let line = reader.line().expect("header line");
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').expect("header");
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let mut response = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_only {
+        return response;
+    }
+    if response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let size_line = reader.line().expect("chunk size");
+            let size = usize::from_str_radix(size_line.trim(), 16).expect("chunk size");
+            if size == 0 {
+                let _ = reader.line();
+                break;
+            }
+            let mut chunk = vec![0; size];
+            reader.inner.read_exact(&mut chunk).expect("chunk");
+            response.body.extend_from_slice(&chunk);
+            let _ = reader.line();
+        }
+    } else if let Some(len) = response.header("content-length") {
+        let mut body = vec![0; len.parse().expect("content-length")];
+        reader.inner.read_exact(&mut body).expect("body");
+        response.body = body;
+    }
+    response
+}
+
+struct ByteReader<'a> {
+    inner: &'a mut dyn Read,
+}
+
+impl ByteReader<'_> {
+    /// One CRLF-terminated line, read byte by byte so nothing past it is consumed.
+    fn line(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match self.inner.read(&mut byte) {
+                Ok(0) => return if line.is_empty() { None } else { Some(lossy(&line)) },
+                Ok(_) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            if byte[0] == b'\n' {
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Some(lossy(&line));
+            }
+            line.push(byte[0]);
+        }
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// SHA-256 as lowercase hex: the name restic gives content.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Every file below `dir`, relative, sorted.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether an external program is installed; prints why a test is skipped if not.
+pub fn have_tool(name: &str, test: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("SKIP {test}: `{name}` is not installed");
+    }
+    found
+}
+
+/// A server with one repository `/repo/` created.
+pub fn server_with_repo(dir: &TempDir, extra: &[&str]) -> Server {
+    let server = Server::start(&dir.path().join("data"), extra);
+    let created = server.request("POST", "/repo/?create=true");
+    assert_eq!(created.status, 200, "{}", created.text());
+    server
+}
+
+/// Uploads `content` under its hash to `/repo/{kind}/{hash}`.
+pub fn upload(server: &Server, kind: &str, content: &[u8]) -> (String, Response) {
+    let id = sha256_hex(content);
+    let response = server.send(&Request::new("POST", &format!("/repo/{kind}/{id}")).body(content));
+    (id, response)
+}
