@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::path::Path;
 use std::rc::Rc;
 
 use crate::access_log::AccessLog;
@@ -86,9 +87,10 @@ async fn serve(config: Config) -> Result<(), AppError> {
         quota,
     });
     let shared = Rc::new(Shared::new(state, access_log));
-    server::serve(&listener, shared, shutdown).await;
-    if let Some(path) = listener.socket_path()
-        && let Err(e) = std::fs::remove_file(path)
+    let socket_path = listener.socket_path().map(Path::to_path_buf);
+    server::serve(listener, shared, shutdown).await;
+    if let Some(path) = socket_path
+        && let Err(e) = std::fs::remove_file(&path)
     {
         log::warn!("could not remove socket {}: {e}", path.display());
     }

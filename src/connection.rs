@@ -27,7 +27,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, Entry};
@@ -49,6 +49,8 @@ pub struct Activity {
     since: Cell<Instant>,
     in_flight: Cell<u32>,
     write_blocked_since: Cell<Option<Instant>>,
+    /// Wakes the watchdog when a deadline moves earlier (idle → reading a head).
+    deadline_moved: Notify,
 }
 
 impl Activity {
@@ -58,6 +60,7 @@ impl Activity {
             since: Cell::new(Instant::now()),
             in_flight: Cell::new(0),
             write_blocked_since: Cell::new(None),
+            deadline_moved: Notify::new(),
         }
     }
 
@@ -65,6 +68,7 @@ impl Activity {
         if self.phase.get() == Phase::Idle {
             self.phase.set(Phase::ReadingHead);
             self.since.set(Instant::now());
+            self.deadline_moved.notify_one();
         }
     }
 
@@ -263,6 +267,7 @@ pub async fn serve<S>(
                 }
                 return;
             }
+            _ = activity.deadline_moved.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 if let Some(why) = activity.overdue(&limits) {
                     log::info!("closing connection from {peer}: {why}");

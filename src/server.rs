@@ -18,7 +18,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `listener` until `shutdown` resolves, then drains connections for at
 /// most the configured grace period. Must run inside a `LocalSet`.
-pub async fn serve(listener: &Listener, shared: Rc<Shared>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: Listener, shared: Rc<Shared>, shutdown: impl Future<Output = ()>) {
     let limits = shared.state.config.limits;
     // SECURITY: a connection cap keeps a flood of clients from exhausting
     // memory or file descriptors; extra clients wait in the kernel's backlog.
@@ -34,7 +34,7 @@ pub async fn serve(listener: &Listener, shared: Rc<Shared>, shutdown: impl Futur
             _ = &mut shutdown => break,
         };
         let accepted = tokio::select! {
-            accepted = accept(listener) => accepted,
+            accepted = accept(&listener) => accepted,
             _ = &mut shutdown => break,
         };
         let (stream, peer) = match accepted {
@@ -54,6 +54,9 @@ pub async fn serve(listener: &Listener, shared: Rc<Shared>, shutdown: impl Futur
             drop(permit);
         });
     }
+    // Closing the listener now makes new clients fail fast instead of
+    // queueing in the backlog of a server that is going away.
+    drop(listener);
     log::info!("shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);

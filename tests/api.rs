@@ -278,7 +278,7 @@ fn unknown_routes_are_404() {
     for path in [
         "/repo/data/abc",
         "/repo/data/ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789",
-        "/repo/other/",
+        "/repo/other/x",
         "/repo/data",
         "/repo/config/x",
         "/repo",

@@ -46,7 +46,9 @@ fn sigterm_lets_the_request_in_flight_finish() {
     let addr = server.tcp_addr();
     assert!(eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_err()));
     // ...but the upload in flight completes.
-    stream.write_all(&content[1 << 20..]).unwrap();
+    if let Err(e) = stream.write_all(&content[1 << 20..]) {
+        panic!("upload cut off ({e}); server log:\n{}", server.log());
+    }
     let response = read_response(&mut stream, false);
     assert_eq!(response.status, 200);
     drop(stream);
