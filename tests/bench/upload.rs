@@ -1,0 +1,368 @@
+//! Upload benchmark: prints figures, asserts nothing about speed.
+//!
+//! `cargo bench --bench upload` starts the release `rest-server` and, when
+//! installed, `rclone serve restic`, uploads 64 MiB blobs over loopback (one
+//! stream, then 8 at once) and reports MB/s, server CPU seconds per GiB, and
+//! the server's RSS (idle and peak). It also measures this machine's limits:
+//! ring's single-core SHA-256 speed and the speed of an fsync'd 64 MiB write,
+//! on the disk that holds the data directory.
+//!
+//! Environment: `BENCH_DIR` (data directories; default: the system temp dir),
+//! `BENCH_BLOBS` (blobs per phase, default 8).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BLOB_BYTES: usize = 64 << 20;
+const MIB: f64 = (1 << 20) as f64;
+const CONCURRENT_STREAMS: usize = 8;
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let work = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("rest-server-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let blobs_per_phase: usize = std::env::var("BENCH_BLOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CONCURRENT_STREAMS)
+        .max(CONCURRENT_STREAMS);
+
+    println!("# rest-server upload benchmark");
+    println!(
+        "machine: {} cores, {}; data in {}",
+        num_cpus(),
+        cpu_model(),
+        work.display()
+    );
+    let sha = sha256_speed();
+    let disk = fsync_write_speed(&work);
+    println!("limit: ring SHA-256, one core: {sha:.0} MB/s");
+    println!("limit: write + fsync of 64 MiB on this disk: {disk:.0} MB/s (median of 3)");
+    println!(
+        "target: 1-stream verified upload >= 80% of the slower limit = {:.0} MB/s",
+        0.8 * sha.min(disk)
+    );
+
+    println!("generating {blobs_per_phase} blobs of 64 MiB...");
+    let blobs: Vec<Blob> = (0..blobs_per_phase as u64).map(Blob::new).collect();
+
+    let ours = PathBuf::from(env!("CARGO_BIN_EXE_rest-server"));
+    let mut rows = Vec::new();
+    rows.push(measure("rest-server (verify on)", &blobs, &work, |data| {
+        start_ours(&ours, data, &[])
+    }));
+    rows.push(measure("rest-server --no-verify-upload", &blobs, &work, |data| {
+        start_ours(&ours, data, &["--no-verify-upload"])
+    }));
+    if tool_exists("rclone") {
+        rows.push(measure("rclone serve restic", &blobs, &work, start_rclone));
+    } else {
+        println!("(rclone is not installed: no peer figures; apt-get install rclone)");
+    }
+
+    println!();
+    println!(
+        "| server | 1 stream MB/s | {CONCURRENT_STREAMS} streams MB/s | CPU s/GiB (1 / {CONCURRENT_STREAMS}) | RSS idle | peak RSS 1 stream | peak RSS {CONCURRENT_STREAMS} streams |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2} / {:.2} | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+            r.name,
+            r.single_mbps,
+            r.multi_mbps,
+            r.single_cpu_per_gib,
+            r.multi_cpu_per_gib,
+            r.idle_rss_kib as f64 / 1024.0,
+            r.single_peak_kib as f64 / 1024.0,
+            r.multi_peak_kib as f64 / 1024.0
+        );
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+struct Row {
+    name: &'static str,
+    single_mbps: f64,
+    multi_mbps: f64,
+    single_cpu_per_gib: f64,
+    multi_cpu_per_gib: f64,
+    idle_rss_kib: u64,
+    single_peak_kib: u64,
+    multi_peak_kib: u64,
+}
+
+struct Blob {
+    id: String,
+    data: Vec<u8>,
+}
+
+impl Blob {
+    fn new(seed: u64) -> Blob {
+        let mut state = (seed + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut data = Vec::with_capacity(BLOB_BYTES);
+        while data.len() < BLOB_BYTES {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            data.extend_from_slice(&state.to_le_bytes());
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, &data);
+        let id = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Blob { id, data }
+    }
+}
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn measure(
+    name: &'static str,
+    blobs: &[Blob],
+    work: &Path,
+    start: impl Fn(&Path) -> Running,
+) -> Row {
+    println!("\n## {name}");
+    let data = work.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let server = start(&data);
+    let pid = server.child.id();
+    let status = request(server.addr, "POST", "/bench/?create=true", &[]);
+    assert_eq!(status, 200, "create repository");
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss_kib = proc_status_kib(pid, "VmRSS:");
+    println!("idle RSS: {idle_rss_kib} KiB");
+
+    // One stream: every blob in turn.
+    reset_peak_rss(pid);
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    for blob in blobs {
+        upload(server.addr, blob);
+    }
+    let single_secs = started.elapsed().as_secs_f64();
+    let single_cpu = cpu_seconds(pid) - cpu_before;
+    let single_peak_kib = proc_status_kib(pid, "VmHWM:");
+    let total = (blobs.len() * BLOB_BYTES) as f64;
+    let single_mbps = total / MIB / single_secs;
+    println!(
+        "1 stream: {} x 64 MiB in {single_secs:.2} s = {single_mbps:.0} MB/s, server CPU {single_cpu:.2} s, peak RSS {single_peak_kib} KiB",
+        blobs.len()
+    );
+    for blob in blobs {
+        assert_eq!(request(server.addr, "DELETE", &blob_path(blob), &[]), 200);
+    }
+
+    // Eight streams at once, each taking every eighth blob.
+    reset_peak_rss(pid);
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for stream in 0..CONCURRENT_STREAMS {
+            let addr = server.addr;
+            scope.spawn(move || {
+                for blob in blobs.iter().skip(stream).step_by(CONCURRENT_STREAMS) {
+                    upload(addr, blob);
+                }
+            });
+        }
+    });
+    let multi_secs = started.elapsed().as_secs_f64();
+    let multi_cpu = cpu_seconds(pid) - cpu_before;
+    let multi_peak_kib = proc_status_kib(pid, "VmHWM:");
+    let multi_mbps = total / MIB / multi_secs;
+    println!(
+        "{CONCURRENT_STREAMS} streams: {multi_secs:.2} s = {multi_mbps:.0} MB/s, server CPU {multi_cpu:.2} s, peak RSS {multi_peak_kib} KiB"
+    );
+    let gib = total / (1u64 << 30) as f64;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    Row {
+        name,
+        single_mbps,
+        multi_mbps,
+        single_cpu_per_gib: single_cpu / gib,
+        multi_cpu_per_gib: multi_cpu / gib,
+        idle_rss_kib,
+        single_peak_kib,
+        multi_peak_kib,
+    }
+}
+
+fn blob_path(blob: &Blob) -> String {
+    format!("/bench/data/{}", blob.id)
+}
+
+fn upload(addr: SocketAddr, blob: &Blob) {
+    let status = request(addr, "POST", &blob_path(blob), &blob.data);
+    assert_eq!(status, 200, "upload of {}", blob.id);
+}
+
+/// One request on its own connection; returns the status code.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn start_ours(binary: &Path, data: &Path, extra: &[&str]) -> Running {
+    let mut command = Command::new(binary);
+    command
+        .arg("--no-auth")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--path")
+        .arg(data)
+        .args(extra);
+    spawn(command, "start server on ")
+}
+
+fn start_rclone(data: &Path) -> Running {
+    let mut command = Command::new("rclone");
+    command
+        .args(["serve", "restic", "--addr", "127.0.0.1:0"])
+        .arg(data);
+    spawn(command, "Serving restic REST API on ")
+}
+
+/// Starts a server and reads the address it reports on stderr.
+fn spawn(mut command: Command, marker: &'static str) -> Running {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start server");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split(marker).nth(1) {
+                let addr = rest
+                    .trim()
+                    .trim_start_matches('[')
+                    .trim_start_matches("http://")
+                    .trim_end_matches(']')
+                    .trim_end_matches('/')
+                    .to_string();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(START_TIMEOUT)
+        .expect("server reported its address");
+    Running {
+        child,
+        addr: addr.parse().expect("address"),
+    }
+}
+
+fn sha256_speed() -> f64 {
+    let data = vec![0x5au8; 256 << 20];
+    let started = Instant::now();
+    let digest = ring::digest::digest(&ring::digest::SHA256, &data);
+    let secs = started.elapsed().as_secs_f64();
+    std::hint::black_box(digest);
+    data.len() as f64 / MIB / secs
+}
+
+fn fsync_write_speed(dir: &Path) -> f64 {
+    let chunk = vec![0xa5u8; 128 << 10];
+    let mut speeds: Vec<f64> = (0..3)
+        .map(|i| {
+            let path = dir.join(format!("fsync-probe-{i}"));
+            let started = Instant::now();
+            let mut file = File::create(&path).unwrap();
+            for _ in 0..BLOB_BYTES / chunk.len() {
+                file.write_all(&chunk).unwrap();
+            }
+            file.sync_all().unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            std::fs::remove_file(&path).unwrap();
+            BLOB_BYTES as f64 / MIB / secs
+        })
+        .collect();
+    speeds.sort_by(|a, b| a.total_cmp(b));
+    speeds[1]
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resets the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0).
+fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// User + system CPU time of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); after the comm field they are at 11 and 12.
+    let ticks: u64 = fields.get(11).and_then(|s| s.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    ticks as f64 / per_sec
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string())
+}
+
+fn tool_exists(name: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
