@@ -183,6 +183,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     }
 }
 
+/// Most bytes hyper reads from a socket at once. Large reads halve the kernel
+/// time per uploaded byte compared with 64 KiB ones (fewer recv calls and
+/// ACKs); hyper only grows a connection's buffer this far while a body
+/// streams in quickly, so idle connections stay small.
+pub const READ_BUFFER_BYTES: usize = 256 * 1024;
+
 /// Shared by all connections: state, the access log, and hyper's settings.
 pub struct Shared {
     pub state: Rc<AppState>,
@@ -197,9 +203,9 @@ impl Shared {
         http.keep_alive(true)
             .max_headers(64)
             .max_header_size(limits.max_header_bytes)
-            // The read buffer bounds memory per connection; hyper needs >= 8 KiB
-            // and the largest head must fit in it.
-            .max_buf_size(limits.max_header_bytes.max(64 * 1024))
+            // The read buffer bounds memory per connection; the largest head
+            // must fit in it.
+            .max_buf_size(limits.max_header_bytes.max(READ_BUFFER_BYTES))
             // Our watchdog does header and idle timeouts (see module docs).
             .header_read_timeout(None);
         Shared {
