@@ -183,11 +183,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
     }
 }
 
-/// Most bytes hyper reads from a socket at once. Large reads halve the kernel
-/// time per uploaded byte compared with 64 KiB ones (fewer recv calls and
-/// ACKs); hyper only grows a connection's buffer this far while a body
-/// streams in quickly, so idle connections stay small.
-pub const READ_BUFFER_BYTES: usize = 256 * 1024;
+/// Most bytes hyper reads from a socket at once. Measured with the upload
+/// benchmark: 128 and 256 KiB read no faster than 64 KiB once uploads are
+/// pipelined (see `upload`), but cost memory on every busy connection.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Shared by all connections: state, the access log, and hyper's settings.
 pub struct Shared {

@@ -22,7 +22,10 @@ fn create_makes_the_local_backend_layout() {
     for byte in 0..=255u8 {
         assert!(repo.join(format!("data/{byte:02x}")).is_dir());
     }
-    let mode = std::fs::metadata(repo.join("keys")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(repo.join("keys"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o700);
     // Idempotent, as restic may retry.
     assert_eq!(server.request("POST", "/laptop/?create=true").status, 200);
@@ -36,7 +39,10 @@ fn create_makes_the_local_backend_layout() {
 fn nested_and_root_repositories() {
     let dir = TempDir::new("nested");
     let server = Server::start(&dir.path().join("data"), &[]);
-    assert_eq!(server.request("POST", "/alice/laptop/?create=true").status, 200);
+    assert_eq!(
+        server.request("POST", "/alice/laptop/?create=true").status,
+        200
+    );
     assert!(dir.path().join("data/alice/laptop/data/ff").is_dir());
     assert_eq!(server.request("POST", "/?create=true").status, 200);
     assert!(dir.path().join("data/keys").is_dir());
@@ -59,12 +65,22 @@ fn config_lifecycle() {
     let head = server.request("HEAD", "/repo/config");
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("16"));
-    assert_eq!(server.request("GET", "/repo/config").text(), "encrypted config");
+    assert_eq!(
+        server.request("GET", "/repo/config").text(),
+        "encrypted config"
+    );
     let again = server.send(&Request::new("POST", "/repo/config").body("other"));
     assert_eq!(again.status, 403, "a config is never replaced");
-    assert_eq!(server.request("GET", "/repo/config").text(), "encrypted config");
+    assert_eq!(
+        server.request("GET", "/repo/config").text(),
+        "encrypted config"
+    );
     assert_eq!(server.request("DELETE", "/repo/config").status, 200);
-    assert_eq!(server.request("DELETE", "/repo/config").status, 200, "idempotent");
+    assert_eq!(
+        server.request("DELETE", "/repo/config").status,
+        200,
+        "idempotent"
+    );
     assert_eq!(server.request("GET", "/repo/config").status, 404);
     let wrong = server.request("PUT", "/repo/config");
     assert_eq!(wrong.status, 405);
@@ -103,7 +119,10 @@ fn objects_round_trip_with_ranges() {
     assert_eq!(r.body, content[299_990..]);
     let r = ranged("bytes=-5");
     assert_eq!(r.status, 206);
-    assert_eq!(r.header("content-range"), Some("bytes 299995-299999/300000"));
+    assert_eq!(
+        r.header("content-range"),
+        Some("bytes 299995-299999/300000")
+    );
     assert_eq!(r.body, content[299_995..]);
     let r = ranged("bytes=100000-999999");
     assert_eq!(r.status, 206);
@@ -120,7 +139,10 @@ fn objects_round_trip_with_ranges() {
         let (id, put) = upload(&server, kind, body.as_bytes());
         assert_eq!(put.status, 200);
         assert!(dir.path().join(format!("data/repo/{kind}/{id}")).is_file());
-        assert_eq!(server.request("GET", &format!("/repo/{kind}/{id}")).text(), body);
+        assert_eq!(
+            server.request("GET", &format!("/repo/{kind}/{id}")).text(),
+            body
+        );
     }
 
     assert_eq!(server.request("DELETE", &path).status, 200);
@@ -139,12 +161,18 @@ fn lists_in_v1_and_v2() {
     let server = server_with_repo(&dir, &[]);
     let v1 = server.request("GET", "/repo/data/");
     assert_eq!(v1.status, 200);
-    assert_eq!(v1.header("content-type"), Some("application/vnd.x.restic.rest.v1"));
+    assert_eq!(
+        v1.header("content-type"),
+        Some("application/vnd.x.restic.rest.v1")
+    );
     assert_eq!(v1.text(), "[]");
     let v2 = server.send(
         &Request::new("GET", "/repo/keys/").header("Accept", "application/vnd.x.restic.rest.v2"),
     );
-    assert_eq!(v2.header("content-type"), Some("application/vnd.x.restic.rest.v2"));
+    assert_eq!(
+        v2.header("content-type"),
+        Some("application/vnd.x.restic.rest.v2")
+    );
     assert_eq!(v2.text(), "[]");
 
     let mut ids = Vec::new();
@@ -195,9 +223,8 @@ fn hash_mismatch_leaves_nothing() {
     let wrong_id = sha256_hex(b"something else");
     let put = server.send(&Request::new("POST", &format!("/repo/data/{wrong_id}")).body(content));
     assert_eq!(put.status, 400);
-    let snapshot_put = server.send(
-        &Request::new("POST", &format!("/repo/snapshots/{wrong_id}")).body("not that"),
-    );
+    let snapshot_put =
+        server.send(&Request::new("POST", &format!("/repo/snapshots/{wrong_id}")).body("not that"));
     assert_eq!(snapshot_put.status, 400);
     assert_eq!(files_below(&dir.path().join("data")), Vec::<String>::new());
     assert!(server.wait_for_log("does not match", std::time::Duration::from_secs(5)));
@@ -225,7 +252,10 @@ fn chunked_uploads_are_verified_too() {
             .chunked(),
     );
     assert_eq!(put.status, 200);
-    assert_eq!(server.request("GET", &format!("/repo/data/{id}")).body, content);
+    assert_eq!(
+        server.request("GET", &format!("/repo/data/{id}")).body,
+        content
+    );
 }
 
 #[test]
@@ -245,11 +275,15 @@ fn disconnect_mid_upload_leaves_nothing() {
     } // dropped: the client goes away
     let data = dir.path().join("data");
     assert!(
-        eventually(std::time::Duration::from_secs(10), || files_below(&data).is_empty()),
+        eventually(std::time::Duration::from_secs(10), || files_below(&data)
+            .is_empty()),
         "left behind: {:?}",
         files_below(&data)
     );
-    assert_eq!(server.request("HEAD", &format!("/repo/data/{id}")).status, 404);
+    assert_eq!(
+        server.request("HEAD", &format!("/repo/data/{id}")).status,
+        404
+    );
     // The server is fine and takes the whole upload afterwards.
     assert_eq!(server.send(&request).status, 200);
 }
@@ -262,13 +296,20 @@ fn metadata_bodies_are_capped() {
     let (_, put) = upload(&server, "snapshots", &big);
     assert_eq!(put.status, 413);
     let id = sha256_hex(&big);
-    let chunked = server.send(&Request::new("POST", &format!("/repo/keys/{id}")).body(big.clone()).chunked());
+    let chunked = server.send(
+        &Request::new("POST", &format!("/repo/keys/{id}"))
+            .body(big.clone())
+            .chunked(),
+    );
     assert_eq!(chunked.status, 413, "caught while streaming too");
     let (_, small) = upload(&server, "snapshots", &big[..1000]);
     assert_eq!(small.status, 200);
     let (_, data) = upload(&server, "data", &big);
     assert_eq!(data.status, 200, "data packs are not metadata");
-    assert_eq!(files_below(&dir.path().join("data/repo/keys")), Vec::<String>::new());
+    assert_eq!(
+        files_below(&dir.path().join("data/repo/keys")),
+        Vec::<String>::new()
+    );
 }
 
 #[test]

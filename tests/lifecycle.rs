@@ -13,8 +13,10 @@ fn serves_on_a_unix_socket_and_removes_it_on_sigterm() {
     let dir = TempDir::new("unix");
     let socket = dir.path().join("rest.sock");
     let listen = format!("unix:{}", socket.display());
-    let mut server =
-        Server::start_with(&dir.path().join("data"), &["--no-auth", "--listen", &listen]);
+    let mut server = Server::start_with(
+        &dir.path().join("data"),
+        &["--no-auth", "--listen", &listen],
+    );
     assert!(matches!(server.addr, Addr::Unix(_)));
     assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
     let (_, put) = upload(&server, "keys", b"over a unix socket");
@@ -44,7 +46,9 @@ fn sigterm_lets_the_request_in_flight_finish() {
     assert!(server.wait_for_log("received SIGTERM", Duration::from_secs(10)));
     // New connections are no longer accepted...
     let addr = server.tcp_addr();
-    assert!(eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_err()));
+    assert!(eventually(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(addr).is_err()
+    }));
     // ...but the upload in flight completes.
     if let Err(e) = stream.write_all(&content[1 << 20..]) {
         panic!("upload cut off ({e}); server log:\n{}", server.log());
@@ -152,8 +156,15 @@ fn startup_removes_temp_files_a_crash_left() {
     std::fs::write(&gos, "partial").unwrap();
     let server = Server::start(&data, &[]);
     assert!(!ours.exists() && !gos.exists());
-    assert!(server.log().contains("removed 2 unfinished upload"), "{}", server.log());
-    assert_eq!(server.request("GET", &format!("/repo/data/{id}")).text(), "kept");
+    assert!(
+        server.log().contains("removed 2 unfinished upload"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        server.request("GET", &format!("/repo/data/{id}")).text(),
+        "kept"
+    );
 }
 
 #[test]
@@ -208,7 +219,13 @@ fn command_line_refusals_are_clear() {
     assert!(out.starts_with("rest-server "), "{out}");
     let (code, out, _) = run_cli(&["--help"]);
     assert_eq!(code, 0);
-    for flag in ["--path", "--append-only", "--max-size", "--no-verify-upload", "--listen"] {
+    for flag in [
+        "--path",
+        "--append-only",
+        "--max-size",
+        "--no-verify-upload",
+        "--listen",
+    ] {
         assert!(out.contains(flag), "help lacks {flag}");
     }
     let (code, _, err) = run_cli(&["--path", "/tmp/x"]);
@@ -231,7 +248,12 @@ fn go_style_flags_start_the_server() {
     let server = Server::spawn(
         {
             let mut c = Command::new(binary());
-            c.args([&path_flag, "--no-auth=true", "-listen=127.0.0.1:0", "--append-only=false"]);
+            c.args([
+                &path_flag,
+                "--no-auth=true",
+                "-listen=127.0.0.1:0",
+                "--append-only=false",
+            ]);
             c
         },
         &data,
@@ -245,7 +267,8 @@ fn access_log_uses_the_combined_format() {
     let dir = TempDir::new("accesslog");
     let log_file = dir.path().join("access.log");
     let server = server_with_repo(&dir, &["--log", log_file.to_str().unwrap()]);
-    let response = server.send(&Request::new("GET", "/repo/keys/").header("User-Agent", "restic/test"));
+    let response =
+        server.send(&Request::new("GET", "/repo/keys/").header("User-Agent", "restic/test"));
     assert_eq!(response.status, 200);
     assert!(eventually(Duration::from_secs(5), || {
         std::fs::read_to_string(&log_file).is_ok_and(|t| t.lines().count() >= 2)
@@ -253,5 +276,8 @@ fn access_log_uses_the_combined_format() {
     let text = std::fs::read_to_string(&log_file).unwrap();
     let line = text.lines().find(|l| l.contains("/repo/keys/")).unwrap();
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
-    assert!(line.ends_with("\"GET /repo/keys/ HTTP/1.1\" 200 2 \"\" \"restic/test\""), "{line}");
+    assert!(
+        line.ends_with("\"GET /repo/keys/ HTTP/1.1\" 200 2 \"\" \"restic/test\""),
+        "{line}"
+    );
 }

@@ -10,7 +10,12 @@ fn append_only_refuses_deletes_but_locks() {
     let dir = TempDir::new("append");
     let server = server_with_repo(&dir, &["--append-only"]);
     assert!(server.log().contains("append-only mode: on"));
-    assert_eq!(server.send(&Request::new("POST", "/repo/config").body("c")).status, 200);
+    assert_eq!(
+        server
+            .send(&Request::new("POST", "/repo/config").body("c"))
+            .status,
+        200
+    );
     let (data_id, put) = upload(&server, "data", b"pack");
     assert_eq!(put.status, 200);
     let (lock_id, put) = upload(&server, "locks", b"lock");
@@ -18,14 +23,34 @@ fn append_only_refuses_deletes_but_locks() {
     let (snap_id, put) = upload(&server, "snapshots", b"snap");
     assert_eq!(put.status, 200);
 
-    assert_eq!(server.request("DELETE", &format!("/repo/data/{data_id}")).status, 403);
-    assert_eq!(server.request("DELETE", &format!("/repo/snapshots/{snap_id}")).status, 403);
+    assert_eq!(
+        server
+            .request("DELETE", &format!("/repo/data/{data_id}"))
+            .status,
+        403
+    );
+    assert_eq!(
+        server
+            .request("DELETE", &format!("/repo/snapshots/{snap_id}"))
+            .status,
+        403
+    );
     assert_eq!(server.request("DELETE", "/repo/config").status, 403);
     assert_eq!(server.request("GET", "/repo/config").text(), "c");
     let overwrite = server.send(&Request::new("POST", "/repo/config").body("new"));
     assert_eq!(overwrite.status, 403);
-    assert_eq!(server.request("DELETE", &format!("/repo/locks/{lock_id}")).status, 200);
-    assert_eq!(server.request("GET", &format!("/repo/data/{data_id}")).text(), "pack");
+    assert_eq!(
+        server
+            .request("DELETE", &format!("/repo/locks/{lock_id}"))
+            .status,
+        200
+    );
+    assert_eq!(
+        server
+            .request("GET", &format!("/repo/data/{data_id}"))
+            .text(),
+        "pack"
+    );
 }
 
 #[test]
@@ -41,12 +66,25 @@ fn max_size_quota() {
     // Undeclared (chunked) and too large: aborted while streaming.
     let body = pseudo_random(600, 3);
     let id = sha256_hex(&body);
-    let put = server.send(&Request::new("POST", &format!("/repo/data/{id}")).body(body).chunked());
+    let put = server.send(
+        &Request::new("POST", &format!("/repo/data/{id}"))
+            .body(body)
+            .chunked(),
+    );
     assert_eq!(put.status, 507);
-    assert_eq!(files_below(&dir.path().join("data/repo/data")).len(), 1, "nothing left");
+    assert_eq!(
+        files_below(&dir.path().join("data/repo/data")).len(),
+        1,
+        "nothing left"
+    );
 
     // Deleting gives the space back.
-    assert_eq!(server.request("DELETE", &format!("/repo/data/{first}")).status, 200);
+    assert_eq!(
+        server
+            .request("DELETE", &format!("/repo/data/{first}"))
+            .status,
+        200
+    );
     let (_, put) = upload(&server, "data", &pseudo_random(900, 4));
     assert_eq!(put.status, 200);
     drop(server);
@@ -67,19 +105,29 @@ fn group_accessible_repos() {
     // The server applies the process umask, as rest-server does; a unit file
     // sets UMask=007 for this mode. Run it under that umask.
     let mut command = Command::new("sh");
-    command.arg("-c").arg(r#"umask 007; exec "$0" "$@""#).arg(binary()).args([
-        "--path".as_ref(),
-        data.as_os_str(),
-        "--no-auth".as_ref(),
-        "--listen".as_ref(),
-        "127.0.0.1:0".as_ref(),
-        "--group-accessible-repos".as_ref(),
-    ]);
+    command
+        .arg("-c")
+        .arg(r#"umask 007; exec "$0" "$@""#)
+        .arg(binary())
+        .args([
+            "--path".as_ref(),
+            data.as_os_str(),
+            "--no-auth".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--group-accessible-repos".as_ref(),
+        ]);
     let server = Server::spawn(command, &data);
     assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
     let (id, put) = upload(&server, "keys", b"key");
     assert_eq!(put.status, 200);
-    let mode = |p: &str| std::fs::metadata(data.join(p)).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &str| {
+        std::fs::metadata(data.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("repo/keys"), 0o770);
     assert_eq!(mode("repo/data/ab"), 0o770);
     assert_eq!(mode(&format!("repo/keys/{id}")), 0o660);

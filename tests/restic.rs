@@ -38,7 +38,11 @@ fn make_tree(root: &Path) {
     }
     for i in 0..3u64 {
         let len = (3 + 2 * i as usize) << 20;
-        std::fs::write(root.join(format!("big{i}.bin")), pseudo_random(len, 1000 + i)).unwrap();
+        std::fs::write(
+            root.join(format!("big{i}.bin")),
+            pseudo_random(len, 1000 + i),
+        )
+        .unwrap();
     }
     std::fs::write(root.join("empty"), b"").unwrap();
 }
@@ -48,14 +52,20 @@ fn assert_same_tree(a: &Path, b: &Path) {
     let files_a = files_below(a);
     assert_eq!(files_a, files_below(b), "same file names");
     for name in files_a {
-        let (x, y) = (std::fs::read(a.join(&name)).unwrap(), std::fs::read(b.join(&name)).unwrap());
+        let (x, y) = (
+            std::fs::read(a.join(&name)).unwrap(),
+            std::fs::read(b.join(&name)).unwrap(),
+        );
         assert!(x == y, "{name} differs after restore");
     }
 }
 
 #[test]
 fn restic_backup_check_restore_prune_and_append_only() {
-    if !have_tool("restic", "restic_backup_check_restore_prune_and_append_only") {
+    if !have_tool(
+        "restic",
+        "restic_backup_check_restore_prune_and_append_only",
+    ) {
         return;
     }
     let dir = TempDir::new("restic");
@@ -68,15 +78,33 @@ fn restic_backup_check_restore_prune_and_append_only() {
     let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
     ok(restic(&repo, &cache, &["init"]), "init");
     // The layout is restic's local backend's.
-    for sub in ["config", "keys", "locks", "snapshots", "index", "data/00", "data/ff"] {
+    for sub in [
+        "config",
+        "keys",
+        "locks",
+        "snapshots",
+        "index",
+        "data/00",
+        "data/ff",
+    ] {
         assert!(data.join("laptop").join(sub).exists(), "{sub}");
     }
-    ok(restic(&repo, &cache, &["backup", source.to_str().unwrap()]), "backup");
-    ok(restic(&repo, &cache, &["check", "--read-data"]), "check --read-data");
+    ok(
+        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        "backup",
+    );
+    ok(
+        restic(&repo, &cache, &["check", "--read-data"]),
+        "check --read-data",
+    );
 
     let target = dir.path().join("restore");
     ok(
-        restic(&repo, &cache, &["restore", "latest", "--target", target.to_str().unwrap()]),
+        restic(
+            &repo,
+            &cache,
+            &["restore", "latest", "--target", target.to_str().unwrap()],
+        ),
         "restore",
     );
     assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
@@ -84,13 +112,22 @@ fn restic_backup_check_restore_prune_and_append_only() {
     // A second snapshot with a change, then forget the first and prune.
     std::fs::write(source.join("dir0/changed.bin"), pseudo_random(1 << 20, 77)).unwrap();
     std::fs::remove_file(source.join("big0.bin")).unwrap();
-    ok(restic(&repo, &cache, &["backup", source.to_str().unwrap()]), "second backup");
+    ok(
+        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        "second backup",
+    );
     let pruned = ok(
         restic(&repo, &cache, &["forget", "--keep-last", "1", "--prune"]),
         "forget --prune",
     );
-    assert!(pruned.contains("remove 1 snapshots") || pruned.contains("removed"), "{pruned}");
-    ok(restic(&repo, &cache, &["check", "--read-data"]), "check after prune");
+    assert!(
+        pruned.contains("remove 1 snapshots") || pruned.contains("removed"),
+        "{pruned}"
+    );
+    ok(
+        restic(&repo, &cache, &["check", "--read-data"]),
+        "check after prune",
+    );
     let snapshots = ok(restic(&repo, &cache, &["snapshots", "--json"]), "snapshots");
     assert_eq!(snapshots.matches("\"time\"").count(), 1, "{snapshots}");
 
@@ -99,10 +136,23 @@ fn restic_backup_check_restore_prune_and_append_only() {
     let server = Server::start(&data, &["--append-only"]);
     let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
     std::fs::write(source.join("dir1/new.bin"), pseudo_random(100_000, 78)).unwrap();
-    ok(restic(&repo, &cache, &["backup", source.to_str().unwrap()]), "append-only backup");
+    ok(
+        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        "append-only backup",
+    );
     let refused = restic(&repo, &cache, &["forget", "--keep-last", "1", "--prune"]);
-    assert!(!refused.status.success(), "prune must fail in append-only mode");
-    ok(restic(&repo, &cache, &["check"]), "check after refused prune");
+    assert!(
+        !refused.status.success(),
+        "prune must fail in append-only mode"
+    );
+    ok(
+        restic(&repo, &cache, &["check"]),
+        "check after refused prune",
+    );
     let snapshots = ok(restic(&repo, &cache, &["snapshots", "--json"]), "snapshots");
-    assert_eq!(snapshots.matches("\"time\"").count(), 2, "nothing was forgotten");
+    assert_eq!(
+        snapshots.matches("\"time\"").count(),
+        2,
+        "nothing was forgotten"
+    );
 }

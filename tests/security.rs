@@ -44,7 +44,11 @@ fn traversal_attempts_touch_nothing() {
             assert!(!response.text().contains("top secret"), "{method} {path}");
         }
         let post = server.send(&Request::new("POST", path).body("overwritten"));
-        assert!(matches!(post.status, 400 | 404), "POST {path}: {}", post.status);
+        assert!(
+            matches!(post.status, 400 | 404),
+            "POST {path}: {}",
+            post.status
+        );
         let create_path = path.trim_end_matches("config");
         let create = server.request("POST", &format!("{create_path}?create=true"));
         assert!(
@@ -53,8 +57,15 @@ fn traversal_attempts_touch_nothing() {
             create.status
         );
     }
-    assert_eq!(std::fs::read_to_string(secret.join("config")).unwrap(), "top secret");
-    assert_eq!(files_below(dir.path()), before, "nothing created or removed");
+    assert_eq!(
+        std::fs::read_to_string(secret.join("config")).unwrap(),
+        "top secret"
+    );
+    assert_eq!(
+        files_below(dir.path()),
+        before,
+        "nothing created or removed"
+    );
     let leftover: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -89,5 +100,3 @@ fn raw_nul_and_garbage_request_lines_are_refused() {
     // Still serving.
     assert_eq!(server.request("GET", "/repo/keys/").status, 200);
 }
-
-

@@ -60,9 +60,12 @@ fn main() {
     rows.push(measure("rest-server (verify on)", &blobs, &work, |data| {
         start_ours(&ours, data, &[])
     }));
-    rows.push(measure("rest-server --no-verify-upload", &blobs, &work, |data| {
-        start_ours(&ours, data, &["--no-verify-upload"])
-    }));
+    rows.push(measure(
+        "rest-server --no-verify-upload",
+        &blobs,
+        &work,
+        |data| start_ours(&ours, data, &["--no-verify-upload"]),
+    ));
     if tool_exists("rclone") {
         rows.push(measure("rclone serve restic", &blobs, &work, start_rclone));
     } else {
@@ -230,7 +233,10 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> u16 {
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
     let text = String::from_utf8_lossy(&response);
-    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn start_ours(binary: &Path, data: &Path, extra: &[&str]) -> Running {

@@ -112,7 +112,10 @@ impl Server {
         let Ok(addr) = rx.recv_timeout(START_TIMEOUT) else {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("server did not start; log:\n{}", log.lock().unwrap().join("\n"));
+            panic!(
+                "server did not start; log:\n{}",
+                log.lock().unwrap().join("\n")
+            );
         };
         let addr = match addr.strip_prefix("unix:") {
             Some(path) => Addr::Unix(PathBuf::from(path)),
@@ -386,7 +389,13 @@ impl ByteReader<'_> {
         let mut byte = [0u8; 1];
         loop {
             match self.inner.read(&mut byte) {
-                Ok(0) => return if line.is_empty() { None } else { Some(lossy(&line)) },
+                Ok(0) => {
+                    return if line.is_empty() {
+                        None
+                    } else {
+                        Some(lossy(&line))
+                    };
+                }
                 Ok(_) => {}
                 Err(e) => panic!("read: {e}"),
             }
@@ -430,7 +439,9 @@ pub fn files_below(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if entry.file_type().unwrap().is_dir() {
