@@ -113,8 +113,12 @@ impl http_body::Body for Body {
             Kind::File(chunks) => ready!(chunks.poll_next(cx)),
             Kind::Listing(listing) => ready!(listing.poll_next(cx)),
         };
-        if let Some(Ok(bytes)) = &next {
-            this.sent += bytes.len() as u64;
+        match &next {
+            Some(Ok(bytes)) => this.sent += bytes.len() as u64,
+            // The status line is gone already; all that is left is to cut the
+            // connection (hyper does) and say why.
+            Some(Err(e)) => log::error!("response body aborted after {} bytes: {e}", this.sent),
+            None => {}
         }
         Poll::Ready(next.map(|r| r.map(Frame::data)))
     }

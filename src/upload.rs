@@ -28,10 +28,10 @@ use tokio::task::JoinHandle;
 use crate::blocking;
 use crate::storage::{self, Context as _, Modes, StorageError, StorageErrorKind};
 
-/// Size of each of the two upload buffers: 512 KiB per upload in flight.
+/// Size of each of the two upload buffers: 384 KiB per upload in flight.
 /// Larger buffers mean fewer hand-offs to the I/O pool (each costs two thread
 /// wake-ups); 8 uploads at once still fit the 8 MiB memory budget.
-pub const UPLOAD_BUFFER_BYTES: usize = 256 * 1024;
+pub const UPLOAD_BUFFER_BYTES: usize = 192 * 1024;
 
 /// How much an upload writes between two flushes to disk.
 pub const WRITEBACK_INTERVAL_BYTES: u64 = 8 << 20;

@@ -28,6 +28,44 @@ fn serves_on_a_unix_socket_and_removes_it_on_sigterm() {
 }
 
 #[test]
+fn a_stale_unix_socket_is_replaced_but_a_live_one_is_not() {
+    let dir = TempDir::new("stale");
+    let socket = dir.path().join("rest.sock");
+    let listen = format!("unix:{}", socket.display());
+    // A socket file nobody listens on, as a crash leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--no-auth", "--listen", &listen],
+    );
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    // A second server must not steal the live socket.
+    let (code, _, err) = run_cli(&[
+        "--no-auth",
+        "--path",
+        dir.path().join("data2").to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot listen"), "{err}");
+    assert_eq!(server.request("GET", "/repo/keys/").status, 200);
+}
+
+#[test]
+fn oversized_request_heads_are_refused() {
+    let dir = TempDir::new("bighead");
+    let server = server_with_repo(&dir, &["--max-header-size", "2048"]);
+    let big = "x".repeat(4096);
+    let response = server.send(&Request::new("GET", "/repo/keys/").header("X-Big", &big));
+    assert_eq!(response.status, 431);
+    let fits = "x".repeat(1024);
+    let response = server.send(&Request::new("GET", "/repo/keys/").header("X-Big", &fits));
+    assert_eq!(response.status, 200);
+}
+
+#[test]
 fn sigterm_lets_the_request_in_flight_finish() {
     let dir = TempDir::new("graceful");
     let mut server = server_with_repo(&dir, &[]);
@@ -105,6 +143,47 @@ fn idle_keep_alive_connections_are_closed() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+#[test]
+fn a_stalled_upload_gets_408_and_leaves_nothing() {
+    let dir = TempDir::new("stall");
+    let server = server_with_repo(&dir, &["--body-timeout", "1"]);
+    let content = pseudo_random(1 << 20, 21);
+    let id = sha256_hex(&content);
+    let request = Request::new("POST", &format!("/repo/data/{id}")).body(content.clone());
+    let mut stream = server.connect();
+    stream.write_all(&request.head_bytes()).unwrap();
+    stream.write_all(&content[..1000]).unwrap();
+    // Then nothing: the server gives up after a second.
+    let started = Instant::now();
+    let response = read_response(&mut stream, false);
+    assert_eq!(response.status, 408);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(files_below(&dir.path().join("data/repo/data")).is_empty());
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped() {
+    let dir = TempDir::new("noread");
+    let server = server_with_repo(&dir, &["--body-timeout", "1"]);
+    // Large enough to fill the socket buffers on both sides.
+    let (id, put) = upload(&server, "data", &pseudo_random(32 << 20, 22));
+    assert_eq!(put.status, 200);
+    let mut stream = server.connect();
+    stream
+        .write_all(&Request::new("GET", &format!("/repo/data/{id}")).to_bytes())
+        .unwrap();
+    // Read nothing; the server must close the connection by itself.
+    assert!(server.wait_for_log(
+        "client stopped reading the response",
+        Duration::from_secs(15)
+    ));
+    // And it still serves others.
+    assert_eq!(
+        server.request("HEAD", &format!("/repo/data/{id}")).status,
+        200
+    );
 }
 
 #[test]
