@@ -8,9 +8,7 @@
 //! the pool is capped (`--io-threads`) so that a burst of clients cannot spawn
 //! a thread each on a board with 512 MiB of RAM.
 
-use std::io;
-
-use crate::storage::{StorageError, StorageErrorKind};
+use crate::storage::StorageError;
 
 /// Runs a blocking storage operation on the pool and waits for it.
 pub async fn run<T, F>(op: F) -> Result<T, StorageError>
@@ -20,10 +18,6 @@ where
 {
     match tokio::task::spawn_blocking(op).await {
         Ok(result) => result,
-        Err(join) => Err(StorageError {
-            kind: StorageErrorKind::Unexpected,
-            op: "blocking task",
-            source: io::Error::other(join.to_string()),
-        }),
+        Err(join) => Err(StorageError::lost_task(join)),
     }
 }

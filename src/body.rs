@@ -146,14 +146,6 @@ impl http_body::Body for Body {
     }
 }
 
-fn join_error(err: tokio::task::JoinError) -> StorageError {
-    StorageError {
-        kind: storage::StorageErrorKind::Unexpected,
-        op: "blocking task",
-        source: std::io::Error::other(err.to_string()),
-    }
-}
-
 struct PendingRead {
     len: u64,
     handle: JoinHandle<Result<Bytes, StorageError>>,
@@ -185,7 +177,9 @@ impl FileChunks {
         };
         let result = ready!(Pin::new(handle).poll(cx));
         self.pending = None;
-        Poll::Ready(Some(result.unwrap_or_else(|e| Err(join_error(e)))))
+        Poll::Ready(Some(
+            result.unwrap_or_else(|e| Err(StorageError::lost_task(e))),
+        ))
     }
 }
 
@@ -222,7 +216,7 @@ impl ListingChunks {
             if let Some(handle) = self.pending.as_mut() {
                 let result = ready!(Pin::new(handle).poll(cx));
                 self.pending = None;
-                let (json, any) = match result.unwrap_or_else(|e| Err(join_error(e))) {
+                let (json, any) = match result.unwrap_or_else(|e| Err(StorageError::lost_task(e))) {
                     Ok(part) => part,
                     Err(e) => {
                         self.state = ListingState::Done;

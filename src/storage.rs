@@ -50,6 +50,32 @@ impl std::fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
+impl StorageError {
+    /// Something that is not there in the form asked for (a folder where a
+    /// file was expected, say): answered like a missing file.
+    pub fn not_found(op: &'static str, kind: io::ErrorKind) -> StorageError {
+        StorageError {
+            kind: StorageErrorKind::NotFound,
+            op,
+            source: io::Error::from(kind),
+        }
+    }
+
+    /// A broken invariant or a lost pool task: the server's fault.
+    pub fn internal(op: &'static str, why: impl Into<String>) -> StorageError {
+        StorageError {
+            kind: StorageErrorKind::Unexpected,
+            op,
+            source: io::Error::other(why.into()),
+        }
+    }
+
+    /// A blocking task that did not return (it panicked or was cancelled).
+    pub fn lost_task(err: tokio::task::JoinError) -> StorageError {
+        StorageError::internal("blocking task", err.to_string())
+    }
+}
+
 /// The one place where OS errors become storage error kinds.
 pub fn classify(err: &io::Error) -> StorageErrorKind {
     use nix::errno::Errno;
@@ -181,11 +207,7 @@ fn hex_pair(byte: u8, out: &mut [u8; 2]) -> &str {
 pub fn file_len(path: &Path) -> Result<u64, StorageError> {
     let meta = fs::metadata(path).op("stat")?;
     if !meta.is_file() {
-        return Err(StorageError {
-            kind: StorageErrorKind::NotFound,
-            op: "stat",
-            source: io::Error::from(io::ErrorKind::NotFound),
-        });
+        return Err(StorageError::not_found("stat", io::ErrorKind::NotFound));
     }
     Ok(meta.len())
 }
@@ -195,11 +217,7 @@ pub fn open_read(path: &Path) -> Result<(File, u64), StorageError> {
     let file = File::open(path).op("open")?;
     let meta = file.metadata().op("stat")?;
     if !meta.is_file() {
-        return Err(StorageError {
-            kind: StorageErrorKind::NotFound,
-            op: "open",
-            source: io::Error::from(io::ErrorKind::NotFound),
-        });
+        return Err(StorageError::not_found("open", io::ErrorKind::NotFound));
     }
     Ok((file, meta.len()))
 }
@@ -217,11 +235,10 @@ pub fn read_small(path: &Path) -> Result<Vec<u8>, StorageError> {
 pub fn remove(path: &Path) -> Result<u64, StorageError> {
     let len = match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => {
-            return Err(StorageError {
-                kind: StorageErrorKind::NotFound,
-                op: "remove",
-                source: io::Error::from(io::ErrorKind::IsADirectory),
-            });
+            return Err(StorageError::not_found(
+                "remove",
+                io::ErrorKind::IsADirectory,
+            ));
         }
         Ok(meta) => meta.len(),
         Err(e) if classify(&e) == StorageErrorKind::NotFound => return Ok(0),
@@ -243,11 +260,10 @@ pub fn remove(path: &Path) -> Result<u64, StorageError> {
 pub fn listing_dirs(type_dir: &Path, kind: ObjectType) -> Result<Vec<PathBuf>, StorageError> {
     let meta = fs::metadata(type_dir).op("stat")?;
     if !meta.is_dir() {
-        return Err(StorageError {
-            kind: StorageErrorKind::NotFound,
-            op: "list",
-            source: io::Error::from(io::ErrorKind::NotADirectory),
-        });
+        return Err(StorageError::not_found(
+            "list",
+            io::ErrorKind::NotADirectory,
+        ));
     }
     if !kind.is_fanned_out() {
         return Ok(vec![type_dir.to_path_buf()]);

@@ -75,14 +75,6 @@ fn sync_data(file: &File) -> Result<(), StorageError> {
     }
 }
 
-fn lost_task(err: tokio::task::JoinError) -> StorageError {
-    StorageError {
-        kind: StorageErrorKind::Unexpected,
-        op: "blocking task",
-        source: std::io::Error::other(err.to_string()),
-    }
-}
-
 /// The tasks working on one buffer.
 struct InFlight {
     buffer: Arc<Vec<u8>>,
@@ -181,9 +173,9 @@ impl Upload {
             return Ok(());
         };
         if let Some(hash) = in_flight.hash {
-            self.hasher = Some(hash.await.map_err(lost_task)?);
+            self.hasher = Some(hash.await.map_err(StorageError::lost_task)?);
         }
-        let (writer, result) = in_flight.write.await.map_err(lost_task)?;
+        let (writer, result) = in_flight.write.await.map_err(StorageError::lost_task)?;
         self.writer = Some(writer);
         // Both tasks have dropped their handles to the buffer by now.
         if let Ok(mut buffer) = Arc::try_unwrap(in_flight.buffer) {
@@ -197,11 +189,10 @@ impl Upload {
     async fn submit(&mut self) -> Result<(), StorageError> {
         self.settle().await?;
         let Some(mut writer) = self.writer.take() else {
-            return Err(StorageError {
-                kind: StorageErrorKind::Unexpected,
-                op: "write",
-                source: std::io::Error::other("upload file lost after a failed write"),
-            });
+            return Err(StorageError::internal(
+                "write",
+                "upload file lost after a failed write",
+            ));
         };
         let mut next = std::mem::take(&mut self.spare);
         next.reserve(UPLOAD_BUFFER_BYTES);
@@ -238,11 +229,7 @@ impl Upload {
             let hasher = self
                 .hasher
                 .take()
-                .ok_or(UploadError::Storage(StorageError {
-                    kind: StorageErrorKind::Unexpected,
-                    op: "commit",
-                    source: std::io::Error::other("hash context missing"),
-                }))?;
+                .ok_or_else(|| StorageError::internal("commit", "hash context missing"))?;
             if hasher.finish().as_ref() != expected {
                 return Err(UploadError::HashMismatch);
             }
@@ -250,11 +237,7 @@ impl Upload {
         let writer = self
             .writer
             .take()
-            .ok_or(UploadError::Storage(StorageError {
-                kind: StorageErrorKind::Unexpected,
-                op: "commit",
-                source: std::io::Error::other("upload file missing"),
-            }))?;
+            .ok_or_else(|| StorageError::internal("commit", "upload file missing"))?;
         let temp = self.temp_path.clone().unwrap_or_default();
         let target = self.final_path.clone();
         blocking::run(move || {
