@@ -49,8 +49,10 @@ pub struct Activity {
     since: Cell<Instant>,
     in_flight: Cell<u32>,
     write_blocked_since: Cell<Option<Instant>>,
-    /// Wakes the watchdog when a deadline moves earlier (idle → reading a head).
-    deadline_moved: Notify,
+    /// Wakes the watchdog on every phase change: the new phase's deadline can
+    /// be earlier than the one it sleeps towards (e.g. `--idle-timeout` shorter
+    /// than `--body-timeout`).
+    phase_changed: Notify,
 }
 
 impl Activity {
@@ -60,7 +62,7 @@ impl Activity {
             since: Cell::new(Instant::now()),
             in_flight: Cell::new(0),
             write_blocked_since: Cell::new(None),
-            deadline_moved: Notify::new(),
+            phase_changed: Notify::new(),
         }
     }
 
@@ -68,13 +70,14 @@ impl Activity {
         if self.phase.get() == Phase::Idle {
             self.phase.set(Phase::ReadingHead);
             self.since.set(Instant::now());
-            self.deadline_moved.notify_one();
+            self.phase_changed.notify_one();
         }
     }
 
     fn on_request_start(&self) {
         self.in_flight.set(self.in_flight.get() + 1);
         self.phase.set(Phase::Busy);
+        self.phase_changed.notify_one();
     }
 
     fn on_request_end(&self) {
@@ -83,6 +86,7 @@ impl Activity {
         if left == 0 {
             self.phase.set(Phase::Idle);
             self.since.set(Instant::now());
+            self.phase_changed.notify_one();
         }
     }
 
@@ -272,7 +276,7 @@ pub async fn serve<S>(
                 }
                 return;
             }
-            _ = activity.deadline_moved.notified() => {}
+            _ = activity.phase_changed.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 if let Some(why) = activity.overdue(&limits) {
                     log::info!("closing connection from {peer}: {why}");
