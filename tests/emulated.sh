@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds the static ARM binaries and tests them under qemu user-mode emulation:
+# the whole integration suite (restic end to end included) against aarch64,
+# the restic end-to-end test against armv7. Part of tests/all.sh.
+#
+# A target whose toolchain or emulator is missing is skipped with a message
+# saying what to install; nothing is skipped silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Budget for the stripped aarch64 binary (README, "Building for boards").
+MAX_AARCH64_BYTES=$((3 * 1024 * 1024))
+
+skip() {
+    echo "SKIP emulated tests for $1: $2"
+}
+
+# can_build TARGET LINKER QEMU: prints why not and fails when something is missing.
+can_build() {
+    local target=$1 linker=$2 qemu=$3
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+        skip "$target" "the Rust standard library is missing (rustup target add $target)"
+        return 1
+    fi
+    if ! command -v "$linker" >/dev/null; then
+        skip "$target" "$linker is missing (see .ci/run for the Debian packages)"
+        return 1
+    fi
+    if ! command -v "$qemu" >/dev/null; then
+        skip "$target" "$qemu is missing (apt-get install qemu-user-static)"
+        return 1
+    fi
+    if ! "$qemu" --version >/dev/null 2>&1; then
+        skip "$target" "$qemu cannot run on this machine"
+        return 1
+    fi
+}
+
+# build_static TARGET: builds the release binary and checks it is static.
+build_static() {
+    local target=$1 bin
+    cargo build --release --target "$target"
+    bin="target/$target/release/rest-server"
+    local kind
+    kind=$(file -b "$bin")
+    echo "$target: $(stat -c %s "$bin") bytes; $kind"
+    case "$kind" in
+        *"statically linked"* | *"static-pie linked"*) ;;
+        *) echo "FAIL: $bin is not statically linked"; exit 1 ;;
+    esac
+}
+
+# wrapper TARGET QEMU: a script that runs the target's binary under qemu, for
+# the test suite's REST_SERVER_BIN.
+wrapper() {
+    local target=$1 qemu=$2 dir
+    dir="$PWD/target/emulated"
+    mkdir -p "$dir"
+    printf '#!/bin/sh\nexec %s %s "$@"\n' "$(command -v "$qemu")" \
+        "$PWD/target/$target/release/rest-server" >"$dir/rest-server-$target"
+    chmod +x "$dir/rest-server-$target"
+    echo "$dir/rest-server-$target"
+}
+
+if can_build aarch64-unknown-linux-musl aarch64-linux-gnu-gcc qemu-aarch64-static; then
+    build_static aarch64-unknown-linux-musl
+    size=$(stat -c %s target/aarch64-unknown-linux-musl/release/rest-server)
+    if [ "$size" -gt "$MAX_AARCH64_BYTES" ]; then
+        echo "FAIL: the aarch64 binary has $size bytes, over the budget of $MAX_AARCH64_BYTES"
+        exit 1
+    fi
+    bin=$(wrapper aarch64-unknown-linux-musl qemu-aarch64-static)
+    echo "== integration suite against the aarch64 binary under qemu"
+    REST_SERVER_BIN="$bin" cargo test --test integration
+fi
+
+if can_build armv7-unknown-linux-gnueabihf arm-linux-gnueabihf-gcc qemu-arm-static; then
+    build_static armv7-unknown-linux-gnueabihf
+    bin=$(wrapper armv7-unknown-linux-gnueabihf qemu-arm-static)
+    echo "== restic end to end against the armv7 binary under qemu"
+    REST_SERVER_BIN="$bin" cargo test --test integration restic::
+fi
