@@ -8,7 +8,9 @@
 //! on the disk that holds the data directory.
 //!
 //! Environment: `BENCH_DIR` (data directories; default: the system temp dir),
-//! `BENCH_BLOBS` (blobs per phase, default 8).
+//! `BENCH_BLOBS` (blobs per phase, default 8), `BENCH_SERVER_BIN` (another
+//! build of the server to measure, e.g. the static musl one), `BENCH_PEER=0`
+//! (skip rclone).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -57,7 +59,10 @@ fn main() {
     println!("generating {blobs_per_phase} blobs of 64 MiB...");
     let blobs: Vec<Blob> = (0..blobs_per_phase as u64).map(Blob::new).collect();
 
-    let ours = PathBuf::from(env!("CARGO_BIN_EXE_rest-server"));
+    let ours = std::env::var_os("BENCH_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rest-server")));
+    println!("server binary: {}", ours.display());
     let mut rows = Vec::new();
     rows.push(measure("rest-server (verify on)", &blobs, &work, |data| {
         start_ours(&ours, data, &[])
@@ -68,7 +73,9 @@ fn main() {
         &work,
         |data| start_ours(&ours, data, &["--no-verify-upload"]),
     ));
-    if tool_exists("rclone") {
+    if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") {
+        println!("(BENCH_PEER=0: rclone not measured)");
+    } else if tool_exists("rclone") {
         rows.push(measure("rclone serve restic", &blobs, &work, start_rclone));
     } else {
         println!("(rclone is not installed: no peer figures; apt-get install rclone)");
