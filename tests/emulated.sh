@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the static ARM binaries and tests them under qemu user-mode emulation:
-# the whole integration suite (restic end to end included) against aarch64,
-# the restic end-to-end test against armv7. Part of tests/all.sh.
+# Builds the static binaries and tests them: under qemu user-mode emulation
+# the whole integration suite (restic end to end included) against aarch64 and
+# the restic end-to-end test against armv7; natively the restic end-to-end test
+# against x86_64 musl. Part of tests/all.sh.
 #
 # A target whose toolchain or emulator is missing is skipped with a message
 # saying what to install; nothing is skipped silently.
@@ -79,4 +80,13 @@ if can_build armv7-unknown-linux-gnueabihf arm-linux-gnueabihf-gcc qemu-arm-stat
     bin=$(wrapper armv7-unknown-linux-gnueabihf qemu-arm-static)
     echo "== restic end to end against the armv7 binary under qemu"
     REST_SERVER_BIN="$bin" cargo test --test integration restic::
+fi
+
+if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+    build_static x86_64-unknown-linux-musl
+    echo "== restic end to end against the static x86_64 musl binary"
+    REST_SERVER_BIN="$PWD/target/x86_64-unknown-linux-musl/release/rest-server" \
+        cargo test --test integration restic::
+else
+    skip x86_64-unknown-linux-musl "the Rust standard library is missing (rustup target add x86_64-unknown-linux-musl)"
 fi
