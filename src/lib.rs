@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod app;
+pub mod auth;
 pub mod blocking;
 pub mod body;
 pub mod cli;

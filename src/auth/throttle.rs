@@ -1,0 +1,128 @@
+//! Throttling failed logins per client address, so that a password-guessing
+//! loop cannot keep a one-core board busy with bcrypt.
+//!
+//! The rule: each address has a bucket of [`BURST`] failures that refills by
+//! one every [`REFILL`]. While the bucket is empty, credentials that are not
+//! already cached are refused at once (401) without being checked. A client
+//! that mistypes a password a few times is not slowed down; a guessing loop
+//! gets one attempt per [`REFILL`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Failures an address may have in a row before it is throttled.
+pub const BURST: u32 = 5;
+/// Time for one failure to be forgiven.
+pub const REFILL: Duration = Duration::from_secs(2);
+/// Addresses tracked at most; beyond that the fully forgiven ones are dropped,
+/// then the oldest, so the table cannot grow without bound.
+pub const MAX_TRACKED: usize = 1024;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Failures still allowed, scaled by 1000 to refill smoothly.
+    milli_tokens: u64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated);
+        let gained = elapsed.as_millis() as u64 * 1000 / REFILL.as_millis() as u64;
+        self.milli_tokens = (self.milli_tokens + gained).min(u64::from(BURST) * 1000);
+        self.updated = now;
+    }
+
+    fn is_full(&self) -> bool {
+        self.milli_tokens >= u64::from(BURST) * 1000
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Throttle {
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+impl Throttle {
+    /// Whether `peer` may have its credentials checked now.
+    pub fn may_try(&mut self, peer: IpAddr, now: Instant) -> bool {
+        match self.buckets.get_mut(&peer) {
+            None => true,
+            Some(bucket) => {
+                bucket.refill(now);
+                bucket.milli_tokens >= 1000
+            }
+        }
+    }
+
+    /// Records a failed attempt by `peer`.
+    pub fn failed(&mut self, peer: IpAddr, now: Instant) {
+        if !self.buckets.contains_key(&peer) && self.buckets.len() >= MAX_TRACKED {
+            self.evict(now);
+        }
+        let bucket = self.buckets.entry(peer).or_insert(Bucket {
+            milli_tokens: u64::from(BURST) * 1000,
+            updated: now,
+        });
+        bucket.refill(now);
+        bucket.milli_tokens = bucket.milli_tokens.saturating_sub(1000);
+    }
+
+    fn evict(&mut self, now: Instant) {
+        self.buckets.retain(|_, bucket| {
+            bucket.refill(now);
+            !bucket.is_full()
+        });
+        if self.buckets.len() >= MAX_TRACKED
+            && let Some(oldest) = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, b)| b.updated)
+                .map(|(ip, _)| *ip)
+        {
+            self.buckets.remove(&oldest);
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_burst_then_one_attempt_per_refill() {
+        let mut throttle = Throttle::default();
+        let peer = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let start = Instant::now();
+        for _ in 0..BURST {
+            assert!(throttle.may_try(peer, start));
+            throttle.failed(peer, start);
+        }
+        assert!(!throttle.may_try(peer, start), "bucket empty");
+        assert!(throttle.may_try(other, start), "other addresses unaffected");
+        assert!(!throttle.may_try(peer, start + REFILL / 2));
+        assert!(throttle.may_try(peer, start + REFILL));
+        throttle.failed(peer, start + REFILL);
+        assert!(!throttle.may_try(peer, start + REFILL));
+        assert!(throttle.may_try(peer, start + REFILL * (BURST + 2)));
+    }
+
+    #[test]
+    fn the_table_stays_bounded() {
+        let mut throttle = Throttle::default();
+        let now = Instant::now();
+        for i in 0..(MAX_TRACKED as u32 + 100) {
+            throttle.failed(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), now);
+        }
+        assert!(throttle.tracked() <= MAX_TRACKED);
+    }
+}
