@@ -18,6 +18,8 @@ use crate::config::AccessLogTarget;
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub host: String,
+    /// The authenticated user, `-` in the log when there is none.
+    pub user: Option<String>,
     pub time: SystemTime,
     pub request_line: String,
     pub status: u16,
@@ -38,6 +40,7 @@ impl Entry {
         };
         Entry {
             host: peer.to_string(),
+            user: None,
             time,
             request_line: escape(&format!(
                 "{} {} {:?}",
@@ -56,8 +59,9 @@ impl Entry {
         let mut line = String::with_capacity(160);
         let _ = write!(
             line,
-            "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"",
+            "{} - {} [{}] \"{}\" {} {} \"{}\" \"{}\"",
             self.host,
+            self.user.as_deref().unwrap_or("-"),
             clf_time(self.time),
             self.request_line,
             self.status,

@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::access_log::AccessLog;
+use crate::auth::{self, Auth, BasicAuth};
 use crate::blocking;
+use crate::config::AuthMode;
 use crate::config::Config;
 use crate::connection::Shared;
 use crate::handlers::AppState;
@@ -22,6 +24,8 @@ pub enum AppError {
     DataDir(StorageError),
     Listen(io::Error),
     AccessLog(io::Error),
+    /// The htpasswd file cannot be read; the server never serves without it.
+    Htpasswd(PathBuf, io::Error),
     Signals(io::Error),
 }
 
@@ -32,6 +36,15 @@ impl fmt::Display for AppError {
             AppError::DataDir(e) => write!(f, "data directory: {e}"),
             AppError::Listen(e) => write!(f, "cannot listen: {e}"),
             AppError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
+            AppError::Htpasswd(path, e) => write!(
+                f,
+                "cannot read the password file {}: {e}. Create a user with \
+                 `rest-server --path <data directory> user add <name>` (or \
+                 `--htpasswd-file {} user add <name>`), or start with --no-auth \
+                 on a network you trust",
+                path.display(),
+                path.display()
+            ),
             AppError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
         }
     }
@@ -80,12 +93,19 @@ async fn serve(config: Config) -> Result<(), AppError> {
         None => Listener::bind(&config.listen).map_err(AppError::Listen)?,
     };
     log::info!("start server on {}", listener.describe());
+    let (auth, stamp) = load_auth(&config.auth).await?;
     let shutdown = shutdown_signal().map_err(AppError::Signals)?;
     let state = Rc::new(AppState {
+        auth,
         config,
         storage,
         quota,
     });
+    if let Some(stamp) = stamp {
+        let reload_now = Rc::new(tokio::sync::Notify::new());
+        watch_sighup(reload_now.clone()).map_err(AppError::Signals)?;
+        tokio::task::spawn_local(auth::watch_htpasswd(state.clone(), stamp, reload_now));
+    }
     let shared = Rc::new(Shared::new(state, access_log));
     let socket_path = listener.socket_path().map(Path::to_path_buf);
     server::serve(listener, shared, shutdown).await;
@@ -98,6 +118,60 @@ async fn serve(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Builds the configured authentication; for htpasswd, loads the file (and
+/// returns its stamp so that changes can be noticed).
+async fn load_auth(mode: &AuthMode) -> Result<(Auth, Option<auth::FileStamp>), AppError> {
+    match mode {
+        AuthMode::Off => Ok((Auth::Off, None)),
+        AuthMode::ProxyHeader(name) => {
+            let header = hyper::header::HeaderName::try_from(name.as_str())
+                .map_err(|e| AppError::Listen(io::Error::other(e.to_string())))?;
+            Ok((Auth::Proxy(header), None))
+        }
+        AuthMode::Htpasswd(file) => {
+            let path = file.clone();
+            let loaded = tokio::task::spawn_blocking(move || auth::load_users(&path))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))
+                .and_then(|r| r);
+            let (users, warnings, stamp) =
+                loaded.map_err(|e| AppError::Htpasswd(file.clone(), e))?;
+            for warning in &warnings {
+                log::warn!("htpasswd {}: {warning}", file.display());
+            }
+            log::info!(
+                "htpasswd {}: loaded {} user(s)",
+                file.display(),
+                users.len()
+            );
+            if users.is_empty() {
+                log::warn!(
+                    "no usable user in {}: every request will be refused",
+                    file.display()
+                );
+            }
+            let auth = Auth::Basic {
+                file: file.clone(),
+                checker: BasicAuth::new(users),
+            };
+            Ok((auth, Some(stamp)))
+        }
+    }
+}
+
+/// SIGHUP reloads the htpasswd file at once.
+fn watch_sighup(reload_now: Rc<tokio::sync::Notify>) -> io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::task::spawn_local(async move {
+        while hangup.recv().await.is_some() {
+            log::info!("received SIGHUP: reloading");
+            reload_now.notify_one();
+        }
+    });
+    Ok(())
+}
+
 fn log_modes(config: &Config) {
     let on_off = |b: bool| if b { "on" } else { "off" };
     log::info!("data directory: {}", config.path.display());
@@ -106,7 +180,19 @@ fn log_modes(config: &Config) {
             "the data directory is in the system temp dir: data there may be lost on reboot"
         );
     }
-    log::info!("authentication: off (--no-auth)");
+    match &config.auth {
+        AuthMode::Off => {
+            log::warn!("authentication: off (--no-auth): anyone who can connect has full access")
+        }
+        AuthMode::Htpasswd(file) => log::info!("authentication: htpasswd file {}", file.display()),
+        AuthMode::ProxyHeader(h) => {
+            log::info!("authentication: user named by the {h} header (--proxy-auth-username)")
+        }
+    }
+    log::info!(
+        "private repos: {}",
+        on_off(config.private_repos && config.auth != AuthMode::Off)
+    );
     log::info!("append-only mode: {}", on_off(config.append_only));
     if config.verify_upload {
         log::info!("upload verification: on");

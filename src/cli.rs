@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::config::{AccessLogTarget, Config, Limits, ListenAddr};
+use crate::config::{AccessLogTarget, AuthMode, Config, Limits, ListenAddr};
 use crate::storage::Modes;
 
 /// A restic REST backend server for small boards: a drop-in for rest-server.
@@ -32,13 +32,13 @@ pub struct Flags {
     /// disable authentication
     #[argh(switch)]
     pub no_auth: bool,
-    /// location of .htpasswd file (not yet supported)
+    /// location of .htpasswd file (default: "<data directory>/.htpasswd")
     #[argh(option)]
     pub htpasswd_file: Option<String>,
     /// enable append only mode: no deletes except locks, no overwrites
     #[argh(switch)]
     pub append_only: bool,
-    /// users can only access their private repo (not yet supported)
+    /// users can only access their private repo
     #[argh(switch)]
     pub private_repos: bool,
     /// the maximum size of the data directory in bytes
@@ -68,7 +68,7 @@ pub struct Flags {
     /// let the filesystem group access repository files (0770/0660)
     #[argh(switch)]
     pub group_accessible_repos: bool,
-    /// HTTP header holding the username for proxy-based authentication (not yet supported)
+    /// HTTP header holding the username for proxy-based authentication
     #[argh(option)]
     pub proxy_auth_username: Option<String>,
     /// write a CPU profile (Go rest-server only; not supported)
@@ -101,7 +101,56 @@ pub struct Flags {
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
+    #[argh(subcommand)]
+    pub command: Option<Command>,
 }
+
+/// Subcommands; without one, the server runs.
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand)]
+pub enum Command {
+    User(UserArgs),
+}
+
+/// manage the users of the htpasswd file (no apache2-utils needed)
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "user")]
+pub struct UserArgs {
+    #[argh(subcommand)]
+    pub action: UserAction,
+}
+
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand)]
+pub enum UserAction {
+    Add(UserAdd),
+    Remove(UserRemove),
+    List(UserList),
+}
+
+/// add a user, or set a new password (bcrypt); asks twice on a terminal,
+/// otherwise reads one line from stdin
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "add")]
+pub struct UserAdd {
+    /// user name: letters, digits, '_', '-', '.', '@'
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// remove a user
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "remove")]
+pub struct UserRemove {
+    /// user name
+    #[argh(positional)]
+    pub name: String,
+}
+
+/// list the users
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "list")]
+pub struct UserList {}
 
 /// A flag combination the server refuses to start with; the text says why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,31 +253,36 @@ fn positive<T: PartialEq + Default>(value: T, name: &str) -> Result<T, CliError>
 }
 
 impl Flags {
+    /// The data directory: `--path`, or rest-server's default.
+    pub fn data_dir(&self) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("restic"))
+    }
+
+    /// The htpasswd file: `--htpasswd-file`, or `.htpasswd` in the data directory.
+    pub fn htpasswd_path(&self) -> PathBuf {
+        match &self.htpasswd_file {
+            Some(file) => PathBuf::from(file),
+            None => self.data_dir().join(".htpasswd"),
+        }
+    }
+
     /// Checks the flags and builds the configuration.
     pub fn resolve(self) -> Result<Config, CliError> {
         let unsupported = [
-            (self.htpasswd_file.is_some(), "--htpasswd-file"),
-            (self.private_repos, "--private-repos"),
             (self.prometheus, "--prometheus"),
             (self.prometheus_no_auth, "--prometheus-no-auth"),
             (self.tls, "--tls"),
             (self.tls_cert.is_some(), "--tls-cert"),
             (self.tls_key.is_some(), "--tls-key"),
             (self.tls_min_ver.is_some(), "--tls-min-ver"),
-            (self.proxy_auth_username.is_some(), "--proxy-auth-username"),
             (self.cpu_profile.is_some(), "--cpu-profile"),
         ];
         if let Some((_, name)) = unsupported.iter().find(|(given, _)| *given) {
             return Err(CliError(format!(
                 "{name} is not yet supported by this version of rest-server; remove it to start"
             )));
-        }
-        if !self.no_auth {
-            return Err(CliError(
-                "authentication (.htpasswd) is not yet supported by this version; \
-                 start with --no-auth, and only on a network you trust"
-                    .into(),
-            ));
         }
         let defaults = Limits::default();
         let secs = |value: Option<u64>, default: Duration, name: &str| match value {
@@ -277,10 +331,25 @@ impl Flags {
             Some(0) | None => None,
             Some(n) => Some(n),
         };
+        let path = self.data_dir();
+        let htpasswd = self.htpasswd_path();
+        // As rest-server: --no-auth wins over everything, then the proxy header.
+        let auth = if self.no_auth {
+            AuthMode::Off
+        } else if let Some(header) = self.proxy_auth_username {
+            if hyper::header::HeaderName::try_from(header.as_str()).is_err() {
+                return Err(CliError(format!(
+                    "--proxy-auth-username {header:?} is not a valid header name"
+                )));
+            }
+            AuthMode::ProxyHeader(header)
+        } else {
+            AuthMode::Htpasswd(htpasswd)
+        };
         Ok(Config {
-            path: self
-                .path
-                .unwrap_or_else(|| std::env::temp_dir().join("restic")),
+            path,
+            auth,
+            private_repos: self.private_repos,
             listen,
             access_log,
             debug: self.debug,
@@ -362,14 +431,31 @@ mod tests {
     }
 
     #[test]
-    fn refuses_to_serve_without_auth_or_with_later_features() {
-        let err = parse(&[]).unwrap_err();
-        assert!(err.0.contains("--no-auth"), "{err}");
-        for flag in [
-            &["--tls"][..],
-            &["--htpasswd-file", "x"],
-            &["--private-repos"],
-        ] {
+    fn chooses_the_auth_mode_like_rest_server() {
+        let config = parse(&["--path", "/data"]).unwrap();
+        assert_eq!(
+            config.auth,
+            AuthMode::Htpasswd(PathBuf::from("/data/.htpasswd"))
+        );
+        let config = parse(&["--htpasswd-file", "/etc/rs.htpasswd", "--private-repos"]).unwrap();
+        assert_eq!(
+            config.auth,
+            AuthMode::Htpasswd(PathBuf::from("/etc/rs.htpasswd"))
+        );
+        assert!(config.private_repos);
+        let config = parse(&["--proxy-auth-username", "X-Forwarded-User"]).unwrap();
+        assert_eq!(
+            config.auth,
+            AuthMode::ProxyHeader("X-Forwarded-User".into())
+        );
+        let config = parse(&["--no-auth", "--proxy-auth-username", "X-User"]).unwrap();
+        assert_eq!(config.auth, AuthMode::Off, "--no-auth overrides");
+        assert!(parse(&["--proxy-auth-username", "bad header"]).is_err());
+    }
+
+    #[test]
+    fn refuses_features_of_later_versions() {
+        for flag in [&["--tls"][..], &["--prometheus"], &["--tls-min-ver", "1.3"]] {
             let mut list = vec!["--no-auth"];
             list.extend_from_slice(flag);
             let err = parse(&list).unwrap_err();

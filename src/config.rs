@@ -38,6 +38,17 @@ pub enum ListenAddr {
     Unix(PathBuf),
 }
 
+/// How clients prove who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `--no-auth`: everyone is anonymous.
+    Off,
+    /// HTTP Basic auth against this htpasswd file.
+    Htpasswd(PathBuf),
+    /// `--proxy-auth-username HEADER`: a trusted reverse proxy names the user.
+    ProxyHeader(String),
+}
+
 /// Where the access log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogTarget {
@@ -79,6 +90,9 @@ pub struct Config {
     pub listen: ListenAddr,
     pub access_log: Option<AccessLogTarget>,
     pub debug: bool,
+    pub auth: AuthMode,
+    /// `--private-repos`: a user may only use repositories under their name.
+    pub private_repos: bool,
     pub append_only: bool,
     pub max_size: Option<u64>,
     pub verify_upload: bool,
@@ -97,6 +111,8 @@ impl Config {
             },
             access_log: None,
             debug: false,
+            auth: AuthMode::Off,
+            private_repos: false,
             append_only: false,
             max_size: None,
             verify_upload: true,

@@ -17,6 +17,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -33,6 +34,7 @@ use tokio::time::Instant;
 use crate::access_log::{AccessLog, Entry};
 use crate::body::{Body, Completion};
 use crate::config::Limits;
+use crate::error::ApiError;
 use crate::handlers::{self, AppState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,11 +238,42 @@ impl Completion for RequestDone {
     }
 }
 
+/// The client at the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// None on a Unix socket.
+    pub ip: Option<IpAddr>,
+    /// For logs: the address, or `-` on a Unix socket.
+    pub name: Rc<str>,
+}
+
+impl Peer {
+    pub fn tcp(ip: IpAddr) -> Peer {
+        Peer {
+            ip: Some(ip),
+            name: Rc::from(ip.to_string()),
+        }
+    }
+
+    pub fn unix() -> Peer {
+        Peer {
+            ip: None,
+            name: Rc::from("-"),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 /// Serves one connection until the client leaves, a timeout hits, or the
 /// server shuts down (then the request in flight is finished first).
 pub async fn serve<S>(
     stream: S,
-    peer: Rc<str>,
+    peer: Peer,
     shared: Rc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -297,38 +330,56 @@ async fn respond(
     req: Request<hyper::body::Incoming>,
     activity: &Rc<Activity>,
     shared: &Shared,
-    peer: &str,
+    peer: &Peer,
 ) -> Response<Body> {
     activity.on_request_start();
     let method = req.method().clone();
-    let entry = shared.access_log.as_ref().map(|log| {
-        let entry = Entry::from_request(&req, peer, SystemTime::now());
-        (log.clone(), entry)
-    });
+    let mut entry = shared
+        .access_log
+        .as_ref()
+        .map(|_| Entry::from_request(&req, &peer.name, SystemTime::now()));
     // Kept for the log lines below; the request itself moves into the handler.
     let path = req.uri().path().to_owned();
-    let mut response = match handlers::handle(&shared.state, req).await {
+    let state = &shared.state;
+    let (user, result) = match state.auth.authenticate(req.headers(), peer.ip).await {
+        Ok(user) => {
+            let result = handlers::handle(state, req, user.as_deref()).await;
+            (user, result)
+        }
+        Err(e) => (None, Err(ApiError::Unauthorized(e))),
+    };
+    let who = user.as_deref().unwrap_or("-");
+    let mut response = match result {
         Ok(response) => response,
         Err(e) => {
-            let status = e.status();
+            let status = e.status().as_u16();
             if e.is_server_fault() {
-                log::error!("{method} {path} from {peer}: {} ({e})", status.as_u16());
+                log::error!("{method} {path} from {peer} ({who}): {status} ({e})");
+            } else if e.is_routine() {
+                // restic asks for things that are not there as part of its
+                // normal work (HEAD config before init, say).
+                log::info!("{method} {path} from {peer} ({who}): {status} ({e})");
             } else {
-                log::warn!("{method} {path} from {peer}: {} ({e})", status.as_u16());
+                log::warn!("{method} {path} from {peer} ({who}): {status} ({e})");
             }
             e.into_response()
         }
     };
-    if shared.state.config.debug {
+    if state.config.debug {
         log::debug!(
-            "{method} {path} from {peer}: {}",
+            "{method} {path} from {peer} ({who}): {}",
             response.status().as_u16()
         );
     }
-    let access_log = entry.map(|(log, mut entry)| {
-        entry.status = response.status().as_u16();
-        (log, entry)
-    });
+    let access_log = shared
+        .access_log
+        .clone()
+        .zip(entry.take())
+        .map(|(log, mut entry)| {
+            entry.status = response.status().as_u16();
+            entry.user = user;
+            (log, entry)
+        });
     response.body_mut().set_completion(Box::new(RequestDone {
         activity: activity.clone(),
         access_log,

@@ -6,13 +6,19 @@
 use std::fmt;
 
 use hyper::StatusCode;
-use hyper::header::{ALLOW, CONTENT_RANGE, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 
+use crate::auth::AuthError;
 use crate::body::Body;
 use crate::storage::{StorageError, StorageErrorKind};
 
 #[derive(Debug)]
 pub enum ApiError {
+    /// No or wrong credentials.
+    Unauthorized(AuthError),
+    /// `--private-repos`: a repository outside the user's own. Answered like
+    /// bad credentials, so it does not tell whether the repository exists.
+    NotYourRepository,
     /// No such route, repository or object.
     NotFound(&'static str),
     /// Malformed request (bad encoding, `POST /` without `create=true`, short body).
@@ -42,6 +48,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::Unauthorized(_) | ApiError::NotYourRepository => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) | ApiError::HashMismatch | ApiError::BodyRead(_) => {
                 StatusCode::BAD_REQUEST
@@ -66,6 +73,11 @@ impl ApiError {
         self.status().is_server_error() && !matches!(self, ApiError::QuotaExceeded)
     }
 
+    /// A missing file or object: normal in restic's traffic, not bad input.
+    pub fn is_routine(&self) -> bool {
+        matches!(self, ApiError::Storage(e) if e.kind == StorageErrorKind::NotFound)
+    }
+
     pub fn into_response(self) -> hyper::Response<Body> {
         let status = self.status();
         let mut response = hyper::Response::new(Body::from_static(status_text(status)));
@@ -78,6 +90,12 @@ impl ApiError {
         match self {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Unauthorized(_) | ApiError::NotYourRepository => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"restic\""),
+                );
             }
             ApiError::RangeNotSatisfiable { size } => {
                 if let Ok(value) = HeaderValue::try_from(format!("bytes */{size}")) {
@@ -99,6 +117,8 @@ impl From<StorageError> for ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ApiError::Unauthorized(e) => f.write_str(e.reason()),
+            ApiError::NotYourRepository => f.write_str("not the user's own repository"),
             ApiError::NotFound(why) | ApiError::BadRequest(why) | ApiError::Forbidden(why) => {
                 f.write_str(why)
             }
@@ -122,6 +142,7 @@ impl fmt::Display for ApiError {
 fn status_text(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "Bad Request\n",
+        StatusCode::UNAUTHORIZED => "Unauthorized\n",
         StatusCode::FORBIDDEN => "Forbidden\n",
         StatusCode::NOT_FOUND => "Not Found\n",
         StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed\n",

@@ -9,6 +9,7 @@ use hyper::header::{ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTEN
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::auth::Auth;
 use crate::blocking;
 use crate::body::Body;
 use crate::config::Config;
@@ -29,20 +30,32 @@ const ALLOW_FILE: &str = "HEAD, GET, POST, DELETE";
 const ALLOW_LIST: &str = "GET";
 
 /// What every handler needs; shared by all connections on the one thread.
-#[derive(Debug)]
 pub struct AppState {
     pub config: Config,
+    pub auth: Auth,
     pub storage: Storage,
     pub quota: Rc<Quota>,
 }
 
-/// Routes a request to its handler.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// Routes a request from `user` (None without authentication) to its handler.
+pub async fn handle(
+    state: &AppState,
+    req: Request<Incoming>,
+    user: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     let route = Route::parse(req.uri().path()).map_err(|e| match e {
         RouteError::NotFound => ApiError::NotFound("no such route"),
         RouteError::BadEncoding => ApiError::BadRequest("malformed percent-encoding in path"),
     })?;
     let Route { repo, target } = route;
+    // SECURITY: checked before anything touches the disk, and answered like a
+    // failed login so that it does not tell whether the repository exists.
+    if state.config.private_repos
+        && let Some(user) = user
+        && repo.segments().next() != Some(user)
+    {
+        return Err(ApiError::NotYourRepository);
+    }
     let method = req.method().clone();
     match target {
         Target::Repo => match method {

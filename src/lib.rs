@@ -23,3 +23,4 @@ pub mod server;
 pub mod storage;
 mod systemd;
 pub mod upload;
+pub mod users;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use rest_server::cli::{Flags, normalize_args};
+use rest_server::cli::{Command, Flags, normalize_args};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -35,6 +35,16 @@ fn main() -> ExitCode {
     if flags.version {
         println!("rest-server {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::User(args)) = &flags.command {
+        let file = flags.htpasswd_path();
+        return match rest_server::users::run(args.action.clone(), &file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rest-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     rest_server::logging::init(flags.debug);
     let config = match flags.resolve() {

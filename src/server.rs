@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
 
-use crate::connection::{self, Shared};
+use crate::connection::{self, Peer, Shared};
 use crate::listener::Listener;
 
 /// Pause after an accept error such as EMFILE, so that a full fd table does not
@@ -75,17 +75,17 @@ enum Stream {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(listener: &Listener) -> io::Result<(Stream, Rc<str>)> {
+async fn accept(listener: &Listener) -> io::Result<(Stream, Peer)> {
     match listener {
         Listener::Tcp(l) => {
             let (stream, addr) = l.accept().await?;
             // restic sends many small requests; don't let Nagle delay them.
             let _ = stream.set_nodelay(true);
-            Ok((Stream::Tcp(stream), Rc::from(addr.ip().to_string())))
+            Ok((Stream::Tcp(stream), Peer::tcp(addr.ip())))
         }
         Listener::Unix { listener, .. } => {
             let (stream, _) = listener.accept().await?;
-            Ok((Stream::Unix(stream), Rc::from("-")))
+            Ok((Stream::Unix(stream), Peer::unix()))
         }
     }
 }

@@ -307,9 +307,12 @@ fn command_line_refusals_are_clear() {
     ] {
         assert!(out.contains(flag), "help lacks {flag}");
     }
-    let (code, _, err) = run_cli(&["--path", "/tmp/x"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--no-auth"), "{err}");
+    // Without --no-auth the password file must exist; the message says how
+    // to make one.
+    let dir = TempDir::new("nousers");
+    let (code, _, err) = run_cli(&["--path", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains(".htpasswd") && err.contains("user add"), "{err}");
     let (code, _, err) = run_cli(&["--no-auth", "--tls"]);
     assert_eq!(code, 2);
     assert!(err.contains("--tls is not yet supported"), "{err}");

@@ -191,6 +191,36 @@ impl Users {
     }
 }
 
+/// `text` with `user`'s line replaced by (or, if new, followed by) one for
+/// `hash`. Every other line, comments and lines we cannot parse included, is
+/// kept as it was: an admin's file is theirs.
+pub fn with_user(text: &str, user: &str, hash: &PasswordHash) -> String {
+    let (mut out, _) = without_user(text, user);
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&format!("{user}:{}\n", hash.to_line_text()));
+    out
+}
+
+/// `text` without `user`'s lines, and whether there were any.
+pub fn without_user(text: &str, user: &str) -> (String, bool) {
+    let mut out = String::with_capacity(text.len());
+    let mut found = false;
+    for line in text.split_inclusive('\n') {
+        if line
+            .trim()
+            .split_once(':')
+            .is_some_and(|(name, _)| name == user)
+        {
+            found = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    (out, found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +259,24 @@ mod tests {
         for bad in ["", ".", "..", ".hidden", "a/b", "a\\b", "a b", "a:b", "ä"] {
             assert!(!valid_username(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn edits_keep_other_lines() {
+        let text = "# admins\nalice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nodd line\nbob:x";
+        let hash = PasswordHash::Sha1([0; 20]);
+        let edited = with_user(text, "alice", &hash);
+        assert_eq!(
+            edited,
+            "# admins\nodd line\nbob:x\nalice:{SHA}AAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+        );
+        let (removed, found) = without_user(&edited, "bob");
+        assert!(found);
+        assert_eq!(
+            removed,
+            "# admins\nodd line\nalice:{SHA}AAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
+        );
+        assert!(!without_user(&removed, "carol").1);
     }
 
     #[test]

@@ -16,19 +16,24 @@ pub mod throttle;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hyper::header::HeaderValue;
+use hyper::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use ring::digest;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use self::htpasswd::{Users, valid_username};
 use self::throttle::Throttle;
+
+/// How often the htpasswd file is checked for changes.
+pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long verified credentials are trusted without another bcrypt check.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
@@ -207,6 +212,128 @@ pub fn proxy_user(header: Option<&HeaderValue>) -> Result<String, AuthError> {
         return Err(AuthError::Malformed);
     }
     Ok(name.to_string())
+}
+
+/// The server's authentication, as configured.
+pub enum Auth {
+    /// `--no-auth`.
+    Off,
+    Basic {
+        file: PathBuf,
+        checker: BasicAuth,
+    },
+    /// `--proxy-auth-username`: the header's value is the user.
+    Proxy(HeaderName),
+}
+
+impl Auth {
+    /// The user a request comes from (None with `--no-auth`).
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<String>, AuthError> {
+        match self {
+            Auth::Off => Ok(None),
+            Auth::Proxy(header) => proxy_user(headers.get(header)).map(Some),
+            Auth::Basic { checker, .. } => {
+                // Unix-socket clients share one throttle bucket.
+                let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                checker
+                    .check(headers.get(AUTHORIZATION), peer)
+                    .await
+                    .map(Some)
+            }
+        }
+    }
+}
+
+/// A file's identity and version, to notice that it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl FileStamp {
+    pub fn of(path: &Path) -> io::Result<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(FileStamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            inode: meta.ino(),
+        })
+    }
+}
+
+/// Reads and parses an htpasswd file, with the stamp it had when read.
+pub fn load_users(path: &Path) -> io::Result<(Users, Vec<htpasswd::Warning>, FileStamp)> {
+    let stamp = FileStamp::of(path)?;
+    let text = std::fs::read_to_string(path)?;
+    let (users, warnings) = Users::parse(&text);
+    Ok((users, warnings, stamp))
+}
+
+/// Reloads the htpasswd file when it changes (checked every
+/// [`RELOAD_CHECK_INTERVAL`]) and whenever `reload_now` fires (SIGHUP). A
+/// reload that fails keeps the users already loaded and logs why.
+pub async fn watch_htpasswd(
+    auth: Rc<crate::handlers::AppState>,
+    mut stamp: FileStamp,
+    reload_now: Rc<tokio::sync::Notify>,
+) {
+    let Auth::Basic { file, checker } = &auth.auth else {
+        return;
+    };
+    loop {
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => false,
+            _ = reload_now.notified() => true,
+        };
+        let path = file.clone();
+        let changed = tokio::task::spawn_blocking(move || FileStamp::of(&path))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        match changed {
+            Ok(now) if now == stamp && !forced => continue,
+            Ok(_) => {}
+            Err(e) => {
+                log::error!(
+                    "htpasswd {}: {e}; keeping the {} user(s) loaded",
+                    file.display(),
+                    checker.user_count()
+                );
+                continue;
+            }
+        }
+        let path = file.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_users(&path))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        match loaded {
+            Ok((users, warnings, new_stamp)) => {
+                for warning in &warnings {
+                    log::warn!("htpasswd {}: {warning}", file.display());
+                }
+                stamp = new_stamp;
+                log::info!(
+                    "htpasswd {}: loaded {} user(s)",
+                    file.display(),
+                    users.len()
+                );
+                checker.replace_users(users);
+            }
+            Err(e) => log::error!(
+                "htpasswd {}: reload failed ({e}); keeping the {} user(s) loaded",
+                file.display(),
+                checker.user_count()
+            ),
+        }
+    }
 }
 
 #[cfg(test)]
