@@ -79,6 +79,7 @@ async fn serve(config: Config) -> Result<(), AppError> {
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
+    let (auth, stamp) = load_auth(&config.auth).await?;
     let access_log = match &config.access_log {
         Some(target) => Some(Rc::new(
             AccessLog::open(target).map_err(AppError::AccessLog)?,
@@ -93,7 +94,6 @@ async fn serve(config: Config) -> Result<(), AppError> {
         None => Listener::bind(&config.listen).map_err(AppError::Listen)?,
     };
     log::info!("start server on {}", listener.describe());
-    let (auth, stamp) = load_auth(&config.auth).await?;
     let shutdown = shutdown_signal().map_err(AppError::Signals)?;
     let state = Rc::new(AppState {
         auth,

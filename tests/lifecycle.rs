@@ -312,7 +312,10 @@ fn command_line_refusals_are_clear() {
     let dir = TempDir::new("nousers");
     let (code, _, err) = run_cli(&["--path", dir.path().to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains(".htpasswd") && err.contains("user add"), "{err}");
+    assert!(
+        err.contains(".htpasswd") && err.contains("user add"),
+        "{err}"
+    );
     let (code, _, err) = run_cli(&["--no-auth", "--tls"]);
     assert_eq!(code, 2);
     assert!(err.contains("--tls is not yet supported"), "{err}");

@@ -4,6 +4,7 @@
 mod util;
 
 mod api;
+mod auth;
 mod lifecycle;
 mod modes;
 mod restic;

@@ -156,3 +156,58 @@ fn restic_backup_check_restore_prune_and_append_only() {
         "nothing was forgotten"
     );
 }
+
+#[test]
+fn restic_with_a_bcrypt_user_and_private_repos() {
+    if !have_tool("restic", "restic_with_a_bcrypt_user_and_private_repos") {
+        return;
+    }
+    let dir = TempDir::new("restic-auth");
+    let data = dir.path().join("data");
+    let source = dir.path().join("source");
+    let cache = dir.path().join("cache");
+    for i in 0..20u64 {
+        std::fs::create_dir_all(source.join("d")).unwrap();
+        std::fs::write(
+            source.join(format!("d/f{i}")),
+            pseudo_random(50_000 + i as usize, i),
+        )
+        .unwrap();
+    }
+    let users = format!(
+        "alice:{}\nbob:{}\n",
+        bcrypt::hash("alice pw", 10).unwrap(),
+        bcrypt::hash("bob pw", 10).unwrap()
+    );
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join(".htpasswd"), users).unwrap();
+    let server = Server::start_with(&data, &["--listen", "127.0.0.1:0", "--private-repos"]);
+    let addr = server.tcp_addr();
+    let alice = format!("rest:http://alice:alice%20pw@{addr}/alice/");
+    ok(restic(&alice, &cache, &["init"]), "init as alice");
+    ok(
+        restic(&alice, &cache, &["backup", source.to_str().unwrap()]),
+        "backup as alice",
+    );
+    ok(
+        restic(&alice, &cache, &["check", "--read-data"]),
+        "check as alice",
+    );
+    let target = dir.path().join("restore");
+    ok(
+        restic(
+            &alice,
+            &cache,
+            &["restore", "latest", "--target", target.to_str().unwrap()],
+        ),
+        "restore as alice",
+    );
+    assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
+
+    // Alice cannot reach Bob's repository, nor Bob hers with a wrong password.
+    let bob_as_alice = format!("rest:http://alice:alice%20pw@{addr}/bob/");
+    assert!(!restic(&bob_as_alice, &cache, &["init"]).status.success());
+    assert!(!data.join("bob").exists());
+    let wrong = format!("rest:http://bob:nope@{addr}/alice/");
+    assert!(!restic(&wrong, &cache, &["snapshots"]).status.success());
+}

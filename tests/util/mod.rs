@@ -80,6 +80,16 @@ impl Server {
         Server::start_with(data, &args)
     }
 
+    /// Starts the server with authentication on: `htpasswd` is written to
+    /// `data/.htpasswd` first.
+    pub fn start_with_users(data: &Path, htpasswd: &str, extra: &[&str]) -> Server {
+        std::fs::create_dir_all(data).unwrap();
+        std::fs::write(data.join(".htpasswd"), htpasswd).unwrap();
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Server::start_with(data, &args)
+    }
+
     /// Starts the server with exactly `--path data` and `args`.
     pub fn start_with(data: &Path, args: &[&str]) -> Server {
         let mut command = Command::new(binary());
@@ -267,6 +277,14 @@ impl Request {
     pub fn chunked(mut self) -> Request {
         self.chunked = true;
         self
+    }
+
+    /// Adds HTTP Basic credentials.
+    pub fn basic(self, user: &str, password: &str) -> Request {
+        use base64::Engine as _;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.header("Authorization", &format!("Basic {encoded}"))
     }
 
     pub fn keep_alive(mut self) -> Request {

@@ -1,0 +1,310 @@
+//! Users, passwords, private repositories and the proxy header, over HTTP.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+
+use crate::util::*;
+
+/// `password` under Apache's $apr1$ and under {SHA} (see src/auth/apr1.rs tests).
+const APR1_PASSWORD: &str = "$apr1$saltsalt$yAAkm4libquA.ZWLHbSBq/";
+const SHA_PASSWORD: &str = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=";
+
+/// Runs `rest-server ... user ACTION` with `stdin` as input.
+fn user_command(data: &std::path::Path, action: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(binary())
+        .arg("--path")
+        .arg(data)
+        .arg("user")
+        .args(action)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn bcrypt_line(user: &str, password: &str) -> String {
+    format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap())
+}
+
+fn status(server: &Server, method: &str, path: &str, user: &str, password: &str) -> u16 {
+    server
+        .send(&Request::new(method, path).basic(user, password))
+        .status
+}
+
+#[test]
+fn user_subcommands_manage_the_file() {
+    let dir = TempDir::new("usercmd");
+    let data = dir.path().join("data");
+    let (code, _, err) = user_command(&data, &["add", "alice"], "first pass\n");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = user_command(&data, &["add", "bob"], "second\n");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = user_command(&data, &["add", "../evil"], "x\n");
+    assert_eq!(code, 1, "bad names are refused");
+    let (code, _, _) = user_command(&data, &["add", "carol"], "\n");
+    assert_eq!(code, 1, "empty passwords are refused");
+    let file = data.join(".htpasswd");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (_, out, _) = user_command(&data, &["list"], "");
+    assert_eq!(out, "alice\nbob\n");
+    let (code, _, _) = user_command(&data, &["remove", "bob"], "");
+    assert_eq!(code, 0);
+    let (code, _, err) = user_command(&data, &["remove", "bob"], "");
+    assert_eq!(code, 1, "{err}");
+    let (_, out, _) = user_command(&data, &["list"], "");
+    assert_eq!(out, "alice\n");
+    // The server accepts what the subcommand wrote (bcrypt).
+    let server = Server::start_with(&data, &["--listen", "127.0.0.1:0"]);
+    assert_eq!(
+        status(
+            &server,
+            "POST",
+            "/alice/?create=true",
+            "alice",
+            "first pass"
+        ),
+        200
+    );
+    assert_eq!(
+        status(&server, "GET", "/alice/keys/", "alice", "first pass"),
+        200
+    );
+    assert_eq!(
+        status(&server, "GET", "/alice/keys/", "alice", "second"),
+        401
+    );
+}
+
+#[test]
+fn every_hash_format_and_every_failure() {
+    let dir = TempDir::new("formats");
+    let data = dir.path().join("data");
+    let htpasswd = format!(
+        "{}apr:{APR1_PASSWORD}\nsha:{SHA_PASSWORD}\ndes:abJnggxhB/yWI\nbad/name:{SHA_PASSWORD}\n",
+        bcrypt_line("bcr", "password")
+    );
+    let server = Server::start_with_users(&data, &htpasswd, &[]);
+    assert!(
+        server
+            .log()
+            .contains("line 4: user \"des\": unknown hash format"),
+        "{}",
+        server.log()
+    );
+    assert!(server.log().contains("line 5"), "{}", server.log());
+    assert!(server.log().contains("loaded 3 user(s)"));
+    assert_eq!(
+        status(&server, "POST", "/?create=true", "bcr", "password"),
+        200
+    );
+    for user in ["bcr", "apr", "sha"] {
+        assert_eq!(
+            status(&server, "GET", "/keys/", user, "password"),
+            200,
+            "{user}"
+        );
+        assert_eq!(
+            status(&server, "GET", "/keys/", user, "Password"),
+            401,
+            "{user}"
+        );
+    }
+    assert_eq!(status(&server, "GET", "/keys/", "des", "password"), 401);
+    assert_eq!(status(&server, "GET", "/keys/", "nobody", "password"), 401);
+    let anonymous = server.request("GET", "/keys/");
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some("Basic realm=\"restic\"")
+    );
+    let garbage = server.send(&Request::new("GET", "/keys/").header("Authorization", "Basic !!!"));
+    assert_eq!(garbage.status, 401);
+    // A cached login does not let a wrong password through.
+    assert_eq!(status(&server, "GET", "/keys/", "bcr", "password"), 200);
+    assert_eq!(status(&server, "GET", "/keys/", "bcr", "guess"), 401);
+}
+
+#[test]
+fn apache_htpasswd_entries_work() {
+    if !have_tool("htpasswd", "apache_htpasswd_entries_work") {
+        return;
+    }
+    let dir = TempDir::new("apache");
+    let data = dir.path().join("data");
+    let mut htpasswd = String::new();
+    for (user, flag) in [("md5", "-m"), ("bcrypt", "-B"), ("sha", "-s")] {
+        let out = Command::new("htpasswd")
+            .args(["-nb", flag, user, "pa55"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        htpasswd.push_str(String::from_utf8_lossy(&out.stdout).trim());
+        htpasswd.push('\n');
+    }
+    let server = Server::start_with_users(&data, &htpasswd, &[]);
+    assert_eq!(status(&server, "POST", "/?create=true", "md5", "pa55"), 200);
+    for user in ["md5", "bcrypt", "sha"] {
+        assert_eq!(
+            status(&server, "GET", "/keys/", user, "pa55"),
+            200,
+            "{user}"
+        );
+        assert_eq!(
+            status(&server, "GET", "/keys/", user, "pa56"),
+            401,
+            "{user}"
+        );
+    }
+}
+
+#[test]
+fn the_file_is_reloaded_on_sighup_and_on_change() {
+    let dir = TempDir::new("reload");
+    let data = dir.path().join("data");
+    let server = Server::start_with_users(&data, &bcrypt_line("alice", "a"), &[]);
+    assert_eq!(
+        status(&server, "POST", "/alice/?create=true", "alice", "a"),
+        200
+    );
+    let file = data.join(".htpasswd");
+
+    // SIGHUP: at once. Alice's cached login is dropped with her entry.
+    std::fs::write(&file, bcrypt_line("bob", "b")).unwrap();
+    kill(server.pid(), Signal::SIGHUP).unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        status(&server, "GET", "/alice/keys/", "bob", "b") == 200
+    }));
+    assert_eq!(status(&server, "GET", "/alice/keys/", "alice", "a"), 401);
+
+    // A reload that fails keeps the users it had.
+    std::fs::remove_file(&file).unwrap();
+    kill(server.pid(), Signal::SIGHUP).unwrap();
+    assert!(server.wait_for_log("keeping the 1 user(s) loaded", Duration::from_secs(10)));
+    assert_eq!(status(&server, "GET", "/alice/keys/", "bob", "b"), 200);
+
+    // A changed file is noticed without a signal (checked every 30 s).
+    std::fs::write(&file, bcrypt_line("carol", "c")).unwrap();
+    assert!(eventually(Duration::from_secs(45), || {
+        status(&server, "GET", "/alice/keys/", "carol", "c") == 200
+    }));
+}
+
+#[test]
+fn failed_logins_are_throttled_per_address() {
+    let dir = TempDir::new("throttle");
+    let data = dir.path().join("data");
+    let server = Server::start_with_users(&data, &bcrypt_line("alice", "right"), &[]);
+    for _ in 0..5 {
+        assert_eq!(status(&server, "GET", "/keys/", "alice", "wrong"), 401);
+    }
+    // The bucket is empty: even the right password is not checked now.
+    assert_eq!(status(&server, "GET", "/keys/", "alice", "right"), 401);
+    assert!(server.log().contains("too many failed attempts"));
+    // One attempt comes back every 2 s.
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_ne!(status(&server, "GET", "/keys/", "alice", "right"), 401);
+}
+
+#[test]
+fn private_repos_keep_users_apart_without_leaking_existence() {
+    let dir = TempDir::new("private");
+    let data = dir.path().join("data");
+    let users = format!("{}{}", bcrypt_line("alice", "a"), bcrypt_line("bob", "b"));
+    let server = Server::start_with_users(&data, &users, &["--private-repos"]);
+    assert_eq!(
+        status(&server, "POST", "/alice/?create=true", "alice", "a"),
+        200
+    );
+    assert_eq!(
+        status(&server, "POST", "/alice/laptop/?create=true", "alice", "a"),
+        200
+    );
+    assert_eq!(
+        status(&server, "POST", "/bob/?create=true", "bob", "b"),
+        200
+    );
+    let put = server.send(
+        &Request::new("POST", "/bob/config")
+            .basic("bob", "b")
+            .body("bob's"),
+    );
+    assert_eq!(put.status, 200);
+
+    let existing = server.send(&Request::new("GET", "/bob/config").basic("alice", "a"));
+    let missing = server.send(&Request::new("GET", "/nobody/config").basic("alice", "a"));
+    assert_eq!(existing.status, 401);
+    assert_eq!(
+        (existing.status, existing.body.clone()),
+        (missing.status, missing.body)
+    );
+    for (method, path) in [
+        ("DELETE", "/bob/config"),
+        ("POST", "/bob/?create=true"),
+        ("GET", "/bob/keys/"),
+        ("GET", "/config"),
+        ("POST", "/?create=true"),
+    ] {
+        assert_eq!(
+            status(&server, method, path, "alice", "a"),
+            401,
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        server
+            .send(&Request::new("GET", "/bob/config").basic("bob", "b"))
+            .text(),
+        "bob's"
+    );
+    assert_eq!(
+        status(&server, "GET", "/alice/laptop/keys/", "alice", "a"),
+        200
+    );
+}
+
+#[test]
+fn a_proxy_header_names_the_user() {
+    let dir = TempDir::new("proxy");
+    let data = dir.path().join("data");
+    let server = Server::start_with(
+        &data,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-auth-username",
+            "X-Forwarded-User",
+            "--private-repos",
+        ],
+    );
+    let as_user = |user: &str, method: &str, path: &str| {
+        server
+            .send(&Request::new(method, path).header("X-Forwarded-User", user))
+            .status
+    };
+    assert_eq!(server.request("POST", "/carol/?create=true").status, 401);
+    assert_eq!(as_user("carol", "POST", "/carol/?create=true"), 200);
+    assert_eq!(as_user("dave", "GET", "/carol/keys/"), 401);
+    assert_eq!(as_user("../carol", "GET", "/carol/keys/"), 401);
+    assert_eq!(as_user("carol", "GET", "/carol/keys/"), 200);
+}
