@@ -16,6 +16,7 @@ use crate::listener::Listener;
 use crate::quota::Quota;
 use crate::server;
 use crate::storage::{self, Storage, StorageError};
+use crate::tls::Tls;
 
 /// Why the server could not start or run.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ pub enum AppError {
     DataDir(StorageError),
     Listen(io::Error),
     AccessLog(io::Error),
+    Tls(crate::tls::TlsError),
     /// The htpasswd file cannot be read; the server never serves without it.
     Htpasswd(PathBuf, io::Error),
     Signals(io::Error),
@@ -36,6 +38,7 @@ impl fmt::Display for AppError {
             AppError::DataDir(e) => write!(f, "data directory: {e}"),
             AppError::Listen(e) => write!(f, "cannot listen: {e}"),
             AppError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
+            AppError::Tls(e) => write!(f, "TLS: {e}"),
             AppError::Htpasswd(path, e) => write!(
                 f,
                 "cannot read the password file {}: {e}. Create a user with \
@@ -80,6 +83,10 @@ async fn serve(config: Config) -> Result<(), AppError> {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
     let (auth, stamp) = load_auth(&config.auth).await?;
+    let tls = match &config.tls {
+        Some(settings) => Some(Rc::new(Tls::new(settings.clone()).map_err(AppError::Tls)?)),
+        None => None,
+    };
     let access_log = match &config.access_log {
         Some(target) => Some(Rc::new(
             AccessLog::open(target).map_err(AppError::AccessLog)?,
@@ -101,12 +108,17 @@ async fn serve(config: Config) -> Result<(), AppError> {
         storage,
         quota,
     });
-    if let Some(stamp) = stamp {
+    let htpasswd_reload = stamp.map(|stamp| {
         let reload_now = Rc::new(tokio::sync::Notify::new());
-        watch_sighup(reload_now.clone()).map_err(AppError::Signals)?;
-        tokio::task::spawn_local(auth::watch_htpasswd(state.clone(), stamp, reload_now));
-    }
-    let shared = Rc::new(Shared::new(state, access_log));
+        tokio::task::spawn_local(auth::watch_htpasswd(
+            state.clone(),
+            stamp,
+            reload_now.clone(),
+        ));
+        reload_now
+    });
+    watch_sighup(htpasswd_reload, tls.clone()).map_err(AppError::Signals)?;
+    let shared = Rc::new(Shared::new(state, access_log, tls));
     let socket_path = listener.socket_path().map(Path::to_path_buf);
     server::serve(listener, shared, shutdown).await;
     if let Some(path) = socket_path
@@ -159,14 +171,30 @@ async fn load_auth(mode: &AuthMode) -> Result<(Auth, Option<auth::FileStamp>), A
     }
 }
 
-/// SIGHUP reloads the htpasswd file at once.
-fn watch_sighup(reload_now: Rc<tokio::sync::Notify>) -> io::Result<()> {
+/// SIGHUP reloads the htpasswd file and the TLS certificate and key at once.
+/// A TLS reload that fails keeps the certificate in use.
+fn watch_sighup(htpasswd: Option<Rc<tokio::sync::Notify>>, tls: Option<Rc<Tls>>) -> io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::task::spawn_local(async move {
         while hangup.recv().await.is_some() {
             log::info!("received SIGHUP: reloading");
-            reload_now.notify_one();
+            if let Some(reload_now) = &htpasswd {
+                reload_now.notify_one();
+            }
+            if let Some(tls) = &tls {
+                let settings = tls.settings.clone();
+                match tokio::task::spawn_blocking(move || crate::tls::load(&settings)).await {
+                    Ok(Ok(config)) => {
+                        tls.replace(config);
+                        log::info!("TLS: reloaded {}", tls.settings.cert.display());
+                    }
+                    Ok(Err(e)) => {
+                        log::error!("TLS reload failed, keeping the current certificate: {e}")
+                    }
+                    Err(e) => log::error!("TLS reload failed: {e}"),
+                }
+            }
         }
     });
     Ok(())
@@ -193,6 +221,21 @@ fn log_modes(config: &Config) {
         "private repos: {}",
         on_off(config.private_repos && config.auth != AuthMode::Off)
     );
+    match &config.tls {
+        Some(tls) => log::info!(
+            "TLS: on (certificate {}, key {}, minimum version {}, client certificates {})",
+            tls.cert.display(),
+            tls.key.display(),
+            tls.min_version,
+            tls.client_ca
+                .as_ref()
+                .map_or("not required".into(), |ca| format!(
+                    "required, CA {}",
+                    ca.display()
+                ))
+        ),
+        None => log::info!("TLS: off"),
+    }
     log::info!("append-only mode: {}", on_off(config.append_only));
     if config.verify_upload {
         log::info!("upload verification: on");

@@ -13,6 +13,7 @@ use argh::FromArgs;
 
 use crate::config::{AccessLogTarget, AuthMode, Config, Limits, ListenAddr};
 use crate::storage::Modes;
+use crate::tls::{TlsSettings, TlsVersion};
 
 /// A restic REST backend server for small boards: a drop-in for rest-server.
 #[derive(FromArgs, Debug, Default)]
@@ -53,18 +54,21 @@ pub struct Flags {
     /// disable auth for Prometheus /metrics endpoint (not yet supported)
     #[argh(switch)]
     pub prometheus_no_auth: bool,
-    /// turn on TLS support (not yet supported)
+    /// turn on TLS support
     #[argh(switch)]
     pub tls: bool,
-    /// TLS certificate path (not yet supported)
+    /// TLS certificate path, PEM chain (default "<data directory>/public_key")
     #[argh(option)]
     pub tls_cert: Option<String>,
-    /// TLS key path (not yet supported)
+    /// TLS key path, PEM (default "<data directory>/private_key")
     #[argh(option)]
     pub tls_key: Option<String>,
-    /// TLS min version, one of (1.2|1.3) (not yet supported)
+    /// TLS min version, one of (1.2|1.3) (default "1.2")
     #[argh(option)]
     pub tls_min_ver: Option<String>,
+    /// require client certificates signed by the CA in this PEM file
+    #[argh(option)]
+    pub tls_client_ca: Option<PathBuf>,
     /// let the filesystem group access repository files (0770/0660)
     #[argh(switch)]
     pub group_accessible_repos: bool,
@@ -268,15 +272,40 @@ impl Flags {
         }
     }
 
+    /// The TLS settings, as rest-server takes them: the files default to
+    /// `public_key` and `private_key` in the data directory, and naming them
+    /// without `--tls` is an error rather than a silent plain-HTTP server.
+    fn tls_settings(&self, data_dir: &std::path::Path) -> Result<Option<TlsSettings>, CliError> {
+        if !self.tls {
+            if self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_client_ca.is_some() {
+                return Err(CliError(
+                    "--tls-cert, --tls-key and --tls-client-ca need --tls".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let min_version = match self.tls_min_ver.as_deref() {
+            None => TlsVersion::V1_2,
+            Some(text) => TlsVersion::parse(text)
+                .ok_or_else(|| CliError(format!("--tls-min-ver {text:?}: use 1.2 or 1.3")))?,
+        };
+        let file = |given: &Option<String>, default: &str| match given {
+            Some(path) => PathBuf::from(path),
+            None => data_dir.join(default),
+        };
+        Ok(Some(TlsSettings {
+            cert: file(&self.tls_cert, "public_key"),
+            key: file(&self.tls_key, "private_key"),
+            min_version,
+            client_ca: self.tls_client_ca.clone(),
+        }))
+    }
+
     /// Checks the flags and builds the configuration.
     pub fn resolve(self) -> Result<Config, CliError> {
         let unsupported = [
             (self.prometheus, "--prometheus"),
             (self.prometheus_no_auth, "--prometheus-no-auth"),
-            (self.tls, "--tls"),
-            (self.tls_cert.is_some(), "--tls-cert"),
-            (self.tls_key.is_some(), "--tls-key"),
-            (self.tls_min_ver.is_some(), "--tls-min-ver"),
             (self.cpu_profile.is_some(), "--cpu-profile"),
         ];
         if let Some((_, name)) = unsupported.iter().find(|(given, _)| *given) {
@@ -333,6 +362,7 @@ impl Flags {
         };
         let path = self.data_dir();
         let htpasswd = self.htpasswd_path();
+        let tls = self.tls_settings(&path)?;
         // As rest-server: --no-auth wins over everything, then the proxy header.
         let auth = if self.no_auth {
             AuthMode::Off
@@ -347,6 +377,7 @@ impl Flags {
             AuthMode::Htpasswd(htpasswd)
         };
         Ok(Config {
+            tls,
             path,
             auth,
             private_repos: self.private_repos,
@@ -454,8 +485,34 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_follow_rest_server() {
+        let config = parse(&["--no-auth", "--path", "/d", "--tls"]).unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/d/public_key"));
+        assert_eq!(tls.key, PathBuf::from("/d/private_key"));
+        assert_eq!(tls.min_version, TlsVersion::V1_2);
+        let config = parse(&[
+            "--no-auth",
+            "--tls",
+            "--tls-min-ver",
+            "1.3",
+            "--tls-cert",
+            "c",
+        ])
+        .unwrap();
+        assert_eq!(config.tls.as_ref().unwrap().min_version, TlsVersion::V1_3);
+        assert_eq!(config.tls.unwrap().cert, PathBuf::from("c"));
+        assert!(parse(&["--no-auth", "--tls", "--tls-min-ver", "1.1"]).is_err());
+        assert!(
+            parse(&["--no-auth", "--tls-cert", "c"]).is_err(),
+            "needs --tls"
+        );
+        assert!(parse(&["--no-auth"]).unwrap().tls.is_none());
+    }
+
+    #[test]
     fn refuses_features_of_later_versions() {
-        for flag in [&["--tls"][..], &["--prometheus"], &["--tls-min-ver", "1.3"]] {
+        for flag in [&["--prometheus"][..], &["--prometheus-no-auth"]] {
             let mut list = vec!["--no-auth"];
             list.extend_from_slice(flag);
             let err = parse(&list).unwrap_err();

@@ -90,6 +90,8 @@ pub struct Config {
     pub listen: ListenAddr,
     pub access_log: Option<AccessLogTarget>,
     pub debug: bool,
+    /// `--tls`: serve HTTPS with these files.
+    pub tls: Option<crate::tls::TlsSettings>,
     pub auth: AuthMode,
     /// `--private-repos`: a user may only use repositories under their name.
     pub private_repos: bool,
@@ -111,6 +113,7 @@ impl Config {
             },
             access_log: None,
             debug: false,
+            tls: None,
             auth: AuthMode::Off,
             private_repos: false,
             append_only: false,

@@ -36,6 +36,7 @@ use crate::body::{Body, Completion};
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::handlers::{self, AppState};
+use crate::tls::Tls;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -198,11 +199,17 @@ pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 pub struct Shared {
     pub state: Rc<AppState>,
     pub access_log: Option<Rc<AccessLog>>,
+    /// Some when serving HTTPS.
+    pub tls: Option<Rc<Tls>>,
     pub http: http1::Builder,
 }
 
 impl Shared {
-    pub fn new(state: Rc<AppState>, access_log: Option<Rc<AccessLog>>) -> Shared {
+    pub fn new(
+        state: Rc<AppState>,
+        access_log: Option<Rc<AccessLog>>,
+        tls: Option<Rc<Tls>>,
+    ) -> Shared {
         let limits = &state.config.limits;
         let mut http = http1::Builder::new();
         http.keep_alive(true)
@@ -216,6 +223,7 @@ impl Shared {
         Shared {
             state,
             access_log,
+            tls,
             http,
         }
     }

@@ -22,5 +22,6 @@ pub mod route;
 pub mod server;
 pub mod storage;
 mod systemd;
+pub mod tls;
 pub mod upload;
 pub mod users;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, Peer, Shared};
 use crate::listener::Listener;
@@ -46,10 +47,22 @@ pub async fn serve(listener: Listener, shared: Rc<Shared>, shutdown: impl Future
             }
         };
         let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+        let tls = shared.tls.as_ref().map(|tls| tls.acceptor());
         tokio::task::spawn_local(async move {
-            match stream {
-                Stream::Tcp(s) => connection::serve(s, peer, shared, stop_rx).await,
-                Stream::Unix(s) => connection::serve(s, peer, shared, stop_rx).await,
+            let handshake_timeout = shared.state.config.limits.header_timeout;
+            match (stream, tls) {
+                (Stream::Tcp(s), None) => connection::serve(s, peer, shared, stop_rx).await,
+                (Stream::Unix(s), None) => connection::serve(s, peer, shared, stop_rx).await,
+                (Stream::Tcp(s), Some(tls)) => {
+                    if let Some(s) = handshake(&tls, s, handshake_timeout, &peer).await {
+                        connection::serve(s, peer, shared, stop_rx).await;
+                    }
+                }
+                (Stream::Unix(s), Some(tls)) => {
+                    if let Some(s) = handshake(&tls, s, handshake_timeout, &peer).await {
+                        connection::serve(s, peer, shared, stop_rx).await;
+                    }
+                }
             }
             drop(permit);
         });
@@ -67,6 +80,30 @@ pub async fn serve(listener: Listener, shared: Rc<Shared>, shutdown: impl Future
             limits.max_connections - slots.available_permits(),
             limits.shutdown_timeout
         ),
+    }
+}
+
+/// The TLS handshake, bounded by the header timeout so that a client that
+/// connects and says nothing cannot hold a connection slot.
+async fn handshake<S>(
+    tls: &TlsAcceptor,
+    stream: S,
+    timeout: Duration,
+    peer: &Peer,
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            log::info!("TLS handshake with {peer} failed: {e}");
+            None
+        }
+        Err(_) => {
+            log::info!("TLS handshake with {peer} timed out");
+            None
+        }
     }
 }
 
