@@ -9,3 +9,4 @@ mod lifecycle;
 mod modes;
 mod restic;
 mod security;
+mod tls;

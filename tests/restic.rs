@@ -158,56 +158,89 @@ fn restic_backup_check_restore_prune_and_append_only() {
 }
 
 #[test]
-fn restic_with_a_bcrypt_user_and_private_repos() {
-    if !have_tool("restic", "restic_with_a_bcrypt_user_and_private_repos") {
+fn restic_over_tls_with_a_bcrypt_user_and_private_repos() {
+    let name = "restic_over_tls_with_a_bcrypt_user_and_private_repos";
+    if !have_tool("restic", name) || !have_tool("openssl", name) {
         return;
     }
-    let dir = TempDir::new("restic-auth");
+    let dir = TempDir::new("restic-tls");
     let data = dir.path().join("data");
     let source = dir.path().join("source");
     let cache = dir.path().join("cache");
+    std::fs::create_dir_all(source.join("d")).unwrap();
     for i in 0..20u64 {
-        std::fs::create_dir_all(source.join("d")).unwrap();
         std::fs::write(
             source.join(format!("d/f{i}")),
             pseudo_random(50_000 + i as usize, i),
         )
         .unwrap();
     }
+    std::fs::create_dir_all(&data).unwrap();
+    // rest-server's default file names, in the data directory.
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
+        .args(["-keyout", "private_key", "-out", "public_key"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .current_dir(&data)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
     let users = format!(
         "alice:{}\nbob:{}\n",
         bcrypt::hash("alice pw", 10).unwrap(),
         bcrypt::hash("bob pw", 10).unwrap()
     );
-    std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join(".htpasswd"), users).unwrap();
-    let server = Server::start_with(&data, &["--listen", "127.0.0.1:0", "--private-repos"]);
+    let server = Server::start_with(
+        &data,
+        &["--listen", "127.0.0.1:0", "--tls", "--private-repos"],
+    );
     let addr = server.tcp_addr();
-    let alice = format!("rest:http://alice:alice%20pw@{addr}/alice/");
-    ok(restic(&alice, &cache, &["init"]), "init as alice");
+    let ca = data.join("public_key");
+    let ca = ca.to_str().unwrap();
+    let alice = format!("rest:https://alice:alice%20pw@{addr}/alice/");
+    let tls = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--cacert".to_string(), ca.to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        all
+    };
+    let run = |repo: &str, args: &[&str]| {
+        let args = tls(args);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        restic(repo, &cache, &refs)
+    };
+    ok(run(&alice, &["init"]), "init as alice over TLS");
     ok(
-        restic(&alice, &cache, &["backup", source.to_str().unwrap()]),
-        "backup as alice",
+        run(&alice, &["backup", source.to_str().unwrap()]),
+        "backup as alice over TLS",
     );
-    ok(
-        restic(&alice, &cache, &["check", "--read-data"]),
-        "check as alice",
-    );
+    ok(run(&alice, &["check", "--read-data"]), "check over TLS");
     let target = dir.path().join("restore");
     ok(
-        restic(
+        run(
             &alice,
-            &cache,
             &["restore", "latest", "--target", target.to_str().unwrap()],
         ),
-        "restore as alice",
+        "restore over TLS",
     );
     assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
 
-    // Alice cannot reach Bob's repository, nor Bob hers with a wrong password.
-    let bob_as_alice = format!("rest:http://alice:alice%20pw@{addr}/bob/");
-    assert!(!restic(&bob_as_alice, &cache, &["init"]).status.success());
+    // Alice cannot reach Bob's repository; a wrong password gets nowhere.
+    let bob_as_alice = format!("rest:https://alice:alice%20pw@{addr}/bob/");
+    assert!(!run(&bob_as_alice, &["init"]).status.success());
     assert!(!data.join("bob").exists());
-    let wrong = format!("rest:http://bob:nope@{addr}/alice/");
-    assert!(!restic(&wrong, &cache, &["snapshots"]).status.success());
+    let wrong = format!("rest:https://bob:nope@{addr}/alice/");
+    assert!(!run(&wrong, &["snapshots"]).status.success());
+    // Without the CA, restic refuses the self-signed certificate.
+    assert!(!restic(&alice, &cache, &["snapshots"]).status.success());
 }

@@ -1,0 +1,354 @@
+//! HTTPS: key types, minimum version, bad files, reload on SIGHUP, client
+//! certificates, and restic over TLS. Certificates are made with openssl.
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::util::*;
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `-newkey` arguments for each key type.
+const RSA: &[&str] = &["-newkey", "rsa:2048"];
+const ECDSA: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+const ED25519: &[&str] = &["-newkey", "ed25519"];
+
+/// A self-signed server certificate for 127.0.0.1: (cert, key) in `dir`.
+/// Not a CA: webpki refuses a CA certificate as a server's own.
+fn self_signed(dir: &Path, name: &str, key_type: &[&str]) -> (PathBuf, PathBuf) {
+    certificate(dir, name, key_type, "basicConstraints=critical,CA:FALSE")
+}
+
+/// A self-signed CA certificate.
+fn certificate_authority(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    certificate(dir, name, ECDSA, "basicConstraints=critical,CA:TRUE")
+}
+
+fn certificate(dir: &Path, name: &str, key_type: &[&str], constraints: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (format!("{name}.crt"), format!("{name}.key"));
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+    ];
+    args.extend_from_slice(key_type);
+    args.extend_from_slice(&[
+        "-keyout",
+        &key,
+        "-out",
+        &cert,
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        "-addext",
+        constraints,
+    ]);
+    openssl(&args, dir);
+    (dir.join(cert), dir.join(key))
+}
+
+/// Client options for [`https`].
+#[derive(Default)]
+struct Client<'a> {
+    ca: Option<&'a Path>,
+    tls12_only: bool,
+    identity: Option<(&'a Path, &'a Path)>,
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Connects over TLS and completes the handshake.
+fn https(addr: std::net::SocketAddr, client: &Client) -> std::io::Result<TlsStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if client.tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = client.ca {
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client.identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+            builder
+                .with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
+                .unwrap()
+        }
+    };
+    let name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
+}
+
+fn get_over_tls(stream: &mut TlsStream, path: &str) -> Response {
+    stream
+        .write_all(&Request::new("GET", path).to_bytes())
+        .unwrap();
+    stream.flush().unwrap();
+    read_response(stream, false)
+}
+
+fn tls_server(data: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(data, &args)
+}
+
+#[test]
+fn serves_https_with_rsa_ecdsa_and_ed25519_keys() {
+    if !have_tool("openssl", "serves_https_with_rsa_ecdsa_and_ed25519_keys") {
+        return;
+    }
+    let dir = TempDir::new("tls-keys");
+    for (name, key_type) in [("rsa", RSA), ("ecdsa", ECDSA), ("ed25519", ED25519)] {
+        let (cert, key) = self_signed(dir.path(), name, key_type);
+        let server = tls_server(&dir.path().join(name), &cert, &key, &[]);
+        let client = Client {
+            ca: Some(&cert),
+            ..Client::default()
+        };
+        let mut stream =
+            https(server.tcp_addr(), &client).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            get_over_tls(&mut stream, "/keys/").status,
+            404,
+            "{name}: no repository yet"
+        );
+        // Plain HTTP on the TLS port gets nothing useful.
+        let plain = std::panic::catch_unwind(|| server.request("GET", "/keys/"));
+        assert!(plain.map_or(true, |r| r.status == 400), "{name}");
+    }
+}
+
+#[test]
+fn minimum_version_and_bad_files() {
+    if !have_tool("openssl", "minimum_version_and_bad_files") {
+        return;
+    }
+    let dir = TempDir::new("tls-version");
+    let (cert, key) = self_signed(dir.path(), "a", ECDSA);
+    let old_client = Client {
+        ca: Some(&cert),
+        tls12_only: true,
+        ..Client::default()
+    };
+    let server = tls_server(&dir.path().join("d1"), &cert, &key, &[]);
+    assert!(
+        https(server.tcp_addr(), &old_client).is_ok(),
+        "1.2 is accepted by default"
+    );
+    let strict = tls_server(
+        &dir.path().join("d2"),
+        &cert,
+        &key,
+        &["--tls-min-ver", "1.3"],
+    );
+    assert!(
+        https(strict.tcp_addr(), &old_client).is_err(),
+        "1.2 refused with --tls-min-ver 1.3"
+    );
+    let modern = Client {
+        ca: Some(&cert),
+        ..Client::default()
+    };
+    assert!(https(strict.tcp_addr(), &modern).is_ok());
+
+    let run = |args: &[&str]| {
+        let out = Command::new(binary())
+            .args(["--no-auth", "--listen", "127.0.0.1:0", "--tls"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let missing = dir.path().join("missing.key");
+    let (code, err) = run(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("missing.key"), "{err}");
+    let (other_cert, _) = self_signed(dir.path(), "b", ECDSA);
+    let (code, err) = run(&[
+        "--tls-cert",
+        other_cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "a key that is not the certificate's: {err}");
+    assert!(err.contains("b.crt"), "{err}");
+    // Defaults: public_key and private_key in the data directory.
+    let data = dir.path().join("d3");
+    std::fs::create_dir_all(&data).unwrap();
+    let (code, err) = run(&["--path", data.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("public_key"), "{err}");
+}
+
+#[test]
+fn sighup_swaps_in_a_renewed_certificate() {
+    if !have_tool("openssl", "sighup_swaps_in_a_renewed_certificate") {
+        return;
+    }
+    let dir = TempDir::new("tls-reload");
+    let (old_cert, old_key) = self_signed(dir.path(), "old", ECDSA);
+    let (new_cert, new_key) = self_signed(dir.path(), "new", ECDSA);
+    let (cert, key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
+    std::fs::copy(&old_cert, &cert).unwrap();
+    std::fs::copy(&old_key, &key).unwrap();
+    let server = tls_server(&dir.path().join("data"), &cert, &key, &[]);
+    let trusts = |ca: &Path| {
+        https(
+            server.tcp_addr(),
+            &Client {
+                ca: Some(ca),
+                ..Client::default()
+            },
+        )
+        .is_ok()
+    };
+    assert!(trusts(&old_cert));
+    assert!(!trusts(&new_cert));
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    kill(server.pid(), Signal::SIGHUP).unwrap();
+    assert!(eventually(Duration::from_secs(10), || trusts(&new_cert)));
+    assert!(!trusts(&old_cert));
+    // A broken renewal keeps the working certificate.
+    std::fs::write(&key, "not a key").unwrap();
+    kill(server.pid(), Signal::SIGHUP).unwrap();
+    assert!(server.wait_for_log("keeping the current certificate", Duration::from_secs(10)));
+    assert!(trusts(&new_cert));
+}
+
+#[test]
+fn client_certificates_can_be_required() {
+    if !have_tool("openssl", "client_certificates_can_be_required") {
+        return;
+    }
+    let dir = TempDir::new("tls-client");
+    let d = dir.path();
+    let (cert, key) = self_signed(d, "server", ECDSA);
+    let (ca_cert, ca_key) = certificate_authority(d, "ca");
+    std::fs::write(d.join("ext.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-subj",
+            "/CN=alice",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-keyout",
+            "alice.key",
+            "-out",
+            "alice.csr",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "alice.csr",
+            "-CA",
+            ca_cert.to_str().unwrap(),
+            "-CAkey",
+            ca_key.to_str().unwrap(),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "alice.crt",
+        ],
+        d,
+    );
+    let server = tls_server(
+        &d.join("data"),
+        &cert,
+        &key,
+        &["--tls-client-ca", ca_cert.to_str().unwrap()],
+    );
+    let anonymous = Client {
+        ca: Some(&cert),
+        ..Client::default()
+    };
+    let refused = https(server.tcp_addr(), &anonymous).and_then(|mut s| {
+        s.write_all(&Request::new("GET", "/keys/").to_bytes())?;
+        let mut buf = [0u8; 1];
+        std::io::Read::read(&mut s, &mut buf)
+    });
+    assert!(
+        refused.is_err() || refused.is_ok_and(|n| n == 0),
+        "no client certificate"
+    );
+    let (alice_cert, alice_key) = (d.join("alice.crt"), d.join("alice.key"));
+    let alice = Client {
+        ca: Some(&cert),
+        identity: Some((&alice_cert, &alice_key)),
+        ..Client::default()
+    };
+    let mut stream = https(server.tcp_addr(), &alice).unwrap();
+    assert_eq!(get_over_tls(&mut stream, "/keys/").status, 404);
+}
