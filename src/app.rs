@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::connection::Shared;
 use crate::handlers::AppState;
 use crate::listener::Listener;
+use crate::metrics::Metrics;
 use crate::quota::Quota;
 use crate::server;
 use crate::storage::{self, Storage, StorageError};
@@ -79,6 +80,7 @@ async fn serve(config: Config) -> Result<(), AppError> {
         );
     }
     let quota = Rc::new(Quota::new(config.max_size, scan.bytes));
+    let metrics = config.prometheus.then(|| Metrics::new(scan.repos.clone()));
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
@@ -107,6 +109,7 @@ async fn serve(config: Config) -> Result<(), AppError> {
         config,
         storage,
         quota,
+        metrics,
     });
     let htpasswd_reload = stamp.map(|stamp| {
         let reload_now = Rc::new(tokio::sync::Notify::new());
@@ -236,6 +239,14 @@ fn log_modes(config: &Config) {
         ),
         None => log::info!("TLS: off"),
     }
+    log::info!(
+        "prometheus metrics: {}",
+        match (config.prometheus, config.prometheus_no_auth) {
+            (false, _) => "off",
+            (true, true) => "on at /metrics, without authentication",
+            (true, false) => "on at /metrics",
+        }
+    );
     log::info!("append-only mode: {}", on_off(config.append_only));
     if config.verify_upload {
         log::info!("upload verification: on");

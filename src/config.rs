@@ -95,6 +95,10 @@ pub struct Config {
     pub auth: AuthMode,
     /// `--private-repos`: a user may only use repositories under their name.
     pub private_repos: bool,
+    /// `--prometheus`: serve `/metrics`.
+    pub prometheus: bool,
+    /// `--prometheus-no-auth`: `/metrics` without credentials.
+    pub prometheus_no_auth: bool,
     pub append_only: bool,
     pub max_size: Option<u64>,
     pub verify_upload: bool,
@@ -116,6 +120,8 @@ impl Config {
             tls: None,
             auth: AuthMode::Off,
             private_repos: false,
+            prometheus: false,
+            prometheus_no_auth: false,
             append_only: false,
             max_size: None,
             verify_upload: true,

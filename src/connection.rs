@@ -34,7 +34,6 @@ use tokio::time::Instant;
 use crate::access_log::{AccessLog, Entry};
 use crate::body::{Body, Completion};
 use crate::config::Limits;
-use crate::error::ApiError;
 use crate::handlers::{self, AppState};
 use crate::tls::Tls;
 
@@ -349,13 +348,7 @@ async fn respond(
     // Kept for the log lines below; the request itself moves into the handler.
     let path = req.uri().path().to_owned();
     let state = &shared.state;
-    let (user, result) = match state.auth.authenticate(req.headers(), peer.ip).await {
-        Ok(user) => {
-            let result = handlers::handle(state, req, user.as_deref()).await;
-            (user, result)
-        }
-        Err(e) => (None, Err(ApiError::Unauthorized(e))),
-    };
+    let (user, result) = handlers::serve(state, req, peer.ip).await;
     let who = user.as_deref().unwrap_or("-");
     let mut response = match result {
         Ok(response) => response,

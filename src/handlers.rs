@@ -14,6 +14,7 @@ use crate::blocking;
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::{BlobOp, Metrics, repo_label};
 use crate::quota::{Quota, Reservation};
 use crate::range::{self, ByteRange};
 use crate::route::{ObjectId, ObjectType, RepoPath, Route, RouteError, Target};
@@ -35,6 +36,82 @@ pub struct AppState {
     pub auth: Auth,
     pub storage: Storage,
     pub quota: Rc<Quota>,
+    /// Some with `--prometheus`.
+    pub metrics: Option<Metrics>,
+}
+
+/// Authenticates a request and serves it; returns the user for the logs.
+/// `/metrics` is answered here, before routing, as rest-server does.
+pub async fn serve(
+    state: &AppState,
+    req: Request<Incoming>,
+    peer: Option<std::net::IpAddr>,
+) -> (Option<String>, Result<Response<Body>, ApiError>) {
+    let metrics_request = state.metrics.is_some() && req.uri().path() == "/metrics";
+    if metrics_request && state.config.prometheus_no_auth {
+        return (None, metrics(state, req.method()).await);
+    }
+    let user = match state.auth.authenticate(req.headers(), peer).await {
+        Ok(user) => user,
+        Err(e) => {
+            if let Some(metrics) = &state.metrics {
+                metrics.auth_failure(e.reason());
+            }
+            return (None, Err(ApiError::Unauthorized(e)));
+        }
+    };
+    let result = if metrics_request {
+        // rest-server's rule: with --private-repos only the user `metrics`
+        // may read them, since they name every user and repository.
+        if state.config.private_repos && user.as_deref().is_some_and(|u| u != METRICS_USER) {
+            Err(ApiError::NotYourRepository)
+        } else {
+            metrics(state, req.method()).await
+        }
+    } else {
+        handle(state, req, user.as_deref()).await
+    };
+    (user, result)
+}
+
+/// The user who may read `/metrics` under `--private-repos`.
+pub const METRICS_USER: &str = "metrics";
+
+/// `GET /metrics`.
+async fn metrics(state: &AppState, method: &Method) -> Result<Response<Body>, ApiError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    let root = state.storage.root().to_path_buf();
+    let space = blocking::run(move || Ok(crate::metrics::fs_space(&root)))
+        .await
+        .ok()
+        .flatten();
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|m| m.render(space))
+        .unwrap_or_default();
+    let mut response = ok(Body::full(text));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// Counts a blob operation for `/metrics`.
+fn count(
+    state: &AppState,
+    op: BlobOp,
+    user: Option<&str>,
+    repo: &RepoPath,
+    kind: ObjectType,
+    bytes: u64,
+) {
+    if let Some(metrics) = &state.metrics {
+        metrics.blob(op, user.unwrap_or(""), &repo_label(repo), kind, bytes);
+    }
 }
 
 /// Routes a request from `user` (None without authentication) to its handler.
@@ -66,12 +143,24 @@ pub async fn handle(
             let path = state.storage.config_path(&repo);
             match method {
                 Method::HEAD => head_file(path).await,
-                Method::GET => get_file(path, req.headers()).await,
-                Method::POST => save(state, req, path, None, true, false).await,
+                Method::GET => get_file(path, req.headers()).await.map(|(r, _)| r),
+                Method::POST => {
+                    let written = save(state, req, path, None, true, false).await?;
+                    if let Some(metrics) = &state.metrics {
+                        metrics.config_size_changed(&repo_label(&repo), written, 0);
+                    }
+                    Ok(ok(Body::empty()))
+                }
                 Method::DELETE if state.config.append_only => {
                     Err(ApiError::Forbidden("append-only: config cannot be deleted"))
                 }
-                Method::DELETE => delete(state, path).await,
+                Method::DELETE => {
+                    let freed = delete(state, path).await?;
+                    if let Some(metrics) = &state.metrics {
+                        metrics.config_size_changed(&repo_label(&repo), 0, freed);
+                    }
+                    Ok(ok(Body::empty()))
+                }
                 _ => Err(ApiError::MethodNotAllowed { allow: ALLOW_FILE }),
             }
         }
@@ -83,15 +172,28 @@ pub async fn handle(
             let path = state.storage.object_path(&repo, kind, &id);
             match method {
                 Method::HEAD => head_file(path).await,
-                Method::GET => get_file(path, req.headers()).await,
+                Method::GET => {
+                    let (response, sent) = get_file(path, req.headers()).await?;
+                    count(state, BlobOp::Read, user, &repo, kind, sent);
+                    Ok(response)
+                }
                 Method::POST => {
                     let fan_out = kind.is_fanned_out();
-                    save(state, req, path, Some(id), kind.is_small(), fan_out).await
+                    let saved = save(state, req, path, Some(id), kind.is_small(), fan_out).await;
+                    if let (Err(ApiError::HashMismatch), Some(metrics)) = (&saved, &state.metrics) {
+                        metrics.verification_failure();
+                    }
+                    count(state, BlobOp::Write, user, &repo, kind, saved?);
+                    Ok(ok(Body::empty()))
                 }
                 Method::DELETE if state.config.append_only && kind != ObjectType::Locks => Err(
                     ApiError::Forbidden("append-only: only locks can be deleted"),
                 ),
-                Method::DELETE => delete(state, path).await,
+                Method::DELETE => {
+                    let freed = delete(state, path).await?;
+                    count(state, BlobOp::Delete, user, &repo, kind, freed);
+                    Ok(ok(Body::empty()))
+                }
                 _ => Err(ApiError::MethodNotAllowed { allow: ALLOW_FILE }),
             }
         }
@@ -137,7 +239,8 @@ async fn head_file(path: PathBuf) -> Result<Response<Body>, ApiError> {
 }
 
 /// `GET /{repo}/config` and `GET /{repo}/{type}/{id}`, with single byte ranges.
-async fn get_file(path: PathBuf, headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+/// Returns the response and the number of body bytes it will send.
+async fn get_file(path: PathBuf, headers: &HeaderMap) -> Result<(Response<Body>, u64), ApiError> {
     let (file, size) = blocking::run(move || storage::open_read(&path)).await?;
     let requested = headers.get(RANGE).map(|v| v.to_str().unwrap_or("invalid"));
     let range = match requested {
@@ -160,7 +263,7 @@ async fn get_file(path: PathBuf, headers: &HeaderMap) -> Result<Response<Body>, 
             response.headers_mut().insert(CONTENT_RANGE, value);
         }
     }
-    Ok(response)
+    Ok((response, len))
 }
 
 /// `GET /{repo}/{type}/`: v1 (names) or, when asked for, v2 (names and sizes).
@@ -183,10 +286,10 @@ async fn list(
 
 /// `DELETE /{repo}/config` and `DELETE /{repo}/{type}/{id}`; a missing file is
 /// success, because restic retries deletes.
-async fn delete(state: &AppState, path: PathBuf) -> Result<Response<Body>, ApiError> {
+async fn delete(state: &AppState, path: PathBuf) -> Result<u64, ApiError> {
     let freed = blocking::run(move || storage::remove(&path)).await?;
     state.quota.release(freed);
-    Ok(ok(Body::empty()))
+    Ok(freed)
 }
 
 fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
@@ -211,7 +314,7 @@ async fn save(
     id: Option<ObjectId>,
     small: bool,
     fan_out: bool,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<u64, ApiError> {
     let limits = &state.config.limits;
     let declared = declared_length(req.headers())?;
     if let Some(len) = declared {
@@ -261,9 +364,9 @@ async fn save(
         None
     };
     match upload.commit(expected).await {
-        Ok(_) => {
+        Ok(written) => {
             reservation.keep();
-            Ok(ok(Body::empty()))
+            Ok(written)
         }
         Err(UploadError::HashMismatch) => Err(ApiError::HashMismatch),
         Err(UploadError::Storage(e)) => Err(e.into()),

@@ -16,6 +16,7 @@ pub mod error;
 pub mod handlers;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod quota;
 pub mod range;
 pub mod route;

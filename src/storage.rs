@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::route::{ObjectId, ObjectType, RepoPath};
+use std::collections::BTreeMap;
+
+use crate::metrics::RepoStats;
+use crate::route::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
 
 /// Name prefix of our upload temp files. The leading dot keeps them out of
 /// every listing and out of reach of any route (segments may not start with a dot).
@@ -375,12 +378,28 @@ pub fn commit_temp(temp: &Path, final_path: &Path) -> Result<(), StorageError> {
 }
 
 /// What the startup scan of the data directory found.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct ScanReport {
     /// Bytes in all regular files left after removing temp files.
     pub bytes: u64,
     /// Temp files a crash left behind, now removed.
     pub temps_removed: u64,
+    /// Bytes and newest snapshot per repository (label: `alice/laptop`).
+    pub repos: BTreeMap<String, RepoStats>,
+}
+
+/// The repository a file below the data directory belongs to, and whether it
+/// is a snapshot: the path up to the first type folder (or a final `config`).
+fn repo_of(relative: &Path) -> Option<(String, bool)> {
+    let parts: Vec<&str> = relative.iter().filter_map(OsStr::to_str).collect();
+    for (i, part) in parts.iter().enumerate().take(MAX_REPO_DEPTH + 1) {
+        let last = i + 1 == parts.len();
+        let kind = ObjectType::from_segment(part);
+        if (last && *part == "config") || (!last && kind.is_some()) {
+            return Some((parts[..i].join("/"), kind == Some(ObjectType::Snapshots)));
+        }
+    }
+    None
 }
 
 /// Walks the data directory once at startup: removes upload temp files a
@@ -406,7 +425,21 @@ pub fn scan(root: &Path) -> Result<ScanReport, StorageError> {
                 report.temps_removed += 1;
                 continue;
             }
-            report.bytes += entry.metadata().op("scan")?.len();
+            let meta = entry.metadata().op("scan")?;
+            report.bytes += meta.len();
+            let path = entry.path();
+            if let Some((repo, is_snapshot)) = path.strip_prefix(root).ok().and_then(repo_of) {
+                let stats = report.repos.entry(repo).or_default();
+                stats.bytes += meta.len();
+                if is_snapshot {
+                    let modified = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs());
+                    stats.newest_snapshot = stats.newest_snapshot.max(modified);
+                }
+            }
         }
     }
     Ok(report)
@@ -422,6 +455,28 @@ mod tests {
         assert_eq!(hex_pair(0, &mut buf), "00");
         assert_eq!(hex_pair(0xa7, &mut buf), "a7");
         assert_eq!(hex_pair(0xff, &mut buf), "ff");
+    }
+
+    #[test]
+    fn files_are_attributed_to_their_repository() {
+        let id = "ab".repeat(32);
+        let cases = [
+            (format!("data/ab/{id}"), Some(("".to_string(), false))),
+            ("config".to_string(), Some(("".to_string(), false))),
+            (
+                format!("alice/snapshots/{id}"),
+                Some(("alice".to_string(), true)),
+            ),
+            (
+                "alice/laptop/config".to_string(),
+                Some(("alice/laptop".to_string(), false)),
+            ),
+            (".htpasswd".to_string(), None),
+            ("a/b/c/config".to_string(), None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(repo_of(Path::new(&path)), expected, "{path}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod util;
 mod api;
 mod auth;
 mod lifecycle;
+mod metrics;
 mod modes;
 mod restic;
 mod security;

@@ -1,0 +1,312 @@
+//! `--prometheus`: `/metrics` in the Prometheus text format.
+//!
+//! rest-server's blob counters keep their names and labels (`user`, `repo`,
+//! `type`), so existing dashboards keep working. Added for an appliance:
+//! bytes stored and the newest snapshot per repository (counted at startup,
+//! then kept up to date by uploads and deletes), free and total bytes of the
+//! data filesystem, failed logins and uploads refused by verification.
+//! Everything lives on the event-loop thread, hence `RefCell`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::route::ObjectType;
+
+/// What happened to a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobOp {
+    Read,
+    Write,
+    Delete,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counter {
+    count: u64,
+    bytes: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct BlobCounters {
+    read: Counter,
+    write: Counter,
+    delete: Counter,
+}
+
+/// What is stored in one repository.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RepoStats {
+    pub bytes: u64,
+    /// Modification time (Unix seconds) of the newest snapshot file.
+    pub newest_snapshot: Option<u64>,
+}
+
+/// Free and total bytes of the filesystem holding the data directory.
+#[derive(Debug, Clone, Copy)]
+pub struct FsSpace {
+    pub free: u64,
+    pub total: u64,
+}
+
+type BlobKey = (String, String, &'static str);
+
+/// One of rest-server's blob counters: name, help text, and how to read it.
+type BlobFamily = (&'static str, &'static str, fn(&BlobCounters) -> u64);
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    blobs: RefCell<BTreeMap<BlobKey, BlobCounters>>,
+    repos: RefCell<BTreeMap<String, RepoStats>>,
+    auth_failures: RefCell<BTreeMap<&'static str, u64>>,
+    verification_failures: Cell<u64>,
+}
+
+/// A repository's label: its path without the leading slash (`alice/laptop`,
+/// empty for the root repository), as rest-server writes it.
+pub fn repo_label(repo: &crate::route::RepoPath) -> String {
+    repo.segments().collect::<Vec<_>>().join("/")
+}
+
+impl Metrics {
+    pub fn new(repos: BTreeMap<String, RepoStats>) -> Metrics {
+        Metrics {
+            repos: RefCell::new(repos),
+            ..Metrics::default()
+        }
+    }
+
+    /// Counts a blob read, write or delete by `user` (empty without auth).
+    pub fn blob(&self, op: BlobOp, user: &str, repo: &str, kind: ObjectType, bytes: u64) {
+        let key = (user.to_string(), repo.to_string(), kind.dir_name());
+        let mut blobs = self.blobs.borrow_mut();
+        let counters = blobs.entry(key).or_default();
+        let counter = match op {
+            BlobOp::Read => &mut counters.read,
+            BlobOp::Write => &mut counters.write,
+            BlobOp::Delete => &mut counters.delete,
+        };
+        counter.count += 1;
+        counter.bytes += bytes;
+        drop(blobs);
+        let mut repos = self.repos.borrow_mut();
+        match op {
+            BlobOp::Read => {}
+            BlobOp::Write => {
+                let stats = repos.entry(repo.to_string()).or_default();
+                stats.bytes += bytes;
+                if kind == ObjectType::Snapshots {
+                    stats.newest_snapshot = Some(unix_now());
+                }
+            }
+            BlobOp::Delete => {
+                let stats = repos.entry(repo.to_string()).or_default();
+                stats.bytes = stats.bytes.saturating_sub(bytes);
+            }
+        }
+    }
+
+    /// Counts a config upload or delete in the repository's size.
+    pub fn config_size_changed(&self, repo: &str, added: u64, removed: u64) {
+        let mut repos = self.repos.borrow_mut();
+        let stats = repos.entry(repo.to_string()).or_default();
+        stats.bytes = (stats.bytes + added).saturating_sub(removed);
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        *self.auth_failures.borrow_mut().entry(reason).or_default() += 1;
+    }
+
+    pub fn verification_failure(&self) {
+        self.verification_failures
+            .set(self.verification_failures.get() + 1);
+    }
+
+    /// The text exposition format, version 0.0.4.
+    pub fn render(&self, space: Option<FsSpace>) -> String {
+        let mut out = String::with_capacity(4096);
+        let blobs = self.blobs.borrow();
+        let families: [BlobFamily; 6] = [
+            (
+                "rest_server_blob_read_total",
+                "Total number of blobs read",
+                |c| c.read.count,
+            ),
+            (
+                "rest_server_blob_read_bytes_total",
+                "Total number of bytes read from blobs",
+                |c| c.read.bytes,
+            ),
+            (
+                "rest_server_blob_write_total",
+                "Total number of blobs written",
+                |c| c.write.count,
+            ),
+            (
+                "rest_server_blob_write_bytes_total",
+                "Total number of bytes written to blobs",
+                |c| c.write.bytes,
+            ),
+            (
+                "rest_server_blob_delete_total",
+                "Total number of blobs deleted",
+                |c| c.delete.count,
+            ),
+            (
+                "rest_server_blob_delete_bytes_total",
+                "Total number of bytes of blobs deleted",
+                |c| c.delete.bytes,
+            ),
+        ];
+        for (name, help, value) in families {
+            header(&mut out, name, help, "counter");
+            for ((user, repo, kind), counters) in blobs.iter() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{repo=\"{}\",type=\"{kind}\",user=\"{}\"}} {}",
+                    escape(repo),
+                    escape(user),
+                    value(counters)
+                );
+            }
+        }
+        let repos = self.repos.borrow();
+        header(
+            &mut out,
+            "rest_server_repo_stored_bytes",
+            "Bytes stored in the repository",
+            "gauge",
+        );
+        for (repo, stats) in repos.iter() {
+            let _ = writeln!(
+                out,
+                "rest_server_repo_stored_bytes{{repo=\"{}\"}} {}",
+                escape(repo),
+                stats.bytes
+            );
+        }
+        header(
+            &mut out,
+            "rest_server_repo_newest_snapshot_timestamp_seconds",
+            "When the newest snapshot file of the repository was written (Unix time)",
+            "gauge",
+        );
+        for (repo, stats) in repos.iter() {
+            if let Some(time) = stats.newest_snapshot {
+                let _ = writeln!(
+                    out,
+                    "rest_server_repo_newest_snapshot_timestamp_seconds{{repo=\"{}\"}} {time}",
+                    escape(repo)
+                );
+            }
+        }
+        if let Some(space) = space {
+            header(
+                &mut out,
+                "rest_server_filesystem_free_bytes",
+                "Bytes available to the server on the data filesystem",
+                "gauge",
+            );
+            let _ = writeln!(out, "rest_server_filesystem_free_bytes {}", space.free);
+            header(
+                &mut out,
+                "rest_server_filesystem_size_bytes",
+                "Size of the data filesystem in bytes",
+                "gauge",
+            );
+            let _ = writeln!(out, "rest_server_filesystem_size_bytes {}", space.total);
+        }
+        header(
+            &mut out,
+            "rest_server_auth_failures_total",
+            "Requests refused for missing or wrong credentials, by reason",
+            "counter",
+        );
+        for (reason, count) in self.auth_failures.borrow().iter() {
+            let _ = writeln!(
+                out,
+                "rest_server_auth_failures_total{{reason=\"{reason}\"}} {count}"
+            );
+        }
+        header(
+            &mut out,
+            "rest_server_upload_verification_failures_total",
+            "Uploads refused because their content did not match their name",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "rest_server_upload_verification_failures_total {}",
+            self.verification_failures.get()
+        );
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Label values may hold any UTF-8; the format needs `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Free and total bytes of the filesystem at `path`.
+pub fn fs_space(path: &std::path::Path) -> Option<FsSpace> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    let fragment = stat.fragment_size() as u64;
+    Some(FsSpace {
+        free: stat.blocks_available() as u64 * fragment,
+        total: stat.blocks() as u64 * fragment,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_renders() {
+        let mut repos = BTreeMap::new();
+        repos.insert(
+            "alice".to_string(),
+            RepoStats {
+                bytes: 100,
+                newest_snapshot: Some(5),
+            },
+        );
+        let metrics = Metrics::new(repos);
+        metrics.blob(BlobOp::Write, "alice", "alice", ObjectType::Data, 50);
+        metrics.blob(BlobOp::Read, "alice", "alice", ObjectType::Data, 20);
+        metrics.blob(BlobOp::Delete, "alice", "alice", ObjectType::Data, 30);
+        metrics.auth_failure("wrong password");
+        metrics.verification_failure();
+        let text = metrics.render(Some(FsSpace { free: 1, total: 2 }));
+        assert!(text.contains(
+            "rest_server_blob_write_bytes_total{repo=\"alice\",type=\"data\",user=\"alice\"} 50"
+        ));
+        assert!(text.contains(
+            "rest_server_blob_read_total{repo=\"alice\",type=\"data\",user=\"alice\"} 1"
+        ));
+        assert!(text.contains("rest_server_repo_stored_bytes{repo=\"alice\"} 120"));
+        assert!(
+            text.contains("rest_server_repo_newest_snapshot_timestamp_seconds{repo=\"alice\"} 5")
+        );
+        assert!(text.contains("rest_server_auth_failures_total{reason=\"wrong password\"} 1"));
+        assert!(text.contains("rest_server_upload_verification_failures_total 1"));
+        assert!(text.contains("rest_server_filesystem_size_bytes 2"));
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

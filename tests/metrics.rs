@@ -1,0 +1,210 @@
+//! `--prometheus`: content, rest-server's access rule, and a real parser.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use crate::util::*;
+
+fn bcrypt_line(user: &str, password: &str) -> String {
+    format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap())
+}
+
+/// Checks the text with Prometheus' own parser (`promtool check metrics`,
+/// Debian's prometheus package); says so when promtool is missing.
+fn promtool_accepts(text: &str) {
+    if !have_tool("promtool", "promtool_accepts") {
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    // promtool fails on parse errors and on lint findings (names, help, types).
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn value(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn counts_blobs_repositories_and_refusals() {
+    let dir = TempDir::new("metrics");
+    let server = server_with_repo(&dir, &["--prometheus"]);
+    let (id, put) = upload(&server, "data", &pseudo_random(1000, 1));
+    assert_eq!(put.status, 200);
+    let (_, put) = upload(&server, "snapshots", b"snapshot");
+    assert_eq!(put.status, 200);
+    assert_eq!(
+        server.request("GET", &format!("/repo/data/{id}")).status,
+        200
+    );
+    let bad =
+        server.send(&Request::new("POST", &format!("/repo/keys/{}", sha256_hex(b"x"))).body("y"));
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        server.request("DELETE", &format!("/repo/data/{id}")).status,
+        200
+    );
+
+    let response = server.request("GET", "/metrics");
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text();
+    let labels = "{repo=\"repo\",type=\"data\",user=\"\"}";
+    assert_eq!(
+        value(&text, &format!("rest_server_blob_write_total{labels}")),
+        Some(1)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("rest_server_blob_write_bytes_total{labels}")
+        ),
+        Some(1000)
+    );
+    assert_eq!(
+        value(&text, &format!("rest_server_blob_read_bytes_total{labels}")),
+        Some(1000)
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("rest_server_blob_delete_bytes_total{labels}")
+        ),
+        Some(1000)
+    );
+    assert_eq!(
+        value(&text, "rest_server_repo_stored_bytes{repo=\"repo\"}"),
+        Some(8)
+    );
+    assert!(
+        value(
+            &text,
+            "rest_server_repo_newest_snapshot_timestamp_seconds{repo=\"repo\"}"
+        )
+        .is_some()
+    );
+    assert_eq!(
+        value(&text, "rest_server_upload_verification_failures_total"),
+        Some(1)
+    );
+    assert!(value(&text, "rest_server_filesystem_free_bytes").unwrap() > 0);
+    assert!(value(&text, "rest_server_filesystem_size_bytes").unwrap() > 0);
+    promtool_accepts(&text);
+    drop(server);
+
+    // Counted again from the disk at startup.
+    let server = Server::start(&dir.path().join("data"), &["--prometheus"]);
+    let text = server.request("GET", "/metrics").text();
+    assert_eq!(
+        value(&text, "rest_server_repo_stored_bytes{repo=\"repo\"}"),
+        Some(8)
+    );
+    assert!(
+        value(
+            &text,
+            "rest_server_repo_newest_snapshot_timestamp_seconds{repo=\"repo\"}"
+        )
+        .is_some()
+    );
+}
+
+#[test]
+fn who_may_read_the_metrics() {
+    let dir = TempDir::new("metrics-auth");
+    let users = format!(
+        "{}{}",
+        bcrypt_line("alice", "a"),
+        bcrypt_line("metrics", "m")
+    );
+    let get = |server: &Server, user: Option<(&str, &str)>| {
+        let request = Request::new("GET", "/metrics");
+        let request = match user {
+            Some((u, p)) => request.basic(u, p),
+            None => request,
+        };
+        server.send(&request).status
+    };
+
+    let server = Server::start_with_users(&dir.path().join("a"), &users, &["--prometheus"]);
+    assert_eq!(get(&server, None), 401);
+    assert_eq!(get(&server, Some(("alice", "wrong"))), 401);
+    assert_eq!(
+        get(&server, Some(("alice", "a"))),
+        200,
+        "any user, as in rest-server"
+    );
+    let text = server
+        .send(&Request::new("GET", "/metrics").basic("metrics", "m"))
+        .text();
+    assert_eq!(
+        value(
+            &text,
+            "rest_server_auth_failures_total{reason=\"no credentials\"}"
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "rest_server_auth_failures_total{reason=\"wrong password\"}"
+        ),
+        Some(1)
+    );
+    promtool_accepts(&text);
+
+    let private = Server::start_with_users(
+        &dir.path().join("b"),
+        &users,
+        &["--prometheus", "--private-repos"],
+    );
+    assert_eq!(
+        get(&private, Some(("alice", "a"))),
+        401,
+        "only `metrics` with --private-repos"
+    );
+    assert_eq!(get(&private, Some(("metrics", "m"))), 200);
+
+    let open = Server::start_with_users(
+        &dir.path().join("c"),
+        &users,
+        &["--prometheus", "--prometheus-no-auth", "--private-repos"],
+    );
+    assert_eq!(get(&open, None), 200);
+    assert_eq!(
+        open.request("GET", "/alice/keys/").status,
+        401,
+        "only /metrics is open"
+    );
+
+    let off = Server::start_with_users(&dir.path().join("d"), &users, &[]);
+    assert_eq!(
+        get(&off, Some(("metrics", "m"))),
+        404,
+        "no /metrics without --prometheus"
+    );
+}
