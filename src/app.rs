@@ -1,12 +1,15 @@
 //! Startup and lifecycle: runtime, data directory, listener, signals.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::access_log::AccessLog;
-use crate::auth::{self, Auth, BasicAuth};
+use crate::auth::acl::Acl;
+use crate::auth::htpasswd::Users;
+use crate::auth::{self, AclRules, Auth, BasicAuth, Watched};
 use crate::blocking;
 use crate::config::AuthMode;
 use crate::config::Config;
@@ -29,6 +32,7 @@ pub enum AppError {
     Tls(crate::tls::TlsError),
     /// The htpasswd file cannot be read; the server never serves without it.
     Htpasswd(PathBuf, io::Error),
+    Acl(PathBuf, io::Error),
     Signals(io::Error),
 }
 
@@ -40,6 +44,7 @@ impl fmt::Display for AppError {
             AppError::Listen(e) => write!(f, "cannot listen: {e}"),
             AppError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
             AppError::Tls(e) => write!(f, "TLS: {e}"),
+            AppError::Acl(path, e) => write!(f, "cannot read the ACL file {}: {e}", path.display()),
             AppError::Htpasswd(path, e) => write!(
                 f,
                 "cannot read the password file {}: {e}. Create a user with \
@@ -84,7 +89,8 @@ async fn serve(config: Config) -> Result<(), AppError> {
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
-    let (auth, stamp) = load_auth(&config.auth).await?;
+    let (auth, htpasswd_watch) = load_auth(&config.auth).await?;
+    let acl = load_acl(config.acl.as_deref()).await?;
     let tls = match &config.tls {
         Some(settings) => Some(Rc::new(Tls::new(settings.clone()).map_err(AppError::Tls)?)),
         None => None,
@@ -104,23 +110,54 @@ async fn serve(config: Config) -> Result<(), AppError> {
     };
     log::info!("start server on {}", listener.describe());
     let shutdown = shutdown_signal().map_err(AppError::Signals)?;
+    let (acl_rules, acl_watch) = match acl {
+        Some((rules, watched, stamp)) => (Some(rules), Some((watched, stamp))),
+        None => (None, None),
+    };
     let state = Rc::new(AppState {
         auth,
+        acl: acl_rules,
         config,
         storage,
         quota,
         metrics,
     });
-    let htpasswd_reload = stamp.map(|stamp| {
+    let mut reloads = Vec::new();
+    if let Some((watched, stamp)) = htpasswd_watch {
         let reload_now = Rc::new(tokio::sync::Notify::new());
-        tokio::task::spawn_local(auth::watch_htpasswd(
-            state.clone(),
+        reloads.push(reload_now.clone());
+        let (apply_to, count_of) = (state.clone(), state.clone());
+        tokio::task::spawn_local(watched.watch(
             stamp,
-            reload_now.clone(),
+            reload_now,
+            move |users| {
+                let count = users.len();
+                if let Auth::Basic { checker, .. } = &apply_to.auth {
+                    checker.replace_users(users);
+                }
+                count
+            },
+            move || count_of.auth.user_count(),
         ));
-        reload_now
-    });
-    watch_sighup(htpasswd_reload, tls.clone()).map_err(AppError::Signals)?;
+    }
+    if let Some((watched, stamp)) = acl_watch {
+        let reload_now = Rc::new(tokio::sync::Notify::new());
+        reloads.push(reload_now.clone());
+        let (apply_to, count_of) = (state.clone(), state.clone());
+        tokio::task::spawn_local(watched.watch(
+            stamp,
+            reload_now,
+            move |acl| {
+                let count = acl.len();
+                if let Some(rules) = &apply_to.acl {
+                    *rules.rules.borrow_mut() = acl;
+                }
+                count
+            },
+            move || count_of.acl.as_ref().map_or(0, |r| r.rules.borrow().len()),
+        ));
+    }
+    watch_sighup(reloads, tls.clone()).map_err(AppError::Signals)?;
     let shared = Rc::new(Shared::new(state, access_log, tls));
     let socket_path = listener.socket_path().map(Path::to_path_buf);
     server::serve(listener, shared, shutdown).await;
@@ -133,9 +170,11 @@ async fn serve(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Builds the configured authentication; for htpasswd, loads the file (and
-/// returns its stamp so that changes can be noticed).
-async fn load_auth(mode: &AuthMode) -> Result<(Auth, Option<auth::FileStamp>), AppError> {
+/// Builds the configured authentication; for htpasswd, loads the file and
+/// returns what is needed to watch it for changes.
+async fn load_auth(
+    mode: &AuthMode,
+) -> Result<(Auth, Option<(Watched<Users>, auth::FileStamp)>), AppError> {
     match mode {
         AuthMode::Off => Ok((Auth::Off, None)),
         AuthMode::ProxyHeader(name) => {
@@ -144,16 +183,16 @@ async fn load_auth(mode: &AuthMode) -> Result<(Auth, Option<auth::FileStamp>), A
             Ok((Auth::Proxy(header), None))
         }
         AuthMode::Htpasswd(file) => {
-            let path = file.clone();
-            let loaded = tokio::task::spawn_blocking(move || auth::load_users(&path))
+            let watched = Watched {
+                what: "htpasswd",
+                unit: "user(s)",
+                path: file.clone(),
+                load: auth::load_htpasswd,
+            };
+            let (users, stamp) = watched
+                .load_now()
                 .await
-                .map_err(|e| io::Error::other(e.to_string()))
-                .and_then(|r| r);
-            let (users, warnings, stamp) =
-                loaded.map_err(|e| AppError::Htpasswd(file.clone(), e))?;
-            for warning in &warnings {
-                log::warn!("htpasswd {}: {warning}", file.display());
-            }
+                .map_err(|e| AppError::Htpasswd(file.clone(), e))?;
             log::info!(
                 "htpasswd {}: loaded {} user(s)",
                 file.display(),
@@ -169,20 +208,44 @@ async fn load_auth(mode: &AuthMode) -> Result<(Auth, Option<auth::FileStamp>), A
                 file: file.clone(),
                 checker: BasicAuth::new(users),
             };
-            Ok((auth, Some(stamp)))
+            Ok((auth, Some((watched, stamp))))
         }
     }
 }
 
-/// SIGHUP reloads the htpasswd file and the TLS certificate and key at once.
-/// A TLS reload that fails keeps the certificate in use.
-fn watch_sighup(htpasswd: Option<Rc<tokio::sync::Notify>>, tls: Option<Rc<Tls>>) -> io::Result<()> {
+/// Loads the `--acl` file, if any, and returns what is needed to watch it.
+async fn load_acl(
+    file: Option<&Path>,
+) -> Result<Option<(AclRules, Watched<Acl>, auth::FileStamp)>, AppError> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let watched = Watched {
+        what: "acl",
+        unit: "rule(s)",
+        path: file.to_path_buf(),
+        load: auth::load_acl,
+    };
+    let (acl, stamp) = watched
+        .load_now()
+        .await
+        .map_err(|e| AppError::Acl(file.to_path_buf(), e))?;
+    log::info!("acl {}: loaded {} rule(s)", file.display(), acl.len());
+    let rules = AclRules {
+        rules: RefCell::new(acl),
+    };
+    Ok(Some((rules, watched, stamp)))
+}
+
+/// SIGHUP reloads the htpasswd and ACL files and the TLS certificate and key
+/// at once. A TLS reload that fails keeps the certificate in use.
+fn watch_sighup(files: Vec<Rc<tokio::sync::Notify>>, tls: Option<Rc<Tls>>) -> io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::task::spawn_local(async move {
         while hangup.recv().await.is_some() {
             log::info!("received SIGHUP: reloading");
-            if let Some(reload_now) = &htpasswd {
+            for reload_now in &files {
                 reload_now.notify_one();
             }
             if let Some(tls) = &tls {

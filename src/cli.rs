@@ -42,6 +42,9 @@ pub struct Flags {
     /// users can only access their private repo
     #[argh(switch)]
     pub private_repos: bool,
+    /// file of access rules per user and repository (read, append, full); see README
+    #[argh(option)]
+    pub acl: Option<PathBuf>,
     /// the maximum size of the data directory in bytes
     #[argh(option)]
     pub max_size: Option<u64>,
@@ -372,7 +375,14 @@ impl Flags {
         } else {
             AuthMode::Htpasswd(htpasswd)
         };
+        if self.acl.is_some() && auth == AuthMode::Off {
+            return Err(CliError(
+                "--acl needs authentication: remove --no-auth (or add --proxy-auth-username)"
+                    .into(),
+            ));
+        }
         Ok(Config {
+            acl: self.acl,
             tls,
             path,
             auth,

@@ -95,6 +95,8 @@ pub struct Config {
     pub auth: AuthMode,
     /// `--private-repos`: a user may only use repositories under their name.
     pub private_repos: bool,
+    /// `--acl FILE`: per-user, per-repository access levels.
+    pub acl: Option<PathBuf>,
     /// `--prometheus`: serve `/metrics`.
     pub prometheus: bool,
     /// `--prometheus-no-auth`: `/metrics` without credentials.
@@ -120,6 +122,7 @@ impl Config {
             tls: None,
             auth: AuthMode::Off,
             private_repos: false,
+            acl: None,
             prometheus: false,
             prometheus_no_auth: false,
             append_only: false,

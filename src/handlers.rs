@@ -9,7 +9,8 @@ use hyper::header::{ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTEN
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::auth::Auth;
+use crate::auth::acl::Access;
+use crate::auth::{AclRules, Auth};
 use crate::blocking;
 use crate::body::Body;
 use crate::config::Config;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub quota: Rc<Quota>,
     /// Some with `--prometheus`.
     pub metrics: Option<Metrics>,
+    /// Some with `--acl`.
+    pub acl: Option<AclRules>,
 }
 
 /// Authenticates a request and serves it; returns the user for the logs.
@@ -72,6 +75,19 @@ pub async fn serve(
         handle(state, req, user.as_deref()).await
     };
     (user, result)
+}
+
+/// The `--acl` level a request needs. Taking and releasing locks is reading:
+/// restic locks a repository even to list or restore it.
+fn required_access(method: &Method, target: &Target) -> Access {
+    let reads = *method == Method::GET || *method == Method::HEAD;
+    match target {
+        _ if reads => Access::Read,
+        Target::Object(ObjectType::Locks, _) => Access::Read,
+        Target::Repo => Access::Append,
+        _ if *method == Method::POST => Access::Append,
+        _ => Access::Full,
+    }
 }
 
 /// The user who may read `/metrics` under `--private-repos`.
@@ -127,13 +143,27 @@ pub async fn handle(
     let Route { repo, target } = route;
     // SECURITY: checked before anything touches the disk, and answered like a
     // failed login so that it does not tell whether the repository exists.
+    // An --acl file, when given, decides instead.
     if state.config.private_repos
+        && state.acl.is_none()
         && let Some(user) = user
         && repo.segments().next() != Some(user)
     {
         return Err(ApiError::NotYourRepository);
     }
     let method = req.method().clone();
+    if let Some(acl) = &state.acl {
+        // SECURITY: decided before any file is opened. No rule: the same 401
+        // as a wrong password, so the answer does not tell what exists.
+        let granted = acl.rules.borrow().access(user.unwrap_or(""), &repo);
+        match granted {
+            None => return Err(ApiError::NotYourRepository),
+            Some(level) if level < required_access(&method, &target) => {
+                return Err(ApiError::Forbidden("the ACL does not allow this here"));
+            }
+            Some(_) => {}
+        }
+    }
     match target {
         Target::Repo => match method {
             Method::POST => create_repo(state, &repo, req.uri().query()).await,

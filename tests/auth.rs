@@ -308,3 +308,120 @@ fn a_proxy_header_names_the_user() {
     assert_eq!(as_user("../carol", "GET", "/carol/keys/"), 401);
     assert_eq!(as_user("carol", "GET", "/carol/keys/"), 200);
 }
+
+#[test]
+fn acl_levels_decide_per_user_and_repository() {
+    let dir = TempDir::new("acl");
+    let data = dir.path().join("data");
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "admin full *\nreader read /alice/*\n* append /$user/*\nbroken rule here\n",
+    )
+    .unwrap();
+    let users = format!(
+        "{}{}{}",
+        bcrypt_line("admin", "x"),
+        bcrypt_line("alice", "a"),
+        bcrypt_line("reader", "r")
+    );
+    let server = Server::start_with_users(&data, &users, &["--acl", acl.to_str().unwrap()]);
+    assert!(server.log().contains("acl"), "{}", server.log());
+    assert!(
+        server.log().contains("line 4"),
+        "bad rules are reported: {}",
+        server.log()
+    );
+
+    // append: create, upload, no deletes but locks.
+    assert_eq!(
+        status(&server, "POST", "/alice/?create=true", "alice", "a"),
+        200
+    );
+    let put = |user: &str, pw: &str, kind: &str, body: &[u8]| {
+        let id = sha256_hex(body);
+        let r = server.send(
+            &Request::new("POST", &format!("/alice/{kind}/{id}"))
+                .basic(user, pw)
+                .body(body),
+        );
+        (id, r.status)
+    };
+    let (data_id, code) = put("alice", "a", "data", b"pack");
+    assert_eq!(code, 200);
+    let (lock_id, code) = put("alice", "a", "locks", b"lock");
+    assert_eq!(code, 200);
+    assert_eq!(
+        status(
+            &server,
+            "DELETE",
+            &format!("/alice/data/{data_id}"),
+            "alice",
+            "a"
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            &server,
+            "DELETE",
+            &format!("/alice/locks/{lock_id}"),
+            "alice",
+            "a"
+        ),
+        200
+    );
+    assert_eq!(
+        status(&server, "GET", "/bob/keys/", "alice", "a"),
+        401,
+        "no rule: like a wrong password"
+    );
+
+    // read: download and lock, nothing else.
+    assert_eq!(
+        status(
+            &server,
+            "GET",
+            &format!("/alice/data/{data_id}"),
+            "reader",
+            "r"
+        ),
+        200
+    );
+    let (_, code) = put("reader", "r", "locks", b"reader lock");
+    assert_eq!(code, 200, "restic locks even to restore");
+    let (_, code) = put("reader", "r", "snapshots", b"snap");
+    assert_eq!(code, 403);
+    assert_eq!(
+        status(&server, "POST", "/alice/x/?create=true", "reader", "r"),
+        403
+    );
+    assert_eq!(
+        status(&server, "POST", "/other/?create=true", "reader", "r"),
+        401
+    );
+    assert_eq!(
+        status(&server, "POST", "/reader/?create=true", "reader", "r"),
+        200,
+        "`*` rule"
+    );
+
+    // full: the admin may delete anywhere.
+    assert_eq!(
+        status(
+            &server,
+            "DELETE",
+            &format!("/alice/data/{data_id}"),
+            "admin",
+            "x"
+        ),
+        200
+    );
+
+    // Reloaded on SIGHUP: alice loses her grant.
+    std::fs::write(&acl, "admin full *\n").unwrap();
+    kill(server.pid(), Signal::SIGHUP).unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        status(&server, "GET", "/alice/keys/", "alice", "a") == 401
+    }));
+}

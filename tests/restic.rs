@@ -244,3 +244,59 @@ fn restic_over_tls_with_a_bcrypt_user_and_private_repos() {
     // Without the CA, restic refuses the self-signed certificate.
     assert!(!restic(&alice, &cache, &["snapshots"]).status.success());
 }
+
+#[test]
+fn restic_with_an_append_grant_backs_up_but_cannot_prune() {
+    if !have_tool(
+        "restic",
+        "restic_with_an_append_grant_backs_up_but_cannot_prune",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("restic-acl");
+    let data = dir.path().join("data");
+    let source = dir.path().join("source");
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a"), pseudo_random(200_000, 1)).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join(".htpasswd"),
+        format!(
+            "laptop:{}\nadmin:{}\n",
+            bcrypt::hash("l", 4).unwrap(),
+            bcrypt::hash("x", 4).unwrap()
+        ),
+    )
+    .unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "admin full *\nlaptop append /laptop\n").unwrap();
+    let server = Server::start_with(
+        &data,
+        &["--listen", "127.0.0.1:0", "--acl", acl.to_str().unwrap()],
+    );
+    let addr = server.tcp_addr();
+    let laptop = format!("rest:http://laptop:l@{addr}/laptop/");
+    let admin = format!("rest:http://admin:x@{addr}/laptop/");
+    ok(
+        restic(&laptop, &cache, &["init"]),
+        "init with an append grant",
+    );
+    ok(
+        restic(&laptop, &cache, &["backup", source.to_str().unwrap()]),
+        "backup",
+    );
+    std::fs::write(source.join("b"), pseudo_random(100_000, 2)).unwrap();
+    ok(
+        restic(&laptop, &cache, &["backup", source.to_str().unwrap()]),
+        "second backup",
+    );
+    let refused = restic(&laptop, &cache, &["forget", "--keep-last", "1", "--prune"]);
+    assert!(!refused.status.success(), "an append grant cannot prune");
+    ok(restic(&admin, &cache, &["unlock"]), "admin unlock");
+    ok(
+        restic(&admin, &cache, &["forget", "--keep-last", "1", "--prune"]),
+        "admin prunes",
+    );
+    ok(restic(&admin, &cache, &["check"]), "check after prune");
+}

@@ -10,6 +10,7 @@
 //!   cannot occupy the file I/O threads;
 //! - failed attempts are throttled per client address (see [`throttle`]).
 
+pub mod acl;
 pub mod apr1;
 pub mod htpasswd;
 pub mod throttle;
@@ -227,6 +228,14 @@ pub enum Auth {
 }
 
 impl Auth {
+    /// Users loaded from the htpasswd file (0 for the other modes).
+    pub fn user_count(&self) -> usize {
+        match self {
+            Auth::Basic { checker, .. } => checker.user_count(),
+            _ => 0,
+        }
+    }
+
     /// The user a request comes from (None with `--no-auth`).
     pub async fn authenticate(
         &self,
@@ -268,72 +277,94 @@ impl FileStamp {
     }
 }
 
-/// Reads and parses an htpasswd file, with the stamp it had when read.
-pub fn load_users(path: &Path) -> io::Result<(Users, Vec<htpasswd::Warning>, FileStamp)> {
-    let stamp = FileStamp::of(path)?;
-    let text = std::fs::read_to_string(path)?;
-    let (users, warnings) = Users::parse(&text);
-    Ok((users, warnings, stamp))
+/// A file the server reloads while it runs (htpasswd, ACL).
+pub struct Watched<T> {
+    /// For log lines: "htpasswd", "acl".
+    pub what: &'static str,
+    /// For log lines: "user(s)", "rule(s)".
+    pub unit: &'static str,
+    pub path: PathBuf,
+    /// Reads and parses the file; warnings name the bad lines.
+    pub load: fn(&Path) -> io::Result<(T, Vec<String>)>,
 }
 
-/// Reloads the htpasswd file when it changes (checked every
-/// [`RELOAD_CHECK_INTERVAL`]) and whenever `reload_now` fires (SIGHUP). A
-/// reload that fails keeps the users already loaded and logs why.
-pub async fn watch_htpasswd(
-    auth: Rc<crate::handlers::AppState>,
-    mut stamp: FileStamp,
-    reload_now: Rc<tokio::sync::Notify>,
-) {
-    let Auth::Basic { file, checker } = &auth.auth else {
-        return;
-    };
-    loop {
-        let forced = tokio::select! {
-            _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => false,
-            _ = reload_now.notified() => true,
-        };
-        let path = file.clone();
-        let changed = tokio::task::spawn_blocking(move || FileStamp::of(&path))
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))
-            .and_then(|r| r);
-        match changed {
-            Ok(now) if now == stamp && !forced => continue,
-            Ok(_) => {}
-            Err(e) => {
-                log::error!(
-                    "htpasswd {}: {e}; keeping the {} user(s) loaded",
-                    file.display(),
-                    checker.user_count()
-                );
-                continue;
-            }
+impl<T: Send + 'static> Watched<T> {
+    /// Loads the file now (startup), logging its warnings.
+    pub async fn load_now(&self) -> io::Result<(T, FileStamp)> {
+        let (path, load) = (self.path.clone(), self.load);
+        let (value, warnings, stamp) = tokio::task::spawn_blocking(move || {
+            let stamp = FileStamp::of(&path)?;
+            let (value, warnings) = load(&path)?;
+            Ok::<_, io::Error>((value, warnings, stamp))
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??;
+        for warning in &warnings {
+            log::warn!("{} {}: {warning}", self.what, self.path.display());
         }
-        let path = file.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_users(&path))
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))
-            .and_then(|r| r);
-        match loaded {
-            Ok((users, warnings, new_stamp)) => {
-                for warning in &warnings {
-                    log::warn!("htpasswd {}: {warning}", file.display());
+        Ok((value, stamp))
+    }
+
+    /// Reloads the file when it changes (checked every
+    /// [`RELOAD_CHECK_INTERVAL`]) and whenever `reload_now` fires (SIGHUP),
+    /// handing each new version to `apply`, which returns how many entries it
+    /// holds. A reload that fails keeps what was loaded and logs why.
+    pub async fn watch(
+        self,
+        mut stamp: FileStamp,
+        reload_now: Rc<tokio::sync::Notify>,
+        apply: impl Fn(T) -> usize,
+        loaded: impl Fn() -> usize,
+    ) {
+        let shown = self.path.display().to_string();
+        loop {
+            let forced = tokio::select! {
+                _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => false,
+                _ = reload_now.notified() => true,
+            };
+            let path = self.path.clone();
+            let changed = tokio::task::spawn_blocking(move || FileStamp::of(&path))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))
+                .and_then(|r| r);
+            let result = match changed {
+                Ok(now) if now == stamp && !forced => continue,
+                Ok(_) => self.load_now().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok((value, new_stamp)) => {
+                    stamp = new_stamp;
+                    let count = apply(value);
+                    log::info!("{} {shown}: loaded {count} {}", self.what, self.unit);
                 }
-                stamp = new_stamp;
-                log::info!(
-                    "htpasswd {}: loaded {} user(s)",
-                    file.display(),
-                    users.len()
-                );
-                checker.replace_users(users);
+                Err(e) => log::error!(
+                    "{} {shown}: reload failed ({e}); keeping the {} {} loaded",
+                    self.what,
+                    loaded(),
+                    self.unit
+                ),
             }
-            Err(e) => log::error!(
-                "htpasswd {}: reload failed ({e}); keeping the {} user(s) loaded",
-                file.display(),
-                checker.user_count()
-            ),
         }
     }
+}
+
+/// [`Watched::load`] for the htpasswd file.
+pub fn load_htpasswd(path: &Path) -> io::Result<(Users, Vec<String>)> {
+    let text = std::fs::read_to_string(path)?;
+    let (users, warnings) = Users::parse(&text);
+    Ok((users, warnings.iter().map(ToString::to_string).collect()))
+}
+
+/// [`Watched::load`] for the ACL file.
+pub fn load_acl(path: &Path) -> io::Result<(acl::Acl, Vec<String>)> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(acl::Acl::parse(&text))
+}
+
+/// The `--acl` rules, swapped on reload.
+pub struct AclRules {
+    pub rules: RefCell<acl::Acl>,
 }
 
 #[cfg(test)]
