@@ -277,6 +277,9 @@ impl FileStamp {
     }
 }
 
+/// Reads and parses a watched file: its content and warnings about bad lines.
+pub type LoadFn<T> = fn(&Path) -> io::Result<(T, Vec<String>)>;
+
 /// A file the server reloads while it runs (htpasswd, ACL).
 pub struct Watched<T> {
     /// For log lines: "htpasswd", "acl".
@@ -285,7 +288,7 @@ pub struct Watched<T> {
     pub unit: &'static str,
     pub path: PathBuf,
     /// Reads and parses the file; warnings name the bad lines.
-    pub load: fn(&Path) -> io::Result<(T, Vec<String>)>,
+    pub load: LoadFn<T>,
 }
 
 impl<T: Send + 'static> Watched<T> {
