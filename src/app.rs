@@ -131,11 +131,9 @@ async fn serve(config: Config) -> Result<(), AppError> {
             stamp,
             reload_now,
             move |users| {
-                let count = users.len();
                 if let Auth::Basic { checker, .. } = &apply_to.auth {
                     checker.replace_users(users);
                 }
-                count
             },
             move || count_of.auth.user_count(),
         ));
@@ -148,11 +146,9 @@ async fn serve(config: Config) -> Result<(), AppError> {
             stamp,
             reload_now,
             move |acl| {
-                let count = acl.len();
                 if let Some(rules) = &apply_to.acl {
                     *rules.rules.borrow_mut() = acl;
                 }
-                count
             },
             move || count_of.acl.as_ref().map_or(0, |r| r.rules.borrow().len()),
         ));
@@ -188,16 +184,12 @@ async fn load_auth(
                 unit: "user(s)",
                 path: file.clone(),
                 load: auth::load_htpasswd,
+                count: Users::len,
             };
             let (users, stamp) = watched
                 .load_now()
                 .await
                 .map_err(|e| AppError::Htpasswd(file.clone(), e))?;
-            log::info!(
-                "htpasswd {}: loaded {} user(s)",
-                file.display(),
-                users.len()
-            );
             if users.is_empty() {
                 log::warn!(
                     "no usable user in {}: every request will be refused",
@@ -225,12 +217,12 @@ async fn load_acl(
         unit: "rule(s)",
         path: file.to_path_buf(),
         load: auth::load_acl,
+        count: Acl::len,
     };
     let (acl, stamp) = watched
         .load_now()
         .await
         .map_err(|e| AppError::Acl(file.to_path_buf(), e))?;
-    log::info!("acl {}: loaded {} rule(s)", file.display(), acl.len());
     let rules = AclRules {
         rules: RefCell::new(acl),
     };

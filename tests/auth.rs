@@ -1,7 +1,7 @@
 //! Users, passwords, private repositories and the proxy header, over HTTP.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -14,33 +14,9 @@ const SHA_PASSWORD: &str = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=";
 
 /// Runs `rest-server ... user ACTION` with `stdin` as input.
 fn user_command(data: &std::path::Path, action: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(binary())
-        .arg("--path")
-        .arg(data)
-        .arg("user")
-        .args(action)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn bcrypt_line(user: &str, password: &str) -> String {
-    format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap())
+    let mut command = Command::new(binary());
+    command.arg("--path").arg(data).arg("user").args(action);
+    run_with_stdin(command, stdin)
 }
 
 fn status(server: &Server, method: &str, path: &str, user: &str, password: &str) -> u16 {

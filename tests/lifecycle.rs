@@ -316,9 +316,9 @@ fn command_line_refusals_are_clear() {
         err.contains(".htpasswd") && err.contains("user add"),
         "{err}"
     );
-    let (code, _, err) = run_cli(&["--no-auth", "--tls"]);
+    let (code, _, err) = run_cli(&["--no-auth", "--cpu-profile", "cpu.out"]);
     assert_eq!(code, 2);
-    assert!(err.contains("--tls is not yet supported"), "{err}");
+    assert!(err.contains("--cpu-profile is not yet supported"), "{err}");
     let (code, _, err) = run_cli(&["--no-auth", "stray"]);
     assert_eq!(code, 2, "positional arguments are errors: {err}");
     let (code, _, err) = run_cli(&["--no-auth", "--max-size", "lots"]);

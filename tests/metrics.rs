@@ -1,13 +1,8 @@
 //! `--prometheus`: content, rest-server's access rule, and a real parser.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::util::*;
-
-fn bcrypt_line(user: &str, password: &str) -> String {
-    format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap())
-}
 
 /// Checks the text with Prometheus' own parser (`promtool check metrics`,
 /// Debian's prometheus package); says so when promtool is missing.
@@ -15,27 +10,11 @@ fn promtool_accepts(text: &str) {
     if !have_tool("promtool", "promtool_accepts") {
         return;
     }
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut command = Command::new("promtool");
+    command.args(["check", "metrics"]);
+    let (code, out, err) = run_with_stdin(command, text);
     // promtool fails on parse errors and on lint findings (names, help, types).
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(code, 0, "promtool: {err}{out}");
 }
 
 fn value(text: &str, series: &str) -> Option<u64> {

@@ -177,24 +177,13 @@ fn restic_over_tls_with_a_bcrypt_user_and_private_repos() {
     }
     std::fs::create_dir_all(&data).unwrap();
     // rest-server's default file names, in the data directory.
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
-        .args(["-keyout", "private_key", "-out", "public_key"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .current_dir(&data)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    certificate(
+        &data,
+        "public_key",
+        "private_key",
+        ECDSA,
+        "basicConstraints=critical,CA:FALSE",
+    );
     let users = format!(
         "alice:{}\nbob:{}\n",
         bcrypt::hash("alice pw", 10).unwrap(),

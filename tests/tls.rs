@@ -27,46 +27,27 @@ fn openssl(args: &[&str], dir: &Path) {
     );
 }
 
-/// `-newkey` arguments for each key type.
+/// `-newkey` arguments for the other key types.
 const RSA: &[&str] = &["-newkey", "rsa:2048"];
-const ECDSA: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
 const ED25519: &[&str] = &["-newkey", "ed25519"];
 
 /// A self-signed server certificate for 127.0.0.1: (cert, key) in `dir`.
 /// Not a CA: webpki refuses a CA certificate as a server's own.
 fn self_signed(dir: &Path, name: &str, key_type: &[&str]) -> (PathBuf, PathBuf) {
-    certificate(dir, name, key_type, "basicConstraints=critical,CA:FALSE")
+    let (cert, key) = (format!("{name}.crt"), format!("{name}.key"));
+    certificate(
+        dir,
+        &cert,
+        &key,
+        key_type,
+        "basicConstraints=critical,CA:FALSE",
+    )
 }
 
 /// A self-signed CA certificate.
 fn certificate_authority(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    certificate(dir, name, ECDSA, "basicConstraints=critical,CA:TRUE")
-}
-
-fn certificate(dir: &Path, name: &str, key_type: &[&str], constraints: &str) -> (PathBuf, PathBuf) {
     let (cert, key) = (format!("{name}.crt"), format!("{name}.key"));
-    let mut args = vec![
-        "req",
-        "-x509",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-    ];
-    args.extend_from_slice(key_type);
-    args.extend_from_slice(&[
-        "-keyout",
-        &key,
-        "-out",
-        &cert,
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        "-addext",
-        constraints,
-    ]);
-    openssl(&args, dir);
-    (dir.join(cert), dir.join(key))
+    certificate(dir, &cert, &key, ECDSA, "basicConstraints=critical,CA:TRUE")
 }
 
 /// Client options for [`https`].

@@ -289,6 +289,8 @@ pub struct Watched<T> {
     pub path: PathBuf,
     /// Reads and parses the file; warnings name the bad lines.
     pub load: LoadFn<T>,
+    /// How many entries a loaded version holds, for the log.
+    pub count: fn(&T) -> usize,
 }
 
 impl<T: Send + 'static> Watched<T> {
@@ -305,18 +307,25 @@ impl<T: Send + 'static> Watched<T> {
         for warning in &warnings {
             log::warn!("{} {}: {warning}", self.what, self.path.display());
         }
+        let count = (self.count)(&value);
+        log::info!(
+            "{} {}: loaded {count} {}",
+            self.what,
+            self.path.display(),
+            self.unit
+        );
         Ok((value, stamp))
     }
 
     /// Reloads the file when it changes (checked every
     /// [`RELOAD_CHECK_INTERVAL`]) and whenever `reload_now` fires (SIGHUP),
-    /// handing each new version to `apply`, which returns how many entries it
-    /// holds. A reload that fails keeps what was loaded and logs why.
+    /// handing each new version to `apply`. A reload that fails keeps what
+    /// was loaded (`loaded` counts it for the log) and logs why.
     pub async fn watch(
         self,
         mut stamp: FileStamp,
         reload_now: Rc<tokio::sync::Notify>,
-        apply: impl Fn(T) -> usize,
+        apply: impl Fn(T),
         loaded: impl Fn() -> usize,
     ) {
         let shown = self.path.display().to_string();
@@ -338,8 +347,7 @@ impl<T: Send + 'static> Watched<T> {
             match result {
                 Ok((value, new_stamp)) => {
                     stamp = new_stamp;
-                    let count = apply(value);
-                    log::info!("{} {shown}: loaded {count} {}", self.what, self.unit);
+                    apply(value);
                 }
                 Err(e) => log::error!(
                     "{} {shown}: reload failed ({e}); keeping the {} {} loaded",

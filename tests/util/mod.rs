@@ -515,3 +515,67 @@ pub fn upload(server: &Server, kind: &str, content: &[u8]) -> (String, Response)
     let response = server.send(&Request::new("POST", &format!("/repo/{kind}/{id}")).body(content));
     (id, response)
 }
+
+/// Runs `command` with `stdin` as its input; returns (exit code, stdout, stderr).
+pub fn run_with_stdin(mut command: Command, stdin: &str) -> (i32, String, String) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start command");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An htpasswd line with a cheap bcrypt hash (cost 4) for tests.
+pub fn bcrypt_line(user: &str, password: &str) -> String {
+    format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap())
+}
+
+/// `-newkey` arguments for an ECDSA P-256 key.
+pub const ECDSA: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+/// A self-signed certificate for 127.0.0.1 made with openssl, as
+/// (`dir/cert`, `dir/key`). `constraints` is its basicConstraints extension.
+pub fn certificate(
+    dir: &Path,
+    cert: &str,
+    key: &str,
+    key_type: &[&str],
+    constraints: &str,
+) -> (PathBuf, PathBuf) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(key_type)
+        .args(["-keyout", key, "-out", cert])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", constraints])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir.join(cert), dir.join(key))
+}
