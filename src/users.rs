@@ -106,7 +106,9 @@ fn prompt_hidden(prompt: &str) -> Result<String, String> {
 }
 
 /// Replaces `path` with `text` so that a crash leaves the old or the new file,
-/// never half of one; the result has mode 0600.
+/// never half of one; the result has mode 0600. Run as root, the file keeps
+/// its owner (a new one gets the folder's), so that the service user can
+/// still read it after `sudo rest-server ... user add`.
 fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
     let dir = path
         .parent()
@@ -124,6 +126,11 @@ fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
             .mode(0o600)
             .open(&temp)?;
         file.write_all(text.as_bytes())?;
+        if nix::unistd::geteuid().is_root() {
+            use std::os::unix::fs::MetadataExt;
+            let owner = fs::metadata(path).or_else(|_| fs::metadata(dir))?;
+            std::os::unix::fs::chown(&temp, Some(owner.uid()), Some(owner.gid()))?;
+        }
         file.sync_all()?;
         fs::rename(&temp, path)?;
         File::open(dir)?.sync_all()

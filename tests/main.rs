@@ -5,6 +5,7 @@ mod util;
 
 mod api;
 mod auth;
+mod board;
 mod lifecycle;
 mod metrics;
 mod modes;

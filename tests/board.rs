@@ -1,0 +1,268 @@
+//! board/: service scripts and units, the install script, and running the
+//! init.d script under busybox with the built binary.
+
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::util::*;
+
+fn project() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every shell script the project ships or runs.
+const SCRIPTS: &[&str] = &[
+    "board/install.sh",
+    "board/init.d/rest-server",
+    "board/openrc/rest-server",
+    "board/openwrt/rest-server",
+    "tests/all.sh",
+    "tests/emulated.sh",
+    ".ci/run",
+];
+
+#[test]
+fn scripts_pass_shellcheck() {
+    if !have_tool("shellcheck", "scripts_pass_shellcheck") {
+        return;
+    }
+    let out = Command::new("shellcheck")
+        .args(SCRIPTS)
+        .current_dir(project())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn systemd_units_verify() {
+    if !have_tool("systemd-analyze", "systemd_units_verify") {
+        return;
+    }
+    // systemd-analyze checks that ExecStart's program exists: point it at the
+    // built binary in a copy of the units.
+    let dir = TempDir::new("units");
+    for unit in ["rest-server.service", "rest-server.socket"] {
+        let text = std::fs::read_to_string(project().join("board/systemd").join(unit)).unwrap();
+        let text = text.replace("/usr/local/bin/rest-server", binary().to_str().unwrap());
+        std::fs::write(dir.path().join(unit), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("rest-server.service"))
+        .arg(dir.path().join("rest-server.socket"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A folder of busybox applet links, so that scripts run with busybox's
+/// start-stop-daemon, kill, sleep... as on a busybox-based board.
+fn busybox_path(dir: &Path) -> Option<PathBuf> {
+    let busybox = which("busybox")?;
+    let bin = dir.join("busybox-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let ok = Command::new(&busybox)
+        .arg("--install")
+        .arg("-s")
+        .arg(&bin)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(bin)
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+#[test]
+fn busybox_init_script_starts_reports_and_stops() {
+    if !have_tool("busybox", "busybox_init_script_starts_reports_and_stops") {
+        return;
+    }
+    let dir = TempDir::new("initd");
+    let bin = busybox_path(dir.path()).expect("busybox applets");
+    let busybox = which("busybox").unwrap();
+    let data = dir.path().join("data");
+    // Port 0: the test reads the bound address from the server's log.
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "REST_SERVER_PATH={}\nREST_SERVER_LISTEN=127.0.0.1:0\nREST_SERVER_USER=\nREST_SERVER_ARGS=\"--no-auth --append-only\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let (pidfile, logfile) = (dir.path().join("pid"), dir.path().join("log"));
+    let script = |action: &str| {
+        Command::new(&busybox)
+            .arg("sh")
+            .arg(project().join("board/init.d/rest-server"))
+            .arg(action)
+            .env("PATH", &bin)
+            .env("CONFIG", &config)
+            .env("DAEMON", binary())
+            .env("PIDFILE", &pidfile)
+            .env("LOGFILE", &logfile)
+            .output()
+            .unwrap()
+    };
+    let started = script("start");
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let status = script("status");
+    assert_eq!(status.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("is running"));
+    // The server really serves, with the settings from the config file.
+    let mut addr = None;
+    assert!(eventually(Duration::from_secs(10), || {
+        let log = std::fs::read_to_string(&logfile).unwrap_or_default();
+        addr = log
+            .lines()
+            .find_map(|l| l.split("start server on ").nth(1))
+            .map(|a| a.trim().to_string());
+        addr.is_some()
+    }));
+    let addr = Addr::Tcp(addr.unwrap().parse().unwrap());
+    let mut stream = connect(&addr);
+    stream
+        .write_all(&Request::new("POST", "/repo/?create=true").to_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut stream, false).status, 200);
+    let log = std::fs::read_to_string(&logfile).unwrap();
+    assert!(log.contains("append-only mode: on"), "{log}");
+    // Starting twice is harmless.
+    assert!(script("start").status.success());
+
+    let stopped = script("stop");
+    assert!(stopped.status.success());
+    assert_eq!(script("status").status.code(), Some(3), "not running");
+    assert!(!pidfile.exists());
+    assert!(
+        std::fs::read_to_string(&logfile)
+            .unwrap()
+            .contains("stopped")
+    );
+    assert!(
+        script("stop").status.success(),
+        "stopping twice is harmless"
+    );
+}
+
+#[test]
+fn install_script_is_idempotent_and_uninstalls() {
+    let dir = TempDir::new("install");
+    let expected: &[(&str, &[&str])] = &[
+        (
+            "systemd",
+            &[
+                "etc/systemd/system/rest-server.service",
+                "etc/systemd/system/rest-server.socket",
+                "usr/local/bin/rest-server",
+            ],
+        ),
+        (
+            "openrc",
+            &["etc/init.d/rest-server", "usr/local/bin/rest-server"],
+        ),
+        (
+            "openwrt",
+            &["etc/init.d/rest-server", "usr/bin/rest-server"],
+        ),
+        (
+            "sysvinit",
+            &["etc/init.d/rest-server", "usr/local/bin/rest-server"],
+        ),
+    ];
+    for (init, files) in expected {
+        let root = dir.path().join(init);
+        let install = |extra: &[&str]| {
+            let out = Command::new("sh")
+                .arg(project().join("board/install.sh"))
+                .args(["--init", init, "--root"])
+                .arg(&root)
+                .arg("--binary")
+                .arg(binary())
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{init}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        install(&[]);
+        // An admin's edit of the config survives a reinstall.
+        let config = root.join("etc/default/rest-server");
+        std::fs::write(&config, "REST_SERVER_PATH=/mnt/usb\n").unwrap();
+        install(&[]);
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            "REST_SERVER_PATH=/mnt/usb\n"
+        );
+        for file in *files {
+            assert!(root.join(file).is_file(), "{init}: {file}");
+        }
+        let mode = |f: &str| {
+            std::fs::metadata(root.join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(files.last().unwrap()), 0o755);
+        assert!(root.join("srv/restic").is_dir());
+        install(&["--uninstall"]);
+        for file in *files {
+            assert!(!root.join(file).exists(), "{init}: {file} removed");
+        }
+        assert!(config.exists(), "the config is kept");
+    }
+}
+
+#[test]
+fn user_add_as_root_keeps_the_file_readable_by_the_service_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP user_add_as_root_keeps_the_file_readable_by_the_service_user: needs root");
+        return;
+    }
+    let dir = TempDir::new("owner");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // The service user owns the data directory (nobody stands in for it).
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let mut command = Command::new(binary());
+    command
+        .arg("--path")
+        .arg(&data)
+        .args(["user", "add", "alice"]);
+    let (code, _, err) = run_with_stdin(command, "pw\n");
+    assert_eq!(code, 0, "{err}");
+    let meta = std::fs::metadata(data.join(".htpasswd")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+}
