@@ -85,7 +85,7 @@ async fn serve(config: Config) -> Result<(), AppError> {
         );
     }
     let quota = Rc::new(Quota::new(config.max_size, scan.bytes));
-    let metrics = config.prometheus.then(|| Metrics::new(scan.repos.clone()));
+    let metrics = config.prometheus.then(|| Metrics::new(scan.repos));
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
@@ -124,34 +124,32 @@ async fn serve(config: Config) -> Result<(), AppError> {
     });
     let mut reloads = Vec::new();
     if let Some((watched, stamp)) = htpasswd_watch {
-        let reload_now = Rc::new(tokio::sync::Notify::new());
-        reloads.push(reload_now.clone());
-        let (apply_to, count_of) = (state.clone(), state.clone());
-        tokio::task::spawn_local(watched.watch(
+        let reload_now = spawn_watch(
+            watched,
             stamp,
-            reload_now,
-            move |users| {
-                if let Auth::Basic { checker, .. } = &apply_to.auth {
+            &state,
+            |state, users| {
+                if let Auth::Basic { checker, .. } = &state.auth {
                     checker.replace_users(users);
                 }
             },
-            move || count_of.auth.user_count(),
-        ));
+            |state| state.auth.user_count(),
+        );
+        reloads.push(reload_now);
     }
     if let Some((watched, stamp)) = acl_watch {
-        let reload_now = Rc::new(tokio::sync::Notify::new());
-        reloads.push(reload_now.clone());
-        let (apply_to, count_of) = (state.clone(), state.clone());
-        tokio::task::spawn_local(watched.watch(
+        let reload_now = spawn_watch(
+            watched,
             stamp,
-            reload_now,
-            move |acl| {
-                if let Some(rules) = &apply_to.acl {
+            &state,
+            |state, acl| {
+                if let Some(rules) = &state.acl {
                     *rules.rules.borrow_mut() = acl;
                 }
             },
-            move || count_of.acl.as_ref().map_or(0, |r| r.rules.borrow().len()),
-        ));
+            |state| state.acl.as_ref().map_or(0, |r| r.rules.borrow().len()),
+        );
+        reloads.push(reload_now);
     }
     watch_sighup(reloads, tls.clone()).map_err(AppError::Signals)?;
     let shared = Rc::new(Shared::new(state, access_log, tls));
@@ -164,6 +162,26 @@ async fn serve(config: Config) -> Result<(), AppError> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Starts watching a reloadable file; returns the handle SIGHUP uses to force
+/// a reload.
+fn spawn_watch<T: Send + 'static>(
+    watched: Watched<T>,
+    stamp: auth::FileStamp,
+    state: &Rc<AppState>,
+    apply: fn(&AppState, T),
+    count: fn(&AppState) -> usize,
+) -> Rc<tokio::sync::Notify> {
+    let reload_now = Rc::new(tokio::sync::Notify::new());
+    let (apply_to, count_of) = (state.clone(), state.clone());
+    tokio::task::spawn_local(watched.watch(
+        stamp,
+        reload_now.clone(),
+        move |value| apply(&apply_to, value),
+        move || count(&count_of),
+    ));
+    reload_now
 }
 
 /// Builds the configured authentication; for htpasswd, loads the file and
