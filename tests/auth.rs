@@ -401,3 +401,49 @@ fn acl_levels_decide_per_user_and_repository() {
         status(&server, "GET", "/alice/keys/", "alice", "a") == 401
     }));
 }
+
+#[test]
+fn user_add_on_a_terminal_asks_twice_without_echo() {
+    if !have_tool("script", "user_add_on_a_terminal_asks_twice_without_echo") {
+        return;
+    }
+    let dir = TempDir::new("tty");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // util-linux `script` gives the command a pseudo-terminal; the answers are
+    // typed after the prompts appear.
+    let run = |user: &str, first: &str, second: &str| {
+        let command_line = format!(
+            "{} --path {} user add {user}",
+            binary().display(),
+            data.display()
+        );
+        let mut child = Command::new("script")
+            .args(["-qfc", &command_line, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for answer in [first, second] {
+            std::thread::sleep(Duration::from_millis(700));
+            use std::io::Write as _;
+            stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = run("bob", "typed secret", "typed secret");
+    assert!(shown.contains("password for bob"), "{shown}");
+    assert!(
+        !shown.contains("typed secret"),
+        "the password was echoed: {shown}"
+    );
+    let shown = run("carol", "one", "two");
+    assert!(shown.contains("the passwords differ"), "{shown}");
+    let (_, users, _) = user_command(&data, &["list"], "");
+    assert_eq!(users, "bob\n");
+}
