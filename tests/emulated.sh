@@ -73,6 +73,18 @@ if can_build aarch64-unknown-linux-musl aarch64-linux-gnu-gcc qemu-aarch64-stati
     bin=$(wrapper aarch64-unknown-linux-musl qemu-aarch64-static)
     echo "== integration suite against the aarch64 binary under qemu"
     REST_SERVER_BIN="$bin" cargo test --test integration
+
+    missing=""
+    for tool in qemu-system-aarch64 mkfs.vfat mcopy sfdisk cpio depmod; do
+        command -v "$tool" >/dev/null || missing="$missing $tool"
+    done
+    if [ -n "$missing" ]; then
+        echo "SKIP the image test: missing$missing (see .ci/run for the Debian packages)"
+    else
+        echo "== the flashable image, booted under qemu-system-aarch64"
+        image/build.sh --binary target/aarch64-unknown-linux-musl/release/rest-server --out target/image
+        REST_SERVER_IMAGE_DIR="$PWD/target/image" cargo test --test integration image::
+    fi
 fi
 
 if can_build armv7-unknown-linux-gnueabihf arm-linux-gnueabihf-gcc qemu-arm-static; then
