@@ -117,6 +117,33 @@ pub struct Flags {
 #[argh(subcommand)]
 pub enum Command {
     User(UserArgs),
+    Tls(TlsArgs),
+}
+
+/// make TLS files for --tls
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "tls")]
+pub struct TlsArgs {
+    #[argh(subcommand)]
+    pub action: TlsAction,
+}
+
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand)]
+pub enum TlsAction {
+    Generate(TlsGenerate),
+}
+
+/// write a self-signed certificate and key (to --tls-cert and --tls-key, by
+/// default public_key and private_key in the data directory) and print the
+/// certificate's SHA-256 fingerprint; existing files are kept
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "generate")]
+pub struct TlsGenerate {
+    /// a host name or IP address clients will use (repeatable; default:
+    /// localhost, rest-server, rest-server.local)
+    #[argh(option)]
+    pub name: Vec<String>,
 }
 
 /// manage the users of the htpasswd file (no apache2-utils needed)
@@ -267,6 +294,19 @@ impl Flags {
             .unwrap_or_else(|| std::env::temp_dir().join("restic"))
     }
 
+    /// The TLS certificate and key: `--tls-cert` and `--tls-key`, or
+    /// `public_key` and `private_key` in the data directory.
+    pub fn tls_paths(&self) -> (PathBuf, PathBuf) {
+        let file = |given: &Option<String>, default: &str| match given {
+            Some(path) => PathBuf::from(path),
+            None => self.data_dir().join(default),
+        };
+        (
+            file(&self.tls_cert, "public_key"),
+            file(&self.tls_key, "private_key"),
+        )
+    }
+
     /// The htpasswd file: `--htpasswd-file`, or `.htpasswd` in the data directory.
     pub fn htpasswd_path(&self) -> PathBuf {
         match &self.htpasswd_file {
@@ -278,7 +318,7 @@ impl Flags {
     /// The TLS settings, as rest-server takes them: the files default to
     /// `public_key` and `private_key` in the data directory, and naming them
     /// without `--tls` is an error rather than a silent plain-HTTP server.
-    fn tls_settings(&self, data_dir: &std::path::Path) -> Result<Option<TlsSettings>, CliError> {
+    fn tls_settings(&self) -> Result<Option<TlsSettings>, CliError> {
         if !self.tls {
             if self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_client_ca.is_some() {
                 return Err(CliError(
@@ -292,13 +332,10 @@ impl Flags {
             Some(text) => TlsVersion::parse(text)
                 .ok_or_else(|| CliError(format!("--tls-min-ver {text:?}: use 1.2 or 1.3")))?,
         };
-        let file = |given: &Option<String>, default: &str| match given {
-            Some(path) => PathBuf::from(path),
-            None => data_dir.join(default),
-        };
+        let (cert, key) = self.tls_paths();
         Ok(Some(TlsSettings {
-            cert: file(&self.tls_cert, "public_key"),
-            key: file(&self.tls_key, "private_key"),
+            cert,
+            key,
             min_version,
             client_ca: self.tls_client_ca.clone(),
         }))
@@ -361,7 +398,7 @@ impl Flags {
         };
         let path = self.data_dir();
         let htpasswd = self.htpasswd_path();
-        let tls = self.tls_settings(&path)?;
+        let tls = self.tls_settings()?;
         // As rest-server: --no-auth wins over everything, then the proxy header.
         let auth = if self.no_auth {
             AuthMode::Off

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod blocking;
 pub mod body;
+pub mod certgen;
 pub mod cli;
 pub mod config;
 pub mod connection;

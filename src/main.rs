@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use rest_server::cli::{Command, Flags, normalize_args};
+use rest_server::cli::{Command, Flags, TlsAction, normalize_args};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -35,6 +35,29 @@ fn main() -> ExitCode {
     if flags.version {
         println!("rest-server {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Tls(args)) = &flags.command {
+        let TlsAction::Generate(generate) = &args.action;
+        let (cert, key) = flags.tls_paths();
+        let names: Vec<String> = if generate.name.is_empty() {
+            rest_server::certgen::DEFAULT_NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            generate.name.clone()
+        };
+        return match rest_server::certgen::generate(&cert, &key, &names) {
+            Ok(fingerprint) => {
+                eprintln!("wrote {} and {}", cert.display(), key.display());
+                println!("SHA-256 fingerprint: {fingerprint}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rest-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Some(Command::User(args)) = &flags.command {
         let file = flags.htpasswd_path();

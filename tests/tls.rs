@@ -3,6 +3,7 @@
 
 use std::io::Write as _;
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -331,5 +332,60 @@ fn client_certificates_can_be_required() {
         ..Client::default()
     };
     let mut stream = https(server.tcp_addr(), &alice).unwrap();
+    assert_eq!(get_over_tls(&mut stream, "/keys/").status, 404);
+}
+
+#[test]
+fn tls_generate_makes_a_certificate_the_server_and_clients_accept() {
+    let dir = TempDir::new("tls-generate");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let generate = || {
+        Command::new(binary())
+            .arg("--path")
+            .arg(&data)
+            .args([
+                "tls",
+                "generate",
+                "--name",
+                "127.0.0.1",
+                "--name",
+                "backup.lan",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = generate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let cert = data.join("public_key");
+    let key = data.join("private_key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The printed fingerprint is the SHA-256 of the certificate.
+    let der = CertificateDer::from_pem_file(&cert).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+    let expected: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(
+        printed.trim(),
+        format!("SHA-256 fingerprint: {}", expected.join(":"))
+    );
+    // Existing files are kept.
+    let before = std::fs::read(&cert).unwrap();
+    assert!(!generate().status.success());
+    assert_eq!(std::fs::read(&cert).unwrap(), before);
+    // The server serves it by default with --tls, and a client pinning it connects.
+    let server = Server::start_with(&data, &["--no-auth", "--listen", "127.0.0.1:0", "--tls"]);
+    let client = Client {
+        ca: Some(&cert),
+        ..Client::default()
+    };
+    let mut stream = https(server.tcp_addr(), &client).unwrap();
     assert_eq!(get_over_tls(&mut stream, "/keys/").status, 404);
 }
