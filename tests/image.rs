@@ -80,7 +80,7 @@ impl Vm {
             .and_then(|l| l.split_whitespace().nth(3))
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no forwarded port in {usernet:?}"));
-        vm.wait_until_serving();
+        vm.wait_until_serving(1);
         vm
     }
 
@@ -105,25 +105,35 @@ impl Vm {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    fn wait_until_serving(&self) {
+    /// Waits until the server on the board announced itself for the
+    /// `boot`-th time (1 for the first boot), and its port answers a TLS
+    /// handshake's first byte (slirp accepts connections even when nothing
+    /// listens in the guest, so a bare connect proves nothing).
+    fn wait_until_serving(&self, boot: usize) {
+        let announced = eventually(BOOT_TIMEOUT, || {
+            self.console_text().matches("start server on").count() >= boot
+        });
+        assert!(
+            announced,
+            "the image did not start serving; console:\n{}",
+            self.console_text()
+        );
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let up = eventually(BOOT_TIMEOUT, || {
+        let answers = eventually(Duration::from_secs(30), || {
             let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             else {
                 return false;
             };
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            if s.write_all(b"GET /x/keys/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .is_err()
-            {
-                return false;
-            }
-            let mut head = [0u8; 12];
-            s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1")
+            // A TLS server answers a plain HTTP request with a TLS alert or
+            // an HTTP 400; either way, something comes back.
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut byte = [0u8; 1];
+            matches!(s.read(&mut byte), Ok(1))
         });
         assert!(
-            up,
-            "the image did not start serving; console:\n{}",
+            answers,
+            "the forwarded port does not answer; console:\n{}",
             self.console_text()
         );
     }
@@ -132,9 +142,10 @@ impl Vm {
         std::fs::read_to_string(&self.console).unwrap_or_default()
     }
 
+    /// Over TLS: the certificate names `localhost`, which reaches the forward.
     fn repo(&self, user: &str, password: &str, name: &str) -> String {
         format!(
-            "rest:http://{user}:{password}@127.0.0.1:{}/{name}/",
+            "rest:https://{user}:{password}@localhost:{}/{name}/",
             self.port
         )
     }
@@ -147,9 +158,12 @@ impl Drop for Vm {
     }
 }
 
-fn restic(repo: &str, cache: &Path, args: &[&str]) -> std::process::Output {
+/// restic against the image, pinning the certificate the image made.
+fn restic(repo: &str, cache: &Path, ca: &Path, args: &[&str]) -> std::process::Output {
     Command::new("restic")
-        .args(["--repo", repo, "--cache-dir"])
+        .args(["--repo", repo, "--cacert"])
+        .arg(ca)
+        .arg("--cache-dir")
         .arg(cache)
         .args(args)
         .env("RESTIC_PASSWORD", "image test")
@@ -192,12 +206,17 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     // What a user drops on the boot partition before the first boot.
     let users = dir.path().join("users");
     std::fs::write(&users, "alice:alice pw\n").unwrap();
+    let conf = dir.path().join("rest-server.conf");
+    std::fs::write(&conf, "LISTEN=:8000\nTLS=yes\n").unwrap();
     let fat = format!("{}@@1M", system.display());
-    assert!(
-        mtools(&["mcopy", "-i", &fat, users.to_str().unwrap(), "::/users"])
-            .status
-            .success()
-    );
+    for (file, name) in [(&users, "::/users"), (&conf, "::/rest-server.conf")] {
+        let copied = mtools(&["mcopy", "-o", "-i", &fat, file.to_str().unwrap(), name]);
+        assert!(
+            copied.status.success(),
+            "{}",
+            String::from_utf8_lossy(&copied.stderr)
+        );
+    }
     let data = dir.path().join("data.img");
     std::fs::File::create(&data)
         .unwrap()
@@ -217,6 +236,21 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
         "{console}"
     );
     assert!(console.contains("added user alice"), "{console}");
+    assert!(console.contains("made a TLS certificate"), "{console}");
+    // The certificate made at first boot, from the boot partition.
+    let ca = dir.path().join("rest-server.crt");
+    let copied = mtools(&[
+        "mcopy",
+        "-i",
+        &fat,
+        "::/rest-server.crt",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
 
     let source = dir.path().join("source");
     std::fs::create_dir_all(source.join("docs")).unwrap();
@@ -230,13 +264,13 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     std::fs::write(source.join("big"), pseudo_random(6 << 20, 99)).unwrap();
     let cache = dir.path().join("cache");
     let repo = vm.repo("alice", "alice%20pw", "alice");
-    ok(restic(&repo, &cache, &["init"]), "init");
+    ok(restic(&repo, &cache, &ca, &["init"]), "init");
     ok(
-        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        restic(&repo, &cache, &ca, &["backup", source.to_str().unwrap()]),
         "backup",
     );
     ok(
-        restic(&repo, &cache, &["check", "--read-data"]),
+        restic(&repo, &cache, &ca, &["check", "--read-data"]),
         "check --read-data",
     );
     let target = dir.path().join("restore");
@@ -244,6 +278,7 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
         restic(
             &repo,
             &cache,
+            &ca,
             &["restore", "latest", "--target", target.to_str().unwrap()],
         ),
         "restore",
@@ -268,8 +303,10 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     // is uploading.
     std::fs::write(source.join("bigger"), pseudo_random(200 << 20, 7)).unwrap();
     let backup = {
-        let (repo, cache, source) = (repo.clone(), cache.clone(), source.clone());
-        std::thread::spawn(move || restic(&repo, &cache, &["backup", source.to_str().unwrap()]))
+        let (repo, cache, source, ca) = (repo.clone(), cache.clone(), source.clone(), ca.clone());
+        std::thread::spawn(move || {
+            restic(&repo, &cache, &ca, &["backup", source.to_str().unwrap()])
+        })
     };
     std::thread::sleep(Duration::from_secs(3));
     assert!(
@@ -281,26 +318,22 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     // restic retries failed requests, so the interrupted backup may even
     // finish once the board is back; either way the repository must be sound.
     let _interrupted = backup.join().unwrap();
-    assert!(
-        vm.console_text().matches("start server on").count() > boots_before,
-        "the machine did not reboot"
-    );
-    vm.wait_until_serving();
+    vm.wait_until_serving(boots_before + 1);
     // The interrupted run left a lock behind; then everything must check out.
     ok(
-        restic(&repo, &cache, &["unlock"]),
+        restic(&repo, &cache, &ca, &["unlock"]),
         "unlock after the power cut",
     );
     ok(
-        restic(&repo, &cache, &["check", "--read-data"]),
+        restic(&repo, &cache, &ca, &["check", "--read-data"]),
         "check --read-data after the power cut",
     );
     ok(
-        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        restic(&repo, &cache, &ca, &["backup", source.to_str().unwrap()]),
         "backup after the power cut",
     );
     ok(
-        restic(&repo, &cache, &["check"]),
+        restic(&repo, &cache, &ca, &["check"]),
         "check after the new backup",
     );
 }

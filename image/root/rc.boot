@@ -22,6 +22,7 @@ LISTEN=:8000
 DATA_LABEL=RESTIC
 APPEND_ONLY=no
 PRIVATE_REPOS=yes
+TLS=no
 ARGS=
 if [ -r /run/boot/rest-server.conf ]; then
     while IFS='=' read -r key value; do
@@ -30,6 +31,7 @@ if [ -r /run/boot/rest-server.conf ]; then
             DATA_LABEL) DATA_LABEL=$value ;;
             APPEND_ONLY) APPEND_ONLY=$value ;;
             PRIVATE_REPOS) PRIVATE_REPOS=$value ;;
+            TLS) TLS=$value ;;
             ARGS) ARGS=$value ;;
         esac
     done </run/boot/rest-server.conf
@@ -48,6 +50,18 @@ else
     log "no disk labelled $DATA_LABEL: data on the root partition ($data)"
 fi
 
+# Network: DHCP on the first Ethernet interface.
+ip link set lo up
+ip link set eth0 up
+udhcpc -i eth0 -s /etc/udhcpc.script -b -q -t 10 >/dev/null 2>&1 || log "no DHCP answer on eth0"
+
+# Changes to the boot partition: written, flushed, and read-only again.
+boot_write() {
+    mount -o remount,rw /run/boot && "$@"
+    sync
+    mount -o remount,ro /run/boot
+}
+
 # First boot: users from /boot/users (name:password lines) are hashed into
 # the data directory's .htpasswd, then the plain file is deleted.
 if [ -r /run/boot/users ]; then
@@ -56,16 +70,28 @@ if [ -r /run/boot/users ]; then
         printf '%s\n' "$password" | rest-server --path "$data" user add "$name" \
             && log "added user $name"
     done </run/boot/users
-    mount -o remount,rw /run/boot && rm -f /run/boot/users && sync
-    mount -o remount,ro /run/boot
+    boot_write rm -f /run/boot/users
 fi
 
-# Network: DHCP on the first Ethernet interface.
-ip link set lo up
-ip link set eth0 up
-udhcpc -i eth0 -s /etc/udhcpc.script -b -q -t 10 >/dev/null 2>&1 || log "no DHCP answer on eth0"
+# TLS=yes without a certificate: make one for the board's names and address,
+# and put it and its fingerprint on the boot partition for clients to pin
+# (restic --cacert rest-server.crt).
+tls_flag=
+if [ "$TLS" = yes ]; then
+    tls_flag=--tls
+    if [ ! -e "$data/public_key" ]; then
+        address=$(ip -4 -o addr show eth0 | awk '{ split($4, a, "/"); print a[1]; exit }')
+        set -- --name rest-server --name rest-server.local --name localhost
+        [ -n "$address" ] && set -- "$@" --name "$address"
+        if rest-server --path "$data" tls generate "$@" >/run/fingerprint.txt; then
+            boot_write cp "$data/public_key" /run/boot/rest-server.crt
+            boot_write cp /run/fingerprint.txt /run/boot/rest-server-fingerprint.txt
+            log "made a TLS certificate: $(cat /run/fingerprint.txt)"
+        fi
+    fi
+fi
 
-flags="--path $data --listen $LISTEN"
+flags="--path $data --listen $LISTEN $tls_flag"
 [ "$APPEND_ONLY" = yes ] && flags="$flags --append-only"
 [ "$PRIVATE_REPOS" = yes ] && flags="$flags --private-repos"
 log "starting: rest-server $flags $ARGS"
