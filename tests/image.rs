@@ -158,28 +158,6 @@ impl Drop for Vm {
     }
 }
 
-/// restic against the image, pinning the certificate the image made.
-fn restic(repo: &str, cache: &Path, ca: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("restic")
-        .args(["--repo", repo, "--cacert"])
-        .arg(ca)
-        .arg("--cache-dir")
-        .arg(cache)
-        .args(args)
-        .env("RESTIC_PASSWORD", "image test")
-        .output()
-        .expect("run restic")
-}
-
-fn ok(out: std::process::Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "restic {what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn mtools(args: &[&str]) -> std::process::Output {
     Command::new(args[0])
         .args(&args[1..])
@@ -239,6 +217,7 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     assert!(console.contains("made a TLS certificate"), "{console}");
     // The certificate made at first boot, from the boot partition.
     let ca = dir.path().join("rest-server.crt");
+    let ca_arg = ca.to_str().unwrap();
     let copied = mtools(&[
         "mcopy",
         "-i",
@@ -264,13 +243,17 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     std::fs::write(source.join("big"), pseudo_random(6 << 20, 99)).unwrap();
     let cache = dir.path().join("cache");
     let repo = vm.repo("alice", "alice%20pw", "alice");
-    ok(restic(&repo, &cache, &ca, &["init"]), "init");
+    ok(restic(&repo, &cache, &["--cacert", ca_arg, "init"]), "init");
     ok(
-        restic(&repo, &cache, &ca, &["backup", source.to_str().unwrap()]),
+        restic(
+            &repo,
+            &cache,
+            &["--cacert", ca_arg, "backup", source.to_str().unwrap()],
+        ),
         "backup",
     );
     ok(
-        restic(&repo, &cache, &ca, &["check", "--read-data"]),
+        restic(&repo, &cache, &["--cacert", ca_arg, "check", "--read-data"]),
         "check --read-data",
     );
     let target = dir.path().join("restore");
@@ -278,19 +261,18 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
         restic(
             &repo,
             &cache,
-            &ca,
-            &["restore", "latest", "--target", target.to_str().unwrap()],
+            &[
+                "--cacert",
+                ca_arg,
+                "restore",
+                "latest",
+                "--target",
+                target.to_str().unwrap(),
+            ],
         ),
         "restore",
     );
-    let restored = target.join(source.strip_prefix("/").unwrap());
-    for name in files_below(&source) {
-        assert!(
-            std::fs::read(source.join(&name)).unwrap()
-                == std::fs::read(restored.join(&name)).unwrap(),
-            "{name} differs"
-        );
-    }
+    assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
     // The plain-text users file is gone from the boot partition.
     let listing = mtools(&["mdir", "-b", "-i", &fat, "::/"]);
     assert!(
@@ -305,7 +287,12 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     let backup = {
         let (repo, cache, source, ca) = (repo.clone(), cache.clone(), source.clone(), ca.clone());
         std::thread::spawn(move || {
-            restic(&repo, &cache, &ca, &["backup", source.to_str().unwrap()])
+            let ca_arg = ca.to_str().unwrap();
+            restic(
+                &repo,
+                &cache,
+                &["--cacert", ca_arg, "backup", source.to_str().unwrap()],
+            )
         })
     };
     std::thread::sleep(Duration::from_secs(3));
@@ -321,19 +308,23 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     vm.wait_until_serving(boots_before + 1);
     // The interrupted run left a lock behind; then everything must check out.
     ok(
-        restic(&repo, &cache, &ca, &["unlock"]),
+        restic(&repo, &cache, &["--cacert", ca_arg, "unlock"]),
         "unlock after the power cut",
     );
     ok(
-        restic(&repo, &cache, &ca, &["check", "--read-data"]),
+        restic(&repo, &cache, &["--cacert", ca_arg, "check", "--read-data"]),
         "check --read-data after the power cut",
     );
     ok(
-        restic(&repo, &cache, &ca, &["backup", source.to_str().unwrap()]),
+        restic(
+            &repo,
+            &cache,
+            &["--cacert", ca_arg, "backup", source.to_str().unwrap()],
+        ),
         "backup after the power cut",
     );
     ok(
-        restic(&repo, &cache, &ca, &["check"]),
+        restic(&repo, &cache, &["--cacert", ca_arg, "check"]),
         "check after the new backup",
     );
 }

@@ -1,32 +1,8 @@
 //! End to end with the real restic client (Debian's package): the judge.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use crate::util::*;
-
-const PASSWORD: &str = "correct horse battery staple";
-
-fn restic(repo: &str, cache: &Path, args: &[&str]) -> Output {
-    Command::new("restic")
-        .args(["--repo", repo, "--cache-dir"])
-        .arg(cache)
-        .args(args)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .env_remove("RESTIC_REPOSITORY")
-        .output()
-        .expect("run restic")
-}
-
-fn ok(output: Output, what: &str) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "restic {what} failed:\n{text}");
-    text
-}
 
 /// A few hundred small files in nested folders and a few of several MiB.
 fn make_tree(root: &Path) {
@@ -45,19 +21,6 @@ fn make_tree(root: &Path) {
         .unwrap();
     }
     std::fs::write(root.join("empty"), b"").unwrap();
-}
-
-/// Byte-for-byte comparison of two trees.
-fn assert_same_tree(a: &Path, b: &Path) {
-    let files_a = files_below(a);
-    assert_eq!(files_a, files_below(b), "same file names");
-    for name in files_a {
-        let (x, y) = (
-            std::fs::read(a.join(&name)).unwrap(),
-            std::fs::read(b.join(&name)).unwrap(),
-        );
-        assert!(x == y, "{name} differs after restore");
-    }
 }
 
 #[test]

@@ -579,3 +579,42 @@ pub fn certificate(
     );
     (dir.join(cert), dir.join(key))
 }
+
+/// The repository password every restic test uses.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Runs Debian's restic on `repo` with its cache in `cache`.
+pub fn restic(repo: &str, cache: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("restic")
+        .args(["--repo", repo, "--cache-dir"])
+        .arg(cache)
+        .args(args)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .env_remove("RESTIC_REPOSITORY")
+        .output()
+        .expect("run restic")
+}
+
+/// Asserts that restic succeeded; returns what it printed.
+pub fn ok(output: std::process::Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "restic {what} failed:\n{text}");
+    text
+}
+
+/// Byte-for-byte comparison of two trees.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let files_a = files_below(a);
+    assert_eq!(files_a, files_below(b), "same file names");
+    for name in files_a {
+        let (x, y) = (
+            std::fs::read(a.join(&name)).unwrap(),
+            std::fs::read(b.join(&name)).unwrap(),
+        );
+        assert!(x == y, "{name} differs after restore");
+    }
+}
