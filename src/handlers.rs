@@ -355,18 +355,17 @@ async fn save(
             return Err(ApiError::QuotaExceeded);
         }
     }
-    let probe = path.clone();
-    match blocking::run(move || storage::file_len(&probe)).await {
-        Ok(_) => {
+    let verify = state.config.verify_upload && id.is_some();
+    let begun = Upload::begin(path, state.storage.modes, verify, fan_out).await;
+    let mut upload = match begun {
+        Ok(upload) => upload,
+        Err(e) if e.kind == StorageErrorKind::AlreadyExists => {
             return Err(ApiError::Forbidden(
                 "object exists; objects are never overwritten",
             ));
         }
-        Err(e) if e.kind == StorageErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
-    }
-    let verify = state.config.verify_upload && id.is_some();
-    let mut upload = Upload::begin(path, state.storage.modes, verify, fan_out).await?;
+    };
     let mut reservation = Reservation::new(state.quota.clone());
     let mut body = req.into_body();
     loop {

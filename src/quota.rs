@@ -24,10 +24,6 @@ impl Quota {
         self.used.get()
     }
 
-    pub fn limit(&self) -> Option<u64> {
-        self.limit
-    }
-
     /// Whether `bytes` more would pass the limit (checked against a declared
     /// Content-Length before anything is written).
     pub fn would_exceed(&self, bytes: u64) -> bool {

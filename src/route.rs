@@ -144,10 +144,6 @@ impl RepoPath {
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().map(String::as_str)
     }
-
-    pub fn is_root(&self) -> bool {
-        self.segments.is_empty()
-    }
 }
 
 impl fmt::Display for RepoPath {

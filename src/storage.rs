@@ -181,22 +181,51 @@ pub fn create_repo(dir: &Path, modes: Modes) -> Result<(), StorageError> {
     let mut builder = DirBuilder::new();
     builder.mode(modes.dir).recursive(true);
     builder.create(dir).op("create repository")?;
-    let mut single = DirBuilder::new();
-    single.mode(modes.dir);
-    let mkdir = |path: &Path| match single.create(path) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        other => other.op("create repository folder"),
-    };
     for kind in ObjectType::ALL {
-        mkdir(&dir.join(kind.dir_name()))?;
+        ensure_dir(&dir.join(kind.dir_name()), modes)?;
     }
     let data = dir.join(ObjectType::Data.dir_name());
     let mut name = [0u8; 2];
     for byte in 0..=255u8 {
         let hex = hex_pair(byte, &mut name);
-        mkdir(&data.join(hex))?;
+        ensure_dir(&data.join(hex), modes)?;
     }
     Ok(())
+}
+
+/// Makes `path` a folder with the server's mode (its parent must exist); an
+/// existing folder is fine.
+pub fn ensure_dir(path: &Path, modes: Modes) -> Result<(), StorageError> {
+    let mut builder = DirBuilder::new();
+    builder.mode(modes.dir);
+    match builder.create(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.op("create folder"),
+    }
+}
+
+/// Starts an upload in one trip to the I/O pool: refuses a name that is taken
+/// (AlreadyExists) and creates the temp file beside it. With `create_parent`
+/// (data packs), a missing fan-out folder is made, as long as `data/` exists.
+pub fn begin_upload(
+    final_path: &Path,
+    modes: Modes,
+    create_parent: bool,
+) -> Result<(File, PathBuf), StorageError> {
+    match file_len(final_path) {
+        Ok(_) => return Err(io::Error::from(io::ErrorKind::AlreadyExists)).op("object exists"),
+        Err(e) if e.kind == StorageErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match create_temp(final_path, modes) {
+        Err(e) if e.kind == StorageErrorKind::NotFound && create_parent => {
+            if let Some(parent) = final_path.parent() {
+                ensure_dir(parent, modes)?;
+            }
+            create_temp(final_path, modes)
+        }
+        other => other,
+    }
 }
 
 fn hex_pair(byte: u8, out: &mut [u8; 2]) -> &str {
@@ -223,14 +252,6 @@ pub fn open_read(path: &Path) -> Result<(File, u64), StorageError> {
         return Err(StorageError::not_found("open", io::ErrorKind::NotFound));
     }
     Ok((file, meta.len()))
-}
-
-/// Reads a whole small file (the config).
-pub fn read_small(path: &Path) -> Result<Vec<u8>, StorageError> {
-    let (file, len) = open_read(path)?;
-    let mut buf = Vec::with_capacity(len as usize);
-    io::Read::read_to_end(&mut io::Read::take(file, len), &mut buf).op("read")?;
-    Ok(buf)
 }
 
 /// Removes a file and returns the bytes it freed; a missing file frees nothing

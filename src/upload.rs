@@ -19,14 +19,14 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ring::digest;
 use tokio::task::JoinHandle;
 
 use crate::blocking;
-use crate::storage::{self, Context as _, Modes, StorageError, StorageErrorKind};
+use crate::storage::{self, Context as _, Modes, StorageError};
 
 /// Size of each of the two upload buffers: 384 KiB per upload in flight.
 /// Larger buffers mean fewer hand-offs to the I/O pool (each costs two thread
@@ -98,9 +98,8 @@ pub struct Upload {
 }
 
 impl Upload {
-    /// Creates the temp file beside `final_path`. `verify` turns on hashing.
-    /// For data packs whose fan-out folder is missing (a repository made by
-    /// other tools), `create_parent` lets the folder be made.
+    /// Creates the temp file beside `final_path` (see [`storage::begin_upload`];
+    /// a taken name is AlreadyExists). `verify` turns on hashing.
     pub async fn begin(
         final_path: PathBuf,
         modes: Modes,
@@ -108,23 +107,8 @@ impl Upload {
         create_parent: bool,
     ) -> Result<Upload, StorageError> {
         let target = final_path.clone();
-        let (file, temp_path) = blocking::run(move || match storage::create_temp(&target, modes) {
-            Err(e) if e.kind == StorageErrorKind::NotFound && create_parent => {
-                if let Some(parent) = target.parent() {
-                    let mut builder = std::fs::DirBuilder::new();
-                    std::os::unix::fs::DirBuilderExt::mode(&mut builder, modes.dir);
-                    match builder.create(parent) {
-                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                            return Err(e).op("create fan-out folder");
-                        }
-                        _ => {}
-                    }
-                }
-                storage::create_temp(&target, modes)
-            }
-            other => other,
-        })
-        .await?;
+        let (file, temp_path) =
+            blocking::run(move || storage::begin_upload(&target, modes, create_parent)).await?;
         Ok(Upload {
             final_path,
             temp_path: Some(temp_path),
@@ -136,10 +120,6 @@ impl Upload {
             spare: Vec::with_capacity(UPLOAD_BUFFER_BYTES),
             received: 0,
         })
-    }
-
-    pub fn final_path(&self) -> &Path {
-        &self.final_path
     }
 
     /// Bytes accepted so far.

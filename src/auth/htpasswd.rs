@@ -174,14 +174,6 @@ impl Users {
         self.entries.is_empty()
     }
 
-    pub fn set(&mut self, user: &str, hash: PasswordHash) {
-        self.entries.insert(user.to_string(), hash);
-    }
-
-    pub fn remove(&mut self, user: &str) -> bool {
-        self.entries.remove(user).is_some()
-    }
-
     /// The file's text, one `user:hash` line each.
     pub fn to_text(&self) -> String {
         self.entries
