@@ -7,6 +7,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use hyper::header::{HeaderMap, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::acl::Access;
@@ -50,11 +51,28 @@ pub async fn serve(
     req: Request<Incoming>,
     peer: Option<std::net::IpAddr>,
 ) -> (Option<String>, Result<Response<Body>, ApiError>) {
-    let metrics_request = state.metrics.is_some() && req.uri().path() == "/metrics";
-    if metrics_request && state.config.prometheus_no_auth {
-        return (None, metrics(state, req.method()).await);
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let (user, result) = authorize_and_handle(state, &parts, &mut body, peer).await;
+    if result.is_err()
+        && let Some(body) = body
+    {
+        drain_small_body(body, &parts.headers, state.config.limits.body_timeout).await;
     }
-    let user = match state.auth.authenticate(req.headers(), peer).await {
+    (user, result)
+}
+
+async fn authorize_and_handle(
+    state: &AppState,
+    parts: &Parts,
+    body: &mut Option<Incoming>,
+    peer: Option<std::net::IpAddr>,
+) -> (Option<String>, Result<Response<Body>, ApiError>) {
+    let metrics_request = state.metrics.is_some() && parts.uri.path() == "/metrics";
+    if metrics_request && state.config.prometheus_no_auth {
+        return (None, metrics(state, &parts.method).await);
+    }
+    let user = match state.auth.authenticate(&parts.headers, peer).await {
         Ok(user) => user,
         Err(e) => {
             if let Some(metrics) = &state.metrics {
@@ -69,10 +87,10 @@ pub async fn serve(
         if state.config.private_repos && user.as_deref().is_some_and(|u| u != METRICS_USER) {
             Err(ApiError::NotYourRepository)
         } else {
-            metrics(state, req.method()).await
+            metrics(state, &parts.method).await
         }
     } else {
-        handle(state, req, user.as_deref()).await
+        handle(state, parts, body, user.as_deref()).await
     };
     (user, result)
 }
@@ -88,6 +106,25 @@ fn required_access(method: &Method, target: &Target) -> Access {
         _ if *method == Method::POST => Access::Append,
         _ => Access::Full,
     }
+}
+
+/// Largest body read and thrown away after refusing a request.
+const DRAIN_LIMIT_BYTES: u64 = 64 * 1024;
+
+/// Reads the body of a refused request when it is small, so that closing the
+/// connection does not leave unread bytes behind: the kernel would then reset
+/// the connection, and the client could lose the answer before reading it.
+/// Large or undeclared bodies are left to hyper, which closes the connection.
+async fn drain_small_body(mut body: Incoming, headers: &HeaderMap, timeout: std::time::Duration) {
+    let small = declared_length(headers)
+        .ok()
+        .flatten()
+        .is_some_and(|n| n <= DRAIN_LIMIT_BYTES);
+    if !small {
+        return;
+    }
+    let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+    let _ = tokio::time::timeout(timeout, drain).await;
 }
 
 /// The user who may read `/metrics` under `--private-repos`.
@@ -133,10 +170,11 @@ fn count(
 /// Routes a request from `user` (None without authentication) to its handler.
 pub async fn handle(
     state: &AppState,
-    req: Request<Incoming>,
+    req: &Parts,
+    body: &mut Option<Incoming>,
     user: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let route = Route::parse(req.uri().path()).map_err(|e| match e {
+    let route = Route::parse(req.uri.path()).map_err(|e| match e {
         RouteError::NotFound => ApiError::NotFound("no such route"),
         RouteError::BadEncoding => ApiError::BadRequest("malformed percent-encoding in path"),
     })?;
@@ -151,7 +189,7 @@ pub async fn handle(
     {
         return Err(ApiError::NotYourRepository);
     }
-    let method = req.method().clone();
+    let method = req.method.clone();
     if let Some(acl) = &state.acl {
         // SECURITY: decided before any file is opened. No rule: the same 401
         // as a wrong password, so the answer does not tell what exists.
@@ -166,16 +204,16 @@ pub async fn handle(
     }
     match target {
         Target::Repo => match method {
-            Method::POST => create_repo(state, &repo, req.uri().query()).await,
+            Method::POST => create_repo(state, &repo, req.uri.query()).await,
             _ => Err(ApiError::MethodNotAllowed { allow: ALLOW_REPO }),
         },
         Target::Config => {
             let path = state.storage.config_path(&repo);
             match method {
                 Method::HEAD => head_file(path).await,
-                Method::GET => get_file(path, req.headers()).await.map(|(r, _)| r),
+                Method::GET => get_file(path, &req.headers).await.map(|(r, _)| r),
                 Method::POST => {
-                    let written = save(state, req, path, None, true, false).await?;
+                    let written = save(state, req, body, path, None, true, false).await?;
                     if let Some(metrics) = &state.metrics {
                         metrics.config_size_changed(&repo_label(&repo), written, 0);
                     }
@@ -195,7 +233,7 @@ pub async fn handle(
             }
         }
         Target::List(kind) => match method {
-            Method::GET => list(state, &repo, kind, req.headers()).await,
+            Method::GET => list(state, &repo, kind, &req.headers).await,
             _ => Err(ApiError::MethodNotAllowed { allow: ALLOW_LIST }),
         },
         Target::Object(kind, id) => {
@@ -203,13 +241,14 @@ pub async fn handle(
             match method {
                 Method::HEAD => head_file(path).await,
                 Method::GET => {
-                    let (response, sent) = get_file(path, req.headers()).await?;
+                    let (response, sent) = get_file(path, &req.headers).await?;
                     count(state, BlobOp::Read, user, &repo, kind, sent);
                     Ok(response)
                 }
                 Method::POST => {
                     let fan_out = kind.is_fanned_out();
-                    let saved = save(state, req, path, Some(id), kind.is_small(), fan_out).await;
+                    let saved =
+                        save(state, req, body, path, Some(id), kind.is_small(), fan_out).await;
                     if let (Err(ApiError::HashMismatch), Some(metrics)) = (&saved, &state.metrics) {
                         metrics.verification_failure();
                     }
@@ -339,14 +378,15 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 /// it visible only when complete. `small` caps the body at `--max-metadata-size`.
 async fn save(
     state: &AppState,
-    req: Request<Incoming>,
+    req: &Parts,
+    body: &mut Option<Incoming>,
     path: PathBuf,
     id: Option<ObjectId>,
     small: bool,
     fan_out: bool,
 ) -> Result<u64, ApiError> {
     let limits = &state.config.limits;
-    let declared = declared_length(req.headers())?;
+    let declared = declared_length(&req.headers)?;
     if let Some(len) = declared {
         if small && len > limits.max_metadata_bytes {
             return Err(ApiError::PayloadTooLarge);
@@ -367,7 +407,9 @@ async fn save(
         Err(e) => return Err(e.into()),
     };
     let mut reservation = Reservation::new(state.quota.clone());
-    let mut body = req.into_body();
+    let Some(mut body) = body.take() else {
+        return Err(ApiError::BadRequest("request body already taken"));
+    };
     loop {
         let frame = match tokio::time::timeout(limits.body_timeout, body.frame()).await {
             Err(_) => return Err(ApiError::BodyTimeout),
