@@ -196,7 +196,7 @@ fn failed_logins_are_throttled_per_address() {
     }
     // The bucket is empty: even the right password is not checked now.
     assert_eq!(status(&server, "GET", "/keys/", "alice", "right"), 401);
-    assert!(server.log().contains("too many failed attempts"));
+    assert!(server.wait_for_log("too many failed attempts", Duration::from_secs(10)));
     // One attempt comes back every 2 s.
     std::thread::sleep(Duration::from_millis(2200));
     assert_ne!(status(&server, "GET", "/keys/", "alice", "right"), 401);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -69,7 +69,15 @@ pub struct Server {
     child: Option<Child>,
     pub addr: Addr,
     pub data: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Log>,
+}
+
+/// The server's stderr lines, with a condition variable that is signalled as
+/// each line arrives, so a test waits for a line instead of polling for it.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
 }
 
 impl Server {
@@ -107,7 +115,7 @@ impl Server {
             .spawn()
             .expect("start rest-server");
         let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Log::default());
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
@@ -116,7 +124,8 @@ impl Server {
                 if let Some(addr) = line.split("start server on ").nth(1) {
                     let _ = tx.send(addr.trim().to_string());
                 }
-                sink.lock().unwrap().push(line);
+                sink.lines.lock().unwrap().push(line);
+                sink.grew.notify_all();
             }
         });
         let Ok(addr) = rx.recv_timeout(START_TIMEOUT) else {
@@ -124,7 +133,7 @@ impl Server {
             let _ = child.wait();
             panic!(
                 "server did not start; log:\n{}",
-                log.lock().unwrap().join("\n")
+                log.lines.lock().unwrap().join("\n")
             );
         };
         let addr = match addr.strip_prefix("unix:") {
@@ -152,19 +161,22 @@ impl Server {
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.log.lines.lock().unwrap().join("\n")
     }
 
-    /// Waits until the log has a line containing `text`.
+    /// Waits until the log has a line containing `text`: the server may write
+    /// a line after its answer, and the reader thread hands it over later
+    /// still, so a line caused by a request is waited for, not assumed.
     pub fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(text) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        let lines = self.log.lines.lock().unwrap();
+        let (_lines, waited) = self
+            .log
+            .grew
+            .wait_timeout_while(lines, timeout, |lines| {
+                !lines.iter().any(|line| line.contains(text))
+            })
+            .unwrap();
+        !waited.timed_out()
     }
 
     pub fn request(&self, method: &str, path: &str) -> Response {
