@@ -123,7 +123,7 @@ fn every_hash_format_and_every_failure() {
 
 #[test]
 fn apache_htpasswd_entries_work() {
-    if !have_tool("htpasswd", "apache_htpasswd_entries_work") {
+    if !require_tool("htpasswd", "apache_htpasswd_entries_work") {
         return;
     }
     let dir = TempDir::new("apache");
@@ -404,7 +404,7 @@ fn acl_levels_decide_per_user_and_repository() {
 
 #[test]
 fn user_add_on_a_terminal_asks_twice_without_echo() {
-    if !have_tool("script", "user_add_on_a_terminal_asks_twice_without_echo") {
+    if !require_tool("script", "user_add_on_a_terminal_asks_twice_without_echo") {
         return;
     }
     let dir = TempDir::new("tty");

@@ -30,7 +30,7 @@ const SCRIPTS: &[&str] = &[
 
 #[test]
 fn scripts_pass_shellcheck() {
-    if !have_tool("shellcheck", "scripts_pass_shellcheck") {
+    if !require_tool("shellcheck", "scripts_pass_shellcheck") {
         return;
     }
     let out = Command::new("shellcheck")
@@ -47,7 +47,7 @@ fn scripts_pass_shellcheck() {
 
 #[test]
 fn systemd_units_verify() {
-    if !have_tool("systemd-analyze", "systemd_units_verify") {
+    if !require_tool("systemd-analyze", "systemd_units_verify") {
         return;
     }
     // systemd-analyze checks that ExecStart's program exists: point it at the
@@ -100,7 +100,7 @@ fn which(name: &str) -> Option<PathBuf> {
 
 #[test]
 fn busybox_init_script_starts_reports_and_stops() {
-    if !have_tool("busybox", "busybox_init_script_starts_reports_and_stops") {
+    if !require_tool("busybox", "busybox_init_script_starts_reports_and_stops") {
         return;
     }
     let dir = TempDir::new("initd");
@@ -250,8 +250,7 @@ fn install_script_is_idempotent_and_uninstalls() {
 
 #[test]
 fn user_add_as_root_keeps_the_file_readable_by_the_service_user() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP user_add_as_root_keeps_the_file_readable_by_the_service_user: needs root");
+    if !require_root("user_add_as_root_keeps_the_file_readable_by_the_service_user") {
         return;
     }
     let dir = TempDir::new("owner");

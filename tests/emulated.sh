@@ -5,34 +5,49 @@
 # against x86_64 musl. Part of tests/all.sh.
 #
 # A target whose toolchain or emulator is missing is skipped with a message
-# saying what to install; nothing is skipped silently.
+# saying what to install; nothing is skipped silently. With
+# REST_SERVER_TEST_REQUIRE_TOOLS set (to anything but empty or 0; .ci/run sets
+# it) a missing tool fails instead, as in the cargo tests (tests/util/mod.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Budget for the stripped aarch64 binary (README, "Building for boards").
 MAX_AARCH64_BYTES=$((3 * 1024 * 1024))
 
+# skip WHAT WHY: reports that WHAT cannot run because of WHY (and appends the
+# line to $REST_SERVER_TEST_SKIP_LOG, which tests/all.sh lists at the end);
+# exits with failure instead under REST_SERVER_TEST_REQUIRE_TOOLS.
 skip() {
-    echo "SKIP emulated tests for $1: $2"
+    case "${REST_SERVER_TEST_REQUIRE_TOOLS:-0}" in
+        "" | 0) ;;
+        *)
+            echo "FAIL $1 cannot run: $2 (REST_SERVER_TEST_REQUIRE_TOOLS is set, so this fails instead of skipping)" >&2
+            exit 1
+            ;;
+    esac
+    echo "SKIP $1: $2"
+    if [ -n "${REST_SERVER_TEST_SKIP_LOG:-}" ]; then
+        echo "SKIP $1: $2" >>"$REST_SERVER_TEST_SKIP_LOG"
+    fi
 }
 
 # can_build TARGET LINKER QEMU: prints why not and fails when something is missing.
 can_build() {
     local target=$1 linker=$2 qemu=$3
     if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
-        skip "$target" "the Rust standard library is missing (rustup target add $target)"
+        skip "emulated tests for $target" "the Rust standard library is missing (rustup target add $target)"
         return 1
     fi
     if ! command -v "$linker" >/dev/null; then
-        skip "$target" "$linker is missing (see .ci/run for the Debian packages)"
+        skip "emulated tests for $target" "$linker is missing (see .ci/run for the Debian packages)"
         return 1
     fi
     if ! command -v "$qemu" >/dev/null; then
-        skip "$target" "$qemu is missing (apt-get install qemu-user-static)"
+        skip "emulated tests for $target" "$qemu is missing (apt-get install qemu-user-static)"
         return 1
     fi
     if ! "$qemu" --version >/dev/null 2>&1; then
-        skip "$target" "$qemu cannot run on this machine"
+        skip "emulated tests for $target" "$qemu cannot run on this machine"
         return 1
     fi
 }
@@ -79,11 +94,11 @@ if can_build aarch64-unknown-linux-musl aarch64-linux-gnu-gcc qemu-aarch64-stati
         command -v "$tool" >/dev/null || missing="$missing $tool"
     done
     if [ -n "$missing" ]; then
-        echo "SKIP the image test: missing$missing (see .ci/run for the Debian packages)"
+        skip "the image test" "missing$missing (see .ci/run for the Debian packages)"
     else
         echo "== the flashable image, booted under qemu-system-aarch64"
         image/build.sh --binary target/aarch64-unknown-linux-musl/release/rest-server --out target/image
-        REST_SERVER_IMAGE_DIR="$PWD/target/image" cargo test --test integration image::
+        REST_SERVER_IMAGE_DIR="$PWD/target/image" cargo test --test integration image:: -- --include-ignored
     fi
 fi
 
@@ -100,5 +115,5 @@ if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-mu
     REST_SERVER_BIN="$PWD/target/x86_64-unknown-linux-musl/release/rest-server" \
         cargo test --test integration restic::
 else
-    skip x86_64-unknown-linux-musl "the Rust standard library is missing (rustup target add x86_64-unknown-linux-musl)"
+    skip "emulated tests for x86_64-unknown-linux-musl" "the Rust standard library is missing (rustup target add x86_64-unknown-linux-musl)"
 fi

@@ -1,8 +1,9 @@
 //! The flashable image, booted under qemu-system-aarch64 (software emulation)
 //! with a second disk labelled RESTIC as the data disk: restic end to end
 //! through a port forward, then a simulated power cut in the middle of a
-//! backup. tests/emulated.sh builds the image and names its folder in
-//! REST_SERVER_IMAGE_DIR.
+//! backup. tests/emulated.sh builds the image, names its folder in
+//! REST_SERVER_IMAGE_DIR and runs this test, ignored by a plain `cargo test`,
+//! with `--include-ignored`.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -166,15 +167,18 @@ fn mtools(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs the image: tests/emulated.sh builds it and runs this with --include-ignored"]
 fn image_boots_serves_restic_and_survives_a_power_cut() {
+    let test = "image_boots_serves_restic_and_survives_a_power_cut";
     let Some(images) = std::env::var_os("REST_SERVER_IMAGE_DIR").map(PathBuf::from) else {
-        eprintln!(
-            "SKIP image_boots_serves_restic_and_survives_a_power_cut: REST_SERVER_IMAGE_DIR is not set (tests/emulated.sh builds the image and sets it)"
+        skip_or_fail(
+            test,
+            "REST_SERVER_IMAGE_DIR is not set (tests/emulated.sh builds the image and sets it)",
         );
         return;
     };
     for tool in ["qemu-system-aarch64", "restic", "mcopy", "mkfs.ext4"] {
-        if !have_tool(tool, "image_boots_serves_restic_and_survives_a_power_cut") {
+        if !require_tool(tool, test) {
             return;
         }
     }

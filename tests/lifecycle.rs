@@ -248,7 +248,7 @@ fn startup_removes_temp_files_a_crash_left() {
 
 #[test]
 fn systemd_socket_activation() {
-    if !have_tool("python3", "systemd_socket_activation") {
+    if !require_tool("python3", "systemd_socket_activation") {
         return;
     }
     let dir = TempDir::new("systemd");

@@ -25,7 +25,7 @@ fn make_tree(root: &Path) {
 
 #[test]
 fn restic_backup_check_restore_prune_and_append_only() {
-    if !have_tool(
+    if !require_tool(
         "restic",
         "restic_backup_check_restore_prune_and_append_only",
     ) {
@@ -123,7 +123,7 @@ fn restic_backup_check_restore_prune_and_append_only() {
 #[test]
 fn restic_over_tls_with_a_bcrypt_user_and_private_repos() {
     let name = "restic_over_tls_with_a_bcrypt_user_and_private_repos";
-    if !have_tool("restic", name) || !have_tool("openssl", name) {
+    if !require_tool("restic", name) || !require_tool("openssl", name) {
         return;
     }
     let dir = TempDir::new("restic-tls");
@@ -199,7 +199,7 @@ fn restic_over_tls_with_a_bcrypt_user_and_private_repos() {
 
 #[test]
 fn restic_with_an_append_grant_backs_up_but_cannot_prune() {
-    if !have_tool(
+    if !require_tool(
         "restic",
         "restic_with_an_append_grant_backs_up_but_cannot_prune",
     ) {

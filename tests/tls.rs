@@ -128,7 +128,7 @@ fn tls_server(data: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Server {
 
 #[test]
 fn serves_https_with_rsa_ecdsa_and_ed25519_keys() {
-    if !have_tool("openssl", "serves_https_with_rsa_ecdsa_and_ed25519_keys") {
+    if !require_tool("openssl", "serves_https_with_rsa_ecdsa_and_ed25519_keys") {
         return;
     }
     let dir = TempDir::new("tls-keys");
@@ -154,7 +154,7 @@ fn serves_https_with_rsa_ecdsa_and_ed25519_keys() {
 
 #[test]
 fn minimum_version_and_bad_files() {
-    if !have_tool("openssl", "minimum_version_and_bad_files") {
+    if !require_tool("openssl", "minimum_version_and_bad_files") {
         return;
     }
     let dir = TempDir::new("tls-version");
@@ -224,7 +224,7 @@ fn minimum_version_and_bad_files() {
 
 #[test]
 fn sighup_swaps_in_a_renewed_certificate() {
-    if !have_tool("openssl", "sighup_swaps_in_a_renewed_certificate") {
+    if !require_tool("openssl", "sighup_swaps_in_a_renewed_certificate") {
         return;
     }
     let dir = TempDir::new("tls-reload");
@@ -260,7 +260,7 @@ fn sighup_swaps_in_a_renewed_certificate() {
 
 #[test]
 fn client_certificates_can_be_required() {
-    if !have_tool("openssl", "client_certificates_can_be_required") {
+    if !require_tool("openssl", "client_certificates_can_be_required") {
         return;
     }
     let dir = TempDir::new("tls-client");
