@@ -1,51 +1,71 @@
 //! Startup and lifecycle: runtime, data directory, listener, signals.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use crate::access::Policy;
 use crate::access_log::AccessLog;
 use crate::auth::acl::Acl;
 use crate::auth::htpasswd::Users;
-use crate::auth::{self, AclRules, Auth, BasicAuth, Watched};
-use crate::blocking;
-use crate::config::AuthMode;
-use crate::config::Config;
+use crate::auth::{Auth, BasicAuth};
+use crate::compute::Compute;
+use crate::config::{AuthMode, Config};
 use crate::connection::Shared;
-use crate::handlers::AppState;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
+use crate::reload::{ReloadError, Watched};
 use crate::server;
-use crate::storage::{self, Storage, StorageError};
-use crate::tls::Tls;
+use crate::store::fs::FsStore;
+use crate::store::{Store, StoreError};
+use crate::tls::{TlsConfig, TlsError};
+
+/// What every request needs; shared by all connections on the one thread.
+pub(crate) struct AppState<S> {
+    pub(crate) config: Config,
+    pub(crate) store: S,
+    pub(crate) auth: Auth,
+    /// Who may do what where.
+    pub(crate) policy: Policy,
+    pub(crate) quota: Rc<Quota>,
+    /// Some with `--prometheus`.
+    pub(crate) metrics: Option<Rc<Metrics>>,
+    /// Hashing and bcrypt, apart from file I/O.
+    pub(crate) compute: Compute,
+}
 
 /// Why the server could not start or run.
 #[derive(Debug)]
-pub enum AppError {
+pub struct AppError(Cause);
+
+#[derive(Debug)]
+enum Cause {
     Runtime(io::Error),
-    DataDir(StorageError),
+    /// The compute pool's threads could not be started.
+    Threads(io::Error),
+    DataDir(StoreError),
     Listen(io::Error),
     AccessLog(io::Error),
-    Tls(crate::tls::TlsError),
+    Tls(ReloadError<TlsError>),
     /// The htpasswd file cannot be read; the server never serves without it.
-    Htpasswd(PathBuf, io::Error),
-    Acl(PathBuf, io::Error),
+    Htpasswd(PathBuf, ReloadError<io::Error>),
+    Acl(PathBuf, ReloadError<io::Error>),
     Signals(io::Error),
 }
 
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AppError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
-            AppError::DataDir(e) => write!(f, "data directory: {e}"),
-            AppError::Listen(e) => write!(f, "cannot listen: {e}"),
-            AppError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
-            AppError::Tls(e) => write!(f, "TLS: {e}"),
-            AppError::Acl(path, e) => write!(f, "cannot read the ACL file {}: {e}", path.display()),
-            AppError::Htpasswd(path, e) => write!(
+        match &self.0 {
+            Cause::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            Cause::Threads(e) => write!(f, "cannot start the compute threads: {e}"),
+            Cause::DataDir(e) => write!(f, "data directory: {e}"),
+            Cause::Listen(e) => write!(f, "cannot listen: {e}"),
+            Cause::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
+            Cause::Tls(e) => write!(f, "TLS: {e}"),
+            Cause::Acl(path, e) => write!(f, "cannot read the ACL file {}: {e}", path.display()),
+            Cause::Htpasswd(path, e) => write!(
                 f,
                 "cannot read the password file {}: {e}. Create a user with \
                  `rest-server --path <data directory> user add <name>` (or \
@@ -54,12 +74,25 @@ impl fmt::Display for AppError {
                 path.display(),
                 path.display()
             ),
-            AppError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            Cause::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
         }
     }
 }
 
-impl std::error::Error for AppError {}
+impl std::error::Error for AppError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            Cause::Runtime(e)
+            | Cause::Threads(e)
+            | Cause::Listen(e)
+            | Cause::AccessLog(e)
+            | Cause::Signals(e) => Some(e),
+            Cause::DataDir(e) => Some(e),
+            Cause::Tls(e) => Some(e),
+            Cause::Htpasswd(_, e) | Cause::Acl(_, e) => Some(e),
+        }
+    }
+}
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), AppError> {
@@ -67,17 +100,23 @@ pub fn run(config: Config) -> Result<(), AppError> {
         .enable_all()
         .max_blocking_threads(config.limits.io_threads)
         .build()
-        .map_err(AppError::Runtime)?;
+        .map_err(|e| AppError(Cause::Runtime(e)))?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, serve(config))
 }
 
 async fn serve(config: Config) -> Result<(), AppError> {
     log_modes(&config);
-    let storage = Storage::new(config.path.clone(), config.modes);
-    let scan = prepare_data_dir(&storage)
+    let store = FsStore::new(config.path.clone(), config.modes);
+    serve_store(config, store).await
+}
+
+/// Starts everything around `store` and serves until SIGINT or SIGTERM.
+async fn serve_store<S: Store>(config: Config, store: S) -> Result<(), AppError> {
+    let scan = store
+        .scan()
         .await
-        .map_err(AppError::DataDir)?;
+        .map_err(|e| AppError(Cause::DataDir(e)))?;
     if scan.temps_removed > 0 {
         log::warn!(
             "removed {} unfinished upload(s) left by an earlier crash",
@@ -85,73 +124,81 @@ async fn serve(config: Config) -> Result<(), AppError> {
         );
     }
     let quota = Rc::new(Quota::new(config.max_size, scan.bytes));
-    let metrics = config.prometheus.then(|| Metrics::new(scan.repos));
+    let metrics = config.prometheus.then(|| Rc::new(Metrics::new(scan.repos)));
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
-    let (auth, htpasswd_watch) = load_auth(&config.auth).await?;
-    let acl = load_acl(config.acl.as_deref()).await?;
+    let compute = Compute::start().map_err(|e| AppError(Cause::Threads(e)))?;
+    // Each watched file: loaded now (a broken one stops the server here),
+    // then watched; SIGHUP reloads them all at once.
+    let mut reloads: Vec<Rc<dyn Fn()>> = Vec::new();
+    let auth = match &config.auth {
+        AuthMode::Off => Auth::Off,
+        AuthMode::ProxyHeader(header) => Auth::Proxy(header.clone()),
+        AuthMode::Htpasswd(file) => {
+            let users = Watched::<Users>::load(file.clone())
+                .await
+                .map_err(|e| AppError(Cause::Htpasswd(file.clone(), e)))?;
+            if users.get().is_empty() {
+                log::warn!(
+                    "no usable user in {}: every request will be refused",
+                    file.display()
+                );
+            }
+            reloads.push(watch(&users));
+            Auth::Basic(BasicAuth::new(users, compute.clone()))
+        }
+    };
+    let acl = match &config.acl {
+        Some(file) => {
+            let acl = Watched::<Acl>::load(file.clone())
+                .await
+                .map_err(|e| AppError(Cause::Acl(file.clone(), e)))?;
+            reloads.push(watch(&acl));
+            Some(acl)
+        }
+        None => None,
+    };
     let tls = match &config.tls {
-        Some(settings) => Some(Rc::new(Tls::new(settings.clone()).map_err(AppError::Tls)?)),
+        Some(settings) => {
+            let tls = Watched::<TlsConfig>::load(settings.clone())
+                .await
+                .map_err(|e| AppError(Cause::Tls(e)))?;
+            reloads.push(watch(&tls));
+            Some(tls)
+        }
         None => None,
     };
     let access_log = match &config.access_log {
         Some(target) => Some(Rc::new(
-            AccessLog::open(target).map_err(AppError::AccessLog)?,
+            AccessLog::open(target).map_err(|e| AppError(Cause::AccessLog(e)))?,
         )),
         None => None,
     };
-    let listener = match Listener::from_systemd().map_err(AppError::Listen)? {
+    let listener = match Listener::from_systemd().map_err(|e| AppError(Cause::Listen(e)))? {
         Some(listener) => {
             log::info!("systemd socket activation mode");
             listener
         }
-        None => Listener::bind(&config.listen).map_err(AppError::Listen)?,
+        None => Listener::bind(&config.listen).map_err(|e| AppError(Cause::Listen(e)))?,
     };
     log::info!("start server on {}", listener.describe());
-    let shutdown = shutdown_signal().map_err(AppError::Signals)?;
-    let (acl_rules, acl_watch) = match acl {
-        Some((rules, watched, stamp)) => (Some(rules), Some((watched, stamp))),
-        None => (None, None),
-    };
+    let shutdown = shutdown_signal().map_err(|e| AppError(Cause::Signals(e)))?;
+    watch_sighup(reloads).map_err(|e| AppError(Cause::Signals(e)))?;
+    let policy = Policy::new(
+        acl,
+        config.private_repos && config.auth != AuthMode::Off,
+        config.append_only,
+    );
     let state = Rc::new(AppState {
         auth,
-        acl: acl_rules,
+        policy,
         config,
-        storage,
+        store,
         quota,
         metrics,
+        compute,
     });
-    let mut reloads = Vec::new();
-    if let Some((watched, stamp)) = htpasswd_watch {
-        let reload_now = spawn_watch(
-            watched,
-            stamp,
-            &state,
-            |state, users| {
-                if let Auth::Basic { checker, .. } = &state.auth {
-                    checker.replace_users(users);
-                }
-            },
-            |state| state.auth.user_count(),
-        );
-        reloads.push(reload_now);
-    }
-    if let Some((watched, stamp)) = acl_watch {
-        let reload_now = spawn_watch(
-            watched,
-            stamp,
-            &state,
-            |state, acl| {
-                if let Some(rules) = &state.acl {
-                    *rules.rules.borrow_mut() = acl;
-                }
-            },
-            |state| state.acl.as_ref().map_or(0, |r| r.rules.borrow().len()),
-        );
-        reloads.push(reload_now);
-    }
-    watch_sighup(reloads, tls.clone()).map_err(AppError::Signals)?;
     let shared = Rc::new(Shared::new(state, access_log, tls));
     let socket_path = listener.socket_path().map(Path::to_path_buf);
     server::serve(listener, shared, shutdown).await;
@@ -164,112 +211,23 @@ async fn serve(config: Config) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Starts watching a reloadable file; returns the handle SIGHUP uses to force
-/// a reload.
-fn spawn_watch<T: Send + 'static>(
-    watched: Watched<T>,
-    stamp: auth::FileStamp,
-    state: &Rc<AppState>,
-    apply: fn(&AppState, T),
-    count: fn(&AppState) -> usize,
-) -> Rc<tokio::sync::Notify> {
-    let reload_now = Rc::new(tokio::sync::Notify::new());
-    let (apply_to, count_of) = (state.clone(), state.clone());
-    tokio::task::spawn_local(watched.watch(
-        stamp,
-        reload_now.clone(),
-        move |value| apply(&apply_to, value),
-        move || count(&count_of),
-    ));
-    reload_now
-}
-
-/// Builds the configured authentication; for htpasswd, loads the file and
-/// returns what is needed to watch it for changes.
-async fn load_auth(
-    mode: &AuthMode,
-) -> Result<(Auth, Option<(Watched<Users>, auth::FileStamp)>), AppError> {
-    match mode {
-        AuthMode::Off => Ok((Auth::Off, None)),
-        AuthMode::ProxyHeader(name) => {
-            let header = hyper::header::HeaderName::try_from(name.as_str())
-                .map_err(|e| AppError::Listen(io::Error::other(e.to_string())))?;
-            Ok((Auth::Proxy(header), None))
-        }
-        AuthMode::Htpasswd(file) => {
-            let watched = Watched {
-                what: "htpasswd",
-                unit: "user(s)",
-                path: file.clone(),
-                load: auth::load_htpasswd,
-                count: Users::len,
-            };
-            let (users, stamp) = watched
-                .load_now()
-                .await
-                .map_err(|e| AppError::Htpasswd(file.clone(), e))?;
-            if users.is_empty() {
-                log::warn!(
-                    "no usable user in {}: every request will be refused",
-                    file.display()
-                );
-            }
-            let auth = Auth::Basic {
-                file: file.clone(),
-                checker: BasicAuth::new(users),
-            };
-            Ok((auth, Some((watched, stamp))))
-        }
-    }
-}
-
-/// Loads the `--acl` file, if any, and returns what is needed to watch it.
-async fn load_acl(
-    file: Option<&Path>,
-) -> Result<Option<(AclRules, Watched<Acl>, auth::FileStamp)>, AppError> {
-    let Some(file) = file else {
-        return Ok(None);
-    };
-    let watched = Watched {
-        what: "acl",
-        unit: "rule(s)",
-        path: file.to_path_buf(),
-        load: auth::load_acl,
-        count: Acl::len,
-    };
-    let (acl, stamp) = watched
-        .load_now()
-        .await
-        .map_err(|e| AppError::Acl(file.to_path_buf(), e))?;
-    let rules = AclRules {
-        rules: RefCell::new(acl),
-    };
-    Ok(Some((rules, watched, stamp)))
+/// Starts watching a reloadable file; returns what SIGHUP calls.
+fn watch<T: crate::reload::Reloadable>(watched: &Rc<Watched<T>>) -> Rc<dyn Fn()> {
+    tokio::task::spawn_local(watched.clone().watch());
+    let watched = watched.clone();
+    Rc::new(move || watched.reload_now())
 }
 
 /// SIGHUP reloads the htpasswd and ACL files and the TLS certificate and key
-/// at once. A TLS reload that fails keeps the certificate in use.
-fn watch_sighup(files: Vec<Rc<tokio::sync::Notify>>, tls: Option<Rc<Tls>>) -> io::Result<()> {
+/// at once; a reload that fails keeps what is in use.
+fn watch_sighup(reloads: Vec<Rc<dyn Fn()>>) -> io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::task::spawn_local(async move {
         while hangup.recv().await.is_some() {
             log::info!("received SIGHUP: reloading");
-            for reload_now in &files {
-                reload_now.notify_one();
-            }
-            if let Some(tls) = &tls {
-                let settings = tls.settings.clone();
-                match tokio::task::spawn_blocking(move || crate::tls::load(&settings)).await {
-                    Ok(Ok(config)) => {
-                        tls.replace(config);
-                        log::info!("TLS: reloaded {}", tls.settings.cert.display());
-                    }
-                    Ok(Err(e)) => {
-                        log::error!("TLS reload failed, keeping the current certificate: {e}")
-                    }
-                    Err(e) => log::error!("TLS reload failed: {e}"),
-                }
+            for reload in &reloads {
+                reload();
             }
         }
     });
@@ -352,21 +310,6 @@ fn log_modes(config: &Config) {
         l.max_metadata_bytes,
         l.io_threads
     );
-}
-
-/// Creates the data directory if needed, then removes crash leftovers and
-/// counts the bytes stored.
-async fn prepare_data_dir(storage: &Storage) -> Result<storage::ScanReport, StorageError> {
-    let root = storage.root().to_path_buf();
-    let modes = storage.modes;
-    blocking::run(move || {
-        use std::os::unix::fs::DirBuilderExt;
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true).mode(modes.dir);
-        storage::Context::op(builder.create(&root), "create data directory")?;
-        storage::scan(&root)
-    })
-    .await
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

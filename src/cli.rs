@@ -12,7 +12,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::config::{AccessLogTarget, AuthMode, Config, Limits, ListenAddr};
-use crate::storage::Modes;
+use crate::store::fs::Modes;
 use crate::tls::{TlsSettings, TlsVersion};
 
 /// A restic REST backend server for small boards: a drop-in for rest-server.
@@ -252,7 +252,7 @@ pub fn normalize_args(args: &[String]) -> Result<Vec<String>, CliError> {
 }
 
 /// Parses `host:port`, `:port` or `unix:/path`.
-pub fn parse_listen(text: &str) -> Result<ListenAddr, CliError> {
+pub(crate) fn parse_listen(text: &str) -> Result<ListenAddr, CliError> {
     if let Some(path) = text.strip_prefix("unix:") {
         if path.is_empty() {
             return Err(CliError("--listen unix: needs a socket path".into()));
@@ -403,12 +403,14 @@ impl Flags {
         let auth = if self.no_auth {
             AuthMode::Off
         } else if let Some(header) = self.proxy_auth_username {
-            if hyper::header::HeaderName::try_from(header.as_str()).is_err() {
-                return Err(CliError(format!(
-                    "--proxy-auth-username {header:?} is not a valid header name"
-                )));
+            match hyper::header::HeaderName::try_from(header.as_str()) {
+                Ok(name) => AuthMode::ProxyHeader(name),
+                Err(_) => {
+                    return Err(CliError(format!(
+                        "--proxy-auth-username {header:?} is not a valid header name"
+                    )));
+                }
             }
-            AuthMode::ProxyHeader(header)
         } else {
             AuthMode::Htpasswd(htpasswd)
         };
@@ -522,7 +524,7 @@ mod tests {
         let config = parse(&["--proxy-auth-username", "X-Forwarded-User"]).unwrap();
         assert_eq!(
             config.auth,
-            AuthMode::ProxyHeader("X-Forwarded-User".into())
+            AuthMode::ProxyHeader(hyper::header::HeaderName::from_static("x-forwarded-user"))
         );
         let config = parse(&["--no-auth", "--proxy-auth-username", "X-User"]).unwrap();
         assert_eq!(config.auth, AuthMode::Off, "--no-auth overrides");

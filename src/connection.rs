@@ -21,7 +21,6 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -31,11 +30,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::access_log::{AccessLog, Entry};
+use crate::access_log::AccessLog;
+use crate::app::AppState;
 use crate::body::{Body, Completion};
 use crate::config::Limits;
-use crate::handlers::{self, AppState};
-use crate::tls::Tls;
+use crate::reload::Watched;
+use crate::request::{self, Client, Record};
+use crate::store::Store;
+use crate::tls::TlsConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -46,7 +48,7 @@ enum Phase {
 
 /// What the connection is doing, updated by its I/O and its requests.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     phase: Cell<Phase>,
     since: Cell<Instant>,
     in_flight: Cell<u32>,
@@ -192,23 +194,23 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
 /// Most bytes hyper reads from a socket at once. Measured with the upload
 /// benchmark: 128 and 256 KiB read no faster than 64 KiB once uploads are
 /// pipelined (see `upload`), but cost memory on every busy connection.
-pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+pub(crate) const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Shared by all connections: state, the access log, and hyper's settings.
-pub struct Shared {
-    pub state: Rc<AppState>,
-    pub access_log: Option<Rc<AccessLog>>,
+pub(crate) struct Shared<S> {
+    pub(crate) state: Rc<AppState<S>>,
+    pub(crate) access_log: Option<Rc<AccessLog>>,
     /// Some when serving HTTPS.
-    pub tls: Option<Rc<Tls>>,
-    pub http: http1::Builder,
+    pub(crate) tls: Option<Rc<Watched<TlsConfig>>>,
+    pub(crate) http: http1::Builder,
 }
 
-impl Shared {
-    pub fn new(
-        state: Rc<AppState>,
+impl<S> Shared<S> {
+    pub(crate) fn new(
+        state: Rc<AppState<S>>,
         access_log: Option<Rc<AccessLog>>,
-        tls: Option<Rc<Tls>>,
-    ) -> Shared {
+        tls: Option<Rc<Watched<TlsConfig>>>,
+    ) -> Shared<S> {
         let limits = &state.config.limits;
         let mut http = http1::Builder::new();
         http.keep_alive(true)
@@ -228,41 +230,38 @@ impl Shared {
     }
 }
 
-/// Fires when a response is done: ends the request for the watchdog and writes
-/// the access log line.
+/// Fires when a response is done: records the request and ends it for the
+/// watchdog.
 struct RequestDone {
     activity: Rc<Activity>,
-    access_log: Option<(Rc<AccessLog>, Entry)>,
+    record: Record,
 }
 
 impl Completion for RequestDone {
     fn complete(&mut self, body_bytes: u64) {
+        self.record.complete(body_bytes);
         self.activity.on_request_end();
-        if let Some((log, mut entry)) = self.access_log.take() {
-            entry.bytes = body_bytes;
-            log.write(&entry);
-        }
     }
 }
 
 /// The client at the other end of a connection.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// None on a Unix socket.
-    pub ip: Option<IpAddr>,
+    pub(crate) ip: Option<IpAddr>,
     /// For logs: the address, or `-` on a Unix socket.
-    pub name: Rc<str>,
+    pub(crate) name: Rc<str>,
 }
 
 impl Peer {
-    pub fn tcp(ip: IpAddr) -> Peer {
+    pub(crate) fn tcp(ip: IpAddr) -> Peer {
         Peer {
             ip: Some(ip),
             name: Rc::from(ip.to_string()),
         }
     }
 
-    pub fn unix() -> Peer {
+    pub(crate) fn unix() -> Peer {
         Peer {
             ip: None,
             name: Rc::from("-"),
@@ -278,13 +277,14 @@ impl std::fmt::Display for Peer {
 
 /// Serves one connection until the client leaves, a timeout hits, or the
 /// server shuts down (then the request in flight is finished first).
-pub async fn serve<S>(
-    stream: S,
+pub(crate) async fn serve<S, IO>(
+    stream: IO,
     peer: Peer,
-    shared: Rc<Shared>,
+    shared: Rc<Shared<S>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Store,
+    IO: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let activity = Rc::new(Activity::new());
     let io = TokioIo::new(TrackedIo {
@@ -333,57 +333,22 @@ pub async fn serve<S>(
     }
 }
 
-async fn respond(
+async fn respond<S: Store>(
     req: Request<hyper::body::Incoming>,
     activity: &Rc<Activity>,
-    shared: &Shared,
+    shared: &Shared<S>,
     peer: &Peer,
-) -> Response<Body> {
+) -> Response<Body<S>> {
     activity.on_request_start();
-    let method = req.method().clone();
-    let mut entry = shared
-        .access_log
-        .as_ref()
-        .map(|_| Entry::from_request(&req, &peer.name, SystemTime::now()));
-    // Kept for the log lines below; the request itself moves into the handler.
-    let path = req.uri().path().to_owned();
-    let state = &shared.state;
-    let (user, result) = handlers::serve(state, req, peer.ip).await;
-    let who = user.as_deref().unwrap_or("-");
-    let mut response = match result {
-        Ok(response) => response,
-        Err(e) => {
-            let status = e.status().as_u16();
-            if e.is_server_fault() {
-                log::error!("{method} {path} from {peer} ({who}): {status} ({e})");
-            } else if e.is_routine() {
-                // restic asks for things that are not there as part of its
-                // normal work (HEAD config before init, say).
-                log::info!("{method} {path} from {peer} ({who}): {status} ({e})");
-            } else {
-                log::warn!("{method} {path} from {peer} ({who}): {status} ({e})");
-            }
-            e.into_response()
-        }
+    let client = Client {
+        ip: peer.ip,
+        name: &peer.name,
     };
-    if state.config.debug {
-        log::debug!(
-            "{method} {path} from {peer} ({who}): {}",
-            response.status().as_u16()
-        );
-    }
-    let access_log = shared
-        .access_log
-        .clone()
-        .zip(entry.take())
-        .map(|(log, mut entry)| {
-            entry.status = response.status().as_u16();
-            entry.user = user;
-            (log, entry)
-        });
+    let (mut response, record) =
+        request::serve(&shared.state, shared.access_log.as_ref(), req, &client).await;
     response.body_mut().set_completion(Box::new(RequestDone {
         activity: activity.clone(),
-        access_log,
+        record,
     }));
     response
 }

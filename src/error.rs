@@ -8,25 +8,30 @@ use std::fmt;
 use hyper::StatusCode;
 use hyper::header::{ALLOW, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 
+use crate::access::Denied;
 use crate::auth::AuthError;
 use crate::body::Body;
-use crate::storage::{StorageError, StorageErrorKind};
+use crate::compute::PoolGone;
+use crate::store::{ErrorKind, StoreError};
 
+/// Why a request failed.
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// No or wrong credentials.
     Unauthorized(AuthError),
-    /// `--private-repos`: a repository outside the user's own. Answered like
-    /// bad credentials, so it does not tell whether the repository exists.
-    NotYourRepository,
     /// No such route, repository or object.
     NotFound(&'static str),
     /// Malformed request (bad encoding, `POST /` without `create=true`, short body).
     BadRequest(&'static str),
     /// The uploaded content does not hash to its name.
     HashMismatch,
-    /// Forbidden by the mode or because the object exists already.
+    /// Forbidden because the object exists already.
     Forbidden(&'static str),
+    /// Refused by the access policy. No grant at all (another user's
+    /// repository under `--private-repos`, no ACL rule) is answered like bad
+    /// credentials, so that it does not tell whether the repository exists;
+    /// a grant too low for the request (ACL, `--append-only`) is a 403.
+    NotAllowed(Denied),
     MethodNotAllowed {
         allow: &'static str,
     },
@@ -41,44 +46,51 @@ pub enum ApiError {
     /// The client stopped sending the body.
     BodyTimeout,
     /// The body could not be read from the connection (client went away).
-    BodyRead(hyper::Error),
-    Storage(StorageError),
+    BodyRead(Box<dyn std::error::Error + Send + Sync>),
+    Storage(StoreError),
+    /// The compute pool is gone (a hashing job panicked).
+    Compute(PoolGone),
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) | ApiError::NotYourRepository => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::NotAllowed(Denied::NoGrant) => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) | ApiError::HashMismatch | ApiError::BodyRead(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::NotAllowed(Denied::TooLow { .. }) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Storage(e) => match e.kind {
-                StorageErrorKind::NotFound => StatusCode::NOT_FOUND,
-                StorageErrorKind::AlreadyExists => StatusCode::FORBIDDEN,
-                StorageErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
-                StorageErrorKind::Unexpected => StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                ErrorKind::AlreadyExists => StatusCode::FORBIDDEN,
+                ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+                ErrorKind::Unexpected => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ApiError::Compute(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// Whether this is the server's fault (logged as an error, not a warning).
-    pub fn is_server_fault(&self) -> bool {
+    pub(crate) fn is_server_fault(&self) -> bool {
         self.status().is_server_error() && !matches!(self, ApiError::QuotaExceeded)
     }
 
     /// A missing file or object: normal in restic's traffic, not bad input.
-    pub fn is_routine(&self) -> bool {
-        matches!(self, ApiError::Storage(e) if e.kind == StorageErrorKind::NotFound)
+    pub(crate) fn is_routine(&self) -> bool {
+        matches!(self, ApiError::Storage(e) if e.kind == ErrorKind::NotFound)
     }
 
-    pub fn into_response(self) -> hyper::Response<Body> {
+    pub(crate) fn into_response<S: crate::store::Store>(self) -> hyper::Response<Body<S>> {
         let status = self.status();
         let mut response = hyper::Response::new(Body::from_static(status_text(status)));
         *response.status_mut() = status;
@@ -91,7 +103,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::Unauthorized(_) | ApiError::NotYourRepository => {
+            ApiError::Unauthorized(_) | ApiError::NotAllowed(Denied::NoGrant) => {
                 headers.insert(
                     WWW_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"restic\""),
@@ -108,9 +120,33 @@ impl ApiError {
     }
 }
 
-impl From<StorageError> for ApiError {
-    fn from(err: StorageError) -> ApiError {
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
         ApiError::Storage(err)
+    }
+}
+
+impl From<PoolGone> for ApiError {
+    fn from(err: PoolGone) -> ApiError {
+        ApiError::Compute(err)
+    }
+}
+
+impl From<crate::range::RangeError> for ApiError {
+    fn from(err: crate::range::RangeError) -> ApiError {
+        ApiError::RangeNotSatisfiable { size: err.size }
+    }
+}
+
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ApiError::Unauthorized(e) => Some(e),
+            ApiError::BodyRead(e) => Some(e.as_ref()),
+            ApiError::Storage(e) => Some(e),
+            ApiError::Compute(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
@@ -118,9 +154,14 @@ impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiError::Unauthorized(e) => f.write_str(e.reason()),
-            ApiError::NotYourRepository => f.write_str("not the user's own repository"),
             ApiError::NotFound(why) | ApiError::BadRequest(why) | ApiError::Forbidden(why) => {
                 f.write_str(why)
+            }
+            ApiError::NotAllowed(Denied::NoGrant) => {
+                f.write_str("no access to this repository for this user")
+            }
+            ApiError::NotAllowed(Denied::TooLow { granted, needed }) => {
+                write!(f, "needs {needed} access, has {granted}")
             }
             ApiError::HashMismatch => f.write_str("content does not match its name (SHA-256)"),
             ApiError::MethodNotAllowed { allow } => {
@@ -134,6 +175,7 @@ impl fmt::Display for ApiError {
             ApiError::BodyTimeout => f.write_str("client stopped sending the body"),
             ApiError::BodyRead(e) => write!(f, "reading body: {e}"),
             ApiError::Storage(e) => write!(f, "{e}"),
+            ApiError::Compute(e) => write!(f, "{e}"),
         }
     }
 }
@@ -157,31 +199,28 @@ fn status_text(status: StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::memory::MemStore;
     use std::io;
 
-    fn storage(kind: StorageErrorKind) -> ApiError {
-        ApiError::Storage(StorageError {
-            kind,
-            op: "test",
-            source: io::Error::other("x"),
-        })
+    fn storage(kind: ErrorKind) -> ApiError {
+        ApiError::Storage(StoreError::new(kind, "test", io::Error::other("x")))
     }
 
     #[test]
     fn maps_each_error_to_its_status() {
-        assert_eq!(storage(StorageErrorKind::NotFound).status(), 404);
-        assert_eq!(storage(StorageErrorKind::AlreadyExists).status(), 403);
-        assert_eq!(storage(StorageErrorKind::NoSpace).status(), 507);
-        assert_eq!(storage(StorageErrorKind::Unexpected).status(), 500);
+        assert_eq!(storage(ErrorKind::NotFound).status(), 404);
+        assert_eq!(storage(ErrorKind::AlreadyExists).status(), 403);
+        assert_eq!(storage(ErrorKind::NoSpace).status(), 507);
+        assert_eq!(storage(ErrorKind::Unexpected).status(), 500);
         assert_eq!(ApiError::HashMismatch.status(), 400);
         assert_eq!(ApiError::QuotaExceeded.status(), 507);
         assert!(!ApiError::QuotaExceeded.is_server_fault());
-        assert!(storage(StorageErrorKind::Unexpected).is_server_fault());
+        assert!(storage(ErrorKind::Unexpected).is_server_fault());
     }
 
     #[test]
     fn method_not_allowed_names_the_allowed_methods() {
-        let response = ApiError::MethodNotAllowed { allow: "GET" }.into_response();
+        let response = ApiError::MethodNotAllowed { allow: "GET" }.into_response::<MemStore>();
         assert_eq!(response.status(), 405);
         assert_eq!(response.headers()[ALLOW], "GET");
     }

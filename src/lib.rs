@@ -1,29 +1,40 @@
 //! A restic REST backend server for small boards: restic's REST protocol v1
-//! and v2 on a one-threaded hyper server, with uploads streamed to disk and
+//! and v2 on a one-threaded hyper server, with uploads streamed to storage and
 //! verified against their names.
+//!
+//! Only what `main` needs is public; see README's "How it works" for the
+//! module map.
 
 #![deny(unsafe_code)]
 
-pub mod access_log;
+mod access;
+mod access_log;
+mod api;
 pub mod app;
-pub mod auth;
-pub mod blocking;
-pub mod body;
+mod auth;
+mod body;
 pub mod certgen;
 pub mod cli;
+mod compute;
 pub mod config;
-pub mod connection;
-pub mod error;
-pub mod handlers;
-pub mod listener;
+mod connection;
+mod error;
+#[cfg(test)]
+mod inprocess;
+mod io_pool;
+mod listener;
 pub mod logging;
-pub mod metrics;
-pub mod quota;
-pub mod range;
-pub mod route;
-pub mod server;
-pub mod storage;
+mod metrics;
+mod quota;
+mod range;
+mod reload;
+mod request;
+mod route;
+mod server;
+mod store;
 mod systemd;
-pub mod tls;
-pub mod upload;
+#[cfg(test)]
+mod testing;
+mod tls;
+mod upload;
 pub mod users;

@@ -12,11 +12,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::error::ApiError;
 use crate::route::ObjectType;
+use crate::store::{RepoStats, Space};
 
 /// What happened to a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlobOp {
+pub(crate) enum BlobOp {
     Read,
     Write,
     Delete,
@@ -35,42 +37,21 @@ struct BlobCounters {
     delete: Counter,
 }
 
-/// What is stored in one repository.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RepoStats {
-    pub bytes: u64,
-    /// Modification time (Unix seconds) of the newest snapshot file.
-    pub newest_snapshot: Option<u64>,
-}
-
-/// Free and total bytes of the filesystem holding the data directory.
-#[derive(Debug, Clone, Copy)]
-pub struct FsSpace {
-    pub free: u64,
-    pub total: u64,
-}
-
 type BlobKey = (String, String, &'static str);
 
 /// One of rest-server's blob counters: name, help text, and how to read it.
 type BlobFamily = (&'static str, &'static str, fn(&BlobCounters) -> u64);
 
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     blobs: RefCell<BTreeMap<BlobKey, BlobCounters>>,
     repos: RefCell<BTreeMap<String, RepoStats>>,
     auth_failures: RefCell<BTreeMap<&'static str, u64>>,
     verification_failures: Cell<u64>,
 }
 
-/// A repository's label: its path without the leading slash (`alice/laptop`,
-/// empty for the root repository), as rest-server writes it.
-pub fn repo_label(repo: &crate::route::RepoPath) -> String {
-    repo.segments().collect::<Vec<_>>().join("/")
-}
-
 impl Metrics {
-    pub fn new(repos: BTreeMap<String, RepoStats>) -> Metrics {
+    pub(crate) fn new(repos: BTreeMap<String, RepoStats>) -> Metrics {
         Metrics {
             repos: RefCell::new(repos),
             ..Metrics::default()
@@ -78,7 +59,7 @@ impl Metrics {
     }
 
     /// Counts a blob read, write or delete by `user` (empty without auth).
-    pub fn blob(&self, op: BlobOp, user: &str, repo: &str, kind: ObjectType, bytes: u64) {
+    pub(crate) fn blob(&self, op: BlobOp, user: &str, repo: &str, kind: ObjectType, bytes: u64) {
         let key = (user.to_string(), repo.to_string(), kind.dir_name());
         let mut blobs = self.blobs.borrow_mut();
         let counters = blobs.entry(key).or_default();
@@ -107,24 +88,38 @@ impl Metrics {
         }
     }
 
-    /// Counts a config upload or delete in the repository's size.
-    pub fn config_size_changed(&self, repo: &str, added: u64, removed: u64) {
+    /// Counts a config upload or delete in the repository's size (reads of
+    /// the config are not blob reads).
+    pub(crate) fn config(&self, op: BlobOp, repo: &str, bytes: u64) {
         let mut repos = self.repos.borrow_mut();
         let stats = repos.entry(repo.to_string()).or_default();
-        stats.bytes = (stats.bytes + added).saturating_sub(removed);
+        match op {
+            BlobOp::Read => {}
+            BlobOp::Write => stats.bytes += bytes,
+            BlobOp::Delete => stats.bytes = stats.bytes.saturating_sub(bytes),
+        }
     }
 
-    pub fn auth_failure(&self, reason: &'static str) {
-        *self.auth_failures.borrow_mut().entry(reason).or_default() += 1;
-    }
-
-    pub fn verification_failure(&self) {
-        self.verification_failures
-            .set(self.verification_failures.get() + 1);
+    /// Counts the failures that have their own metric: refused logins and
+    /// uploads that did not match their name.
+    pub(crate) fn failed(&self, error: &ApiError) {
+        match error {
+            ApiError::Unauthorized(e) => {
+                *self
+                    .auth_failures
+                    .borrow_mut()
+                    .entry(e.reason())
+                    .or_default() += 1;
+            }
+            ApiError::HashMismatch => self
+                .verification_failures
+                .set(self.verification_failures.get() + 1),
+            _ => {}
+        }
     }
 
     /// The text exposition format, version 0.0.4.
-    pub fn render(&self, space: Option<FsSpace>) -> String {
+    pub(crate) fn render(&self, space: Option<Space>) -> String {
         let mut out = String::with_capacity(4096);
         let blobs = self.blobs.borrow();
         let families: [BlobFamily; 6] = [
@@ -263,16 +258,6 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Free and total bytes of the filesystem at `path`.
-pub fn fs_space(path: &std::path::Path) -> Option<FsSpace> {
-    let stat = nix::sys::statvfs::statvfs(path).ok()?;
-    let fragment = stat.fragment_size() as u64;
-    Some(FsSpace {
-        free: stat.blocks_available() as u64 * fragment,
-        total: stat.blocks() as u64 * fragment,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,16 +276,19 @@ mod tests {
         metrics.blob(BlobOp::Write, "alice", "alice", ObjectType::Data, 50);
         metrics.blob(BlobOp::Read, "alice", "alice", ObjectType::Data, 20);
         metrics.blob(BlobOp::Delete, "alice", "alice", ObjectType::Data, 30);
-        metrics.auth_failure("wrong password");
-        metrics.verification_failure();
-        let text = metrics.render(Some(FsSpace { free: 1, total: 2 }));
+        metrics.failed(&ApiError::Unauthorized(
+            crate::auth::AuthError::WrongPassword,
+        ));
+        metrics.failed(&ApiError::HashMismatch);
+        metrics.config(BlobOp::Write, "alice", 10);
+        let text = metrics.render(Some(Space { free: 1, total: 2 }));
         assert!(text.contains(
             "rest_server_blob_write_bytes_total{repo=\"alice\",type=\"data\",user=\"alice\"} 50"
         ));
         assert!(text.contains(
             "rest_server_blob_read_total{repo=\"alice\",type=\"data\",user=\"alice\"} 1"
         ));
-        assert!(text.contains("rest_server_repo_stored_bytes{repo=\"alice\"} 120"));
+        assert!(text.contains("rest_server_repo_stored_bytes{repo=\"alice\"} 130"));
         assert!(
             text.contains("rest_server_repo_newest_snapshot_timestamp_seconds{repo=\"alice\"} 5")
         );

@@ -20,7 +20,8 @@ impl Quota {
         }
     }
 
-    pub fn used(&self) -> u64 {
+    #[cfg(test)]
+    fn used(&self) -> u64 {
         self.used.get()
     }
 

@@ -4,10 +4,22 @@
 //! ranges is answered with the whole object (RFC 9110 lets a server ignore
 //! Range); a malformed or unsatisfiable one is 416, as Go's `ServeContent` does.
 
-use crate::error::ApiError;
+/// A Range header that cannot be served for an object of `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RangeError {
+    pub(crate) size: u64,
+}
+
+impl std::fmt::Display for RangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "range not satisfiable for size {}", self.size)
+    }
+}
+
+impl std::error::Error for RangeError {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ByteRange {
+pub(crate) enum ByteRange {
     Full,
     /// `len` bytes from `start`; `len` is at least 1.
     Partial {
@@ -18,7 +30,7 @@ pub enum ByteRange {
 
 impl ByteRange {
     /// `(offset, length)` to send from an object of `size` bytes.
-    pub fn span(self, size: u64) -> (u64, u64) {
+    pub(crate) fn span(self, size: u64) -> (u64, u64) {
         match self {
             ByteRange::Full => (0, size),
             ByteRange::Partial { start, len } => (start, len),
@@ -26,8 +38,8 @@ impl ByteRange {
     }
 }
 
-pub fn parse(header: &str, size: u64) -> Result<ByteRange, ApiError> {
-    let unsatisfiable = ApiError::RangeNotSatisfiable { size };
+pub(crate) fn parse(header: &str, size: u64) -> Result<ByteRange, RangeError> {
+    let unsatisfiable = RangeError { size };
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return Err(unsatisfiable);
     };
@@ -46,17 +58,17 @@ pub fn parse(header: &str, size: u64) -> Result<ByteRange, ApiError> {
     };
     let (start, end) = if first.trim().is_empty() {
         // Suffix: the last n bytes.
-        let n = number(last).ok_or(ApiError::RangeNotSatisfiable { size })?;
+        let n = number(last).ok_or(unsatisfiable)?;
         if n == 0 || size == 0 {
             return Err(unsatisfiable);
         }
         (size - n.min(size), size - 1)
     } else {
-        let start = number(first).ok_or(ApiError::RangeNotSatisfiable { size })?;
+        let start = number(first).ok_or(unsatisfiable)?;
         let end = if last.trim().is_empty() {
             size.saturating_sub(1)
         } else {
-            let end = number(last).ok_or(ApiError::RangeNotSatisfiable { size })?;
+            let end = number(last).ok_or(unsatisfiable)?;
             if end < start {
                 return Err(unsatisfiable);
             }
@@ -105,13 +117,7 @@ mod tests {
             "items=0-1",
             "bytes=+1-2",
         ] {
-            assert!(
-                matches!(
-                    parse(bad, 100),
-                    Err(ApiError::RangeNotSatisfiable { size: 100 })
-                ),
-                "{bad}"
-            );
+            assert!(parse(bad, 100) == Err(RangeError { size: 100 }), "{bad}");
         }
         assert!(parse("bytes=0-", 0).is_err());
     }

@@ -57,12 +57,6 @@ impl ObjectType {
         }
     }
 
-    /// Data packs live one level deeper, in `data/{first two hex chars}/`, as
-    /// restic's local backend lays them out.
-    pub fn is_fanned_out(self) -> bool {
-        self == ObjectType::Data
-    }
-
     /// Whether uploads of this type are small metadata (kilobytes), so that a
     /// body size cap applies. Data packs and index files can be many MiB.
     pub fn is_small(self) -> bool {

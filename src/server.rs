@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{self, Peer, Shared};
 use crate::listener::Listener;
+use crate::store::Store;
 
 /// Pause after an accept error such as EMFILE, so that a full fd table does not
 /// turn the accept loop into a busy loop.
@@ -19,7 +20,11 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `listener` until `shutdown` resolves, then drains connections for at
 /// most the configured grace period. Must run inside a `LocalSet`.
-pub async fn serve(listener: Listener, shared: Rc<Shared>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve<S: Store>(
+    listener: Listener,
+    shared: Rc<Shared<S>>,
+    shutdown: impl Future<Output = ()>,
+) {
     let limits = shared.state.config.limits;
     // SECURITY: a connection cap keeps a flood of clients from exhausting
     // memory or file descriptors; extra clients wait in the kernel's backlog.
@@ -47,7 +52,10 @@ pub async fn serve(listener: Listener, shared: Rc<Shared>, shutdown: impl Future
             }
         };
         let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
-        let tls = shared.tls.as_ref().map(|tls| tls.acceptor());
+        let tls = shared
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(tls.get().0.clone()));
         tokio::task::spawn_local(async move {
             let handshake_timeout = shared.state.config.limits.header_timeout;
             match (stream, tls) {

@@ -2,7 +2,6 @@
 //! key (PEM; RSA, ECDSA or Ed25519), optional client certificates, and
 //! swapping in renewed files on SIGHUP without a restart.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,17 +10,16 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio_rustls::TlsAcceptor;
 
 /// `--tls-min-ver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsVersion {
+pub(crate) enum TlsVersion {
     V1_2,
     V1_3,
 }
 
 impl TlsVersion {
-    pub fn parse(text: &str) -> Option<TlsVersion> {
+    pub(crate) fn parse(text: &str) -> Option<TlsVersion> {
         match text {
             "1.2" => Some(TlsVersion::V1_2),
             "1.3" => Some(TlsVersion::V1_3),
@@ -41,40 +39,62 @@ impl fmt::Display for TlsVersion {
 
 /// What TLS is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub min_version: TlsVersion,
+pub(crate) struct TlsSettings {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) min_version: TlsVersion,
     /// Require client certificates signed by this CA.
-    pub client_ca: Option<PathBuf>,
+    pub(crate) client_ca: Option<PathBuf>,
 }
 
 /// Why the TLS configuration could not be built; the text names the file.
 #[derive(Debug)]
-pub enum TlsError {
-    Read(PathBuf, String),
+pub(crate) enum TlsError {
+    /// A PEM file cannot be read or parsed.
+    Pem(PathBuf, rustls::pki_types::pem::Error),
     NoCertificate(PathBuf),
-    Rustls(String),
+    /// The client CA file holds no usable CA certificate.
+    ClientCa(PathBuf, rustls::Error),
+    Verifier(PathBuf, rustls::server::VerifierBuilderError),
+    /// rustls refused the settings, or the key does not fit the certificate.
+    Config {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
 }
 
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TlsError::Read(path, e) => write!(f, "{}: {e}", path.display()),
+            TlsError::Pem(path, e) => write!(f, "{}: {e}", path.display()),
             TlsError::NoCertificate(path) => {
                 write!(f, "{}: no PEM certificate in the file", path.display())
             }
-            TlsError::Rustls(e) => f.write_str(e),
+            TlsError::ClientCa(path, e) => write!(f, "{}: {e}", path.display()),
+            TlsError::Verifier(path, e) => write!(f, "{}: {e}", path.display()),
+            TlsError::Config { cert, key, source } => {
+                write!(f, "{} and {}: {source}", cert.display(), key.display())
+            }
         }
     }
 }
 
-impl std::error::Error for TlsError {}
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsError::Pem(_, e) => Some(e),
+            TlsError::NoCertificate(_) => None,
+            TlsError::ClientCa(_, e) | TlsError::Config { source: e, .. } => Some(e),
+            TlsError::Verifier(_, e) => Some(e),
+        }
+    }
+}
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Read(path.to_path_buf(), e.to_string()))?;
+        .map_err(|e| TlsError::Pem(path.to_path_buf(), e))?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(path.to_path_buf()));
     }
@@ -84,18 +104,23 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// Reads the files and builds a server configuration. Fails, saying which
 /// file, for a missing or unreadable file and for a key that does not belong
 /// to the certificate.
-pub fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = read_certs(&settings.cert)?;
     let key = PrivateKeyDer::from_pem_file(&settings.key)
-        .map_err(|e| TlsError::Read(settings.key.clone(), e.to_string()))?;
+        .map_err(|e| TlsError::Pem(settings.key.clone(), e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
+    let refused = |source| TlsError::Config {
+        cert: settings.cert.clone(),
+        key: settings.key.clone(),
+        source,
+    };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        .map_err(refused)?;
     let builder = match &settings.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
@@ -103,47 +128,50 @@ pub fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
             for cert in read_certs(ca)? {
                 roots
                     .add(cert)
-                    .map_err(|e| TlsError::Read(ca.clone(), e.to_string()))?;
+                    .map_err(|e| TlsError::ClientCa(ca.clone(), e))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| TlsError::Read(ca.clone(), e.to_string()))?;
+                .map_err(|e| TlsError::Verifier(ca.clone(), e))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        TlsError::Rustls(format!(
-            "{} and {}: {e}",
-            settings.cert.display(),
-            settings.key.display()
-        ))
-    })?;
+    let mut config = builder.with_single_cert(chain, key).map_err(refused)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// The live TLS acceptor; [`Tls::reload`] replaces it for new connections.
-pub struct Tls {
-    pub settings: TlsSettings,
-    acceptor: RefCell<TlsAcceptor>,
-}
+/// The server configuration in use; reloaded like the other watched files,
+/// so a renewed certificate is served to new connections without a restart.
+pub(crate) struct TlsConfig(pub(crate) Arc<ServerConfig>);
 
-impl Tls {
-    pub fn new(settings: TlsSettings) -> Result<Tls, TlsError> {
-        let config = load(&settings)?;
-        Ok(Tls {
-            settings,
-            acceptor: RefCell::new(TlsAcceptor::from(config)),
+impl crate::reload::Reloadable for TlsConfig {
+    const WHAT: &'static str = "TLS";
+    type Source = TlsSettings;
+    type Error = TlsError;
+
+    fn files(settings: &TlsSettings) -> Vec<PathBuf> {
+        let mut files = vec![settings.cert.clone(), settings.key.clone()];
+        files.extend(settings.client_ca.clone());
+        files
+    }
+
+    fn describe(settings: &TlsSettings) -> String {
+        settings.cert.display().to_string()
+    }
+
+    fn load(settings: &TlsSettings) -> Result<crate::reload::Loaded<TlsConfig>, TlsError> {
+        Ok(crate::reload::Loaded {
+            value: TlsConfig(load(settings)?),
+            warnings: Vec::new(),
         })
     }
 
-    pub fn acceptor(&self) -> TlsAcceptor {
-        self.acceptor.borrow().clone()
+    fn summary(&self) -> String {
+        "certificate and key".into()
     }
 
-    /// Puts a freshly [`load`]ed configuration (renewed certificates) in use
-    /// for new connections.
-    pub fn replace(&self, config: Arc<ServerConfig>) {
-        *self.acceptor.borrow_mut() = TlsAcceptor::from(config);
+    fn kept(&self) -> String {
+        "current certificate".into()
     }
 }

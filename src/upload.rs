@@ -1,247 +1,214 @@
-//! Streaming an upload to disk: temp file, SHA-256 on the way, fsync, rename.
+//! Receiving an upload: the request body streamed into a store upload,
+//! hashed on the way, within the size limit and the `--max-size` quota.
 //!
-//! Body chunks are copied into one of two fixed buffers on the event loop. A
-//! full buffer goes to the I/O pool as two tasks that run at the same time:
-//! one feeds it to the SHA-256 context, the other writes it to the file. Each
-//! kind of task stays in order because the next buffer is only handed over
-//! once both tasks of the previous one are done. So receiving, hashing and
-//! writing overlap, and on a board where hashing and the disk are about as fast
-//! as each other the upload runs at the slower of the two instead of at half
-//! that (which is where read-hash-write-in-turn ends up).
+//! What is uploaded decides the rules ([`Rules::for_key`]): keys, locks,
+//! snapshots and the config are small metadata, capped at
+//! `--max-metadata-size`; objects are verified against their name (the
+//! SHA-256 of their content) unless `--no-verify-upload`.
 //!
-//! Every [`WRITEBACK_INTERVAL_BYTES`] the writer also flushes what it wrote
-//! (`fdatasync`), so the disk works while the body still streams in and the
-//! final fsync only has the tail left.
+//! Body chunks are gathered into one of two buffers of [`UPLOAD_BUFFER_BYTES`]
+//! on the event loop. A full buffer goes at once to the store (a write on the
+//! I/O pool) and to the hasher (the compute pool); the next one is handed over
+//! when both are done with the previous, and that previous buffer is then
+//! filled again. So receiving, hashing and writing overlap, with two buffers
+//! per upload and no allocation per chunk.
 //!
-//! Nothing is visible under the final name until the whole body has arrived,
-//! matched its name and been fsynced. An [`Upload`] dropped before
-//! [`Upload::commit`] removes its temp file.
+//! Nothing is visible under the name until the whole body has arrived,
+//! matched its name and been committed: on any error the store upload is
+//! dropped, which aborts it.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::error::Error as StdError;
+use std::rc::Rc;
+use std::time::Duration;
 
-use ring::digest;
-use tokio::task::JoinHandle;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 
-use crate::blocking;
-use crate::storage::{self, Context as _, Modes, StorageError};
+use crate::compute::{Compute, Sha256};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::quota::{Quota, Reservation};
+use crate::route::RepoPath;
+use crate::store::{Key, Store, Upload};
 
 /// Size of each of the two upload buffers: 384 KiB per upload in flight.
-/// Larger buffers mean fewer hand-offs to the I/O pool (each costs two thread
+/// Larger buffers mean fewer hand-offs to the pools (each costs thread
 /// wake-ups); 8 uploads at once still fit the 8 MiB memory budget.
-pub const UPLOAD_BUFFER_BYTES: usize = 192 * 1024;
+pub(crate) const UPLOAD_BUFFER_BYTES: usize = 192 * 1024;
 
-/// How much an upload writes between two flushes to disk.
-pub const WRITEBACK_INTERVAL_BYTES: u64 = 8 << 20;
-
-/// Why an upload could not be stored.
-#[derive(Debug)]
-pub enum UploadError {
-    HashMismatch,
-    Storage(StorageError),
+/// What applies to an upload, from what it targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rules {
+    /// Largest body accepted.
+    pub(crate) max_bytes: Option<u64>,
+    /// The SHA-256 the content must have.
+    pub(crate) expected: Option<[u8; 32]>,
 }
 
-impl From<StorageError> for UploadError {
-    fn from(err: StorageError) -> UploadError {
-        UploadError::Storage(err)
-    }
-}
-
-/// The temp file, moved to the I/O pool for each write.
-struct Writer {
-    file: File,
-    unflushed: u64,
-}
-
-impl Writer {
-    fn write(&mut self, buffer: &[u8]) -> Result<(), StorageError> {
-        self.file.write_all(buffer).op("write")?;
-        self.unflushed += buffer.len() as u64;
-        if self.unflushed >= WRITEBACK_INTERVAL_BYTES {
-            self.unflushed = 0;
-            sync_data(&self.file)?;
+impl Rules {
+    pub(crate) fn for_key(key: Key<'_>, config: &Config) -> Rules {
+        let small = config.limits.max_metadata_bytes;
+        match key {
+            Key::Config => Rules {
+                max_bytes: Some(small),
+                expected: None,
+            },
+            Key::Object(kind, id) => Rules {
+                max_bytes: kind.is_small().then_some(small),
+                expected: config.verify_upload.then(|| id.digest()),
+            },
         }
-        Ok(())
     }
 }
 
-/// fdatasync, tolerating filesystems that cannot (some FUSE and network ones).
-fn sync_data(file: &File) -> Result<(), StorageError> {
-    match file.sync_data() {
-        Err(e) if !storage::is_unsupported(&e) => Err(e).op("fsync"),
-        _ => Ok(()),
+/// The request side of an upload.
+pub(crate) struct Receiver<'a> {
+    pub(crate) rules: Rules,
+    pub(crate) quota: &'a Rc<Quota>,
+    pub(crate) compute: &'a Compute,
+    /// Longest pause allowed between two pieces of the body.
+    pub(crate) body_timeout: Duration,
+}
+
+impl Receiver<'_> {
+    /// Streams `body` into a new upload of `key` and commits it; returns the
+    /// bytes stored. `declared` is the Content-Length, checked before
+    /// anything is written.
+    pub(crate) async fn receive<S, B>(
+        &self,
+        store: &S,
+        repo: &RepoPath,
+        key: Key<'_>,
+        declared: Option<u64>,
+        mut body: B,
+    ) -> Result<u64, ApiError>
+    where
+        S: Store,
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        if let Some(len) = declared {
+            if self.rules.max_bytes.is_some_and(|max| len > max) {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            if self.quota.would_exceed(len) {
+                return Err(ApiError::QuotaExceeded);
+            }
+        }
+        let upload = store.begin_upload(repo, key).await.map_err(|e| {
+            if e.kind == crate::store::ErrorKind::AlreadyExists {
+                ApiError::Forbidden("object exists; objects are never overwritten")
+            } else {
+                ApiError::Storage(e)
+            }
+        })?;
+        let mut sending = Sending {
+            upload,
+            hash: self
+                .rules
+                .expected
+                .map(|_| Sha256::new(self.compute.clone())),
+            filling: BytesMut::with_capacity(UPLOAD_BUFFER_BYTES),
+            sent: None,
+        };
+        let mut reservation = Reservation::new(self.quota.clone());
+        let mut received = 0u64;
+        loop {
+            let frame = match tokio::time::timeout(self.body_timeout, body.frame()).await {
+                Err(_) => return Err(ApiError::BodyTimeout),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(ApiError::BodyRead(e.into())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers carry nothing we store
+            };
+            let len = data.len() as u64;
+            if self.rules.max_bytes.is_some_and(|max| received + len > max) {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            if !reservation.grow(len) {
+                return Err(ApiError::QuotaExceeded);
+            }
+            received += len;
+            sending.take(&data).await?;
+        }
+        let digest = sending.finish().await?;
+        if let (Some(expected), Some(digest)) = (self.rules.expected, digest.hash)
+            && expected != digest
+        {
+            return Err(ApiError::HashMismatch);
+        }
+        digest.upload.commit().await?;
+        reservation.keep();
+        Ok(received)
     }
 }
 
-/// The tasks working on one buffer.
-struct InFlight {
-    buffer: Arc<Vec<u8>>,
-    write: JoinHandle<(Writer, Result<(), StorageError>)>,
-    hash: Option<JoinHandle<digest::Context>>,
+/// The buffers and the two consumers of an upload's bytes.
+struct Sending<U> {
+    upload: U,
+    hash: Option<Sha256>,
+    filling: BytesMut,
+    /// The buffer handed over last, filled again once both are done with it.
+    sent: Option<Bytes>,
 }
 
-pub struct Upload {
-    final_path: PathBuf,
-    /// Some until the temp file is renamed into place or removed.
-    temp_path: Option<PathBuf>,
-    /// None while a write runs on the pool.
-    writer: Option<Writer>,
-    /// None while hashing runs on the pool, or when not verifying.
-    hasher: Option<digest::Context>,
-    verify: bool,
-    in_flight: Option<InFlight>,
-    filling: Vec<u8>,
-    spare: Vec<u8>,
-    received: u64,
+/// A finished upload: ready to commit, with its digest when hashed.
+struct Finished<U> {
+    upload: U,
+    hash: Option<[u8; 32]>,
 }
 
-impl Upload {
-    /// Creates the temp file beside `final_path` (see [`storage::begin_upload`];
-    /// a taken name is AlreadyExists). `verify` turns on hashing.
-    pub async fn begin(
-        final_path: PathBuf,
-        modes: Modes,
-        verify: bool,
-        create_parent: bool,
-    ) -> Result<Upload, StorageError> {
-        let target = final_path.clone();
-        let (file, temp_path) =
-            blocking::run(move || storage::begin_upload(&target, modes, create_parent)).await?;
-        Ok(Upload {
-            final_path,
-            temp_path: Some(temp_path),
-            writer: Some(Writer { file, unflushed: 0 }),
-            hasher: verify.then(|| digest::Context::new(&digest::SHA256)),
-            verify,
-            in_flight: None,
-            filling: Vec::with_capacity(UPLOAD_BUFFER_BYTES),
-            spare: Vec::with_capacity(UPLOAD_BUFFER_BYTES),
-            received: 0,
-        })
-    }
-
-    /// Bytes accepted so far.
-    pub fn len(&self) -> u64 {
-        self.received
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.received == 0
-    }
-
-    /// Takes the next piece of the body.
-    pub async fn push(&mut self, mut chunk: &[u8]) -> Result<(), StorageError> {
-        self.received += chunk.len() as u64;
-        while !chunk.is_empty() {
+impl<U: Upload> Sending<U> {
+    async fn take(&mut self, mut data: &[u8]) -> Result<(), ApiError> {
+        while !data.is_empty() {
             let room = UPLOAD_BUFFER_BYTES - self.filling.len();
-            let take = room.min(chunk.len());
-            self.filling.extend_from_slice(&chunk[..take]);
-            chunk = &chunk[take..];
+            let (now, later) = data.split_at(room.min(data.len()));
+            self.filling.extend_from_slice(now);
+            data = later;
             if self.filling.len() == UPLOAD_BUFFER_BYTES {
-                self.submit().await?;
+                self.hand_over().await?;
             }
         }
         Ok(())
     }
 
-    /// Waits for the tasks of the previous buffer and takes back the file,
-    /// the hash context and the buffer.
-    async fn settle(&mut self) -> Result<(), StorageError> {
-        let Some(in_flight) = self.in_flight.take() else {
-            return Ok(());
+    /// Gives the filled buffer to the store and the hasher (each first waits
+    /// until it is done with the previous buffer), then takes that previous
+    /// buffer back to fill next.
+    async fn hand_over(&mut self) -> Result<(), ApiError> {
+        let full = std::mem::take(&mut self.filling).freeze();
+        let hashed = async {
+            match self.hash.as_mut() {
+                Some(hash) => hash.push(full.clone()).await,
+                None => Ok(()),
+            }
         };
-        if let Some(hash) = in_flight.hash {
-            self.hasher = Some(hash.await.map_err(StorageError::lost_task)?);
-        }
-        let (writer, result) = in_flight.write.await.map_err(StorageError::lost_task)?;
-        self.writer = Some(writer);
-        // Both tasks have dropped their handles to the buffer by now.
-        if let Ok(mut buffer) = Arc::try_unwrap(in_flight.buffer) {
-            buffer.clear();
-            self.spare = buffer;
-        }
-        result
-    }
-
-    /// Hands the filled buffer to the pool once the previous one is done.
-    async fn submit(&mut self) -> Result<(), StorageError> {
-        self.settle().await?;
-        let Some(mut writer) = self.writer.take() else {
-            return Err(StorageError::internal(
-                "write",
-                "upload file lost after a failed write",
-            ));
+        let (stored, hashed) = tokio::join!(self.upload.push(full.clone()), hashed);
+        stored?;
+        hashed?;
+        self.filling = match self.sent.replace(full).map(Bytes::try_into_mut) {
+            Some(Ok(mut previous)) => {
+                previous.clear();
+                previous
+            }
+            _ => BytesMut::with_capacity(UPLOAD_BUFFER_BYTES),
         };
-        let mut next = std::mem::take(&mut self.spare);
-        next.reserve(UPLOAD_BUFFER_BYTES);
-        let buffer = Arc::new(std::mem::replace(&mut self.filling, next));
-        let hash = self.hasher.take().map(|mut hasher| {
-            let buffer = buffer.clone();
-            tokio::task::spawn_blocking(move || {
-                hasher.update(&buffer);
-                hasher
-            })
-        });
-        let to_write = buffer.clone();
-        let write = tokio::task::spawn_blocking(move || {
-            let result = writer.write(&to_write);
-            (writer, result)
-        });
-        self.in_flight = Some(InFlight {
-            buffer,
-            write,
-            hash,
-        });
         Ok(())
     }
 
-    /// Writes what is left, checks the hash against `expected` (when
-    /// verifying), fsyncs, and renames the file into place without replacing
-    /// an existing one.
-    pub async fn commit(mut self, expected: Option<[u8; 32]>) -> Result<u64, UploadError> {
+    async fn finish(mut self) -> Result<Finished<U>, ApiError> {
         if !self.filling.is_empty() {
-            self.submit().await?;
+            self.hand_over().await?;
         }
-        self.settle().await?;
-        if let (Some(expected), true) = (expected, self.verify) {
-            let hasher = self
-                .hasher
-                .take()
-                .ok_or_else(|| StorageError::internal("commit", "hash context missing"))?;
-            if hasher.finish().as_ref() != expected {
-                return Err(UploadError::HashMismatch);
-            }
-        }
-        let writer = self
-            .writer
-            .take()
-            .ok_or_else(|| StorageError::internal("commit", "upload file missing"))?;
-        let temp = self.temp_path.clone().unwrap_or_default();
-        let target = self.final_path.clone();
-        blocking::run(move || {
-            match writer.file.sync_all() {
-                Err(e) if !storage::is_unsupported(&e) => return Err(e).op("fsync"),
-                _ => {}
-            }
-            drop(writer);
-            storage::commit_temp(&temp, &target)
+        let hash = match self.hash.take() {
+            Some(hash) => Some(hash.finish().await?),
+            None => None,
+        };
+        Ok(Finished {
+            upload: self.upload,
+            hash,
         })
-        .await?;
-        self.temp_path = None;
-        Ok(self.received)
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if let Some(temp) = self.temp_path.take() {
-            // A write may still run on the pool; unlinking under it is fine on
-            // Unix: the bytes go to an inode that no name points to.
-            if let Err(e) = std::fs::remove_file(&temp) {
-                log::error!("could not remove temp file {}: {e}", temp.display());
-            }
-        }
     }
 }

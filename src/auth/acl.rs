@@ -26,7 +26,7 @@ use crate::route::RepoPath;
 
 /// What a rule allows; ordered from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Access {
+pub(crate) enum Access {
     Read,
     Append,
     Full,
@@ -121,13 +121,13 @@ struct Rule {
 
 /// The parsed rules, in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Acl {
+pub(crate) struct Acl {
     rules: Vec<Rule>,
 }
 
 impl Acl {
     /// Parses the file; bad lines are skipped and reported as warnings.
-    pub fn parse(text: &str) -> (Acl, Vec<String>) {
+    pub(crate) fn parse(text: &str) -> (Acl, Vec<String>) {
         let mut acl = Acl::default();
         let mut warnings = Vec::new();
         for (index, line) in text.lines().enumerate() {
@@ -163,16 +163,12 @@ impl Acl {
         (acl, warnings)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rules.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// The access `user` has to `repo`, from the first matching rule.
-    pub fn access(&self, user: &str, repo: &RepoPath) -> Option<Access> {
+    pub(crate) fn access(&self, user: &str, repo: &RepoPath) -> Option<Access> {
         self.rules
             .iter()
             .find(|rule| {
@@ -183,6 +179,31 @@ impl Acl {
                 user_matches && rule.repo.matches(user, repo)
             })
             .map(|rule| rule.access)
+    }
+}
+
+/// The `--acl` file, reloaded while the server runs.
+impl crate::reload::Reloadable for Acl {
+    const WHAT: &'static str = "acl";
+    type Source = std::path::PathBuf;
+    type Error = std::io::Error;
+
+    fn files(source: &std::path::PathBuf) -> Vec<std::path::PathBuf> {
+        vec![source.clone()]
+    }
+
+    fn describe(source: &std::path::PathBuf) -> String {
+        source.display().to_string()
+    }
+
+    fn load(source: &std::path::PathBuf) -> std::io::Result<crate::reload::Loaded<Acl>> {
+        let text = std::fs::read_to_string(source)?;
+        let (value, warnings) = Acl::parse(&text);
+        Ok(crate::reload::Loaded { value, warnings })
+    }
+
+    fn summary(&self) -> String {
+        format!("{} rule(s)", self.len())
     }
 }
 

@@ -175,7 +175,8 @@ impl Users {
     }
 
     /// The file's text, one `user:hash` line each.
-    pub fn to_text(&self) -> String {
+    #[cfg(test)]
+    fn to_text(&self) -> String {
         self.entries
             .iter()
             .map(|(user, hash)| format!("{user}:{}\n", hash.to_line_text()))
@@ -211,6 +212,34 @@ pub fn without_user(text: &str, user: &str) -> (String, bool) {
         }
     }
     (out, found)
+}
+
+/// The htpasswd file, reloaded while the server runs.
+impl crate::reload::Reloadable for Users {
+    const WHAT: &'static str = "htpasswd";
+    type Source = std::path::PathBuf;
+    type Error = std::io::Error;
+
+    fn files(source: &std::path::PathBuf) -> Vec<std::path::PathBuf> {
+        vec![source.clone()]
+    }
+
+    fn describe(source: &std::path::PathBuf) -> String {
+        source.display().to_string()
+    }
+
+    fn load(source: &std::path::PathBuf) -> std::io::Result<crate::reload::Loaded<Users>> {
+        let text = std::fs::read_to_string(source)?;
+        let (value, warnings) = Users::parse(&text);
+        Ok(crate::reload::Loaded {
+            value,
+            warnings: warnings.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    fn summary(&self) -> String {
+        format!("{} user(s)", self.len())
+    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,8 @@ impl Throttle {
         }
     }
 
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.buckets.len()
     }
 }

@@ -1,0 +1,190 @@
+//! The compute pool: a few threads for CPU-heavy work — the SHA-256 of
+//! uploads and bcrypt checks — kept apart from the file I/O pool
+//! ([`crate::io_pool`]).
+//!
+//! Before this pool, each verified upload held an I/O thread for hashing
+//! beside the one writing, so four large uploads could occupy the whole I/O
+//! pool and a small GET waited behind them. Now hashing queues here and file
+//! I/O never waits for it.
+//!
+//! Jobs travel as a concrete enum over one channel: the per-chunk path
+//! (hashing) allocates nothing but its one-shot reply.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ring::digest;
+use tokio::sync::oneshot;
+
+/// Most compute threads started, whatever the machine has: uploads beyond
+/// this many at once share them.
+pub(crate) const MAX_COMPUTE_THREADS: usize = 4;
+
+// The hash job is the common one: boxing its context would allocate per chunk.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// Feeds one chunk of an upload to its SHA-256 context.
+    Hash {
+        context: digest::Context,
+        chunk: Bytes,
+        done: oneshot::Sender<digest::Context>,
+    },
+    /// Anything else: rare and slow (a bcrypt check), so a box is no cost.
+    Run(Box<dyn FnOnce() + Send>),
+}
+
+/// A handle to the pool; clones share it. The threads end when the last
+/// handle is dropped.
+#[derive(Clone)]
+pub(crate) struct Compute {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The pool's threads are gone (they only end when every handle is dropped,
+/// or when a job panicked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolGone;
+
+impl std::fmt::Display for PoolGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the compute pool is gone")
+    }
+}
+
+impl std::error::Error for PoolGone {}
+
+impl Compute {
+    /// Starts one thread per core, at most [`MAX_COMPUTE_THREADS`].
+    pub(crate) fn start() -> std::io::Result<Compute> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Compute::with_threads(cores.clamp(1, MAX_COMPUTE_THREADS))
+    }
+
+    pub(crate) fn with_threads(threads: usize) -> std::io::Result<Compute> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("compute-{n}"))
+                .spawn(move || worker(&queue))?;
+        }
+        Ok(Compute { jobs })
+    }
+
+    /// Hashes `chunk` into `context` on the pool; the reply brings the
+    /// context back.
+    fn hash(
+        &self,
+        context: digest::Context,
+        chunk: Bytes,
+    ) -> Result<oneshot::Receiver<digest::Context>, PoolGone> {
+        let (done, reply) = oneshot::channel();
+        self.jobs
+            .send(Job::Hash {
+                context,
+                chunk,
+                done,
+            })
+            .map_err(|_| PoolGone)?;
+        Ok(reply)
+    }
+
+    /// Runs `work` on the pool and waits for its result.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PoolGone> {
+        let (done, reply) = oneshot::channel();
+        let job = Job::Run(Box::new(move || {
+            let _ = done.send(work());
+        }));
+        self.jobs.send(job).map_err(|_| PoolGone)?;
+        reply.await.map_err(|_| PoolGone)
+    }
+}
+
+fn worker(queue: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job.
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(Job::Hash {
+                mut context,
+                chunk,
+                done,
+            }) => {
+                context.update(&chunk);
+                drop(chunk);
+                let _ = done.send(context);
+            }
+            Ok(Job::Run(work)) => work(),
+            Err(_) => return,
+        }
+    }
+}
+
+/// The SHA-256 of an upload, computed on the pool one chunk at a time while
+/// the chunks are written; a chunk is handed over once the previous one is
+/// hashed, so the order holds.
+pub(crate) struct Sha256 {
+    pool: Compute,
+    /// None while a chunk is being hashed.
+    context: Option<digest::Context>,
+    in_flight: Option<oneshot::Receiver<digest::Context>>,
+}
+
+impl Sha256 {
+    pub(crate) fn new(pool: Compute) -> Sha256 {
+        Sha256 {
+            pool,
+            context: Some(digest::Context::new(&digest::SHA256)),
+            in_flight: None,
+        }
+    }
+
+    async fn settle(&mut self) -> Result<digest::Context, PoolGone> {
+        match (self.context.take(), self.in_flight.take()) {
+            (Some(context), _) => Ok(context),
+            (None, Some(reply)) => reply.await.map_err(|_| PoolGone),
+            (None, None) => Err(PoolGone),
+        }
+    }
+
+    /// Hands over the next chunk (after the previous one is done).
+    pub(crate) async fn push(&mut self, chunk: Bytes) -> Result<(), PoolGone> {
+        let context = self.settle().await?;
+        self.in_flight = Some(self.pool.hash(context, chunk)?);
+        Ok(())
+    }
+
+    /// The digest of everything pushed.
+    pub(crate) async fn finish(mut self) -> Result<[u8; 32], PoolGone> {
+        let context = self.settle().await?;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.finish().as_ref());
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn hashes_chunks_in_order() {
+        let pool = Compute::with_threads(2).unwrap();
+        let mut sha = Sha256::new(pool.clone());
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        for chunk in data.chunks(997) {
+            sha.push(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        let expected = digest::digest(&digest::SHA256, &data);
+        assert_eq!(sha.finish().await.unwrap().as_slice(), expected.as_ref());
+        assert_eq!(pool.run(|| 6 * 7).await, Ok(42));
+    }
+}

@@ -1,0 +1,210 @@
+//! Files the server reloads while it runs: the htpasswd file, the `--acl`
+//! file, and the TLS certificate and key.
+//!
+//! Each is a [`Watched`] value: loaded at startup (a broken file stops the
+//! server there), then checked every [`RELOAD_CHECK_INTERVAL`] and reloaded
+//! when its files changed, or at once on SIGHUP. A reload that fails keeps
+//! the value in use and says why in the log. The watcher owns the value and
+//! swaps it; users take the current one with [`Watched::get`].
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+
+use crate::io_pool;
+
+/// How often watched files are checked for changes.
+pub(crate) const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What a file parsed into, with warnings about lines that were skipped.
+pub(crate) struct Loaded<T> {
+    pub(crate) value: T,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// A value read from files that may change.
+pub(crate) trait Reloadable: Sized + Send + 'static {
+    /// For log lines: "htpasswd", "acl", "TLS".
+    const WHAT: &'static str;
+    /// Where the value comes from: a path, or the TLS settings.
+    type Source: Clone + Send + 'static;
+    type Error: std::error::Error + Send + 'static;
+    /// The files whose changes trigger a reload.
+    fn files(source: &Self::Source) -> Vec<PathBuf>;
+    /// For log lines: the main file.
+    fn describe(source: &Self::Source) -> String;
+    /// Reads and parses the files. Blocking: runs on the I/O pool.
+    fn load(source: &Self::Source) -> Result<Loaded<Self>, Self::Error>;
+    /// For log lines: what a loaded value holds ("3 user(s)").
+    fn summary(&self) -> String;
+    /// For log lines: what is kept when a reload fails.
+    fn kept(&self) -> String {
+        self.summary()
+    }
+}
+
+/// A file's identity and version, to notice that it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamps(files: &[PathBuf]) -> io::Result<Vec<FileStamp>> {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .map(|path: &PathBuf| {
+            let meta = std::fs::metadata(Path::new(path))?;
+            Ok(FileStamp {
+                modified: meta.modified().ok(),
+                len: meta.len(),
+                inode: meta.ino(),
+            })
+        })
+        .collect()
+}
+
+/// Why loading failed.
+#[derive(Debug)]
+pub(crate) enum ReloadError<E> {
+    /// A file could not be looked at.
+    Stat(io::Error),
+    Load(E),
+    /// The I/O pool lost the task.
+    Lost,
+}
+
+impl<E: fmt::Display> fmt::Display for ReloadError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::Stat(e) => write!(f, "{e}"),
+            ReloadError::Load(e) => write!(f, "{e}"),
+            ReloadError::Lost => f.write_str("the I/O pool lost the task"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ReloadError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReloadError::Stat(e) => Some(e),
+            ReloadError::Load(e) => Some(e),
+            ReloadError::Lost => None,
+        }
+    }
+}
+
+/// The current value of a reloadable file, and what is needed to reload it.
+pub(crate) struct Watched<T: Reloadable> {
+    source: T::Source,
+    current: RefCell<Rc<T>>,
+    stamps: RefCell<Vec<FileStamp>>,
+    /// Counts the values loaded, so users can drop what they derived from an
+    /// older one (cached credentials, say).
+    version: Cell<u64>,
+    reload_now: Notify,
+}
+
+/// Reads the files on the I/O pool: their stamps first, so that a change
+/// made while reading is seen at the next check.
+async fn read<T: Reloadable>(
+    source: &T::Source,
+) -> Result<(Loaded<T>, Vec<FileStamp>), ReloadError<T::Error>> {
+    let source = source.clone();
+    let task = io_pool::spawn(move || {
+        let stamps = stamps(&T::files(&source)).map_err(ReloadError::Stat)?;
+        let loaded = T::load(&source).map_err(ReloadError::Load)?;
+        Ok((loaded, stamps))
+    });
+    task.await.map_err(|_| ReloadError::Lost)?
+}
+
+impl<T: Reloadable> Watched<T> {
+    /// Loads the value now (startup), logging its warnings.
+    pub(crate) async fn load(source: T::Source) -> Result<Rc<Watched<T>>, ReloadError<T::Error>> {
+        let (loaded, stamps) = read::<T>(&source).await?;
+        let watched = Watched {
+            current: RefCell::new(Rc::new(loaded.value)),
+            source,
+            stamps: RefCell::new(stamps),
+            version: Cell::new(0),
+            reload_now: Notify::new(),
+        };
+        watched.report(&loaded.warnings);
+        Ok(Rc::new(watched))
+    }
+
+    fn report(&self, warnings: &[String]) {
+        let shown = T::describe(&self.source);
+        for warning in warnings {
+            log::warn!("{} {shown}: {warning}", T::WHAT);
+        }
+        log::info!("{} {shown}: loaded {}", T::WHAT, self.get().summary());
+    }
+
+    /// The value in use now.
+    pub(crate) fn get(&self) -> Rc<T> {
+        self.current.borrow().clone()
+    }
+
+    /// Changes with every value loaded.
+    pub(crate) fn version(&self) -> u64 {
+        self.version.get()
+    }
+
+    /// Reloads at once, changed or not (SIGHUP).
+    pub(crate) fn reload_now(&self) {
+        self.reload_now.notify_one();
+    }
+
+    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] and reloads them when
+    /// they changed or [`Watched::reload_now`] was called. Runs until the
+    /// server stops.
+    pub(crate) async fn watch(self: Rc<Self>) {
+        loop {
+            let forced = tokio::select! {
+                _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => false,
+                _ = self.reload_now.notified() => true,
+            };
+            if forced || self.changed().await {
+                self.reload().await;
+            }
+        }
+    }
+
+    /// Loads the files again and puts the new value in use; on failure,
+    /// keeps the current one and logs why.
+    pub(crate) async fn reload(&self) {
+        match read::<T>(&self.source).await {
+            Ok((loaded, stamps)) => {
+                *self.current.borrow_mut() = Rc::new(loaded.value);
+                *self.stamps.borrow_mut() = stamps;
+                self.version.set(self.version.get() + 1);
+                self.report(&loaded.warnings);
+            }
+            Err(e) => log::error!(
+                "{} {}: reload failed ({e}); keeping the {} loaded",
+                T::WHAT,
+                T::describe(&self.source),
+                self.get().kept()
+            ),
+        }
+    }
+
+    /// Whether the files differ from those last loaded; a file that cannot
+    /// be looked at counts as changed, so that the reload says why.
+    async fn changed(&self) -> bool {
+        let files = T::files(&self.source);
+        match io_pool::spawn(move || stamps(&files)).await {
+            Ok(Ok(now)) => now != *self.stamps.borrow(),
+            _ => true,
+        }
+    }
+}

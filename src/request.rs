@@ -1,0 +1,247 @@
+//! The request path, in one place: authenticate → authorize → dispatch →
+//! endpoint → record.
+//!
+//! `/metrics` is answered before routing, as rest-server does. Everything a
+//! request leaves behind — the server log line for a failure, the metrics,
+//! the access log line — is recorded once, by [`Record`], when the response
+//! body is finished or dropped (so the bytes actually sent are known).
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use http_body_util::BodyExt;
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response};
+
+use crate::access_log::{AccessLog, Entry};
+use crate::api::{self, Call, Effect, Endpoint};
+use crate::app::AppState;
+use crate::body::{Body, Completion};
+use crate::error::ApiError;
+use crate::metrics::{BlobOp, Metrics};
+use crate::route::{ObjectType, RepoPath, Route, RouteError};
+use crate::store::Store;
+
+/// Largest body read and thrown away after refusing a request.
+const DRAIN_LIMIT_BYTES: u64 = 64 * 1024;
+
+/// What a finished request leaves to record.
+pub(crate) struct Record {
+    metrics: Option<(Rc<Metrics>, Counted)>,
+    access_log: Option<(Rc<AccessLog>, Entry)>,
+}
+
+/// A blob operation to count in the metrics.
+struct Counted {
+    user: String,
+    repo: String,
+    kind: Option<ObjectType>,
+    effect: Effect,
+}
+
+impl Completion for Record {
+    fn complete(&mut self, body_bytes: u64) {
+        if let Some((metrics, counted)) = self.metrics.take() {
+            let (op, bytes) = match counted.effect {
+                Effect::Nothing => return self.log_access(body_bytes),
+                Effect::Read => (BlobOp::Read, body_bytes),
+                Effect::Wrote(n) => (BlobOp::Write, n),
+                Effect::Deleted(n) => (BlobOp::Delete, n),
+            };
+            match counted.kind {
+                Some(kind) => metrics.blob(op, &counted.user, &counted.repo, kind, bytes),
+                None => metrics.config(op, &counted.repo, bytes),
+            }
+        }
+        self.log_access(body_bytes);
+    }
+}
+
+impl Record {
+    fn log_access(&mut self, body_bytes: u64) {
+        if let Some((log, mut entry)) = self.access_log.take() {
+            entry.bytes = body_bytes;
+            log.write(&entry);
+        }
+    }
+}
+
+/// Who is asking, for the logs.
+pub(crate) struct Client<'a> {
+    /// None on a Unix socket.
+    pub(crate) ip: Option<IpAddr>,
+    /// The address, or `-` on a Unix socket.
+    pub(crate) name: &'a str,
+}
+
+/// Serves one request and returns the response and what to record once it
+/// has been sent.
+pub(crate) async fn serve<S, B>(
+    state: &AppState<S>,
+    access_log: Option<&Rc<AccessLog>>,
+    req: Request<B>,
+    client: &Client<'_>,
+) -> (Response<Body<S>>, Record)
+where
+    S: Store,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let entry = access_log.map(|_| Entry::from_request(&req, client.name, SystemTime::now()));
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let mut user = None;
+    let mut counted = None;
+    let result = handle(state, &parts, &mut body, client.ip, &mut user, &mut counted).await;
+    let method = &parts.method;
+    let path = parts.uri.path();
+    let who = user.as_deref().unwrap_or("-");
+    let response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            let status = e.status().as_u16();
+            let peer = client.name;
+            if e.is_server_fault() {
+                log::error!("{method} {path} from {peer} ({who}): {status} ({e})");
+            } else if e.is_routine() {
+                // restic asks for things that are not there as part of its
+                // normal work (HEAD config before init, say).
+                log::info!("{method} {path} from {peer} ({who}): {status} ({e})");
+            } else {
+                log::warn!("{method} {path} from {peer} ({who}): {status} ({e})");
+            }
+            if let Some(metrics) = &state.metrics {
+                metrics.failed(&e);
+            }
+            if let Some(body) = body {
+                drain_small_body(body, &parts.headers, state.config.limits.body_timeout).await;
+            }
+            e.into_response()
+        }
+    };
+    if state.config.debug {
+        log::debug!(
+            "{method} {path} from {} ({who}): {}",
+            client.name,
+            response.status().as_u16()
+        );
+    }
+    let record = Record {
+        metrics: state.metrics.clone().zip(counted),
+        access_log: access_log.cloned().zip(entry).map(|(log, mut entry)| {
+            entry.status = response.status().as_u16();
+            entry.user = user;
+            (log, entry)
+        }),
+    };
+    (response, record)
+}
+
+/// Authenticates, authorizes and dispatches; fills in the user and what to
+/// count as soon as they are known.
+async fn handle<S, B>(
+    state: &AppState<S>,
+    parts: &hyper::http::request::Parts,
+    body: &mut Option<B>,
+    peer: Option<IpAddr>,
+    user: &mut Option<String>,
+    counted: &mut Option<Counted>,
+) -> Result<Response<Body<S>>, ApiError>
+where
+    S: Store,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let metrics_request = state.metrics.is_some() && parts.uri.path() == "/metrics";
+    if !(metrics_request && state.config.prometheus_no_auth) {
+        *user = state
+            .auth
+            .authenticate(&parts.headers, peer)
+            .await
+            .map_err(ApiError::Unauthorized)?;
+        if metrics_request && !state.policy.may_read_metrics(user.as_deref()) {
+            return Err(ApiError::NotAllowed(crate::access::Denied::NoGrant));
+        }
+    }
+    if metrics_request {
+        return metrics(state, &parts.method).await;
+    }
+    let Route { repo, target } = Route::parse(parts.uri.path()).map_err(|e| match e {
+        RouteError::NotFound => ApiError::NotFound("no such route"),
+        RouteError::BadEncoding => ApiError::BadRequest("malformed percent-encoding in path"),
+    })?;
+    let endpoint = Endpoint::select(&target, &parts.method)?;
+    // SECURITY: decided before the store is asked anything.
+    state
+        .policy
+        .authorize(user.as_deref(), &repo, endpoint.needs(&target))
+        .map_err(ApiError::NotAllowed)?;
+    let call = Call {
+        repo: &repo,
+        target: &target,
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        body: body
+            .take()
+            .ok_or(ApiError::BadRequest("request body already taken"))?,
+    };
+    let reply = api::call(state, endpoint, call).await?;
+    *counted = Some(Counted {
+        user: user.clone().unwrap_or_default(),
+        repo: label(&repo),
+        kind: match target {
+            crate::route::Target::Object(kind, _) => Some(kind),
+            _ => None,
+        },
+        effect: reply.effect,
+    });
+    Ok(reply.response)
+}
+
+/// A repository's label in metrics: its path without the leading slash
+/// (`alice/laptop`, empty for the root repository), as rest-server writes it.
+pub(crate) fn label(repo: &RepoPath) -> String {
+    repo.segments().collect::<Vec<_>>().join("/")
+}
+
+/// `GET /metrics`.
+async fn metrics<S: Store>(
+    state: &AppState<S>,
+    method: &Method,
+) -> Result<Response<Body<S>>, ApiError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    let space = state.store.space().await;
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|m| m.render(space))
+        .unwrap_or_default();
+    let mut response = Response::new(Body::full(text));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// Reads the body of a refused request when it is small, so that closing the
+/// connection does not leave unread bytes behind: the kernel would then reset
+/// the connection, and the client could lose the answer before reading it.
+/// Large or undeclared bodies are left to hyper, which closes the connection.
+async fn drain_small_body<B>(mut body: B, headers: &HeaderMap, timeout: std::time::Duration)
+where
+    B: http_body::Body + Unpin,
+{
+    let small = api::declared_length(headers)
+        .ok()
+        .flatten()
+        .is_some_and(|n| n <= DRAIN_LIMIT_BYTES);
+    if !small {
+        return;
+    }
+    let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+    let _ = tokio::time::timeout(timeout, drain).await;
+}

@@ -1,0 +1,730 @@
+//! The filesystem store: restic's local backend layout under the data
+//! directory, so that a repository served here opens with `restic -r /path`
+//! and the other way round.
+//!
+//! ```text
+//! <root>/<repo segments...>/config
+//! <root>/<repo segments...>/{keys,locks,snapshots,index}/<id>
+//! <root>/<repo segments...>/data/<first two hex chars of id>/<id>
+//! ```
+//!
+//! Every path is built here, from typed routes, so it is always inside the
+//! data directory. Every blocking call runs on the I/O pool. Durability: an
+//! upload goes to a temp file created with `create_new` beside its final name,
+//! is fsynced, linked into place (never replacing anything), and the folder is
+//! fsynced; a delete fsyncs the folder too.
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use super::{Batch, ErrorKind, Key, Op as _, RepoStats, Scan, Space, StoreError, classify};
+use crate::io_pool;
+use crate::route::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
+
+/// Name prefix of our upload temp files. The leading dot keeps them out of
+/// every listing and out of reach of any route (segments may not start with a dot).
+const TEMP_PREFIX: &str = ".rest-server-tmp-";
+
+/// Marker in the temp file names restic's Go rest-server leaves after a crash
+/// (`{id}.rest-server-temp{random}`); removed at startup too, since users swap
+/// that server for this one on the same data.
+const GO_TEMP_MARKER: &str = ".rest-server-temp";
+
+/// Size of one read when sending a file: large enough to keep syscalls and
+/// thread hand-offs rare, small enough that 64 slow readers cost 4 MiB at most.
+pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How much an upload writes between two flushes to disk (`fdatasync`), so
+/// that the disk works while the body still streams in and the final fsync
+/// only has the tail left.
+const WRITEBACK_INTERVAL_BYTES: u64 = 8 << 20;
+
+/// Permission bits for what the server creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Modes {
+    pub(crate) dir: u32,
+    pub(crate) file: u32,
+}
+
+impl Modes {
+    /// `--group-accessible-repos` lets the owning group in (0770/0660).
+    pub(crate) fn new(group_accessible: bool) -> Modes {
+        if group_accessible {
+            Modes {
+                dir: 0o770,
+                file: 0o660,
+            }
+        } else {
+            Modes {
+                dir: 0o700,
+                file: 0o600,
+            }
+        }
+    }
+}
+
+/// The data directory.
+#[derive(Debug, Clone)]
+pub(crate) struct FsStore {
+    root: Arc<PathBuf>,
+    modes: Modes,
+}
+
+impl FsStore {
+    pub(crate) fn new(root: PathBuf, modes: Modes) -> FsStore {
+        FsStore {
+            root: Arc::new(root),
+            modes,
+        }
+    }
+
+    fn repo_dir(&self, repo: &RepoPath) -> PathBuf {
+        let mut path = PathBuf::from(self.root.as_path());
+        path.extend(repo.segments());
+        path
+    }
+
+    fn type_dir(&self, repo: &RepoPath, kind: ObjectType) -> PathBuf {
+        self.repo_dir(repo).join(kind.dir_name())
+    }
+
+    fn path(&self, repo: &RepoPath, key: Key<'_>) -> PathBuf {
+        match key {
+            Key::Config => self.repo_dir(repo).join("config"),
+            Key::Object(kind, id) => {
+                let mut path = self.type_dir(repo, kind);
+                if is_fanned_out(kind) {
+                    path.push(id.prefix());
+                }
+                path.push(id.as_str());
+                path
+            }
+        }
+    }
+}
+
+/// Data packs live one level deeper, in `data/{first two hex chars}/`, as
+/// restic's local backend lays them out.
+fn is_fanned_out(kind: ObjectType) -> bool {
+    kind == ObjectType::Data
+}
+
+impl super::Store for FsStore {
+    type Reader = FsReader;
+    type Listing = FsListing;
+    type Upload = FsUpload;
+
+    async fn create_repo(&self, repo: &RepoPath) -> Result<(), StoreError> {
+        let (dir, modes) = (self.repo_dir(repo), self.modes);
+        log::info!("creating repository {repo} in {}", dir.display());
+        io_pool::run(move || create_repo(&dir, modes)).await
+    }
+
+    async fn size(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
+        let path = self.path(repo, key);
+        io_pool::run(move || file_len(&path)).await
+    }
+
+    async fn open(&self, repo: &RepoPath, key: Key<'_>) -> Result<FsReader, StoreError> {
+        let path = self.path(repo, key);
+        let (file, size) = io_pool::run(move || open_read(&path)).await?;
+        Ok(FsReader {
+            file: Arc::new(file),
+            size,
+            offset: 0,
+            remaining: size,
+            pending: None,
+        })
+    }
+
+    async fn begin_upload(&self, repo: &RepoPath, key: Key<'_>) -> Result<FsUpload, StoreError> {
+        let final_path = self.path(repo, key);
+        let create_parent = key.kind().is_some_and(is_fanned_out);
+        let (target, modes) = (final_path.clone(), self.modes);
+        let (file, temp_path) =
+            io_pool::run(move || begin_upload(&target, modes, create_parent)).await?;
+        Ok(FsUpload {
+            final_path,
+            temp_path: Some(temp_path),
+            writer: Some(Writer { file, unflushed: 0 }),
+            in_flight: None,
+        })
+    }
+
+    async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
+        let path = self.path(repo, key);
+        io_pool::run(move || remove(&path)).await
+    }
+
+    async fn list(&self, repo: &RepoPath, kind: ObjectType) -> Result<FsListing, StoreError> {
+        let type_dir = self.type_dir(repo, kind);
+        let dirs = io_pool::run(move || listing_dirs(&type_dir, kind)).await?;
+        Ok(FsListing {
+            dirs: dirs.into(),
+            pending: None,
+        })
+    }
+
+    async fn scan(&self) -> Result<Scan, StoreError> {
+        let (root, modes) = (self.root.clone(), self.modes);
+        io_pool::run(move || {
+            let mut builder = DirBuilder::new();
+            builder.recursive(true).mode(modes.dir);
+            builder.create(root.as_path()).op("create data directory")?;
+            scan(&root)
+        })
+        .await
+    }
+
+    async fn space(&self) -> Option<Space> {
+        let root = self.root.clone();
+        io_pool::run(move || Ok(fs_space(&root)))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// Free and total bytes of the filesystem at `path`.
+fn fs_space(path: &Path) -> Option<Space> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    let fragment = stat.fragment_size() as u64;
+    Some(Space {
+        free: stat.blocks_available() as u64 * fragment,
+        total: stat.blocks() as u64 * fragment,
+    })
+}
+
+/// Creates a repository's folders, including `data/00`..`data/ff`. Idempotent.
+fn create_repo(dir: &Path, modes: Modes) -> Result<(), StoreError> {
+    let mut builder = DirBuilder::new();
+    builder.mode(modes.dir).recursive(true);
+    builder.create(dir).op("create repository")?;
+    for kind in ObjectType::ALL {
+        ensure_dir(&dir.join(kind.dir_name()), modes)?;
+    }
+    let data = dir.join(ObjectType::Data.dir_name());
+    let mut name = [0u8; 2];
+    for byte in 0..=255u8 {
+        let hex = hex_pair(byte, &mut name);
+        ensure_dir(&data.join(hex), modes)?;
+    }
+    Ok(())
+}
+
+/// Makes `path` a folder with the server's mode (its parent must exist); an
+/// existing folder is fine.
+fn ensure_dir(path: &Path, modes: Modes) -> Result<(), StoreError> {
+    let mut builder = DirBuilder::new();
+    builder.mode(modes.dir);
+    match builder.create(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.op("create folder"),
+    }
+}
+
+/// Starts an upload in one trip to the I/O pool: refuses a name that is taken
+/// (AlreadyExists) and creates the temp file beside it. With `create_parent`
+/// (data packs), a missing fan-out folder is made, as long as `data/` exists.
+fn begin_upload(
+    final_path: &Path,
+    modes: Modes,
+    create_parent: bool,
+) -> Result<(File, PathBuf), StoreError> {
+    match file_len(final_path) {
+        Ok(_) => return Err(StoreError::exists("object exists")),
+        Err(e) if e.kind == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match create_temp(final_path, modes) {
+        Err(e) if e.kind == ErrorKind::NotFound && create_parent => {
+            if let Some(parent) = final_path.parent() {
+                ensure_dir(parent, modes)?;
+            }
+            create_temp(final_path, modes)
+        }
+        other => other,
+    }
+}
+
+fn hex_pair(byte: u8, out: &mut [u8; 2]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out[0] = DIGITS[usize::from(byte >> 4)];
+    out[1] = DIGITS[usize::from(byte & 0xf)];
+    std::str::from_utf8(out).unwrap_or("00")
+}
+
+/// Size of a regular file; a folder or anything else counts as missing.
+fn file_len(path: &Path) -> Result<u64, StoreError> {
+    let meta = fs::metadata(path).op("stat")?;
+    if !meta.is_file() {
+        return Err(StoreError::not_found("stat"));
+    }
+    Ok(meta.len())
+}
+
+/// Opens a regular file for reading and returns it with its size.
+fn open_read(path: &Path) -> Result<(File, u64), StoreError> {
+    let file = File::open(path).op("open")?;
+    let meta = file.metadata().op("stat")?;
+    if !meta.is_file() {
+        return Err(StoreError::not_found("open"));
+    }
+    Ok((file, meta.len()))
+}
+
+/// Removes a file and returns the bytes it freed (see [`super::Store::delete`]).
+fn remove(path: &Path) -> Result<u64, StoreError> {
+    let len = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => return Err(StoreError::not_found("remove")),
+        Ok(meta) => meta.len(),
+        Err(e) if classify(&e) == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).op("stat"),
+    };
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if classify(&e) == ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).op("remove"),
+    }
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(len)
+}
+
+/// The folders whose files make up a listing of `kind`: the type folder itself,
+/// or for data its existing two-hex-digit subfolders. Missing type folder: NotFound.
+fn listing_dirs(type_dir: &Path, kind: ObjectType) -> Result<Vec<PathBuf>, StoreError> {
+    let meta = fs::metadata(type_dir).op("stat")?;
+    if !meta.is_dir() {
+        return Err(StoreError::not_found("list"));
+    }
+    if !is_fanned_out(kind) {
+        return Ok(vec![type_dir.to_path_buf()]);
+    }
+    let mut dirs = Vec::with_capacity(256);
+    for entry in fs::read_dir(type_dir).op("list")? {
+        let entry = entry.op("list")?;
+        let name = entry.file_name();
+        let is_fan_dir = name.len() == 2
+            && name
+                .as_encoded_bytes()
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        // Unexpected files directly in data/ are ignored.
+        if is_fan_dir && entry.file_type().op("list")?.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The objects in one folder: regular files with valid object names and their
+/// sizes. Temp files and anything else are skipped; a folder removed while
+/// listing holds nothing.
+fn list_objects(dir: &Path) -> Result<Batch, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Err(e) if classify(&e) == ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.op("list")?,
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.op("list")?;
+        let Some(id) = entry.file_name().to_str().and_then(ObjectId::parse) else {
+            continue;
+        };
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Deleted between readdir and stat: simply not there any more.
+            Err(e) if classify(&e) == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).op("stat"),
+        };
+        if meta.is_file() {
+            out.push((id, meta.len()));
+        }
+    }
+    Ok(out)
+}
+
+/// Flushes a folder's entries (a rename or unlink in it) to disk.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let handle = File::open(dir).op("open folder for fsync")?;
+    match handle.sync_all() {
+        Ok(()) => Ok(()),
+        // Some filesystems (FAT on USB sticks, some FUSE) cannot fsync folders.
+        Err(e) if is_unsupported(&e) => Ok(()),
+        Err(e) => Err(e).op("fsync folder"),
+    }
+}
+
+fn is_unsupported(err: &io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        err.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EINVAL) | Some(Errno::ENOTSUP)
+    )
+}
+
+/// fsync or fdatasync, tolerating filesystems that cannot (some FUSE and
+/// network ones).
+fn sync(file: &File, data_only: bool) -> Result<(), StoreError> {
+    let result = if data_only {
+        file.sync_data()
+    } else {
+        file.sync_all()
+    };
+    match result {
+        Err(e) if !is_unsupported(&e) => Err(e).op("fsync"),
+        _ => Ok(()),
+    }
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a fresh temp file beside `final_path`, never replacing anything.
+fn create_temp(final_path: &Path, modes: Modes) -> Result<(File, PathBuf), StoreError> {
+    let dir = final_path.parent().unwrap_or(Path::new("."));
+    let base = final_path
+        .file_name()
+        .and_then(OsStr::to_str)
+        .unwrap_or("object");
+    loop {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{TEMP_PREFIX}{base}-{}-{n}", std::process::id()));
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(modes.file)
+            .open(&path);
+        match opened {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).op("create temp file"),
+        }
+    }
+}
+
+/// Makes a finished temp file visible under its final name without ever
+/// replacing an existing object, then makes the change durable.
+///
+/// `link` fails with EEXIST when the name is taken, which makes it an atomic
+/// "rename unless it exists" that also works on musl (whose libc crate lacks
+/// renameat2). Filesystems without hard links (FAT, exFAT on USB disks) fall
+/// back to check-then-rename: two uploads of one name carry identical,
+/// verified content, so the remaining race cannot change what is stored.
+fn commit_temp(temp: &Path, final_path: &Path) -> Result<(), StoreError> {
+    match fs::hard_link(temp, final_path) {
+        Ok(()) => fs::remove_file(temp).op("remove temp link")?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e).op("link"),
+        Err(_) => {
+            if fs::symlink_metadata(final_path).is_ok() {
+                return Err(StoreError::exists("rename"));
+            }
+            fs::rename(temp, final_path).op("rename")?;
+        }
+    }
+    sync_dir(final_path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The repository a file below the data directory belongs to, and whether it
+/// is a snapshot: the path up to the first type folder (or a final `config`).
+fn repo_of(relative: &Path) -> Option<(String, bool)> {
+    let parts: Vec<&str> = relative.iter().filter_map(OsStr::to_str).collect();
+    for (i, part) in parts.iter().enumerate().take(MAX_REPO_DEPTH + 1) {
+        let last = i + 1 == parts.len();
+        let kind = ObjectType::from_segment(part);
+        if (last && *part == "config") || (!last && kind.is_some()) {
+            return Some((parts[..i].join("/"), kind == Some(ObjectType::Snapshots)));
+        }
+    }
+    None
+}
+
+/// Walks the data directory once at startup: removes upload temp files a
+/// crash left behind and counts the bytes stored (for `--max-size`).
+fn scan(root: &Path) -> Result<Scan, StoreError> {
+    let mut report = Scan::default();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).op("scan")? {
+            let entry = entry.op("scan")?;
+            let file_type = entry.file_type().op("scan")?;
+            if file_type.is_dir() {
+                pending.push(entry.path());
+                continue;
+            }
+            if !file_type.is_file() {
+                continue;
+            }
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TEMP_PREFIX) || name.contains(GO_TEMP_MARKER) {
+                fs::remove_file(entry.path()).op("remove stale temp file")?;
+                report.temps_removed += 1;
+                continue;
+            }
+            let meta = entry.metadata().op("scan")?;
+            report.bytes += meta.len();
+            let path = entry.path();
+            if let Some((repo, is_snapshot)) = path.strip_prefix(root).ok().and_then(repo_of) {
+                let stats: &mut RepoStats = report.repos.entry(repo).or_default();
+                stats.bytes += meta.len();
+                if is_snapshot {
+                    let modified = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs());
+                    stats.newest_snapshot = stats.newest_snapshot.max(modified);
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// A file being sent, read in [`READ_CHUNK_BYTES`] pieces on the I/O pool.
+pub(crate) struct FsReader {
+    file: Arc<File>,
+    size: u64,
+    offset: u64,
+    remaining: u64,
+    pending: Option<(u64, JoinHandle<Result<Bytes, StoreError>>)>,
+}
+
+impl super::ObjectReader for FsReader {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn range(&mut self, start: u64, len: u64) {
+        self.offset = start.min(self.size);
+        self.remaining = len.min(self.size - self.offset);
+    }
+
+    fn remaining(&self) -> u64 {
+        self.remaining + self.pending.as_ref().map_or(0, |(len, _)| *len)
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StoreError>>> {
+        if self.pending.is_none() {
+            if self.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            let len = self.remaining.min(READ_CHUNK_BYTES as u64);
+            let (file, offset) = (self.file.clone(), self.offset);
+            self.offset += len;
+            self.remaining -= len;
+            let handle = io_pool::spawn(move || read_exact_at(&file, offset, len));
+            self.pending = Some((len, handle));
+        }
+        let Some((_, handle)) = self.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let result = ready!(Pin::new(handle).poll(cx));
+        self.pending = None;
+        Poll::Ready(Some(
+            result.unwrap_or_else(|e| Err(StoreError::lost_task(e))),
+        ))
+    }
+}
+
+fn read_exact_at(file: &File, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+    let mut buf = vec![0u8; len as usize];
+    // Fails only if the file shrank under us (it never should: objects are
+    // immutable).
+    file.read_exact_at(&mut buf, offset).op("read")?;
+    Ok(Bytes::from(buf))
+}
+
+/// A listing, read one folder at a time on the I/O pool.
+pub(crate) struct FsListing {
+    dirs: VecDeque<PathBuf>,
+    pending: Option<JoinHandle<Result<Batch, StoreError>>>,
+}
+
+impl super::Listing for FsListing {
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Batch, StoreError>>> {
+        if self.pending.is_none() {
+            let Some(dir) = self.dirs.pop_front() else {
+                return Poll::Ready(None);
+            };
+            self.pending = Some(io_pool::spawn(move || list_objects(&dir)));
+        }
+        let Some(handle) = self.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let result = ready!(Pin::new(handle).poll(cx));
+        self.pending = None;
+        let batch = result.unwrap_or_else(|e| Err(StoreError::lost_task(e)));
+        if batch.is_err() {
+            self.dirs.clear();
+        }
+        Poll::Ready(Some(batch))
+    }
+}
+
+/// The temp file, moved to the I/O pool for each write.
+struct Writer {
+    file: File,
+    unflushed: u64,
+}
+
+impl Writer {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.file.write_all(chunk).op("write")?;
+        self.unflushed += chunk.len() as u64;
+        if self.unflushed >= WRITEBACK_INTERVAL_BYTES {
+            self.unflushed = 0;
+            sync(&self.file, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// An upload to a temp file. Each chunk is written by one pool task; the next
+/// chunk waits for it, so writes stay in order while the caller prepares the
+/// next chunk.
+pub(crate) struct FsUpload {
+    final_path: PathBuf,
+    /// Some until the temp file is linked into place or removed.
+    temp_path: Option<PathBuf>,
+    /// None while a write runs on the pool.
+    writer: Option<Writer>,
+    in_flight: Option<JoinHandle<(Writer, Result<(), StoreError>)>>,
+}
+
+impl FsUpload {
+    /// Waits for the write in flight and takes the file back.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let Some(write) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (writer, result) = write.await.map_err(StoreError::lost_task)?;
+        self.writer = Some(writer);
+        result
+    }
+}
+
+impl super::Upload for FsUpload {
+    async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.settle().await?;
+        let Some(mut writer) = self.writer.take() else {
+            return Err(StoreError::internal("write", "upload file lost"));
+        };
+        self.in_flight = Some(io_pool::spawn(move || {
+            let result = writer.write(&chunk);
+            (writer, result)
+        }));
+        Ok(())
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        self.settle().await?;
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| StoreError::internal("commit", "upload file missing"))?;
+        let temp = self.temp_path.clone().unwrap_or_default();
+        let target = self.final_path.clone();
+        io_pool::run(move || {
+            sync(&writer.file, false)?;
+            drop(writer);
+            commit_temp(&temp, &target)
+        })
+        .await?;
+        self.temp_path = None;
+        Ok(())
+    }
+}
+
+impl Drop for FsUpload {
+    fn drop(&mut self) {
+        let Some(temp) = self.temp_path.take() else {
+            return;
+        };
+        // A write may still run on the pool; unlinking under it is fine on
+        // Unix: the bytes go to an inode that no name points to.
+        let remove = move || {
+            if let Err(e) = fs::remove_file(&temp) {
+                log::error!("could not remove temp file {}: {e}", temp.display());
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => drop(io_pool::spawn(remove)),
+            // Outside the runtime (its shutdown), nothing else is waiting.
+            Err(_) => remove(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_pairs_cover_all_bytes() {
+        let mut buf = [0u8; 2];
+        assert_eq!(hex_pair(0, &mut buf), "00");
+        assert_eq!(hex_pair(0xa7, &mut buf), "a7");
+        assert_eq!(hex_pair(0xff, &mut buf), "ff");
+    }
+
+    #[test]
+    fn files_are_attributed_to_their_repository() {
+        let id = "ab".repeat(32);
+        let cases = [
+            (format!("data/ab/{id}"), Some(("".to_string(), false))),
+            ("config".to_string(), Some(("".to_string(), false))),
+            (
+                format!("alice/snapshots/{id}"),
+                Some(("alice".to_string(), true)),
+            ),
+            (
+                "alice/laptop/config".to_string(),
+                Some(("alice/laptop".to_string(), false)),
+            ),
+            (".htpasswd".to_string(), None),
+            ("a/b/c/config".to_string(), None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(repo_of(Path::new(&path)), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn classifies_space_errors() {
+        let err = io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        assert_eq!(classify(&err), ErrorKind::NoSpace);
+        let err = io::Error::from_raw_os_error(nix::libc::EDQUOT);
+        assert_eq!(classify(&err), ErrorKind::NoSpace);
+        let err = io::Error::from_raw_os_error(nix::libc::EIO);
+        assert_eq!(classify(&err), ErrorKind::Unexpected);
+    }
+
+    #[test]
+    fn lists_only_valid_object_names() {
+        let dir = std::env::temp_dir().join(format!("rs-fs-list-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = "ab".repeat(32);
+        std::fs::write(dir.join(&id), b"12345").unwrap();
+        std::fs::write(dir.join("not-an-id"), b"x").unwrap();
+        std::fs::write(dir.join(format!("{TEMP_PREFIX}{id}-1-1")), b"x").unwrap();
+        let listed = list_objects(&dir).unwrap();
+        assert_eq!(listed, vec![(ObjectId::parse(&id).unwrap(), 5)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(list_objects(&dir).unwrap(), vec![]);
+    }
+}

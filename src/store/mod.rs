@@ -1,0 +1,221 @@
+//! The repository store: what the REST endpoints need from storage, asked by
+//! repository, object type and id — never by path.
+//!
+//! [`Store`] is implemented by the local filesystem ([`fs::FsStore`], restic's
+//! local layout) and, for in-process tests, by a fault-injecting in-memory
+//! store. Handlers are generic over it, so a second backend costs nothing per
+//! call and nothing per chunk (no `dyn`). Storage knows nothing of HTTP or
+//! metrics: it returns its own error kinds and statistics types.
+
+pub(crate) mod fs;
+#[cfg(test)]
+pub(crate) mod memory;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use crate::route::{ObjectId, ObjectType, RepoPath};
+
+/// A file of a repository: its config, or an object named by its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key<'a> {
+    Config,
+    Object(ObjectType, &'a ObjectId),
+}
+
+impl Key<'_> {
+    /// The object type, for metrics and limits; None for the config.
+    pub(crate) fn kind(self) -> Option<ObjectType> {
+        match self {
+            Key::Config => None,
+            Key::Object(kind, _) => Some(kind),
+        }
+    }
+}
+
+/// What went wrong in a store, as far as a client needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    /// ENOSPC or EDQUOT: the disk or the user's disk quota is full.
+    NoSpace,
+    Unexpected,
+}
+
+/// A failed store operation: the kind for the client, the cause for the log.
+#[derive(Debug)]
+pub(crate) struct StoreError {
+    pub(crate) kind: ErrorKind,
+    pub(crate) op: &'static str,
+    pub(crate) source: io::Error,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.op, self.source)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl StoreError {
+    pub(crate) fn new(kind: ErrorKind, op: &'static str, source: io::Error) -> StoreError {
+        StoreError { kind, op, source }
+    }
+
+    /// Something that is not there in the form asked for (a folder where a
+    /// file was expected, say): answered like a missing file.
+    pub(crate) fn not_found(op: &'static str) -> StoreError {
+        StoreError::new(ErrorKind::NotFound, op, io::ErrorKind::NotFound.into())
+    }
+
+    pub(crate) fn exists(op: &'static str) -> StoreError {
+        StoreError::new(
+            ErrorKind::AlreadyExists,
+            op,
+            io::ErrorKind::AlreadyExists.into(),
+        )
+    }
+
+    /// A broken invariant or a lost pool task: the server's fault.
+    pub(crate) fn internal(op: &'static str, why: impl Into<String>) -> StoreError {
+        StoreError::new(ErrorKind::Unexpected, op, io::Error::other(why.into()))
+    }
+
+    /// A pool task that did not return (it panicked or was cancelled).
+    pub(crate) fn lost_task(err: tokio::task::JoinError) -> StoreError {
+        StoreError::internal("blocking task", err.to_string())
+    }
+}
+
+/// The one place where OS errors become store error kinds.
+pub(crate) fn classify(err: &io::Error) -> ErrorKind {
+    use nix::errno::Errno;
+    match err.kind() {
+        io::ErrorKind::NotFound => return ErrorKind::NotFound,
+        io::ErrorKind::AlreadyExists => return ErrorKind::AlreadyExists,
+        _ => {}
+    }
+    match err.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ENOSPC) | Some(Errno::EDQUOT) => ErrorKind::NoSpace,
+        Some(Errno::ENOTDIR) => ErrorKind::NotFound,
+        _ => ErrorKind::Unexpected,
+    }
+}
+
+/// Attaches the operation name and the classified kind to an `io::Error`.
+pub(crate) trait Op<T> {
+    fn op(self, op: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Op<T> for io::Result<T> {
+    fn op(self, op: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::new(classify(&source), op, source))
+    }
+}
+
+/// What is stored in one repository.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RepoStats {
+    pub(crate) bytes: u64,
+    /// Modification time (Unix seconds) of the newest snapshot.
+    pub(crate) newest_snapshot: Option<u64>,
+}
+
+/// What the startup scan found.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Scan {
+    /// Bytes in every stored file.
+    pub(crate) bytes: u64,
+    /// Unfinished uploads a crash left behind, now removed.
+    pub(crate) temps_removed: u64,
+    /// Per repository, by label (`alice/laptop`; empty for the root one).
+    pub(crate) repos: BTreeMap<String, RepoStats>,
+}
+
+/// Free and total bytes where the store keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Space {
+    pub(crate) free: u64,
+    pub(crate) total: u64,
+}
+
+/// A repository store. Every method is asynchronous and never blocks the
+/// event loop; a store that does blocking I/O runs it on the I/O pool.
+pub(crate) trait Store: 'static {
+    type Reader: ObjectReader;
+    type Listing: Listing;
+    type Upload: Upload;
+
+    /// Creates the repository (its folders, where the layout has any).
+    /// Idempotent.
+    async fn create_repo(&self, repo: &RepoPath) -> Result<(), StoreError>;
+
+    /// The size of a stored file; NotFound when it is not there.
+    async fn size(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError>;
+
+    /// Opens a stored file for reading; the reader knows its size and is told
+    /// which bytes to send with [`ObjectReader::range`].
+    async fn open(&self, repo: &RepoPath, key: Key<'_>) -> Result<Self::Reader, StoreError>;
+
+    /// Starts an upload; AlreadyExists when the name is taken. Nothing is
+    /// visible under the name until [`Upload::commit`]; an upload dropped
+    /// before that leaves nothing behind.
+    async fn begin_upload(&self, repo: &RepoPath, key: Key<'_>)
+    -> Result<Self::Upload, StoreError>;
+
+    /// Removes a stored file and returns the bytes it freed; a missing file
+    /// frees nothing and is no error, because restic retries deletes.
+    async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError>;
+
+    /// The objects of one type, streamed in batches; NotFound when the
+    /// repository (or its type folder) does not exist.
+    async fn list(&self, repo: &RepoPath, kind: ObjectType) -> Result<Self::Listing, StoreError>;
+
+    /// Runs once at startup: prepares the store, removes what crashed uploads
+    /// left, and counts what is stored.
+    async fn scan(&self) -> Result<Scan, StoreError>;
+
+    /// Free and total bytes, when the store can tell.
+    async fn space(&self) -> Option<Space>;
+}
+
+/// A stored file being read, chunk by chunk.
+pub(crate) trait ObjectReader: Unpin + 'static {
+    /// The whole file's size.
+    fn size(&self) -> u64;
+    /// Limits what is sent to `len` bytes from `start` (within [`Self::size`]).
+    fn range(&mut self, start: u64, len: u64);
+    /// Bytes still to send.
+    fn remaining(&self) -> u64;
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StoreError>>>;
+}
+
+/// Object names and sizes, as a listing yields them.
+pub(crate) type Batch = Vec<(ObjectId, u64)>;
+
+/// A listing being read, batch by batch (a folder at a time, say).
+pub(crate) trait Listing: Unpin + 'static {
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Batch, StoreError>>>;
+}
+
+/// An upload in progress. Dropped before [`Upload::commit`], it is aborted
+/// and leaves nothing visible.
+pub(crate) trait Upload: 'static {
+    /// Takes the next chunk of the content. May return before the chunk is
+    /// written (pipelining); errors show up at the latest in `commit`.
+    async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError>;
+
+    /// Makes the content durable and visible under its name, without ever
+    /// replacing an existing file (AlreadyExists).
+    async fn commit(self) -> Result<(), StoreError>;
+}
