@@ -7,27 +7,136 @@
 # built as files (mkfs.vfat -C + mcopy, mkfs.ext4 -d) and put together with
 # sfdisk and dd.
 #
-#   image/build.sh --binary target/aarch64-unknown-linux-musl/release/rest-server [--out DIR]
+#   image/build.sh --binary target/aarch64-unknown-linux-musl/release/rest-server [--out DIR] [--mirror URI]
+#   image/build.sh --print-mirror [--mirror URI]
 #
 # Output in DIR (default target/image): rest-server-aarch64.img, and the
 # kernel and initramfs alone (vmlinuz, initrd.img) for a direct kernel boot
 # under qemu. Packages are cached in DIR/cache.
+#
+# The Debian mirror (any archive with bookworm's arm64 packages: a public
+# mirror, a local one, or a cache such as apt-cacher-ng) is the first of:
+# --mirror URI; the IMAGE_DEBIAN_MIRROR environment variable; the first http(s)
+# URI of a Debian release in the build host's apt sources (sources.list, and
+# sources.list.d/*.list and *.sources, in /etc/apt or in the folder named by
+# IMAGE_APT_SOURCES_DIR). --print-mirror prints the choice and stops.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 binary=""
 out="$here/../target/image"
+mirror=""
+mirror_from=""
+print_mirror=no
 while [ $# -gt 0 ]; do
     case "$1" in
         --binary) binary=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        *) echo "usage: $0 --binary FILE [--out DIR]" >&2; exit 2 ;;
+        --mirror) mirror=$2; mirror_from="--mirror"; shift 2 ;;
+        --print-mirror) print_mirror=yes; shift ;;
+        *) echo "usage: $0 --binary FILE [--out DIR] [--mirror URI] | --print-mirror [--mirror URI]" >&2; exit 2 ;;
     esac
 done
-[ -x "$binary" ] || { echo "build.sh: --binary must name the aarch64 rest-server" >&2; exit 2; }
-for tool in apt-get dpkg-deb depmod modprobe cpio mkfs.vfat mcopy mkfs.ext4 sfdisk; do
-    command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing" >&2; exit 1; }
-done
+if [ "$print_mirror" = no ]; then
+    [ -x "$binary" ] || { echo "build.sh: --binary must name the aarch64 rest-server" >&2; exit 2; }
+    for tool in apt-get dpkg-deb depmod modprobe cpio mkfs.vfat mcopy mkfs.ext4 sfdisk; do
+        command -v "$tool" >/dev/null || { echo "build.sh: $tool is missing" >&2; exit 1; }
+    done
+fi
+
+# debian_mirror_in FILE: the first http(s) URI of FILE's enabled `deb` entries
+# for a Debian release (by suite name: not its -security, -updates or
+# -backports suites, nor another distribution's), FILE being in apt's
+# one-line format (*.list) or deb822 (*.sources); nothing if there is none.
+debian_mirror_in() {
+    case "$1" in
+        *.sources) format=deb822 ;;
+        *) format=one-line ;;
+    esac
+    awk -v format="$format" '
+        function debian(suite) {
+            return suite ~ /^(oldoldstable|oldstable|stable|testing|unstable|sid|jessie|stretch|buster|bullseye|bookworm|trixie|forky|duke)$/
+        }
+        function found(uri) {
+            print uri
+            done = 1
+            exit
+        }
+        # deb822: the stanza just read.
+        function stanza(   enabled, n, i, a, deb, release) {
+            enabled = tolower(field["enabled"])
+            gsub(/[ \t]/, "", enabled)
+            n = split(field["types"], a)
+            for (i = 1; i <= n; i++) if (a[i] == "deb") deb = 1
+            n = split(field["suites"], a)
+            for (i = 1; i <= n; i++) if (debian(a[i])) release = 1
+            if (enabled !~ /^(no|false|off|without|disable)$/ && deb && release) {
+                n = split(field["uris"], a)
+                for (i = 1; i <= n; i++) if (a[i] ~ /^https?:\/\//) found(a[i])
+            }
+            split("", field)
+            name = ""
+        }
+        { sub(/\r$/, "") }
+        format == "one-line" {
+            sub(/#.*/, "")
+            gsub(/\[[^]]*\]/, " ")
+            if ($1 == "deb" && $2 ~ /^https?:\/\// && debian($3)) found($2)
+            next
+        }
+        # deb822: "Field: value" lines in stanzas separated by blank lines; a
+        # line that starts with a blank continues the field before it.
+        /^[ \t]*#/ { next }
+        /^[ \t]*$/ { stanza(); next }
+        /^[ \t]/ { if (name != "") field[name] = field[name] " " $0; next }
+        index($0, ":") > 0 {
+            name = tolower(substr($0, 1, index($0, ":") - 1))
+            field[name] = substr($0, index($0, ":") + 1)
+        }
+        END { if (!done && format == "deb822") stanza() }
+    ' "$1"
+}
+
+# mirror_from_host: sets mirror and mirror_from from the host's apt sources,
+# read in apt's order; fails when none of them names a Debian mirror.
+apt_sources=${IMAGE_APT_SOURCES_DIR:-/etc/apt}
+mirror_from_host() {
+    for file in "$apt_sources/sources.list" "$apt_sources"/sources.list.d/*; do
+        case "$file" in
+            *.list | *.sources) [ -f "$file" ] || continue ;;
+            *) continue ;;
+        esac
+        mirror=$(debian_mirror_in "$file")
+        if [ -n "$mirror" ]; then
+            mirror_from=$file
+            return 0
+        fi
+    done
+    return 1
+}
+
+if [ -n "$mirror_from" ]; then
+    : # --mirror
+elif [ -n "${IMAGE_DEBIAN_MIRROR:-}" ]; then
+    mirror=$IMAGE_DEBIAN_MIRROR
+    mirror_from=IMAGE_DEBIAN_MIRROR
+elif ! mirror_from_host; then
+    echo "build.sh: found no Debian mirror (an http(s) deb entry for a Debian release) in $apt_sources/sources.list or $apt_sources/sources.list.d; name one with --mirror URI or IMAGE_DEBIAN_MIRROR=URI, e.g. http://HOST:3142/debian for an apt-cacher-ng cache" >&2
+    exit 1
+fi
+case "$mirror" in
+    *[[:space:]]*) uri=no ;;
+    [a-z]*:?*) uri=yes ;;
+    *) uri=no ;;
+esac
+if [ "$uri" = no ]; then
+    echo "build.sh: the Debian mirror \"$mirror\" (from $mirror_from) is not a URI" >&2
+    exit 2
+fi
+echo "build.sh: Debian mirror $mirror (from $mirror_from)"
+if [ "$print_mirror" = yes ]; then
+    exit 0
+fi
 
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -48,7 +157,7 @@ Dir::Etc::SourceList "$cache/sources.list";
 Dir::Etc::SourceParts "$cache/no-parts";
 EOF
 mkdir -p "$cache/no-parts"
-echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main non-free-firmware" >"$cache/sources.list"
+echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm main non-free-firmware" >"$cache/sources.list"
 touch "$cache/apt/state/status"
 export APT_CONFIG="$cache/apt.conf"
 apt-get update -qq

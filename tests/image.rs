@@ -3,7 +3,8 @@
 //! through a port forward, then a simulated power cut in the middle of a
 //! backup. tests/emulated.sh builds the image, names its folder in
 //! REST_SERVER_IMAGE_DIR and runs this test, ignored by a plain `cargo test`,
-//! with `--include-ignored`.
+//! with `--include-ignored`. And, without building anything, how
+//! image/build.sh chooses its Debian mirror.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -331,4 +332,130 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
         restic(&repo, &cache, &["--cacert", ca_arg, "check"]),
         "check after the new backup",
     );
+}
+
+/// `image/build.sh --print-mirror` with the apt sources in `sources`: whether
+/// it succeeded, its standard output and its standard error.
+fn print_mirror(sources: &Path, env: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut command =
+        Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("image/build.sh"));
+    command
+        .arg("--print-mirror")
+        .args(args)
+        .env("IMAGE_APT_SOURCES_DIR", sources)
+        .env_remove("IMAGE_DEBIAN_MIRROR");
+    if let Some(mirror) = env {
+        command.env("IMAGE_DEBIAN_MIRROR", mirror);
+    }
+    let out = command.output().expect("run image/build.sh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn build_script_takes_the_mirror_from_its_option_the_environment_or_the_apt_sources() {
+    let dir = TempDir::new("mirror");
+    let sources = dir.path();
+    let chosen = |uri: &str, from: &str| format!("build.sh: Debian mirror {uri} (from {from})\n");
+
+    // No sources at all: a failure that says what to set.
+    let (ok, out, err) = print_mirror(sources, None, &[]);
+    assert!(!ok, "{out}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("IMAGE_DEBIAN_MIRROR=URI") && err.contains("--mirror URI"),
+        "{err}"
+    );
+
+    // deb822: the security suite, a disabled entry and a source-only entry
+    // are passed over; fields may be folded over several lines. Another
+    // distribution's one-line file and a file apt ignores (by its name)
+    // come first and are passed over too.
+    let parts = sources.join("sources.list.d");
+    std::fs::create_dir_all(&parts).unwrap();
+    std::fs::write(
+        parts.join("0-old.list.disabled"),
+        "deb http://ignored.example/debian bookworm main\n",
+    )
+    .unwrap();
+    std::fs::write(
+        parts.join("a-ubuntu.list"),
+        "deb http://ubuntu.example/ubuntu jammy main\n",
+    )
+    .unwrap();
+    let deb822 = parts.join("debian.sources");
+    std::fs::write(
+        &deb822,
+        "Types: deb\n\
+         # a comment inside the stanza\n\
+         URIs: http://security.example/debian-security\n\
+         Suites: bookworm-security\n\
+         Components: main\n\
+         \n\
+         Types: deb\n\
+         URIs: http://disabled.example/debian\n\
+         Suites: bookworm\n\
+         Enabled: no\n\
+         \n\
+         Types: deb-src\n\
+         URIs: http://source.example/debian\n\
+         Suites: bookworm\n\
+         \n\
+         types: deb-src deb\n\
+         uris:\n \
+         ftp://ftp.example/debian\n \
+         https://deb822.example/debian/\n\
+         suites: bookworm-updates\n \
+         bookworm\n\
+         Components: main\n",
+    )
+    .unwrap();
+    let (ok, out, err) = print_mirror(sources, None, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        chosen("https://deb822.example/debian/", deb822.to_str().unwrap())
+    );
+
+    // sources.list, one-line format, is read before sources.list.d: comments,
+    // a CD, source packages, the security suite (with options in brackets)
+    // and another distribution are passed over.
+    let list = sources.join("sources.list");
+    std::fs::write(
+        &list,
+        "# deb http://commented.example/debian bookworm main\n\
+         deb cdrom:[Debian GNU/Linux 12]/ bookworm main\n\
+         deb-src http://source.example/debian bookworm main\n\
+         deb [ arch=amd64 signed-by=/x.gpg ] http://security.example/debian-security bookworm-security main\n\
+         deb http://ubuntu.example/ubuntu noble main\n\
+         deb [arch=arm64,amd64] http://list.example/debian bookworm main # the mirror\r\n",
+    )
+    .unwrap();
+    let (ok, out, err) = print_mirror(sources, None, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        chosen("http://list.example/debian", list.to_str().unwrap())
+    );
+
+    // The environment variable overrides the apt sources, the option both.
+    let (ok, out, err) = print_mirror(sources, Some("http://cache.example:3142/debian"), &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        chosen("http://cache.example:3142/debian", "IMAGE_DEBIAN_MIRROR")
+    );
+    let (ok, out, err) = print_mirror(
+        sources,
+        Some("http://cache.example:3142/debian"),
+        &["--mirror", "file:/srv/mirror/debian"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, chosen("file:/srv/mirror/debian", "--mirror"));
+    let (ok, out, err) = print_mirror(sources, None, &["--mirror", "not a uri"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("is not a URI"), "{err}");
 }
