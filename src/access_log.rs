@@ -1,18 +1,21 @@
 //! `--log`: the access log in the combined log format, as rest-server writes it
 //! (`host - user [time] "METHOD uri PROTO" status bytes "referer" "agent"`).
 //! Times are UTC: a static binary on a small board often has no time zone data.
+//! A writer thread behind a bounded queue writes the lines, so a log file on a
+//! slow disk never stalls a request (see `logging/writer.rs`).
 
-use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
-use std::io::{self, LineWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::Request;
 use hyper::header::{REFERER, USER_AGENT};
 
 use crate::config::AccessLogTarget;
+use crate::logging::civil_from_days;
+use crate::logging::writer::{FLUSH_TIMEOUT, LogWriter, Notes, QUEUE_LINES};
 
 /// One request, as the log line needs it.
 #[derive(Debug, Clone)]
@@ -106,43 +109,67 @@ fn clf_time(time: SystemTime) -> String {
     )
 }
 
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// Where the access log goes; lines are queued, never written on the caller's
+/// thread.
+pub struct AccessLog {
+    out: LogWriter,
 }
 
-pub struct AccessLog {
-    out: RefCell<Box<dyn Write>>,
-}
+/// What the access log's writer says about its own trouble: in the server log,
+/// so the access log keeps to the combined format that log analysers parse.
+const NOTES: Notes = Notes {
+    dropped: |n, _| log::warn!("access log: {}", crate::logging::writer::dropped_text(n)),
+    write_failed: |e| {
+        log::error!(
+            "access log: {e} (further errors are counted, not logged, until a write succeeds)"
+        )
+    },
+};
 
 impl AccessLog {
     pub fn open(target: &AccessLogTarget) -> io::Result<AccessLog> {
-        let out: Box<dyn Write> = match target {
-            AccessLogTarget::Stdout => Box::new(LineWriter::new(io::stdout())),
-            AccessLogTarget::File(path) => Box::new(LineWriter::new(open_append(path)?)),
-        };
-        Ok(AccessLog {
-            out: RefCell::new(out),
-        })
+        match target {
+            AccessLogTarget::Stdout => AccessLog::to(io::stdout()),
+            AccessLogTarget::File(path) => AccessLog::to(open_append(path)?),
+        }
     }
 
-    /// Writes one line. A failing log must not fail the request: the error is
-    /// reported to the server log instead.
+    fn to<W: Write + Send + 'static>(sink: W) -> io::Result<AccessLog> {
+        let out = LogWriter::spawn("access-log", QUEUE_LINES, sink, NOTES)?;
+        Ok(AccessLog { out })
+    }
+
+    /// Queues one line and returns at once. A failing or slow log must not
+    /// fail or stall the request: a line the queue has no room for is dropped
+    /// and counted, and write errors are reported to the server log.
     pub fn write(&self, entry: &Entry) {
         let mut line = entry.format();
         line.push('\n');
-        if let Err(e) = self.out.borrow_mut().write_all(line.as_bytes()) {
-            log::error!("access log: {e}");
-        }
+        self.out.send(line.into_bytes());
+    }
+
+    /// Waits at most `timeout` until the lines queued so far are written;
+    /// true if they were. Dropping the log does this, waiting at most 1 s.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.out.flush(timeout)
+    }
+
+    /// Lines dropped because the log output was too slow, since the start.
+    pub fn dropped_lines(&self) -> u64 {
+        self.out.dropped_lines()
+    }
+
+    /// Writes that failed (a full disk, say), since the start.
+    pub fn write_errors(&self) -> u64 {
+        self.out.write_errors()
+    }
+}
+
+impl Drop for AccessLog {
+    /// The last requests' lines reach the file before the process exits. This
+    /// runs once, at shutdown, so a bounded wait on the event loop is fine.
+    fn drop(&mut self) {
+        self.out.flush(FLUSH_TIMEOUT);
     }
 }
 
@@ -158,12 +185,10 @@ fn open_append(path: &Path) -> io::Result<std::fs::File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::logging::writer::tests::gated_sink;
 
     #[test]
     fn formats_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         let t = UNIX_EPOCH + Duration::from_secs(1_795_303_440);
         assert_eq!(clf_time(t), "21/Nov/2026:23:24:00 +0000");
     }
@@ -183,5 +208,54 @@ mod tests {
             entry.format(),
             "127.0.0.1 - - [01/Jan/1970:00:00:00 +0000] \"GET /repo/config HTTP/1.1\" 200 155 \"\" \"restic/0.14.0 \\\"x\\\"\""
         );
+    }
+
+    #[test]
+    fn a_blocked_log_does_not_block_requests() {
+        let (sink, gate) = gated_sink();
+        let log = AccessLog::to(sink).unwrap();
+        let req = Request::builder().uri("/repo/config").body(()).unwrap();
+        let entry = |status| {
+            let mut entry = Entry::from_request(&req, "127.0.0.1", UNIX_EPOCH);
+            entry.status = status;
+            entry
+        };
+        log.write(&entry(200));
+        gate.wait_blocked();
+        let start = std::time::Instant::now();
+        for status in 0..QUEUE_LINES as u16 + 5 {
+            log.write(&entry(status));
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert_eq!(log.dropped_lines(), 5);
+        gate.open();
+        assert!(log.flush(Duration::from_secs(10)));
+        drop(log);
+        let text = gate.text();
+        assert_eq!(text.lines().count(), QUEUE_LINES + 1);
+        let statuses: Vec<&str> = text
+            .lines()
+            .map(|line| line.rsplit(' ').nth(3).unwrap())
+            .collect();
+        assert_eq!(statuses[0], "200");
+        assert_eq!(statuses[1], "0");
+        assert_eq!(statuses[QUEUE_LINES], (QUEUE_LINES - 1).to_string());
+    }
+
+    #[test]
+    fn appends_to_a_file_and_flushes_on_drop() {
+        let dir = std::env::temp_dir().join(format!("access-log-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let _ = std::fs::remove_file(&path);
+        let req = Request::builder().uri("/x").body(()).unwrap();
+        for _ in 0..2 {
+            let log = AccessLog::open(&AccessLogTarget::File(path.clone())).unwrap();
+            log.write(&Entry::from_request(&req, "-", UNIX_EPOCH));
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.starts_with("- - - [01/Jan/1970:00:00:00 +0000] \"GET /x HTTP/1.1\" 0 0"));
     }
 }

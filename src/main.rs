@@ -78,9 +78,13 @@ fn main() -> ExitCode {
         }
     };
     match rest_server::app::run(config) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            rest_server::logging::flush();
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             log::error!("{e}");
+            rest_server::logging::flush();
             eprintln!("rest-server: {e}");
             ExitCode::FAILURE
         }
