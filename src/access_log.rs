@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hyper::Request;
 use hyper::header::{REFERER, USER_AGENT};
@@ -16,6 +16,7 @@ use hyper::header::{REFERER, USER_AGENT};
 use crate::config::AccessLogTarget;
 use crate::logging::civil_from_days;
 use crate::logging::writer::{FLUSH_TIMEOUT, LogWriter, Notes, QUEUE_LINES};
+use crate::metrics::LogHealth;
 
 /// One request, as the log line needs it.
 #[derive(Debug, Clone)]
@@ -148,20 +149,13 @@ impl AccessLog {
         self.out.send(line.into_bytes());
     }
 
-    /// Waits at most `timeout` until the lines queued so far are written;
-    /// true if they were. Dropping the log does this, waiting at most 1 s.
-    pub fn flush(&self, timeout: Duration) -> bool {
-        self.out.flush(timeout)
-    }
-
-    /// Lines dropped because the log output was too slow, since the start.
-    pub fn dropped_lines(&self) -> u64 {
-        self.out.dropped_lines()
-    }
-
-    /// Writes that failed (a full disk, say), since the start.
-    pub fn write_errors(&self) -> u64 {
-        self.out.write_errors()
+    /// How the log's output is keeping up, for `/metrics`.
+    pub(crate) fn health(&self) -> LogHealth {
+        LogHealth {
+            log: "access",
+            dropped: self.out.dropped_lines(),
+            write_errors: self.out.write_errors(),
+        }
     }
 }
 
@@ -186,6 +180,7 @@ fn open_append(path: &Path) -> io::Result<std::fs::File> {
 mod tests {
     use super::*;
     use crate::logging::writer::tests::gated_sink;
+    use std::time::Duration;
 
     #[test]
     fn formats_dates() {
@@ -227,9 +222,9 @@ mod tests {
             log.write(&entry(status));
         }
         assert!(start.elapsed() < Duration::from_secs(5));
-        assert_eq!(log.dropped_lines(), 5);
+        assert_eq!(log.health().dropped, 5);
         gate.open();
-        assert!(log.flush(Duration::from_secs(10)));
+        assert!(log.out.flush(Duration::from_secs(10)));
         drop(log);
         let text = gate.text();
         assert_eq!(text.lines().count(), QUEUE_LINES + 1);

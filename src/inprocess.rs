@@ -182,7 +182,7 @@ async fn content_that_does_not_match_its_name_is_refused_and_not_stored() {
     let answer = send(&state, "POST", &format!("/r/data/{wrong}"), &data).await;
     assert_eq!(answer.status, 400);
     assert_eq!(store.file_count(), 0);
-    let text = state.metrics.as_ref().unwrap().render(None);
+    let text = state.metrics.as_ref().unwrap().render(None, &[]);
     assert!(text.contains("rest_server_upload_verification_failures_total 1"));
 
     // With --no-verify-upload the same upload is stored.
@@ -378,7 +378,7 @@ async fn metrics_are_recorded_once_per_request() {
     send(&state, "GET", &path, b"").await;
     send(&state, "GET", &path, b"").await;
     send(&state, "DELETE", &path, b"").await;
-    let text = state.metrics.as_ref().unwrap().render(None);
+    let text = state.metrics.as_ref().unwrap().render(None, &[]);
     for line in [
         "rest_server_blob_write_total{repo=\"r\",type=\"snapshots\",user=\"\"} 1",
         "rest_server_blob_write_bytes_total{repo=\"r\",type=\"snapshots\",user=\"\"} 2000",

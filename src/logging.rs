@@ -1,8 +1,10 @@
 //! The server log on stderr: info by default, debug with `--debug`, one line a
-//! record (`2026-11-21T23:24:00.31342917Z [INFO] start server on ...`, the
-//! format simplelog wrote before and tests read). A writer thread behind a
-//! bounded queue does the writing, so a slow stderr (journald under load)
-//! never stalls a request: see `logging/writer.rs`.
+//! record (`2026-11-21T23:24:00.31342917Z [INFO] start server on ...`), as
+//! simplelog formats it; tests and operators read that format.
+//!
+//! simplelog's `WriteLogger` formats and filters; what it writes goes to a
+//! bounded queue ([`writer`]) that a thread empties into stderr, so a slow
+//! stderr (journald under load) never stalls a request.
 
 pub(crate) mod writer;
 
@@ -11,7 +13,8 @@ use std::io::{self, Write};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter};
+use simplelog::{ConfigBuilder, WriteLogger};
 
 use writer::{FLUSH_TIMEOUT, LogWriter, Notes, QUEUE_LINES};
 
@@ -19,9 +22,17 @@ use writer::{FLUSH_TIMEOUT, LogWriter, Notes, QUEUE_LINES};
 /// details an operator does not need.
 const TARGET: &str = "rest_server";
 
-/// The installed logger. The `log` crate's logger is process-wide by design;
-/// keeping ours here lets [`flush`] and [`dropped_lines`] reach its queue.
-static LOGGER: OnceLock<ServerLog> = OnceLock::new();
+/// The server log's queue, for [`health`].
+static QUEUE: OnceLock<LogWriter> = OnceLock::new();
+
+fn config() -> simplelog::Config {
+    ConfigBuilder::new()
+        .add_filter_allow_str(TARGET)
+        .set_time_format_rfc3339()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .build()
+}
 
 /// Installs the server log; a second call changes nothing.
 pub fn init(debug: bool) {
@@ -30,22 +41,21 @@ pub fn init(debug: bool) {
     } else {
         LevelFilter::Info
     };
-    if LOGGER.get().is_some() {
+    if QUEUE.get().is_some() {
         return;
     }
     let out = match LogWriter::spawn("server-log", QUEUE_LINES, io::stderr(), NOTES) {
-        Ok(out) => Some(out),
+        Ok(out) => out,
         Err(e) => {
             // Not expected at startup; a log that can block beats none.
             eprintln!("rest-server: no log writer thread ({e}): logging to stderr directly");
-            None
+            let _ = WriteLogger::init(level, config(), io::stderr());
+            return;
         }
     };
-    let logger = LOGGER.get_or_init(|| ServerLog { level, out });
+    let queue = QUEUE.get_or_init(|| out).clone();
     // Only fails if another logger is set already, which is harmless.
-    if log::set_logger(logger).is_ok() {
-        log::set_max_level(level);
-    }
+    let _ = WriteLogger::init(level, config(), Queue::new(queue));
 }
 
 /// Waits, at most a second, until the lines logged so far are on stderr. For
@@ -54,12 +64,45 @@ pub fn flush() {
     log::logger().flush();
 }
 
-/// Server log lines dropped because stderr was too slow, since the start.
-pub fn dropped_lines() -> u64 {
-    LOGGER
-        .get()
-        .and_then(|logger| logger.out.as_ref())
-        .map_or(0, LogWriter::dropped_lines)
+/// How the server log's output is keeping up, for `/metrics`.
+pub(crate) fn health() -> crate::metrics::LogHealth {
+    crate::metrics::LogHealth {
+        log: "server",
+        dropped: QUEUE.get().map_or(0, LogWriter::dropped_lines),
+        write_errors: QUEUE.get().map_or(0, LogWriter::write_errors),
+    }
+}
+
+/// What simplelog writes to: a record arrives in several writes and ends
+/// with a newline; then it goes to the queue whole.
+struct Queue {
+    out: LogWriter,
+    record: Vec<u8>,
+}
+
+impl Queue {
+    fn new(out: LogWriter) -> Queue {
+        Queue {
+            out,
+            record: Vec::with_capacity(128),
+        }
+    }
+}
+
+impl Write for Queue {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.record.extend_from_slice(bytes);
+        if self.record.ends_with(b"\n") {
+            let record = std::mem::replace(&mut self.record, Vec::with_capacity(128));
+            self.out.send(record);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush(FLUSH_TIMEOUT);
+        Ok(())
+    }
 }
 
 /// What the server log's writer says about its own trouble.
@@ -77,46 +120,15 @@ const NOTES: Notes = Notes {
     write_failed: |_| {},
 };
 
-struct ServerLog {
-    level: LevelFilter,
-    /// None only if the writer thread could not be started.
-    out: Option<LogWriter>,
-}
-
-impl Log for ServerLog {
-    fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level && metadata.target().starts_with(TARGET)
-    }
-
-    fn log(&self, record: &Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let mut line = Vec::with_capacity(128);
-        format_record(&mut line, SystemTime::now(), record.level(), record.args());
-        match &self.out {
-            Some(out) => out.send(line),
-            None => {
-                let _ = io::stderr().write_all(&line);
-            }
-        }
-    }
-
-    fn flush(&self) {
-        if let Some(out) = &self.out {
-            out.flush(FLUSH_TIMEOUT);
-        }
-    }
-}
-
-/// `2026-11-21T23:24:00.31342917Z [INFO] message\n`.
+/// `2026-11-21T23:24:00.31342917Z [WARN] message\n`, as simplelog writes a
+/// record: for the writer's own notes, which do not pass through simplelog.
 fn format_record(out: &mut Vec<u8>, time: SystemTime, level: Level, args: &fmt::Arguments) {
     // Writing to a Vec cannot fail.
     let _ = writeln!(out, "{} [{level}] {args}", Rfc3339(time));
 }
 
-/// RFC 3339 in UTC as the `time` crate writes it (simplelog used it): the
-/// fraction of a second without trailing zeros, none when it is zero.
+/// RFC 3339 in UTC as the `time` crate writes it for simplelog: the fraction
+/// of a second without trailing zeros, none when it is zero.
 struct Rfc3339(SystemTime);
 
 impl fmt::Display for Rfc3339 {
@@ -164,6 +176,7 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::writer::tests::gated_sink;
     use super::*;
+    use log::{Log, Record};
     use std::time::Duration;
 
     #[test]
@@ -210,10 +223,7 @@ mod tests {
     fn logs_the_crates_own_records_at_its_level_without_blocking() {
         let (sink, gate) = gated_sink();
         let out = LogWriter::spawn("test-server-log", 4, sink, NOTES).unwrap();
-        let log = ServerLog {
-            level: LevelFilter::Info,
-            out: Some(out.clone()),
-        };
+        let log = WriteLogger::new(LevelFilter::Info, config(), Queue::new(out.clone()));
         log.log(&record(
             Level::Info,
             "rest_server::app",

@@ -37,6 +37,17 @@ struct BlobCounters {
     delete: Counter,
 }
 
+/// How one log's output keeps up (see `logging/writer.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogHealth {
+    /// "server" or "access".
+    pub(crate) log: &'static str,
+    /// Lines dropped because the output was too slow.
+    pub(crate) dropped: u64,
+    /// Writes that failed (a full disk, say).
+    pub(crate) write_errors: u64,
+}
+
 type BlobKey = (String, String, &'static str);
 
 /// One of rest-server's blob counters: name, help text, and how to read it.
@@ -119,7 +130,7 @@ impl Metrics {
     }
 
     /// The text exposition format, version 0.0.4.
-    pub(crate) fn render(&self, space: Option<Space>) -> String {
+    pub(crate) fn render(&self, space: Option<Space>, logs: &[LogHealth]) -> String {
         let mut out = String::with_capacity(4096);
         let blobs = self.blobs.borrow();
         let families: [BlobFamily; 6] = [
@@ -235,6 +246,32 @@ impl Metrics {
             "rest_server_upload_verification_failures_total {}",
             self.verification_failures.get()
         );
+        header(
+            &mut out,
+            "rest_server_log_lines_dropped_total",
+            "Log lines dropped because the log output was too slow",
+            "counter",
+        );
+        for health in logs {
+            let _ = writeln!(
+                out,
+                "rest_server_log_lines_dropped_total{{log=\"{}\"}} {}",
+                health.log, health.dropped
+            );
+        }
+        header(
+            &mut out,
+            "rest_server_log_write_errors_total",
+            "Writes of log lines that failed",
+            "counter",
+        );
+        for health in logs {
+            let _ = writeln!(
+                out,
+                "rest_server_log_write_errors_total{{log=\"{}\"}} {}",
+                health.log, health.write_errors
+            );
+        }
         out
     }
 }
@@ -281,7 +318,14 @@ mod tests {
         ));
         metrics.failed(&ApiError::HashMismatch);
         metrics.config(BlobOp::Write, "alice", 10);
-        let text = metrics.render(Some(Space { free: 1, total: 2 }));
+        let logs = [LogHealth {
+            log: "access",
+            dropped: 3,
+            write_errors: 4,
+        }];
+        let text = metrics.render(Some(Space { free: 1, total: 2 }), &logs);
+        assert!(text.contains("rest_server_log_lines_dropped_total{log=\"access\"} 3"));
+        assert!(text.contains("rest_server_log_write_errors_total{log=\"access\"} 4"));
         assert!(text.contains(
             "rest_server_blob_write_bytes_total{repo=\"alice\",type=\"data\",user=\"alice\"} 50"
         ));

@@ -93,7 +93,16 @@ where
     let mut body = Some(body);
     let mut user = None;
     let mut counted = None;
-    let result = handle(state, &parts, &mut body, client.ip, &mut user, &mut counted).await;
+    let result = handle(
+        state,
+        access_log,
+        &parts,
+        &mut body,
+        client.ip,
+        &mut user,
+        &mut counted,
+    )
+    .await;
     let method = &parts.method;
     let path = parts.uri.path();
     let who = user.as_deref().unwrap_or("-");
@@ -142,6 +151,7 @@ where
 /// count as soon as they are known.
 async fn handle<S, B>(
     state: &AppState<S>,
+    access_log: Option<&Rc<AccessLog>>,
     parts: &hyper::http::request::Parts,
     body: &mut Option<B>,
     peer: Option<IpAddr>,
@@ -165,7 +175,7 @@ where
         }
     }
     if metrics_request {
-        return metrics(state, &parts.method).await;
+        return metrics(state, access_log, &parts.method).await;
     }
     let Route { repo, target } = Route::parse(parts.uri.path()).map_err(|e| match e {
         RouteError::NotFound => ApiError::NotFound("no such route"),
@@ -208,16 +218,19 @@ pub(crate) fn label(repo: &RepoPath) -> String {
 /// `GET /metrics`.
 async fn metrics<S: Store>(
     state: &AppState<S>,
+    access_log: Option<&Rc<AccessLog>>,
     method: &Method,
 ) -> Result<Response<Body<S>>, ApiError> {
     if method != Method::GET && method != Method::HEAD {
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
     let space = state.store.space().await;
+    let mut logs = vec![crate::logging::health()];
+    logs.extend(access_log.map(|log| log.health()));
     let text = state
         .metrics
         .as_ref()
-        .map(|m| m.render(space))
+        .map(|m| m.render(space, &logs))
         .unwrap_or_default();
     let mut response = Response::new(Body::full(text));
     response.headers_mut().insert(
