@@ -11,6 +11,7 @@ pub mod blocking;
 pub mod body;
 pub mod certgen;
 pub mod cli;
+pub mod command_error;
 pub mod config;
 pub mod connection;
 pub mod error;
