@@ -7,25 +7,30 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use crate::command_error::CommandError;
+
 /// Host names put in the certificate when none are given.
 pub const DEFAULT_NAMES: &[&str] = &["localhost", "rest-server", "rest-server.local"];
 
 /// Writes a new ECDSA P-256 key (mode 0600) and a self-signed certificate for
 /// `names` (host names or IP addresses) and returns the certificate's SHA-256
 /// fingerprint (`AB:CD:...`). Existing files are never replaced.
-pub fn generate(cert_path: &Path, key_path: &Path, names: &[String]) -> Result<String, String> {
-    let certified = rcgen::generate_simple_self_signed(names.to_vec())
-        .map_err(|e| format!("cannot make a certificate: {e}"))?;
-    let shown = |path: &Path, e: io::Error| format!("{}: {e}", path.display());
+pub fn generate(
+    cert_path: &Path,
+    key_path: &Path,
+    names: &[String],
+) -> Result<String, CommandError> {
+    let certified =
+        rcgen::generate_simple_self_signed(names.to_vec()).map_err(CommandError::Certificate)?;
     write_new(
         key_path,
         certified.signing_key.serialize_pem().as_bytes(),
         0o600,
     )
-    .map_err(|e| shown(key_path, e))?;
+    .map_err(CommandError::io(key_path))?;
     if let Err(e) = write_new(cert_path, certified.cert.pem().as_bytes(), 0o644) {
         let _ = std::fs::remove_file(key_path);
-        return Err(shown(cert_path, e));
+        return Err(CommandError::io(cert_path)(e));
     }
     Ok(fingerprint(certified.cert.der()))
 }

@@ -17,6 +17,7 @@ use crate::tls::{TlsSettings, TlsVersion};
 
 /// A restic REST backend server for small boards: a drop-in for rest-server.
 #[derive(FromArgs, Debug, Default)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
 pub struct Flags {
     /// data directory (default: <system temp dir>/restic)
     #[argh(option)]
@@ -114,6 +115,7 @@ pub struct Flags {
 
 /// Subcommands; without one, the server runs.
 #[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand)]
 pub enum Command {
     User(UserArgs),
@@ -122,6 +124,7 @@ pub enum Command {
 
 /// make TLS files for --tls
 #[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand, name = "tls")]
 pub struct TlsArgs {
     #[argh(subcommand)]
@@ -129,6 +132,7 @@ pub struct TlsArgs {
 }
 
 #[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand)]
 pub enum TlsAction {
     Generate(TlsGenerate),
@@ -138,6 +142,7 @@ pub enum TlsAction {
 /// default public_key and private_key in the data directory) and print the
 /// certificate's SHA-256 fingerprint; existing files are kept
 #[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand, name = "generate")]
 pub struct TlsGenerate {
     /// a host name or IP address clients will use (repeatable; default:
@@ -148,6 +153,7 @@ pub struct TlsGenerate {
 
 /// manage the users of the htpasswd file (no apache2-utils needed)
 #[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand, name = "user")]
 pub struct UserArgs {
     #[argh(subcommand)]
@@ -155,6 +161,7 @@ pub struct UserArgs {
 }
 
 #[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand)]
 pub enum UserAction {
     Add(UserAdd),
@@ -165,6 +172,7 @@ pub enum UserAction {
 /// add a user, or set a new password (bcrypt); asks twice on a terminal,
 /// otherwise reads one line from stdin
 #[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand, name = "add")]
 pub struct UserAdd {
     /// user name: letters, digits, '_', '-', '.', '@'
@@ -174,6 +182,7 @@ pub struct UserAdd {
 
 /// remove a user
 #[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand, name = "remove")]
 pub struct UserRemove {
     /// user name
@@ -183,20 +192,110 @@ pub struct UserRemove {
 
 /// list the users
 #[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand, name = "list")]
 pub struct UserList {}
 
-/// A flag combination the server refuses to start with; the text says why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError(pub String);
+/// A command line the server refuses: flags argh cannot parse, or a
+/// combination that cannot start. The text says what to change.
+#[derive(Debug)]
+pub enum CliError {
+    /// argh's own message (unknown flag, missing value, stray argument):
+    /// argh reports its errors as text only.
+    Parse(String),
+    /// `--switch=VALUE` where VALUE is not one of Go's booleans.
+    SwitchValue {
+        switch: String,
+        value: String,
+    },
+    /// `--listen unix:` without a path.
+    UnixSocketPath,
+    /// `--listen` that is neither `host:port`, `:port` nor `unix:/path`.
+    Listen(String),
+    /// The named flag was given 0.
+    NotPositive(&'static str),
+    /// `--max-header-size` below [`MIN_HEADER_BYTES`].
+    HeaderSizeTooSmall,
+    /// `--tls-cert`, `--tls-key` or `--tls-client-ca` without `--tls`.
+    TlsFilesWithoutTls,
+    TlsMinVersion(String),
+    /// A flag of Go's rest-server this one does not implement.
+    Unsupported(&'static str),
+    ProxyHeader {
+        header: String,
+        source: hyper::header::InvalidHeaderName,
+    },
+    /// `--acl` with `--no-auth`: there would be no user to apply rules to.
+    AclWithoutAuth,
+}
 
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            CliError::Parse(text) => f.write_str(text.trim_end()),
+            CliError::SwitchValue { switch, value } => {
+                write!(
+                    f,
+                    "invalid value {value:?} for switch {switch}: use true or false"
+                )
+            }
+            CliError::UnixSocketPath => f.write_str("--listen unix: needs a socket path"),
+            CliError::Listen(text) => write!(
+                f,
+                "--listen {text:?}: expected host:port, :port or unix:/path/to.sock"
+            ),
+            CliError::NotPositive(name) => write!(f, "{name} must be greater than 0"),
+            CliError::HeaderSizeTooSmall => {
+                write!(f, "--max-header-size must be at least {MIN_HEADER_BYTES}")
+            }
+            CliError::TlsFilesWithoutTls => {
+                f.write_str("--tls-cert, --tls-key and --tls-client-ca need --tls")
+            }
+            CliError::TlsMinVersion(text) => {
+                write!(f, "--tls-min-ver {text:?}: use 1.2 or 1.3")
+            }
+            CliError::Unsupported(name) => write!(
+                f,
+                "{name} is not yet supported by this version of rest-server; remove it to start"
+            ),
+            CliError::ProxyHeader { header, .. } => {
+                write!(
+                    f,
+                    "--proxy-auth-username {header:?} is not a valid header name"
+                )
+            }
+            CliError::AclWithoutAuth => f.write_str(
+                "--acl needs authentication: remove --no-auth (or add --proxy-auth-username)",
+            ),
+        }
     }
 }
 
-/// Switches, whose `--name=true|false` form Go accepts.
+impl std::error::Error for CliError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CliError::ProxyHeader { source, .. } => Some(source),
+            CliError::Parse(_)
+            | CliError::SwitchValue { .. }
+            | CliError::UnixSocketPath
+            | CliError::Listen(_)
+            | CliError::NotPositive(_)
+            | CliError::HeaderSizeTooSmall
+            | CliError::TlsFilesWithoutTls
+            | CliError::TlsMinVersion(_)
+            | CliError::Unsupported(_)
+            | CliError::AclWithoutAuth => None,
+        }
+    }
+}
+
+/// The smallest `--max-header-size`, in bytes.
+const MIN_HEADER_BYTES: usize = 1024;
+
+/// Switches, whose `--name=true|false` form Go accepts. Kept by hand: argh
+/// does not tell switches from options at run time. The test
+/// `switches_lists_every_switch` compares it with the switches argh's
+/// `ArgsInfo` finds, which is why every argh type here derives it in tests.
 const SWITCHES: &[&str] = &[
     "debug",
     "no-auth",
@@ -236,9 +335,10 @@ pub fn normalize_args(args: &[String]) -> Result<Vec<String>, CliError> {
                 "true" | "1" | "t" | "T" | "TRUE" | "True" => out.push(name.to_string()),
                 "false" | "0" | "f" | "F" | "FALSE" | "False" => {}
                 _ => {
-                    return Err(CliError(format!(
-                        "invalid value {value:?} for switch {name}: use true or false"
-                    )));
+                    return Err(CliError::SwitchValue {
+                        switch: name.to_string(),
+                        value: value.to_string(),
+                    });
                 }
             },
             Some((name, value)) => {
@@ -255,15 +355,11 @@ pub fn normalize_args(args: &[String]) -> Result<Vec<String>, CliError> {
 pub(crate) fn parse_listen(text: &str) -> Result<ListenAddr, CliError> {
     if let Some(path) = text.strip_prefix("unix:") {
         if path.is_empty() {
-            return Err(CliError("--listen unix: needs a socket path".into()));
+            return Err(CliError::UnixSocketPath);
         }
         return Ok(ListenAddr::Unix(PathBuf::from(path)));
     }
-    let bad = || {
-        CliError(format!(
-            "--listen {text:?}: expected host:port, :port or unix:/path/to.sock"
-        ))
-    };
+    let bad = || CliError::Listen(text.to_string());
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
     let host = host
@@ -279,9 +375,9 @@ pub(crate) fn parse_listen(text: &str) -> Result<ListenAddr, CliError> {
     })
 }
 
-fn positive<T: PartialEq + Default>(value: T, name: &str) -> Result<T, CliError> {
+fn positive<T: PartialEq + Default>(value: T, name: &'static str) -> Result<T, CliError> {
     if value == T::default() {
-        return Err(CliError(format!("{name} must be greater than 0")));
+        return Err(CliError::NotPositive(name));
     }
     Ok(value)
 }
@@ -321,16 +417,15 @@ impl Flags {
     fn tls_settings(&self) -> Result<Option<TlsSettings>, CliError> {
         if !self.tls {
             if self.tls_cert.is_some() || self.tls_key.is_some() || self.tls_client_ca.is_some() {
-                return Err(CliError(
-                    "--tls-cert, --tls-key and --tls-client-ca need --tls".into(),
-                ));
+                return Err(CliError::TlsFilesWithoutTls);
             }
             return Ok(None);
         }
         let min_version = match self.tls_min_ver.as_deref() {
             None => TlsVersion::V1_2,
-            Some(text) => TlsVersion::parse(text)
-                .ok_or_else(|| CliError(format!("--tls-min-ver {text:?}: use 1.2 or 1.3")))?,
+            Some(text) => {
+                TlsVersion::parse(text).ok_or_else(|| CliError::TlsMinVersion(text.to_string()))?
+            }
         };
         let (cert, key) = self.tls_paths();
         Ok(Some(TlsSettings {
@@ -345,12 +440,10 @@ impl Flags {
     pub fn resolve(self) -> Result<Config, CliError> {
         let unsupported = [(self.cpu_profile.is_some(), "--cpu-profile")];
         if let Some((_, name)) = unsupported.iter().find(|(given, _)| *given) {
-            return Err(CliError(format!(
-                "{name} is not yet supported by this version of rest-server; remove it to start"
-            )));
+            return Err(CliError::Unsupported(name));
         }
         let defaults = Limits::default();
-        let secs = |value: Option<u64>, default: Duration, name: &str| match value {
+        let secs = |value: Option<u64>, default: Duration, name: &'static str| match value {
             Some(s) => positive(s, name).map(Duration::from_secs),
             None => Ok(default),
         };
@@ -368,9 +461,7 @@ impl Flags {
             body_timeout: secs(self.body_timeout, defaults.body_timeout, "--body-timeout")?,
             max_header_bytes: match self.max_header_size {
                 // hyper's read buffer cannot be smaller than 8 KiB.
-                Some(n) if n < 1024 => {
-                    return Err(CliError("--max-header-size must be at least 1024".into()));
-                }
+                Some(n) if n < MIN_HEADER_BYTES => return Err(CliError::HeaderSizeTooSmall),
                 Some(n) => n,
                 None => defaults.max_header_bytes,
             },
@@ -405,20 +496,13 @@ impl Flags {
         } else if let Some(header) = self.proxy_auth_username {
             match hyper::header::HeaderName::try_from(header.as_str()) {
                 Ok(name) => AuthMode::ProxyHeader(name),
-                Err(_) => {
-                    return Err(CliError(format!(
-                        "--proxy-auth-username {header:?} is not a valid header name"
-                    )));
-                }
+                Err(source) => return Err(CliError::ProxyHeader { header, source }),
             }
         } else {
             AuthMode::Htpasswd(htpasswd)
         };
         if self.acl.is_some() && auth == AuthMode::Off {
-            return Err(CliError(
-                "--acl needs authentication: remove --no-auth (or add --proxy-auth-username)"
-                    .into(),
-            ));
+            return Err(CliError::AclWithoutAuth);
         }
         Ok(Config {
             acl: self.acl,
@@ -442,6 +526,10 @@ impl Flags {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use argh::ArgsInfo;
+
     use super::*;
 
     fn args(list: &[&str]) -> Vec<String> {
@@ -452,7 +540,7 @@ mod tests {
         let normalized = normalize_args(&args(list))?;
         let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
         Flags::from_args(&["rest-server"], &refs)
-            .map_err(|e| CliError(e.output))?
+            .map_err(|e| CliError::Parse(e.output))?
             .resolve()
     }
 
@@ -479,6 +567,64 @@ mod tests {
             ])
         );
         assert!(normalize_args(&args(&["--tls=maybe"])).is_err());
+    }
+
+    /// Adds the switches of `command` and of its subcommands, without `--`.
+    fn switches_of(command: &argh::CommandInfoWithArgs, found: &mut BTreeSet<String>) {
+        for flag in command.flags {
+            // argh's own --help takes no Go-style value.
+            if flag.kind == argh::FlagInfoKind::Switch && flag.long != "--help" {
+                found.insert(flag.long.trim_start_matches("--").to_string());
+            }
+        }
+        for sub in &command.commands {
+            switches_of(&sub.command, found);
+        }
+    }
+
+    #[test]
+    fn switches_lists_every_switch() {
+        // A switch missing from SWITCHES would take `--it=true` as an option
+        // with a value and fail; one that is no longer a switch would turn
+        // `--it=value` into `--it`.
+        let mut declared = BTreeSet::new();
+        switches_of(&Flags::get_args_info(), &mut declared);
+        let listed: BTreeSet<String> = SWITCHES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            declared, listed,
+            "SWITCHES must name exactly the switches of Flags and its subcommands"
+        );
+        for switch in SWITCHES {
+            let on = normalize_args(&args(&[&format!("--{switch}=true")])).unwrap();
+            assert_eq!(on, args(&[&format!("--{switch}")]));
+            let off = normalize_args(&args(&[&format!("-{switch}=false")])).unwrap();
+            assert!(off.is_empty(), "{off:?}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_to_change_and_keep_their_cause() {
+        use std::error::Error as _;
+        let err = normalize_args(&args(&["--tls=maybe"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value \"maybe\" for switch --tls: use true or false"
+        );
+        assert!(err.source().is_none());
+        let err = parse(&["--proxy-auth-username", "bad header"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--proxy-auth-username \"bad header\" is not a valid header name"
+        );
+        assert!(err.source().is_some(), "the header parser's error is kept");
+        let err = parse(&["--no-auth", "--acl", "/etc/acl"]).unwrap_err();
+        assert!(matches!(err, CliError::AclWithoutAuth), "{err}");
+        let err = parse(&["--no-auth", "--io-threads", "0"]).unwrap_err();
+        assert_eq!(err.to_string(), "--io-threads must be greater than 0");
+        let err = parse(&["--no-auth", "--max-header-size", "100"]).unwrap_err();
+        assert_eq!(err.to_string(), "--max-header-size must be at least 1024");
+        let err = parse(&["--no-auth", "stray"]).unwrap_err();
+        assert!(matches!(err, CliError::Parse(_)), "{err}");
     }
 
     #[test]
@@ -561,7 +707,11 @@ mod tests {
     fn refuses_features_of_later_versions() {
         // Go's profiler has no counterpart here.
         let err = parse(&["--no-auth", "--cpu-profile", "x"]).unwrap_err();
-        assert!(err.0.contains("not yet supported"), "{err}");
+        assert!(
+            matches!(err, CliError::Unsupported("--cpu-profile")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not yet supported"), "{err}");
     }
 
     #[test]

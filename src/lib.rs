@@ -15,6 +15,7 @@ mod auth;
 mod body;
 pub mod certgen;
 pub mod cli;
+pub mod command_error;
 mod compute;
 pub mod config;
 mod connection;

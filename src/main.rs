@@ -1,92 +1,186 @@
-//! `rest-server`: parses the flags and hands over to the library.
+//! `rest-server`: parses the flags, hands over to the library, and turns the
+//! outcome into an exit code in one place ([`exit`]).
 
+use std::error::Error;
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use rest_server::cli::{Command, Flags, TlsAction, normalize_args};
+use rest_server::app::AppError;
+use rest_server::cli::{CliError, Command, Flags, TlsAction, TlsGenerate, normalize_args};
+use rest_server::command_error::CommandError;
+use rest_server::{certgen, users};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    let command = args.first().map_or("rest-server", String::as_str);
-    let normalized = match normalize_args(&args[1.min(args.len())..]) {
-        Ok(normalized) => normalized,
-        Err(e) => {
-            eprintln!("rest-server: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
-    let flags = match Flags::from_args(&[command], &refs) {
-        Ok(flags) => flags,
-        Err(early) => {
-            // --help goes to stdout with success; parse errors to stderr.
-            return match early.status {
-                Ok(()) => {
-                    println!("{}", early.output);
-                    ExitCode::SUCCESS
-                }
-                Err(()) => {
-                    eprintln!("{}", early.output);
-                    ExitCode::from(2)
-                }
-            };
-        }
-    };
-    if flags.version {
-        println!("rest-server {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    if let Some(Command::Tls(args)) = &flags.command {
-        let TlsAction::Generate(generate) = &args.action;
-        let (cert, key) = flags.tls_paths();
-        let names: Vec<String> = if generate.name.is_empty() {
-            rest_server::certgen::DEFAULT_NAMES
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        } else {
-            generate.name.clone()
-        };
-        return match rest_server::certgen::generate(&cert, &key, &names) {
-            Ok(fingerprint) => {
-                eprintln!("wrote {} and {}", cert.display(), key.display());
-                println!("SHA-256 fingerprint: {fingerprint}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("rest-server: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if let Some(Command::User(args)) = &flags.command {
-        let file = flags.htpasswd_path();
-        return match rest_server::users::run(args.action.clone(), &file) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("rest-server: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    rest_server::logging::init(flags.debug);
-    let config = match flags.resolve() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("rest-server: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match rest_server::app::run(config) {
+    match run() {
         Ok(()) => {
+            // The log's writer thread does not outlive the process.
             rest_server::logging::flush();
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            log::error!("{e}");
-            rest_server::logging::flush();
-            eprintln!("rest-server: {e}");
-            ExitCode::FAILURE
+        Err(failure) => exit(&failure),
+    }
+}
+
+/// Why the process stops with a failure.
+#[derive(Debug)]
+enum Failure {
+    /// The command line is wrong; nothing ran.
+    Usage(CliError),
+    /// A subcommand (`user ...`, `tls generate`) failed.
+    Command(CommandError),
+    /// The server could not start, or stopped on an error.
+    App(AppError),
+}
+
+impl From<CliError> for Failure {
+    fn from(e: CliError) -> Failure {
+        Failure::Usage(e)
+    }
+}
+
+impl From<CommandError> for Failure {
+    fn from(e: CommandError) -> Failure {
+        Failure::Command(e)
+    }
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Failure {
+        Failure::App(e)
+    }
+}
+
+impl Failure {
+    /// 2 for a command line to fix (as argh and Go's flag package do), 1 for
+    /// everything that failed while running.
+    fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Command(_) | Failure::App(_) => 1,
         }
+    }
+
+    fn error(&self) -> &(dyn Error + 'static) {
+        match self {
+            Failure::Usage(e) => e,
+            Failure::Command(e) => e,
+            Failure::App(e) => e,
+        }
+    }
+}
+
+/// Prints `failure` once on stderr, with its causes, and gives its exit code.
+/// A server error also goes to the log, as every other server event does.
+fn exit(failure: &Failure) -> ExitCode {
+    let message = with_causes(failure.error());
+    if let Failure::App(_) = failure {
+        log::error!("{message}");
+    }
+    // The log's lines first, then this one: stderr keeps their order.
+    rest_server::logging::flush();
+    eprintln!("rest-server: {message}");
+    ExitCode::from(failure.exit_code())
+}
+
+/// `error: cause: cause's cause`. A cause whose text is already in the
+/// message is left out: some errors show their source in their own text as
+/// well (bcrypt's `Rand`, our `AppError`), which would print it twice.
+fn with_causes(error: &(dyn Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = e.source();
+    }
+    message
+}
+
+fn run() -> Result<(), Failure> {
+    let args: Vec<String> = std::env::args().collect();
+    let command = args.first().map_or("rest-server", String::as_str);
+    let normalized = normalize_args(args.get(1..).unwrap_or_default())?;
+    let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
+    let flags = match Flags::from_args(&[command], &refs) {
+        Ok(flags) => flags,
+        // --help is no failure: its text goes to stdout.
+        Err(early) if early.status.is_ok() => {
+            println!("{}", early.output);
+            return Ok(());
+        }
+        Err(early) => return Err(CliError::Parse(early.output).into()),
+    };
+    if flags.version {
+        println!("rest-server {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    match &flags.command {
+        Some(Command::Tls(args)) => {
+            let TlsAction::Generate(generate) = &args.action;
+            Ok(tls_generate(&flags, generate)?)
+        }
+        Some(Command::User(args)) => Ok(users::run(args.action.clone(), &flags.htpasswd_path())?),
+        None => {
+            rest_server::logging::init(flags.debug);
+            let config = flags.resolve()?;
+            Ok(rest_server::app::run(config)?)
+        }
+    }
+}
+
+/// `tls generate`: the files' names on stderr, the fingerprint on stdout.
+fn tls_generate(flags: &Flags, generate: &TlsGenerate) -> Result<(), CommandError> {
+    let (cert, key) = flags.tls_paths();
+    let names: Vec<String> = if generate.name.is_empty() {
+        certgen::DEFAULT_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        generate.name.clone()
+    };
+    let fingerprint = certgen::generate(&cert, &key, &names)?;
+    eprintln!("wrote {} and {}", cert.display(), key.display());
+    println!("SHA-256 fingerprint: {fingerprint}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let usage = Failure::from(CliError::UnixSocketPath);
+        let command = Failure::from(CommandError::EmptyPassword);
+        assert_eq!(usage.exit_code(), 2);
+        assert_eq!(command.exit_code(), 1);
+    }
+
+    #[test]
+    fn causes_are_chained_once() {
+        let os = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let e = CommandError::io("/d/.htpasswd")(os());
+        assert_eq!(with_causes(&e), format!("/d/.htpasswd: {}", os()));
+        assert_eq!(with_causes(&CommandError::EmptyPassword), "empty password");
+        // An error that shows its source and returns it too.
+        #[derive(Debug)]
+        struct Both(io::Error);
+        impl std::fmt::Display for Both {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "both: {}", self.0)
+            }
+        }
+        impl Error for Both {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert_eq!(with_causes(&Both(os())), format!("both: {}", os()));
     }
 }

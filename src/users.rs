@@ -12,13 +12,14 @@ use std::path::Path;
 
 use crate::auth::htpasswd::{self, PasswordHash, Users, valid_username};
 use crate::cli::UserAction;
+use crate::command_error::CommandError;
 
 /// Runs a user subcommand on the htpasswd file at `file`.
-pub fn run(action: UserAction, file: &Path) -> Result<(), String> {
+pub fn run(action: UserAction, file: &Path) -> Result<(), CommandError> {
     let shown = file.display();
     match action {
         UserAction::List(_) => {
-            let text = fs::read_to_string(file).map_err(|e| format!("{shown}: {e}"))?;
+            let text = fs::read_to_string(file).map_err(CommandError::io(file))?;
             let (users, warnings) = Users::parse(&text);
             for warning in warnings {
                 eprintln!("warning: {shown}: {warning}");
@@ -29,36 +30,34 @@ pub fn run(action: UserAction, file: &Path) -> Result<(), String> {
             Ok(())
         }
         UserAction::Remove(args) => {
-            let text = fs::read_to_string(file).map_err(|e| format!("{shown}: {e}"))?;
+            let text = fs::read_to_string(file).map_err(CommandError::io(file))?;
             let (rest, found) = htpasswd::without_user(&text, &args.name);
             if !found {
-                return Err(format!("{shown}: no user {:?}", args.name));
+                return Err(CommandError::NoSuchUser {
+                    file: file.to_path_buf(),
+                    name: args.name,
+                });
             }
-            write_atomically(file, &rest).map_err(|e| format!("{shown}: {e}"))?;
+            write_atomically(file, &rest).map_err(CommandError::io(file))?;
             eprintln!("removed user {:?} from {shown}", args.name);
             Ok(())
         }
         UserAction::Add(args) => {
             if !valid_username(&args.name) {
-                return Err(format!(
-                    "invalid user name {:?}: use letters, digits, '_', '-', '.', '@' \
-                     (at most {} characters, not starting with '.')",
-                    args.name,
-                    htpasswd::MAX_USERNAME_BYTES
-                ));
+                return Err(CommandError::InvalidName(args.name));
             }
             let text = match fs::read_to_string(file) {
                 Ok(text) => text,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-                Err(e) => return Err(format!("{shown}: {e}")),
+                Err(e) => return Err(CommandError::io(file)(e)),
             };
             let password = read_password(&args.name)?;
-            let hash = PasswordHash::new_bcrypt(&password).map_err(|e| format!("bcrypt: {e}"))?;
+            let hash = PasswordHash::new_bcrypt(&password).map_err(CommandError::Bcrypt)?;
             let updated = htpasswd::with_user(&text, &args.name, &hash);
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                fs::create_dir_all(dir).map_err(CommandError::io(dir))?;
             }
-            write_atomically(file, &updated).map_err(|e| format!("{shown}: {e}"))?;
+            write_atomically(file, &updated).map_err(CommandError::io(file))?;
             eprintln!("saved user {:?} in {shown}", args.name);
             Ok(())
         }
@@ -66,13 +65,13 @@ pub fn run(action: UserAction, file: &Path) -> Result<(), String> {
 }
 
 /// Asks twice, without echo, on a terminal; otherwise reads one line.
-fn read_password(user: &str) -> Result<String, String> {
+fn read_password(user: &str) -> Result<String, CommandError> {
     let stdin = io::stdin();
     let password = if stdin.is_terminal() {
         let first = prompt_hidden(&format!("password for {user}: "))?;
         let second = prompt_hidden("again: ")?;
         if first != second {
-            return Err("the passwords differ".into());
+            return Err(CommandError::PasswordsDiffer);
         }
         first
     } else {
@@ -80,28 +79,28 @@ fn read_password(user: &str) -> Result<String, String> {
         stdin
             .lock()
             .read_line(&mut line)
-            .map_err(|e| format!("reading the password from stdin: {e}"))?;
+            .map_err(CommandError::ReadPassword)?;
         line.trim_end_matches(['\n', '\r']).to_string()
     };
     if password.is_empty() {
-        return Err("empty password".into());
+        return Err(CommandError::EmptyPassword);
     }
     Ok(password)
 }
 
-fn prompt_hidden(prompt: &str) -> Result<String, String> {
+fn prompt_hidden(prompt: &str) -> Result<String, CommandError> {
     use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
     let stdin = io::stdin();
-    let saved = tcgetattr(&stdin).map_err(|e| format!("terminal: {e}"))?;
+    let saved = tcgetattr(&stdin).map_err(CommandError::Terminal)?;
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
-    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(|e| format!("terminal: {e}"))?;
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(CommandError::Terminal)?;
     eprint!("{prompt}");
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
     eprintln!();
-    read.map_err(|e| format!("reading the password: {e}"))?;
+    read.map_err(CommandError::ReadPassword)?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 

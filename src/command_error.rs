@@ -1,0 +1,121 @@
+//! The error of the subcommands (`user add|remove|list`, `tls generate`): one
+//! enum whose text says what failed and whose `source()` is the cause, so
+//! that `main` prints it once, causes and all, and exits with 1.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Why a subcommand failed. The text never repeats the cause: that is
+/// `source()`'s, and `main` chains the two.
+#[derive(Debug)]
+pub enum CommandError {
+    /// Reading or writing `path` (or creating its folder) failed.
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The terminal could not be switched to hidden input and back.
+    Terminal(nix::Error),
+    /// Reading the password from stdin (a terminal or a pipe) failed.
+    ReadPassword(io::Error),
+    /// The two passwords typed on a terminal differ.
+    PasswordsDiffer,
+    EmptyPassword,
+    /// `user remove` of a name that is not in `file`.
+    NoSuchUser {
+        file: PathBuf,
+        name: String,
+    },
+    /// `user add` of a name the htpasswd file cannot hold safely.
+    InvalidName(String),
+    Bcrypt(bcrypt::BcryptError),
+    Certificate(rcgen::Error),
+}
+
+impl CommandError {
+    /// An `io::Error` about `path`, for `map_err`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> CommandError {
+        let path = path.into();
+        move |source| CommandError::Io { path, source }
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::Io { path, .. } => write!(f, "{}", path.display()),
+            CommandError::Terminal(_) => f.write_str("terminal"),
+            CommandError::ReadPassword(_) => f.write_str("reading the password from stdin"),
+            CommandError::PasswordsDiffer => f.write_str("the passwords differ"),
+            CommandError::EmptyPassword => f.write_str("empty password"),
+            CommandError::NoSuchUser { file, name } => {
+                write!(f, "{}: no user {name:?}", file.display())
+            }
+            CommandError::InvalidName(name) => write!(
+                f,
+                "invalid user name {name:?}: use letters, digits, '_', '-', '.', '@' \
+                 (at most {} characters, not starting with '.')",
+                crate::auth::htpasswd::MAX_USERNAME_BYTES
+            ),
+            CommandError::Bcrypt(_) => f.write_str("bcrypt"),
+            CommandError::Certificate(_) => f.write_str("cannot make a certificate"),
+        }
+    }
+}
+
+impl Error for CommandError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            CommandError::Io { source, .. } | CommandError::ReadPassword(source) => Some(source),
+            CommandError::Terminal(e) => Some(e),
+            CommandError::Bcrypt(e) => Some(e),
+            CommandError::Certificate(e) => Some(e),
+            CommandError::PasswordsDiffer
+            | CommandError::EmptyPassword
+            | CommandError::NoSuchUser { .. }
+            | CommandError::InvalidName(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_names_what_failed_and_the_source_says_why() {
+        let e = CommandError::io("/data/.htpasswd")(io::Error::from(io::ErrorKind::NotFound));
+        assert_eq!(e.to_string(), "/data/.htpasswd");
+        let source = e.source().expect("an I/O error has a source");
+        assert_eq!(
+            source.to_string(),
+            io::Error::from(io::ErrorKind::NotFound).to_string()
+        );
+
+        let e = CommandError::Terminal(nix::Error::ENOTTY);
+        assert_eq!(e.to_string(), "terminal");
+        assert_eq!(
+            e.source().unwrap().to_string(),
+            nix::Error::ENOTTY.to_string()
+        );
+
+        let e = CommandError::NoSuchUser {
+            file: "/d/.htpasswd".into(),
+            name: "bob".into(),
+        };
+        assert_eq!(e.to_string(), "/d/.htpasswd: no user \"bob\"");
+        assert!(e.source().is_none());
+        assert!(
+            CommandError::InvalidName("../x".into())
+                .to_string()
+                .starts_with("invalid user name \"../x\": use letters")
+        );
+        assert_eq!(
+            CommandError::PasswordsDiffer.to_string(),
+            "the passwords differ"
+        );
+        assert_eq!(CommandError::EmptyPassword.to_string(), "empty password");
+    }
+}
