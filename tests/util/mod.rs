@@ -629,12 +629,13 @@ pub fn run_with_stdin(mut command: Command, stdin: &str) -> (i32, String, String
         .stderr(Stdio::piped())
         .spawn()
         .expect("start command");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A command may refuse its arguments and exit before it reads stdin
+    // (`user add ../evil`): the broken pipe is then expected, and the exit
+    // status and output say what happened.
+    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    if let Err(e) = written {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
+    }
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
