@@ -48,6 +48,9 @@ pub(crate) struct LogHealth {
     pub(crate) write_errors: u64,
 }
 
+/// A counter of the logs' health: name, help text, and how to read it.
+type LogFamily = (&'static str, &'static str, fn(&LogHealth) -> u64);
+
 type BlobKey = (String, String, &'static str);
 
 /// One of rest-server's blob counters: name, help text, and how to read it.
@@ -246,31 +249,23 @@ impl Metrics {
             "rest_server_upload_verification_failures_total {}",
             self.verification_failures.get()
         );
-        header(
-            &mut out,
-            "rest_server_log_lines_dropped_total",
-            "Log lines dropped because the log output was too slow",
-            "counter",
-        );
-        for health in logs {
-            let _ = writeln!(
-                out,
-                "rest_server_log_lines_dropped_total{{log=\"{}\"}} {}",
-                health.log, health.dropped
-            );
-        }
-        header(
-            &mut out,
-            "rest_server_log_write_errors_total",
-            "Writes of log lines that failed",
-            "counter",
-        );
-        for health in logs {
-            let _ = writeln!(
-                out,
-                "rest_server_log_write_errors_total{{log=\"{}\"}} {}",
-                health.log, health.write_errors
-            );
+        let log_families: [LogFamily; 2] = [
+            (
+                "rest_server_log_lines_dropped_total",
+                "Log lines dropped because the log output was too slow",
+                |h| h.dropped,
+            ),
+            (
+                "rest_server_log_write_errors_total",
+                "Writes of log lines that failed",
+                |h| h.write_errors,
+            ),
+        ];
+        for (name, help, value) in log_families {
+            header(&mut out, name, help, "counter");
+            for health in logs {
+                let _ = writeln!(out, "{name}{{log=\"{}\"}} {}", health.log, value(health));
+            }
         }
         out
     }

@@ -27,17 +27,31 @@ pub(crate) struct Loaded<T> {
     pub(crate) warnings: Vec<String>,
 }
 
+/// Where a reloadable value is read from.
+pub(crate) trait Source: Clone + Send + 'static {
+    /// The files whose changes trigger a reload.
+    fn files(&self) -> Vec<PathBuf>;
+    /// For log lines: the main file.
+    fn describe(&self) -> String;
+}
+
+/// One file (htpasswd, ACL).
+impl Source for PathBuf {
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.clone()]
+    }
+
+    fn describe(&self) -> String {
+        self.display().to_string()
+    }
+}
+
 /// A value read from files that may change.
 pub(crate) trait Reloadable: Sized + Send + 'static {
     /// For log lines: "htpasswd", "acl", "TLS".
     const WHAT: &'static str;
-    /// Where the value comes from: a path, or the TLS settings.
-    type Source: Clone + Send + 'static;
+    type Source: Source;
     type Error: std::error::Error + Send + 'static;
-    /// The files whose changes trigger a reload.
-    fn files(source: &Self::Source) -> Vec<PathBuf>;
-    /// For log lines: the main file.
-    fn describe(source: &Self::Source) -> String;
     /// Reads and parses the files. Blocking: runs on the I/O pool.
     fn load(source: &Self::Source) -> Result<Loaded<Self>, Self::Error>;
     /// For log lines: what a loaded value holds ("3 user(s)").
@@ -119,7 +133,7 @@ async fn read<T: Reloadable>(
 ) -> Result<(Loaded<T>, Vec<FileStamp>), ReloadError<T::Error>> {
     let source = source.clone();
     let task = io_pool::spawn(move || {
-        let stamps = stamps(&T::files(&source)).map_err(ReloadError::Stat)?;
+        let stamps = stamps(&source.files()).map_err(ReloadError::Stat)?;
         let loaded = T::load(&source).map_err(ReloadError::Load)?;
         Ok((loaded, stamps))
     });
@@ -142,7 +156,7 @@ impl<T: Reloadable> Watched<T> {
     }
 
     fn report(&self, warnings: &[String]) {
-        let shown = T::describe(&self.source);
+        let shown = self.source.describe();
         for warning in warnings {
             log::warn!("{} {shown}: {warning}", T::WHAT);
         }
@@ -192,7 +206,7 @@ impl<T: Reloadable> Watched<T> {
             Err(e) => log::error!(
                 "{} {}: reload failed ({e}); keeping the {} loaded",
                 T::WHAT,
-                T::describe(&self.source),
+                self.source.describe(),
                 self.get().kept()
             ),
         }
@@ -201,7 +215,7 @@ impl<T: Reloadable> Watched<T> {
     /// Whether the files differ from those last loaded; a file that cannot
     /// be looked at counts as changed, so that the reload says why.
     async fn changed(&self) -> bool {
-        let files = T::files(&self.source);
+        let files = self.source.files();
         match io_pool::spawn(move || stamps(&files)).await {
             Ok(Ok(now)) => now != *self.stamps.borrow(),
             _ => true,

@@ -141,6 +141,18 @@ fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+impl crate::reload::Source for TlsSettings {
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.cert.clone(), self.key.clone()];
+        files.extend(self.client_ca.clone());
+        files
+    }
+
+    fn describe(&self) -> String {
+        self.cert.display().to_string()
+    }
+}
+
 /// The server configuration in use; reloaded like the other watched files,
 /// so a renewed certificate is served to new connections without a restart.
 pub(crate) struct TlsConfig(pub(crate) Arc<ServerConfig>);
@@ -149,16 +161,6 @@ impl crate::reload::Reloadable for TlsConfig {
     const WHAT: &'static str = "TLS";
     type Source = TlsSettings;
     type Error = TlsError;
-
-    fn files(settings: &TlsSettings) -> Vec<PathBuf> {
-        let mut files = vec![settings.cert.clone(), settings.key.clone()];
-        files.extend(settings.client_ca.clone());
-        files
-    }
-
-    fn describe(settings: &TlsSettings) -> String {
-        settings.cert.display().to_string()
-    }
 
     fn load(settings: &TlsSettings) -> Result<crate::reload::Loaded<TlsConfig>, TlsError> {
         Ok(crate::reload::Loaded {

@@ -220,14 +220,6 @@ impl crate::reload::Reloadable for Users {
     type Source = std::path::PathBuf;
     type Error = std::io::Error;
 
-    fn files(source: &std::path::PathBuf) -> Vec<std::path::PathBuf> {
-        vec![source.clone()]
-    }
-
-    fn describe(source: &std::path::PathBuf) -> String {
-        source.display().to_string()
-    }
-
     fn load(source: &std::path::PathBuf) -> std::io::Result<crate::reload::Loaded<Users>> {
         let text = std::fs::read_to_string(source)?;
         let (value, warnings) = Users::parse(&text);

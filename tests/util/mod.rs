@@ -634,7 +634,11 @@ pub fn run_with_stdin(mut command: Command, stdin: &str) -> (i32, String, String
     // status and output say what happened.
     let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     if let Err(e) = written {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing stdin: {e}"
+        );
     }
     let out = child.wait_with_output().unwrap();
     (
