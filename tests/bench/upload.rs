@@ -1,22 +1,33 @@
 //! Upload benchmark: prints figures, asserts nothing about speed.
 //!
-//! `cargo bench --bench upload` starts the release `rest-server` and, when
-//! installed, `rclone serve restic`, uploads 64 MiB blobs over loopback (one
-//! stream, then 8 at once) and reports MB/s, server CPU seconds per GiB, and
-//! the server's RSS (idle and peak). It also measures this machine's limits:
-//! ring's single-core SHA-256 speed and the speed of an fsync'd 64 MiB write,
-//! on the disk that holds the data directory.
+//! Two scenarios, chosen by name after `--` (default: `throughput`; both names
+//! run both):
+//!
+//! - `cargo bench --bench upload [-- throughput]` starts the release
+//!   `rest-server` and, when installed, `rclone serve restic`, uploads 64 MiB
+//!   blobs over loopback (one stream, then 8 at once) and reports MB/s, server
+//!   CPU seconds per GiB, and the server's RSS (idle and peak). It also
+//!   measures this machine's limits: ring's single-core SHA-256 speed and the
+//!   speed of an fsync'd 64 MiB write, on the disk that holds the data
+//!   directory.
+//! - `cargo bench --bench upload -- latency` measures how long a small GET
+//!   (a 4 KiB key, on one keep-alive connection, as restic does) takes on an
+//!   idle server, then while 4 verified uploads of 256 MiB stream in, and
+//!   prints p50, p99 and max of each and the ratio: whether uploads starve the
+//!   file-I/O pool that reads need.
 //!
 //! Environment: `BENCH_DIR` (data directories; default: the system temp dir),
-//! `BENCH_BLOBS` (blobs per phase, default 8), `BENCH_SERVER_BIN` (another
-//! build of the server to measure, e.g. the static musl one), `BENCH_PEER=0`
-//! (skip rclone).
+//! `BENCH_BLOBS` (blobs per throughput phase, default 8), `BENCH_SERVER_BIN`
+//! (another build of the server to measure, e.g. the static musl one),
+//! `BENCH_PEER=0` (skip rclone), `BENCH_SERVER_ARGS` (extra server flags for
+//! the latency scenario, split on spaces, e.g. `--io-threads 16`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -27,28 +38,71 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Repetitions of each phase; the median is reported.
 const ROUNDS: usize = 3;
 
+/// Latency scenario: the object read (a key's size), how many timed GETs per
+/// phase, and their pacing (one every `GET_INTERVAL` at most, so that the
+/// samples under load spread over whole uploads rather than bunching at their
+/// start when the server answers fast).
+const SMALL_BYTES: usize = 4 << 10;
+const TIMED_GETS: usize = 200;
+const WARMUP_GETS: usize = 20;
+const GET_INTERVAL: Duration = Duration::from_millis(20);
+/// The load: this many uploads at once, each of this size, repeated (upload,
+/// delete, upload again) until the GETs are done.
+const LOAD_STREAMS: usize = 4;
+const LOAD_BLOB_BYTES: usize = 256 << 20;
+/// The loaded phase stops sampling after this long, with what it has.
+const LOADED_PHASE_LIMIT: Duration = Duration::from_secs(60);
+
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    // `cargo bench` passes `--bench`; other arguments name the scenarios.
+    let modes: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    for mode in &modes {
+        assert!(
+            mode == "throughput" || mode == "latency",
+            "unknown scenario {mode:?}: use `throughput` (the default) and/or `latency`"
+        );
+    }
+    let throughput = modes.is_empty() || modes.iter().any(|m| m == "throughput");
+    let latency = modes.iter().any(|m| m == "latency");
+
     let work = std::env::var_os("BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("rest-server-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
+    let ours = std::env::var_os("BENCH_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rest-server")));
+
+    println!("# rest-server upload benchmark");
+    println!(
+        "machine: {} cores, {}; data in {} ({})",
+        num_cpus(),
+        cpu_model(),
+        work.display(),
+        filesystem_of(&work)
+    );
+    println!("server binary: {}", ours.display());
+    if throughput {
+        throughput_scenario(&ours, &work);
+    }
+    if latency {
+        latency_scenario(&ours, &work);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+fn throughput_scenario(ours: &Path, work: &Path) {
     let blobs_per_phase: usize = std::env::var("BENCH_BLOBS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(CONCURRENT_STREAMS)
         .max(CONCURRENT_STREAMS);
-
-    println!("# rest-server upload benchmark");
-    println!(
-        "machine: {} cores, {}; data in {}",
-        num_cpus(),
-        cpu_model(),
-        work.display()
-    );
     let sha = sha256_speed();
-    let disk = fsync_write_speed(&work);
+    let disk = fsync_write_speed(work);
     println!("limit: ring SHA-256, one core: {sha:.0} MB/s");
     println!("limit: write + fsync of 64 MiB on this disk: {disk:.0} MB/s (median of 3)");
     println!(
@@ -59,24 +113,20 @@ fn main() {
     println!("generating {blobs_per_phase} blobs of 64 MiB...");
     let blobs: Vec<Blob> = (0..blobs_per_phase as u64).map(Blob::new).collect();
 
-    let ours = std::env::var_os("BENCH_SERVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rest-server")));
-    println!("server binary: {}", ours.display());
     let mut rows = Vec::new();
-    rows.push(measure("rest-server (verify on)", &blobs, &work, |data| {
-        start_ours(&ours, data, &[])
+    rows.push(measure("rest-server (verify on)", &blobs, work, |data| {
+        start_ours(ours, data, &[])
     }));
     rows.push(measure(
         "rest-server --no-verify-upload",
         &blobs,
-        &work,
-        |data| start_ours(&ours, data, &["--no-verify-upload"]),
+        work,
+        |data| start_ours(ours, data, &["--no-verify-upload"]),
     ));
     if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") {
         println!("(BENCH_PEER=0: rclone not measured)");
     } else if tool_exists("rclone") {
-        rows.push(measure("rclone serve restic", &blobs, &work, start_rclone));
+        rows.push(measure("rclone serve restic", &blobs, work, start_rclone));
     } else {
         println!("(rclone is not installed: no peer figures; apt-get install rclone)");
     }
@@ -99,7 +149,239 @@ fn main() {
             r.multi_peak_kib as f64 / 1024.0
         );
     }
-    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Small-GET latency on an idle server, then under LOAD_STREAMS concurrent
+/// verified uploads. The client threads share the machine's cores with the
+/// server (nothing is pinned), as in the throughput scenario.
+fn latency_scenario(ours: &Path, work: &Path) {
+    let extra: Vec<String> = std::env::var("BENCH_SERVER_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    println!(
+        "\n## small-GET latency: {SMALL_BYTES} B object, keep-alive connection, \
+         {TIMED_GETS} GETs per phase (at most one per {} ms); load: {LOAD_STREAMS} \
+         verified uploads of {} MiB at once, repeated",
+        GET_INTERVAL.as_millis(),
+        LOAD_BLOB_BYTES >> 20
+    );
+    if !extra.is_empty() {
+        println!("server flags: {}", extra.join(" "));
+    }
+    println!(
+        "generating {LOAD_STREAMS} blobs of {} MiB...",
+        LOAD_BLOB_BYTES >> 20
+    );
+    let small = Blob::with_len(1_000, SMALL_BYTES);
+    let large: Vec<Blob> = (0..LOAD_STREAMS as u64)
+        .map(|i| Blob::with_len(2_000 + i, LOAD_BLOB_BYTES))
+        .collect();
+
+    let data = work.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let server = start_ours(ours, &data, &extra);
+    let addr = server.addr;
+    assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
+    let key = format!("/bench/keys/{}", small.id);
+    assert_eq!(request(addr, "POST", &key, &small.data), 200, "upload key");
+
+    let mut client = KeepAlive::connect(addr);
+    for _ in 0..WARMUP_GETS {
+        client.get(&key, &small.data);
+    }
+    let far = Instant::now() + LOADED_PHASE_LIMIT;
+    let (idle, _) = sample_gets(&mut client, &key, &small.data, far, || true);
+
+    let active = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let uploaded = AtomicU64::new(0);
+    let completed = AtomicUsize::new(0);
+    let load_started = Instant::now();
+    let (loaded, skipped) = std::thread::scope(|scope| {
+        for blob in &large {
+            let (active, stop, uploaded, completed) = (&active, &stop, &uploaded, &completed);
+            scope.spawn(move || {
+                let path = blob_path(blob);
+                while !stop.load(Ordering::SeqCst) {
+                    active.fetch_add(1, Ordering::SeqCst);
+                    upload_to(addr, &path, blob);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    uploaded.fetch_add(blob.data.len() as u64, Ordering::SeqCst);
+                    completed.fetch_add(1, Ordering::SeqCst);
+                    assert_eq!(request(addr, "DELETE", &path, &[]), 200);
+                }
+            });
+        }
+        let waiting = Instant::now();
+        while active.load(Ordering::SeqCst) < LOAD_STREAMS {
+            // A guard against a hang if an upload thread died, not a timing check.
+            assert!(waiting.elapsed() < START_TIMEOUT, "uploads did not start");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let deadline = Instant::now() + LOADED_PHASE_LIMIT;
+        // A GET counts only if all the uploads were in flight when it started
+        // (not while one of them is between its DELETE and its next POST).
+        let result = sample_gets(&mut client, &key, &small.data, deadline, || {
+            active.load(Ordering::SeqCst) == LOAD_STREAMS
+        });
+        stop.store(true, Ordering::SeqCst);
+        result
+    });
+    let load_secs = load_started.elapsed().as_secs_f64();
+    drop(client);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+
+    let mbps = uploaded.load(Ordering::SeqCst) as f64 / MIB / load_secs;
+    println!(
+        "load: {} uploads of {} MiB completed in {load_secs:.1} s = {mbps:.0} MB/s aggregate; \
+         {skipped} GETs not counted (started while fewer than {LOAD_STREAMS} uploads were in flight)",
+        completed.load(Ordering::SeqCst),
+        LOAD_BLOB_BYTES >> 20
+    );
+    if loaded.len() < TIMED_GETS {
+        println!(
+            "(loaded phase stopped after {} s with {} of {TIMED_GETS} GETs)",
+            LOADED_PHASE_LIMIT.as_secs(),
+            loaded.len()
+        );
+    }
+    let idle = Summary::of(idle);
+    let loaded = Summary::of(loaded);
+    println!();
+    println!("| small GET | n | p50 | p99 | max |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, s) in [
+        ("idle server".to_string(), &idle),
+        (
+            format!(
+                "during {LOAD_STREAMS} uploads of {} MiB",
+                LOAD_BLOB_BYTES >> 20
+            ),
+            &loaded,
+        ),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            s.n,
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.max)
+        );
+    }
+    println!(
+        "under load / idle: p50 x{:.1}, p99 x{:.1}",
+        loaded.p50.as_secs_f64() / idle.p50.as_secs_f64(),
+        loaded.p99.as_secs_f64() / idle.p99.as_secs_f64()
+    );
+}
+
+/// Times GETs of `path` until TIMED_GETS of them count (`counts()` true when
+/// each started) or `deadline` passes; returns the counted times and how many
+/// were not counted.
+fn sample_gets(
+    client: &mut KeepAlive,
+    path: &str,
+    expected: &[u8],
+    deadline: Instant,
+    counts: impl Fn() -> bool,
+) -> (Vec<Duration>, usize) {
+    let mut times = Vec::with_capacity(TIMED_GETS);
+    let mut skipped = 0;
+    let mut next = Instant::now();
+    while times.len() < TIMED_GETS && Instant::now() < deadline {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        let counted = counts();
+        let started = Instant::now();
+        next = started + GET_INTERVAL;
+        client.get(path, expected);
+        let took = started.elapsed();
+        if counted {
+            times.push(took);
+        } else {
+            skipped += 1;
+        }
+    }
+    (times, skipped)
+}
+
+struct Summary {
+    n: usize,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Summary {
+    fn of(mut times: Vec<Duration>) -> Summary {
+        assert!(!times.is_empty(), "no GET was timed");
+        times.sort();
+        // Nearest rank: the smallest time that at least p% of the GETs reach.
+        let rank = |p: usize| times[(times.len() * p).div_ceil(100).max(1) - 1];
+        Summary {
+            n: times.len(),
+            p50: rank(50),
+            p99: rank(99),
+            max: times[times.len() - 1],
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// One HTTP/1.1 connection kept open across requests, as restic's client does.
+struct KeepAlive {
+    reader: BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    fn connect(addr: SocketAddr) -> KeepAlive {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        KeepAlive {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// GETs `path` and checks that the answer is 200 with `expected` as body.
+    fn get(&mut self, path: &str, expected: &[u8]) {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        self.reader.get_mut().write_all(head.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut length = None;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).unwrap();
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse::<usize>().ok();
+            }
+        }
+        let mut body = vec![0; length.expect("GET answer without Content-Length")];
+        self.reader.read_exact(&mut body).unwrap();
+        assert_eq!(status, 200, "GET {path}");
+        assert!(body == expected, "GET {path}: wrong body");
+    }
 }
 
 struct Row {
@@ -120,9 +402,14 @@ struct Blob {
 
 impl Blob {
     fn new(seed: u64) -> Blob {
+        Blob::with_len(seed, BLOB_BYTES)
+    }
+
+    /// `len` pseudo-random bytes (a multiple of 8) named by their SHA-256.
+    fn with_len(seed: u64, len: usize) -> Blob {
         let mut state = (seed + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut data = Vec::with_capacity(BLOB_BYTES);
-        while data.len() < BLOB_BYTES {
+        let mut data = Vec::with_capacity(len);
+        while data.len() < len {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
@@ -262,7 +549,11 @@ fn blob_path(blob: &Blob) -> String {
 }
 
 fn upload(addr: SocketAddr, blob: &Blob) {
-    let status = request(addr, "POST", &blob_path(blob), &blob.data);
+    upload_to(addr, &blob_path(blob), blob);
+}
+
+fn upload_to(addr: SocketAddr, path: &str, blob: &Blob) {
+    let status = request(addr, "POST", path, &blob.data);
     assert_eq!(status, 200, "upload of {}", blob.id);
 }
 
@@ -408,6 +699,23 @@ fn cpu_model() -> String {
         .find(|l| l.starts_with("model name"))
         .and_then(|l| l.split(':').nth(1))
         .map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string())
+}
+
+/// The device and filesystem type of the mount that holds `dir`.
+fn filesystem_of(dir: &Path) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && dir.starts_with(f[1])).then(|| (f[1], f[0], f[2]))
+        })
+        .max_by_key(|(mount, _, _)| mount.len())
+        .map_or_else(
+            || "unknown filesystem".into(),
+            |(mount, device, kind)| format!("{kind} on {device}, mounted on {mount}"),
+        )
 }
 
 fn tool_exists(name: &str) -> bool {
