@@ -107,7 +107,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
 
 async fn serve(config: Config) -> Result<(), AppError> {
     log_modes(&config);
-    let store = FsStore::new(config.path.clone(), config.modes);
+    let store = FsStore::new(config.path.clone(), config.modes, config.limits.io_threads);
     serve_store(config, store).await
 }
 

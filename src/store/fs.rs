@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::{Batch, ErrorKind, Key, Op as _, RepoStats, Scan, Space, StoreError, classify};
@@ -79,13 +80,21 @@ impl Modes {
 pub(crate) struct FsStore {
     root: Arc<PathBuf>,
     modes: Modes,
+    /// I/O threads that upload writes and fsyncs may hold at once.
+    writers: Arc<Semaphore>,
 }
 
 impl FsStore {
-    pub(crate) fn new(root: PathBuf, modes: Modes) -> FsStore {
+    /// `io_threads` is the I/O pool's size: uploads write with all but one of
+    /// its threads, so that one is always free for the small reads, stats and
+    /// listings of other clients. Without that, four large uploads that
+    /// fsync keep a pool of four busy and every other request waits behind
+    /// them (see the README's latency figures).
+    pub(crate) fn new(root: PathBuf, modes: Modes, io_threads: usize) -> FsStore {
         FsStore {
             root: Arc::new(root),
             modes,
+            writers: Arc::new(Semaphore::new(io_threads.saturating_sub(1).max(1))),
         }
     }
 
@@ -159,6 +168,7 @@ impl super::Store for FsStore {
             temp_path: Some(temp_path),
             writer: Some(Writer { file, unflushed: 0 }),
             in_flight: None,
+            slots: self.writers.clone(),
         })
     }
 
@@ -604,9 +614,19 @@ pub(crate) struct FsUpload {
     /// None while a write runs on the pool.
     writer: Option<Writer>,
     in_flight: Option<JoinHandle<(Writer, Result<(), StoreError>)>>,
+    /// The store's write slots; a write or the final fsync holds one.
+    slots: Arc<Semaphore>,
 }
 
 impl FsUpload {
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::internal("write", "write slots closed"))
+    }
+
     /// Waits for the write in flight and takes the file back.
     async fn settle(&mut self) -> Result<(), StoreError> {
         let Some(write) = self.in_flight.take() else {
@@ -621,11 +641,13 @@ impl FsUpload {
 impl super::Upload for FsUpload {
     async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         self.settle().await?;
+        let slot = self.slot().await?;
         let Some(mut writer) = self.writer.take() else {
             return Err(StoreError::internal("write", "upload file lost"));
         };
         self.in_flight = Some(io_pool::spawn(move || {
             let result = writer.write(&chunk);
+            drop(slot);
             (writer, result)
         }));
         Ok(())
@@ -639,7 +661,9 @@ impl super::Upload for FsUpload {
             .ok_or_else(|| StoreError::internal("commit", "upload file missing"))?;
         let temp = self.temp_path.clone().unwrap_or_default();
         let target = self.final_path.clone();
+        let slot = self.slot().await?;
         io_pool::run(move || {
+            let _slot = slot;
             sync(&writer.file, false)?;
             drop(writer);
             commit_temp(&temp, &target)
