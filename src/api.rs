@@ -101,7 +101,8 @@ pub(crate) struct Call<'a, B> {
     pub(crate) target: &'a Target,
     pub(crate) query: Option<&'a str>,
     pub(crate) headers: &'a HeaderMap,
-    pub(crate) body: B,
+    /// Some for uploads, the only endpoint that reads it.
+    pub(crate) body: Option<B>,
 }
 
 /// The file a target names (the config for targets that name none).
@@ -129,7 +130,10 @@ where
         Endpoint::Get => get_file(state, call.repo, key(call.target), call.headers).await,
         Endpoint::Save => {
             let declared = declared_length(call.headers)?;
-            save_file(state, call.repo, key(call.target), declared, call.body).await
+            let body = call
+                .body
+                .ok_or(ApiError::BadRequest("request body already taken"))?;
+            save_file(state, call.repo, key(call.target), declared, body).await
         }
         Endpoint::Delete => delete_file(state, call.repo, key(call.target)).await,
         Endpoint::List => match call.target {

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::SystemTime;
 
 use http_body_util::BodyExt;
-use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response};
 
 use crate::access_log::{AccessLog, Entry};
@@ -124,7 +124,8 @@ where
                 metrics.failed(&e);
             }
             if let Some(body) = body {
-                drain_small_body(body, &parts.headers, state.config.limits.body_timeout).await;
+                let declared = api::declared_length(&parts.headers).ok().flatten();
+                drain_small_body(body, declared, state.config.limits.body_timeout).await;
             }
             e.into_response()
         }
@@ -192,9 +193,13 @@ where
         target: &target,
         query: parts.uri.query(),
         headers: &parts.headers,
-        body: body
-            .take()
-            .ok_or(ApiError::BadRequest("request body already taken"))?,
+        // Only uploads read the body; any other refused request's body is
+        // drained above.
+        body: if endpoint == Endpoint::Save {
+            body.take()
+        } else {
+            None
+        },
     };
     let reply = api::call(state, endpoint, call).await?;
     *counted = Some(Counted {
@@ -244,14 +249,14 @@ async fn metrics<S: Store>(
 /// connection does not leave unread bytes behind: the kernel would then reset
 /// the connection, and the client could lose the answer before reading it.
 /// Large or undeclared bodies are left to hyper, which closes the connection.
-async fn drain_small_body<B>(mut body: B, headers: &HeaderMap, timeout: std::time::Duration)
-where
+pub(crate) async fn drain_small_body<B>(
+    mut body: B,
+    declared: Option<u64>,
+    timeout: std::time::Duration,
+) where
     B: http_body::Body + Unpin,
 {
-    let small = api::declared_length(headers)
-        .ok()
-        .flatten()
-        .is_some_and(|n| n <= DRAIN_LIMIT_BYTES);
+    let small = declared.is_some_and(|n| n <= DRAIN_LIMIT_BYTES);
     if !small {
         return;
     }

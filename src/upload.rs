@@ -87,21 +87,14 @@ impl Receiver<'_> {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
-        if let Some(len) = declared {
-            if self.rules.max_bytes.is_some_and(|max| len > max) {
-                return Err(ApiError::PayloadTooLarge);
+        let upload = match self.begin(store, repo, key, declared).await {
+            Ok(upload) => upload,
+            Err(e) => {
+                // Refused before a byte was read: see drain_small_body.
+                crate::request::drain_small_body(body, declared, self.body_timeout).await;
+                return Err(e);
             }
-            if self.quota.would_exceed(len) {
-                return Err(ApiError::QuotaExceeded);
-            }
-        }
-        let upload = store.begin_upload(repo, key).await.map_err(|e| {
-            if e.kind == crate::store::ErrorKind::AlreadyExists {
-                ApiError::Forbidden("object exists; objects are never overwritten")
-            } else {
-                ApiError::Storage(e)
-            }
-        })?;
+        };
         let mut sending = Sending {
             upload,
             hash: self
@@ -142,6 +135,34 @@ impl Receiver<'_> {
         digest.upload.commit().await?;
         reservation.keep();
         Ok(received)
+    }
+}
+
+impl Receiver<'_> {
+    /// What can be refused before the body is read: a declared length over
+    /// the limits, a name that is taken, a store that cannot start.
+    async fn begin<S: Store>(
+        &self,
+        store: &S,
+        repo: &RepoPath,
+        key: Key<'_>,
+        declared: Option<u64>,
+    ) -> Result<S::Upload, ApiError> {
+        if let Some(len) = declared {
+            if self.rules.max_bytes.is_some_and(|max| len > max) {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            if self.quota.would_exceed(len) {
+                return Err(ApiError::QuotaExceeded);
+            }
+        }
+        store.begin_upload(repo, key).await.map_err(|e| {
+            if e.kind == crate::store::ErrorKind::AlreadyExists {
+                ApiError::Forbidden("object exists; objects are never overwritten")
+            } else {
+                ApiError::Storage(e)
+            }
+        })
     }
 }
 
