@@ -10,11 +10,11 @@ use crate::access_log::AccessLog;
 use crate::auth::acl::Acl;
 use crate::auth::htpasswd::Users;
 use crate::auth::{Auth, BasicAuth};
-use crate::compute::Compute;
 use crate::config::{AuthMode, Config};
 use crate::connection::Shared;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::quota::Quota;
 use crate::reload::{ReloadError, Watched};
 use crate::server;
@@ -33,7 +33,7 @@ pub(crate) struct AppState<S> {
     /// Some with `--prometheus`.
     pub(crate) metrics: Option<Rc<Metrics>>,
     /// Hashing and bcrypt, apart from file I/O.
-    pub(crate) compute: Compute,
+    pub(crate) compute: Pool,
 }
 
 /// Why the server could not start or run.
@@ -43,7 +43,7 @@ pub struct AppError(Cause);
 #[derive(Debug)]
 enum Cause {
     Runtime(io::Error),
-    /// The compute pool's threads could not be started.
+    /// The compute or upload writer threads could not be started.
     Threads(io::Error),
     DataDir(StoreError),
     Listen(io::Error),
@@ -59,7 +59,7 @@ impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Cause::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
-            Cause::Threads(e) => write!(f, "cannot start the compute threads: {e}"),
+            Cause::Threads(e) => write!(f, "cannot start the worker threads: {e}"),
             Cause::DataDir(e) => write!(f, "data directory: {e}"),
             Cause::Listen(e) => write!(f, "cannot listen: {e}"),
             Cause::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
@@ -107,7 +107,10 @@ pub fn run(config: Config) -> Result<(), AppError> {
 
 async fn serve(config: Config) -> Result<(), AppError> {
     log_modes(&config);
-    let store = FsStore::new(config.path.clone(), config.modes, config.limits.io_threads);
+    // Uploads write with threads of their own, one fewer than the I/O pool.
+    let writers = Pool::start("upload-write", config.limits.io_threads.saturating_sub(1))
+        .map_err(|e| AppError(Cause::Threads(e)))?;
+    let store = FsStore::new(config.path.clone(), config.modes, writers);
     serve_store(config, store).await
 }
 
@@ -128,7 +131,7 @@ async fn serve_store<S: Store>(config: Config, store: S) -> Result<(), AppError>
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
-    let compute = Compute::start().map_err(|e| AppError(Cause::Threads(e)))?;
+    let compute = Pool::compute().map_err(|e| AppError(Cause::Threads(e)))?;
     // Each watched file: loaded now (a broken one stops the server here),
     // then watched; SIGHUP reloads them all at once.
     let mut reloads: Vec<Rc<dyn Fn()>> = Vec::new();

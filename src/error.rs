@@ -11,7 +11,7 @@ use hyper::header::{ALLOW, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, WWW_AUTHENT
 use crate::access::Denied;
 use crate::auth::AuthError;
 use crate::body::Body;
-use crate::compute::PoolGone;
+use crate::pool::PoolGone;
 use crate::store::{ErrorKind, StoreError};
 
 /// Why a request failed.
@@ -49,7 +49,7 @@ pub(crate) enum ApiError {
     BodyRead(Box<dyn std::error::Error + Send + Sync>),
     Storage(StoreError),
     /// The compute pool is gone (a hashing job panicked).
-    Compute(PoolGone),
+    Pool(PoolGone),
 }
 
 impl ApiError {
@@ -76,7 +76,7 @@ impl ApiError {
                 ErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
                 ErrorKind::Unexpected => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            ApiError::Compute(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Pool(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -128,7 +128,7 @@ impl From<StoreError> for ApiError {
 
 impl From<PoolGone> for ApiError {
     fn from(err: PoolGone) -> ApiError {
-        ApiError::Compute(err)
+        ApiError::Pool(err)
     }
 }
 
@@ -144,7 +144,7 @@ impl std::error::Error for ApiError {
             ApiError::Unauthorized(e) => Some(e),
             ApiError::BodyRead(e) => Some(e.as_ref()),
             ApiError::Storage(e) => Some(e),
-            ApiError::Compute(e) => Some(e),
+            ApiError::Pool(e) => Some(e),
             _ => None,
         }
     }
@@ -175,7 +175,7 @@ impl fmt::Display for ApiError {
             ApiError::BodyTimeout => f.write_str("client stopped sending the body"),
             ApiError::BodyRead(e) => write!(f, "reading body: {e}"),
             ApiError::Storage(e) => write!(f, "{e}"),
-            ApiError::Compute(e) => write!(f, "{e}"),
+            ApiError::Pool(e) => write!(f, "{e}"),
         }
     }
 }

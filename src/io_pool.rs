@@ -6,7 +6,7 @@
 //! milliseconds, and meanwhile every other connection must keep moving. The
 //! cap keeps a burst of clients from spawning a thread each on a board with
 //! 512 MiB of RAM. CPU-heavy work (hashing, bcrypt) has its own pool
-//! ([`crate::compute`]) so that it cannot starve file I/O, nor file I/O it.
+//! ([`crate::pool`]) so that it cannot starve file I/O, nor file I/O it.
 
 use tokio::task::JoinHandle;
 

@@ -43,26 +43,28 @@ struct Counted {
 impl Completion for Record {
     fn complete(&mut self, body_bytes: u64) {
         if let Some((metrics, counted)) = self.metrics.take() {
-            let (op, bytes) = match counted.effect {
-                Effect::Nothing => return self.log_access(body_bytes),
-                Effect::Read => (BlobOp::Read, body_bytes),
-                Effect::Wrote(n) => (BlobOp::Write, n),
-                Effect::Deleted(n) => (BlobOp::Delete, n),
-            };
-            match counted.kind {
-                Some(kind) => metrics.blob(op, &counted.user, &counted.repo, kind, bytes),
-                None => metrics.config(op, &counted.repo, bytes),
-            }
+            counted.count(&metrics, body_bytes);
         }
-        self.log_access(body_bytes);
-    }
-}
-
-impl Record {
-    fn log_access(&mut self, body_bytes: u64) {
         if let Some((log, mut entry)) = self.access_log.take() {
             entry.bytes = body_bytes;
             log.write(&entry);
+        }
+    }
+}
+
+impl Counted {
+    /// A read counts the bytes that went out; writes and deletes what the
+    /// store reported.
+    fn count(&self, metrics: &Metrics, body_bytes: u64) {
+        let (op, bytes) = match self.effect {
+            Effect::Nothing => return,
+            Effect::Read => (BlobOp::Read, body_bytes),
+            Effect::Wrote(n) => (BlobOp::Write, n),
+            Effect::Deleted(n) => (BlobOp::Delete, n),
+        };
+        match self.kind {
+            Some(kind) => metrics.blob(op, &self.user, &self.repo, kind, bytes),
+            None => metrics.config(op, &self.repo, bytes),
         }
     }
 }

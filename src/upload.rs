@@ -24,9 +24,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
-use crate::compute::{Compute, Sha256};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::pool::{Pool, Sha256};
 use crate::quota::{Quota, Reservation};
 use crate::route::RepoPath;
 use crate::store::{Key, Store, Upload};
@@ -65,7 +65,7 @@ impl Rules {
 pub(crate) struct Receiver<'a> {
     pub(crate) rules: Rules,
     pub(crate) quota: &'a Rc<Quota>,
-    pub(crate) compute: &'a Compute,
+    pub(crate) compute: &'a Pool,
     /// Longest pause allowed between two pieces of the body.
     pub(crate) body_timeout: Duration,
 }

@@ -26,11 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{Batch, ErrorKind, Key, Op as _, RepoStats, Scan, Space, StoreError, classify};
 use crate::io_pool;
+use crate::pool::Pool;
 use crate::route::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
 
 /// Name prefix of our upload temp files. The leading dot keeps them out of
@@ -76,25 +77,21 @@ impl Modes {
 }
 
 /// The data directory.
-#[derive(Debug, Clone)]
 pub(crate) struct FsStore {
     root: Arc<PathBuf>,
     modes: Modes,
-    /// I/O threads that upload writes and fsyncs may hold at once.
-    writers: Arc<Semaphore>,
+    /// The threads that write and fsync uploads. Not the I/O pool: four
+    /// large uploads that fsync would keep a pool of four busy, and every
+    /// other client's small read would wait behind them.
+    writers: Pool,
 }
 
 impl FsStore {
-    /// `io_threads` is the I/O pool's size: uploads write with all but one of
-    /// its threads, so that one is always free for the small reads, stats and
-    /// listings of other clients. Without that, four large uploads that
-    /// fsync keep a pool of four busy and every other request waits behind
-    /// them (see the README's latency figures).
-    pub(crate) fn new(root: PathBuf, modes: Modes, io_threads: usize) -> FsStore {
+    pub(crate) fn new(root: PathBuf, modes: Modes, writers: Pool) -> FsStore {
         FsStore {
             root: Arc::new(root),
             modes,
-            writers: Arc::new(Semaphore::new(io_threads.saturating_sub(1).max(1))),
+            writers,
         }
     }
 
@@ -168,7 +165,7 @@ impl super::Store for FsStore {
             temp_path: Some(temp_path),
             writer: Some(Writer { file, unflushed: 0 }),
             in_flight: None,
-            slots: self.writers.clone(),
+            writers: self.writers.clone(),
         })
     }
 
@@ -604,35 +601,31 @@ impl Writer {
     }
 }
 
-/// An upload to a temp file. Each chunk is written by one pool task; the next
-/// chunk waits for it, so writes stay in order while the caller prepares the
-/// next chunk.
+/// An upload to a temp file. Each chunk is written by one job on the upload
+/// writers; the next chunk waits for it, so writes stay in order while the
+/// caller prepares the next chunk.
 pub(crate) struct FsUpload {
     final_path: PathBuf,
     /// Some until the temp file is linked into place or removed.
     temp_path: Option<PathBuf>,
     /// None while a write runs on the pool.
     writer: Option<Writer>,
-    in_flight: Option<JoinHandle<(Writer, Result<(), StoreError>)>>,
-    /// The store's write slots; a write or the final fsync holds one.
-    slots: Arc<Semaphore>,
+    in_flight: Option<oneshot::Receiver<(Writer, Result<(), StoreError>)>>,
+    writers: Pool,
+}
+
+/// The upload writers are gone: only when a write panicked.
+fn writers_gone() -> StoreError {
+    StoreError::internal("write", "the upload writer threads are gone")
 }
 
 impl FsUpload {
-    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
-        self.slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::internal("write", "write slots closed"))
-    }
-
     /// Waits for the write in flight and takes the file back.
     async fn settle(&mut self) -> Result<(), StoreError> {
         let Some(write) = self.in_flight.take() else {
             return Ok(());
         };
-        let (writer, result) = write.await.map_err(StoreError::lost_task)?;
+        let (writer, result) = write.await.map_err(|_| writers_gone())?;
         self.writer = Some(writer);
         result
     }
@@ -641,15 +634,14 @@ impl FsUpload {
 impl super::Upload for FsUpload {
     async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         self.settle().await?;
-        let slot = self.slot().await?;
         let Some(mut writer) = self.writer.take() else {
             return Err(StoreError::internal("write", "upload file lost"));
         };
-        self.in_flight = Some(io_pool::spawn(move || {
+        let write = self.writers.submit(move || {
             let result = writer.write(&chunk);
-            drop(slot);
             (writer, result)
-        }));
+        });
+        self.in_flight = Some(write.map_err(|_| writers_gone())?);
         Ok(())
     }
 
@@ -661,14 +653,14 @@ impl super::Upload for FsUpload {
             .ok_or_else(|| StoreError::internal("commit", "upload file missing"))?;
         let temp = self.temp_path.clone().unwrap_or_default();
         let target = self.final_path.clone();
-        let slot = self.slot().await?;
-        io_pool::run(move || {
-            let _slot = slot;
-            sync(&writer.file, false)?;
-            drop(writer);
-            commit_temp(&temp, &target)
-        })
-        .await?;
+        self.writers
+            .run(move || {
+                sync(&writer.file, false)?;
+                drop(writer);
+                commit_temp(&temp, &target)
+            })
+            .await
+            .map_err(|_| writers_gone())??;
         self.temp_path = None;
         Ok(())
     }

@@ -1,14 +1,17 @@
-//! The compute pool: a few threads for CPU-heavy work — the SHA-256 of
-//! uploads and bcrypt checks — kept apart from the file I/O pool
-//! ([`crate::io_pool`]).
+//! Pools of our own threads, apart from tokio's file I/O pool
+//! ([`crate::io_pool`]), so that bulk work cannot starve small requests:
 //!
-//! Before this pool, each verified upload held an I/O thread for hashing
-//! beside the one writing, so four large uploads could occupy the whole I/O
-//! pool and a small GET waited behind them. Now hashing queues here and file
-//! I/O never waits for it.
+//! - the compute pool: the SHA-256 of uploads and bcrypt checks;
+//! - the upload writers: the writes and final fsync of uploads
+//!   (see [`crate::store::fs`]).
 //!
-//! Jobs travel as a concrete enum over one channel: the per-chunk path
-//! (hashing) allocates nothing but its one-shot reply.
+//! Before these pools, each verified upload held one I/O thread hashing and
+//! one writing, so four large uploads occupied the whole I/O pool and a small
+//! GET waited behind them (README, "Benchmark"). A job waits in its pool's
+//! queue, and a busy pool takes the next job without going to sleep.
+//!
+//! Jobs travel as a concrete enum over one channel: hashing, the per-chunk
+//! path, allocates nothing but its one-shot reply.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -30,14 +33,15 @@ enum Job {
         chunk: Bytes,
         done: oneshot::Sender<digest::Context>,
     },
-    /// Anything else: rare and slow (a bcrypt check), so a box is no cost.
+    /// Anything else: a write of a whole upload buffer or a bcrypt check,
+    /// slow next to the cost of a box.
     Run(Box<dyn FnOnce() + Send>),
 }
 
 /// A handle to the pool; clones share it. The threads end when the last
 /// handle is dropped.
 #[derive(Clone)]
-pub(crate) struct Compute {
+pub(crate) struct Pool {
     jobs: mpsc::Sender<Job>,
 }
 
@@ -54,23 +58,24 @@ impl std::fmt::Display for PoolGone {
 
 impl std::error::Error for PoolGone {}
 
-impl Compute {
-    /// Starts one thread per core, at most [`MAX_COMPUTE_THREADS`].
-    pub(crate) fn start() -> std::io::Result<Compute> {
+impl Pool {
+    /// The compute pool: one thread per core, at most [`MAX_COMPUTE_THREADS`].
+    pub(crate) fn compute() -> std::io::Result<Pool> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Compute::with_threads(cores.clamp(1, MAX_COMPUTE_THREADS))
+        Pool::start("compute", cores.clamp(1, MAX_COMPUTE_THREADS))
     }
 
-    pub(crate) fn with_threads(threads: usize) -> std::io::Result<Compute> {
+    /// Starts `threads` threads (at least one) named `name-N`.
+    pub(crate) fn start(name: &str, threads: usize) -> std::io::Result<Pool> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..threads.max(1) {
             let queue = queue.clone();
             std::thread::Builder::new()
-                .name(format!("compute-{n}"))
+                .name(format!("{name}-{n}"))
                 .spawn(move || worker(&queue))?;
         }
-        Ok(Compute { jobs })
+        Ok(Pool { jobs })
     }
 
     /// Hashes `chunk` into `context` on the pool; the reply brings the
@@ -91,17 +96,25 @@ impl Compute {
         Ok(reply)
     }
 
-    /// Runs `work` on the pool and waits for its result.
-    pub(crate) async fn run<T: Send + 'static>(
+    /// Queues `work` now; the reply brings its result.
+    pub(crate) fn submit<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, PoolGone> {
+    ) -> Result<oneshot::Receiver<T>, PoolGone> {
         let (done, reply) = oneshot::channel();
         let job = Job::Run(Box::new(move || {
             let _ = done.send(work());
         }));
         self.jobs.send(job).map_err(|_| PoolGone)?;
-        reply.await.map_err(|_| PoolGone)
+        Ok(reply)
+    }
+
+    /// Runs `work` on the pool and waits for its result.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PoolGone> {
+        self.submit(work)?.await.map_err(|_| PoolGone)
     }
 }
 
@@ -132,14 +145,14 @@ fn worker(queue: &Mutex<mpsc::Receiver<Job>>) {
 /// the chunks are written; a chunk is handed over once the previous one is
 /// hashed, so the order holds.
 pub(crate) struct Sha256 {
-    pool: Compute,
+    pool: Pool,
     /// None while a chunk is being hashed.
     context: Option<digest::Context>,
     in_flight: Option<oneshot::Receiver<digest::Context>>,
 }
 
 impl Sha256 {
-    pub(crate) fn new(pool: Compute) -> Sha256 {
+    pub(crate) fn new(pool: Pool) -> Sha256 {
         Sha256 {
             pool,
             context: Some(digest::Context::new(&digest::SHA256)),
@@ -177,7 +190,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn hashes_chunks_in_order() {
-        let pool = Compute::with_threads(2).unwrap();
+        let pool = Pool::start("test", 2).unwrap();
         let mut sha = Sha256::new(pool.clone());
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
         for chunk in data.chunks(997) {
