@@ -20,20 +20,20 @@ use crate::metrics::LogHealth;
 
 /// One request, as the log line needs it.
 #[derive(Debug, Clone)]
-pub struct Entry {
-    pub host: String,
+pub(crate) struct Entry {
+    pub(crate) host: String,
     /// The authenticated user, `-` in the log when there is none.
-    pub user: Option<String>,
-    pub time: SystemTime,
-    pub request_line: String,
-    pub status: u16,
-    pub bytes: u64,
-    pub referer: String,
-    pub user_agent: String,
+    pub(crate) user: Option<String>,
+    pub(crate) time: SystemTime,
+    pub(crate) request_line: String,
+    pub(crate) status: u16,
+    pub(crate) bytes: u64,
+    pub(crate) referer: String,
+    pub(crate) user_agent: String,
 }
 
 impl Entry {
-    pub fn from_request<B>(req: &Request<B>, peer: &str, time: SystemTime) -> Entry {
+    pub(crate) fn from_request<B>(req: &Request<B>, peer: &str, time: SystemTime) -> Entry {
         let header = |name| {
             req.headers()
                 .get(name)
@@ -59,7 +59,7 @@ impl Entry {
         }
     }
 
-    pub fn format(&self) -> String {
+    pub(crate) fn format(&self) -> String {
         let mut line = String::with_capacity(160);
         let _ = write!(
             line,
@@ -112,7 +112,7 @@ fn clf_time(time: SystemTime) -> String {
 
 /// Where the access log goes; lines are queued, never written on the caller's
 /// thread.
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     out: LogWriter,
 }
 
@@ -128,7 +128,7 @@ const NOTES: Notes = Notes {
 };
 
 impl AccessLog {
-    pub fn open(target: &AccessLogTarget) -> io::Result<AccessLog> {
+    pub(crate) fn open(target: &AccessLogTarget) -> io::Result<AccessLog> {
         match target {
             AccessLogTarget::Stdout => AccessLog::to(io::stdout()),
             AccessLogTarget::File(path) => AccessLog::to(open_append(path)?),
@@ -143,7 +143,7 @@ impl AccessLog {
     /// Queues one line and returns at once. A failing or slow log must not
     /// fail or stall the request: a line the queue has no room for is dropped
     /// and counted, and write errors are reported to the server log.
-    pub fn write(&self, entry: &Entry) {
+    pub(crate) fn write(&self, entry: &Entry) {
         let mut line = entry.format();
         line.push('\n');
         self.out.send(line.into_bytes());

@@ -105,11 +105,12 @@ pub(crate) struct Call<'a, B> {
     pub(crate) body: Option<B>,
 }
 
-/// The file a target names (the config for targets that name none).
-fn key(target: &Target) -> Key<'_> {
+/// The file a target names, if it names one.
+fn key(target: &Target) -> Result<Key<'_>, ApiError> {
     match target {
-        Target::Object(kind, id) => Key::Object(*kind, id),
-        _ => Key::Config,
+        Target::Object(kind, id) => Ok(Key::Object(*kind, id)),
+        Target::Config => Ok(Key::Config),
+        Target::Repo | Target::List(_) => Err(ApiError::NotFound("no such route")),
     }
 }
 
@@ -126,16 +127,16 @@ where
 {
     match endpoint {
         Endpoint::CreateRepo => create_repo(state, call.repo, call.query).await,
-        Endpoint::Check => check_file(state, call.repo, key(call.target)).await,
-        Endpoint::Get => get_file(state, call.repo, key(call.target), call.headers).await,
+        Endpoint::Check => check_file(state, call.repo, key(call.target)?).await,
+        Endpoint::Get => get_file(state, call.repo, key(call.target)?, call.headers).await,
         Endpoint::Save => {
             let declared = declared_length(call.headers)?;
             let body = call
                 .body
                 .ok_or(ApiError::BadRequest("request body already taken"))?;
-            save_file(state, call.repo, key(call.target), declared, body).await
+            save_file(state, call.repo, key(call.target)?, declared, body).await
         }
-        Endpoint::Delete => delete_file(state, call.repo, key(call.target)).await,
+        Endpoint::Delete => delete_file(state, call.repo, key(call.target)?).await,
         Endpoint::List => match call.target {
             Target::List(kind) => list_blobs(state, call.repo, *kind, call.headers).await,
             _ => Err(ApiError::NotFound("no such route")),

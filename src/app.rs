@@ -14,11 +14,11 @@ use crate::config::{AuthMode, Config};
 use crate::connection::Shared;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::pool::ComputePool;
 use crate::quota::Quota;
 use crate::reload::{ReloadError, Watched};
 use crate::server;
-use crate::store::fs::FsStore;
+use crate::store::fs::{FsStore, WriterPool};
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsConfig, TlsError};
 
@@ -33,7 +33,7 @@ pub(crate) struct AppState<S> {
     /// Some with `--prometheus`.
     pub(crate) metrics: Option<Rc<Metrics>>,
     /// Hashing and bcrypt, apart from file I/O.
-    pub(crate) compute: Pool,
+    pub(crate) compute: ComputePool,
 }
 
 /// Why the server could not start or run.
@@ -107,8 +107,7 @@ pub fn run(config: Config) -> Result<(), AppError> {
 
 async fn serve(config: Config) -> Result<(), AppError> {
     log_modes(&config);
-    // Uploads write with threads of their own, one fewer than the I/O pool.
-    let writers = Pool::start("upload-write", config.limits.io_threads.saturating_sub(1))
+    let writers = WriterPool::start("upload-write", config.limits.upload_writers())
         .map_err(|e| AppError(Cause::Threads(e)))?;
     let store = FsStore::new(config.path.clone(), config.modes, writers);
     serve_store(config, store).await
@@ -131,7 +130,7 @@ async fn serve_store<S: Store>(config: Config, store: S) -> Result<(), AppError>
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
-    let compute = Pool::compute().map_err(|e| AppError(Cause::Threads(e)))?;
+    let compute = ComputePool::compute().map_err(|e| AppError(Cause::Threads(e)))?;
     // Each watched file: loaded now (a broken one stops the server here),
     // then watched; SIGHUP reloads them all at once.
     let mut reloads: Vec<Rc<dyn Fn()>> = Vec::new();
@@ -304,14 +303,15 @@ fn log_modes(config: &Config) {
     let l = &config.limits;
     log::info!(
         "limits: {} connections, header timeout {:?}, idle timeout {:?}, body timeout {:?}, \
-         max header {} B, max metadata body {} B, {} I/O threads",
+         max header {} B, max metadata body {} B, {} I/O threads (and {} writing uploads)",
         l.max_connections,
         l.header_timeout,
         l.idle_timeout,
         l.body_timeout,
         l.max_header_bytes,
         l.max_metadata_bytes,
-        l.io_threads
+        l.io_threads,
+        l.upload_writers()
     );
 }
 

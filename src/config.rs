@@ -25,7 +25,8 @@ pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Default for `--max-metadata-size`, in bytes: the cap on bodies of config,
 /// keys, locks and snapshots (kilobytes in practice).
 pub(crate) const DEFAULT_MAX_METADATA_BYTES: u64 = 8 * 1024 * 1024;
-/// Default for `--io-threads`: the cap on the blocking I/O pool.
+/// Default for `--io-threads`: the cap on the I/O pool (reads, listings,
+/// metadata); uploads write with one thread fewer of their own.
 pub(crate) const DEFAULT_IO_THREADS: usize = 4;
 /// Default for `--shutdown-timeout`, in seconds: grace period for requests in
 /// flight after SIGINT/SIGTERM.
@@ -70,6 +71,14 @@ pub(crate) struct Limits {
     pub(crate) max_metadata_bytes: u64,
     pub(crate) io_threads: usize,
     pub(crate) shutdown_timeout: Duration,
+}
+
+impl Limits {
+    /// Threads that write uploads: one fewer than `--io-threads` (at least
+    /// one), so that uploads alone cannot use as many threads as reads have.
+    pub(crate) fn upload_writers(&self) -> usize {
+        self.io_threads.saturating_sub(1).max(1)
+    }
 }
 
 impl Default for Limits {

@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::pool::ComputePool;
 use crate::quota::Quota;
 use crate::request::{self, Client};
 use crate::route::{ObjectId, ObjectType, RepoPath, Route};
@@ -59,7 +59,7 @@ fn state(store: &MemStore, setup: Setup) -> AppState<MemStore> {
         auth: setup.auth,
         quota: Rc::new(Quota::new(setup.max_size, 0)),
         metrics: Some(Rc::new(Metrics::default())),
-        compute: Pool::start("test", 1).unwrap(),
+        compute: ComputePool::start("test", 1).unwrap(),
     }
 }
 

@@ -1,12 +1,13 @@
 //! The file I/O pool: tokio's blocking pool, capped by `--io-threads`.
 //!
-//! Every open, write, fsync, rename and readdir of the filesystem store, and
-//! the reading of watched files (htpasswd, ACL, TLS), runs here, never on the
-//! one event-loop thread: an fsync on an SD card can take hundreds of
-//! milliseconds, and meanwhile every other connection must keep moving. The
-//! cap keeps a burst of clients from spawning a thread each on a board with
-//! 512 MiB of RAM. CPU-heavy work (hashing, bcrypt) has its own pool
-//! ([`crate::pool`]) so that it cannot starve file I/O, nor file I/O it.
+//! The filesystem store's opens, reads, stats, listings, deletes and the start
+//! of uploads, the startup scan, and the reading of watched files (htpasswd,
+//! ACL, TLS) run here, never on the one event-loop thread: an fsync on an SD
+//! card can take hundreds of milliseconds, and meanwhile every other
+//! connection must keep moving. The cap keeps a burst of clients from
+//! spawning a thread each on a board with 512 MiB of RAM. The bulk work has
+//! pools of its own ([`crate::pool`]): uploads' writes and fsyncs, and the
+//! CPU-heavy hashing and bcrypt, so that none of it can hold up a small read.
 
 use tokio::task::JoinHandle;
 

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::config::ListenAddr;
 use crate::systemd;
 
-pub enum Listener {
+pub(crate) enum Listener {
     Tcp(TcpListener),
     Unix {
         listener: UnixListener,
@@ -23,7 +23,7 @@ pub enum Listener {
 
 impl Listener {
     /// Binds `addr`. Must run inside the tokio runtime.
-    pub fn bind(addr: &ListenAddr) -> io::Result<Listener> {
+    pub(crate) fn bind(addr: &ListenAddr) -> io::Result<Listener> {
         match addr {
             ListenAddr::Tcp { host, port } => bind_tcp(host, *port).map(Listener::Tcp),
             ListenAddr::Unix(path) => {
@@ -40,7 +40,7 @@ impl Listener {
     }
 
     /// The socket passed by systemd socket activation, if any.
-    pub fn from_systemd() -> io::Result<Option<Listener>> {
+    pub(crate) fn from_systemd() -> io::Result<Option<Listener>> {
         let Some(fd) = systemd::take_listen_fd()? else {
             return Ok(None);
         };
@@ -48,7 +48,7 @@ impl Listener {
     }
 
     /// The address as a client would use it, e.g. `127.0.0.1:8000` or `unix:/run/x.sock`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Listener::Tcp(l) => l
                 .local_addr()
@@ -64,7 +64,7 @@ impl Listener {
     }
 
     /// The socket file to remove when the server stops.
-    pub fn socket_path(&self) -> Option<&Path> {
+    pub(crate) fn socket_path(&self) -> Option<&Path> {
         match self {
             Listener::Unix { path, .. } => path.as_deref(),
             Listener::Tcp(_) => None,

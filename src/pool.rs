@@ -24,50 +24,43 @@ use tokio::sync::oneshot;
 /// this many at once share them.
 pub(crate) const MAX_COMPUTE_THREADS: usize = 4;
 
-// The hash job is the common one: boxing its context would allocate per chunk.
-#[allow(clippy::large_enum_variant)]
-enum Job {
-    /// Feeds one chunk of an upload to its SHA-256 context.
-    Hash {
-        context: digest::Context,
-        chunk: Bytes,
-        done: oneshot::Sender<digest::Context>,
-    },
-    /// Anything else: a write of a whole upload buffer or a bcrypt check,
-    /// slow next to the cost of a box.
-    Run(Box<dyn FnOnce() + Send>),
+/// Work a pool's threads do: a concrete type per pool, so that queueing a job
+/// allocates nothing beyond what the job carries.
+pub(crate) trait Job: Send + 'static {
+    fn run(self);
 }
 
-/// A handle to the pool; clones share it. The threads end when the last
-/// handle is dropped.
-#[derive(Clone)]
-pub(crate) struct Pool {
-    jobs: mpsc::Sender<Job>,
+/// A handle to a pool; clones share it. The threads end when the last handle
+/// is dropped.
+pub(crate) struct Pool<J> {
+    jobs: mpsc::Sender<J>,
 }
 
-/// The pool's threads are gone (they only end when every handle is dropped,
-/// or when a job panicked).
+impl<J> Clone for Pool<J> {
+    fn clone(&self) -> Pool<J> {
+        Pool {
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
+/// A pool's threads are gone (they only end when every handle is dropped, or
+/// when a job panicked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PoolGone;
 
 impl std::fmt::Display for PoolGone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the compute pool is gone")
+        f.write_str("a worker thread pool is gone")
     }
 }
 
 impl std::error::Error for PoolGone {}
 
-impl Pool {
-    /// The compute pool: one thread per core, at most [`MAX_COMPUTE_THREADS`].
-    pub(crate) fn compute() -> std::io::Result<Pool> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Pool::start("compute", cores.clamp(1, MAX_COMPUTE_THREADS))
-    }
-
+impl<J: Job> Pool<J> {
     /// Starts `threads` threads (at least one) named `name-N`.
-    pub(crate) fn start(name: &str, threads: usize) -> std::io::Result<Pool> {
-        let (jobs, queue) = mpsc::channel::<Job>();
+    pub(crate) fn start(name: &str, threads: usize) -> std::io::Result<Pool<J>> {
+        let (jobs, queue) = mpsc::channel::<J>();
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..threads.max(1) {
             let queue = queue.clone();
@@ -78,6 +71,68 @@ impl Pool {
         Ok(Pool { jobs })
     }
 
+    /// Queues `job`; a busy thread takes it next, an idle one wakes for it.
+    pub(crate) fn send(&self, job: J) -> Result<(), PoolGone> {
+        self.jobs.send(job).map_err(|_| PoolGone)
+    }
+}
+
+fn worker<J: Job>(queue: &Mutex<mpsc::Receiver<J>>) {
+    loop {
+        // The lock is held only while waiting for the next job.
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job.run(),
+            Err(_) => return,
+        }
+    }
+}
+
+/// The compute pool's work.
+// The hash job is the common one: boxing its context would allocate per chunk.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Compute {
+    /// Feeds one chunk of an upload to its SHA-256 context.
+    Hash {
+        context: digest::Context,
+        chunk: Bytes,
+        done: oneshot::Sender<digest::Context>,
+    },
+    /// Anything else: a bcrypt check, rare and slow next to the cost of a box.
+    Run(Box<dyn FnOnce() + Send>),
+}
+
+impl Job for Compute {
+    fn run(self) {
+        match self {
+            Compute::Hash {
+                mut context,
+                chunk,
+                done,
+            } => {
+                context.update(&chunk);
+                // Before the reply: the caller reuses the buffer once it has it.
+                drop(chunk);
+                let _ = done.send(context);
+            }
+            Compute::Run(work) => work(),
+        }
+    }
+}
+
+/// The compute pool: SHA-256 of uploads and bcrypt.
+pub(crate) type ComputePool = Pool<Compute>;
+
+impl Pool<Compute> {
+    /// One thread per core, at most [`MAX_COMPUTE_THREADS`].
+    pub(crate) fn compute() -> std::io::Result<ComputePool> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Pool::start("compute", cores.clamp(1, MAX_COMPUTE_THREADS))
+    }
+
     /// Hashes `chunk` into `context` on the pool; the reply brings the
     /// context back.
     fn hash(
@@ -86,26 +141,11 @@ impl Pool {
         chunk: Bytes,
     ) -> Result<oneshot::Receiver<digest::Context>, PoolGone> {
         let (done, reply) = oneshot::channel();
-        self.jobs
-            .send(Job::Hash {
-                context,
-                chunk,
-                done,
-            })
-            .map_err(|_| PoolGone)?;
-        Ok(reply)
-    }
-
-    /// Queues `work` now; the reply brings its result.
-    pub(crate) fn submit<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<oneshot::Receiver<T>, PoolGone> {
-        let (done, reply) = oneshot::channel();
-        let job = Job::Run(Box::new(move || {
-            let _ = done.send(work());
-        }));
-        self.jobs.send(job).map_err(|_| PoolGone)?;
+        self.send(Compute::Hash {
+            context,
+            chunk,
+            done,
+        })?;
         Ok(reply)
     }
 
@@ -114,30 +154,11 @@ impl Pool {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PoolGone> {
-        self.submit(work)?.await.map_err(|_| PoolGone)
-    }
-}
-
-fn worker(queue: &Mutex<mpsc::Receiver<Job>>) {
-    loop {
-        // The lock is held only while waiting for the next job.
-        let job = match queue.lock() {
-            Ok(queue) => queue.recv(),
-            Err(_) => return,
-        };
-        match job {
-            Ok(Job::Hash {
-                mut context,
-                chunk,
-                done,
-            }) => {
-                context.update(&chunk);
-                drop(chunk);
-                let _ = done.send(context);
-            }
-            Ok(Job::Run(work)) => work(),
-            Err(_) => return,
-        }
+        let (done, reply) = oneshot::channel();
+        self.send(Compute::Run(Box::new(move || {
+            let _ = done.send(work());
+        })))?;
+        reply.await.map_err(|_| PoolGone)
     }
 }
 
@@ -145,14 +166,14 @@ fn worker(queue: &Mutex<mpsc::Receiver<Job>>) {
 /// the chunks are written; a chunk is handed over once the previous one is
 /// hashed, so the order holds.
 pub(crate) struct Sha256 {
-    pool: Pool,
+    pool: ComputePool,
     /// None while a chunk is being hashed.
     context: Option<digest::Context>,
     in_flight: Option<oneshot::Receiver<digest::Context>>,
 }
 
 impl Sha256 {
-    pub(crate) fn new(pool: Pool) -> Sha256 {
+    pub(crate) fn new(pool: ComputePool) -> Sha256 {
         Sha256 {
             pool,
             context: Some(digest::Context::new(&digest::SHA256)),
@@ -190,7 +211,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn hashes_chunks_in_order() {
-        let pool = Pool::start("test", 2).unwrap();
+        let pool = ComputePool::start("test", 2).unwrap();
         let mut sha = Sha256::new(pool.clone());
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
         for chunk in data.chunks(997) {

@@ -7,13 +7,13 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 #[derive(Debug)]
-pub struct Quota {
+pub(crate) struct Quota {
     limit: Option<u64>,
     used: Cell<u64>,
 }
 
 impl Quota {
-    pub fn new(limit: Option<u64>, used: u64) -> Quota {
+    pub(crate) fn new(limit: Option<u64>, used: u64) -> Quota {
         Quota {
             limit,
             used: Cell::new(used),
@@ -27,7 +27,7 @@ impl Quota {
 
     /// Whether `bytes` more would pass the limit (checked against a declared
     /// Content-Length before anything is written).
-    pub fn would_exceed(&self, bytes: u64) -> bool {
+    pub(crate) fn would_exceed(&self, bytes: u64) -> bool {
         self.limit
             .is_some_and(|limit| self.used.get().saturating_add(bytes) > limit)
     }
@@ -41,7 +41,7 @@ impl Quota {
     }
 
     /// Gives back the space of a deleted file.
-    pub fn release(&self, bytes: u64) {
+    pub(crate) fn release(&self, bytes: u64) {
         self.used.set(self.used.get().saturating_sub(bytes));
     }
 }
@@ -50,18 +50,18 @@ impl Quota {
 /// [`Reservation::keep`], it gives them back: an upload that fails or is
 /// abandoned leaves the count as it was.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     quota: Rc<Quota>,
     bytes: u64,
 }
 
 impl Reservation {
-    pub fn new(quota: Rc<Quota>) -> Reservation {
+    pub(crate) fn new(quota: Rc<Quota>) -> Reservation {
         Reservation { quota, bytes: 0 }
     }
 
     /// Takes `bytes` more, or returns false when that would pass the limit.
-    pub fn grow(&mut self, bytes: u64) -> bool {
+    pub(crate) fn grow(&mut self, bytes: u64) -> bool {
         if !self.quota.try_take(bytes) {
             return false;
         }
@@ -70,7 +70,7 @@ impl Reservation {
     }
 
     /// The upload is stored: its bytes stay counted.
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.bytes = 0;
     }
 }

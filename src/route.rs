@@ -8,17 +8,17 @@ use std::fmt;
 
 /// How many leading segments a repository path may have (`/`, `/a`, `/a/b`), as in
 /// rest-server's `MaxFolderDepth`.
-pub const MAX_REPO_DEPTH: usize = 2;
+pub(crate) const MAX_REPO_DEPTH: usize = 2;
 
 /// Longest repository path segment accepted; Linux's NAME_MAX.
-pub const MAX_SEGMENT_BYTES: usize = 255;
+pub(crate) const MAX_SEGMENT_BYTES: usize = 255;
 
 /// Length of an object name: the hex SHA-256 of its content.
-pub const OBJECT_ID_LEN: usize = 64;
+pub(crate) const OBJECT_ID_LEN: usize = 64;
 
 /// The folders of a restic repository that hold objects named by their hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObjectType {
+pub(crate) enum ObjectType {
     Data,
     Keys,
     Locks,
@@ -27,7 +27,7 @@ pub enum ObjectType {
 }
 
 impl ObjectType {
-    pub const ALL: [ObjectType; 5] = [
+    pub(crate) const ALL: [ObjectType; 5] = [
         ObjectType::Data,
         ObjectType::Keys,
         ObjectType::Locks,
@@ -35,7 +35,7 @@ impl ObjectType {
         ObjectType::Index,
     ];
 
-    pub fn from_segment(segment: &str) -> Option<ObjectType> {
+    pub(crate) fn from_segment(segment: &str) -> Option<ObjectType> {
         Some(match segment {
             "data" => ObjectType::Data,
             "keys" => ObjectType::Keys,
@@ -47,7 +47,7 @@ impl ObjectType {
     }
 
     /// The folder name inside the repository, which is also the URL segment.
-    pub fn dir_name(self) -> &'static str {
+    pub(crate) fn dir_name(self) -> &'static str {
         match self {
             ObjectType::Data => "data",
             ObjectType::Keys => "keys",
@@ -59,7 +59,7 @@ impl ObjectType {
 
     /// Whether uploads of this type are small metadata (kilobytes), so that a
     /// body size cap applies. Data packs and index files can be many MiB.
-    pub fn is_small(self) -> bool {
+    pub(crate) fn is_small(self) -> bool {
         matches!(
             self,
             ObjectType::Keys | ObjectType::Locks | ObjectType::Snapshots
@@ -75,10 +75,10 @@ impl fmt::Display for ObjectType {
 
 /// An object name: exactly 64 lowercase hex characters.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ObjectId(heapless::String<OBJECT_ID_LEN>);
+pub(crate) struct ObjectId(heapless::String<OBJECT_ID_LEN>);
 
 impl ObjectId {
-    pub fn parse(s: &str) -> Option<ObjectId> {
+    pub(crate) fn parse(s: &str) -> Option<ObjectId> {
         if s.len() != OBJECT_ID_LEN || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
@@ -87,17 +87,17 @@ impl ObjectId {
         Some(ObjectId(id))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The fan-out folder of a data pack: its first two hex characters.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.0[..2]
     }
 
     /// The SHA-256 digest this name stands for.
-    pub fn digest(&self) -> [u8; 32] {
+    pub(crate) fn digest(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
         let hex = self.0.as_bytes();
         for (i, byte) in out.iter_mut().enumerate() {
@@ -130,12 +130,12 @@ impl fmt::Display for ObjectId {
 /// A repository's path below the data directory: zero to [`MAX_REPO_DEPTH`]
 /// validated, percent-decoded segments. The empty path is the root repository.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RepoPath {
+pub(crate) struct RepoPath {
     segments: Vec<String>,
 }
 
 impl RepoPath {
-    pub fn segments(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn segments(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().map(String::as_str)
     }
 }
@@ -155,7 +155,7 @@ impl fmt::Display for RepoPath {
 
 /// What a request addresses, before the method is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// `/{repo}/`: only `POST ?create=true`.
     Repo,
     /// `/{repo}/config`.
@@ -167,14 +167,14 @@ pub enum Target {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub repo: RepoPath,
-    pub target: Target,
+pub(crate) struct Route {
+    pub(crate) repo: RepoPath,
+    pub(crate) target: Target,
 }
 
 /// Why a path did not parse into a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteError {
+pub(crate) enum RouteError {
     /// No such resource: unknown layout, bad id, or a segment that must never
     /// reach the filesystem (`.`, `..`, hidden names, NUL, slashes, backslashes).
     NotFound,
@@ -184,7 +184,7 @@ pub enum RouteError {
 
 impl Route {
     /// Parses the path part of a request URI (still percent-encoded).
-    pub fn parse(raw_path: &str) -> Result<Route, RouteError> {
+    pub(crate) fn parse(raw_path: &str) -> Result<Route, RouteError> {
         let mut rest = raw_path.strip_prefix('/').ok_or(RouteError::NotFound)?;
         let mut segments = Vec::new();
         // As rest-server does: leading segments up to the first type name (or

@@ -18,7 +18,7 @@ static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The socket systemd passed us, if it passed one to this very process.
 /// More than one is an error: rest-server serves one listener.
-pub fn take_listen_fd() -> io::Result<Option<OwnedFd>> {
+pub(crate) fn take_listen_fd() -> io::Result<Option<OwnedFd>> {
     let for_us = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|pid| pid.parse::<i32>().ok())

@@ -7,11 +7,12 @@
 //! SHA-256 of their content) unless `--no-verify-upload`.
 //!
 //! Body chunks are gathered into one of two buffers of [`UPLOAD_BUFFER_BYTES`]
-//! on the event loop. A full buffer goes at once to the store (a write on the
-//! I/O pool) and to the hasher (the compute pool); the next one is handed over
-//! when both are done with the previous, and that previous buffer is then
-//! filled again. So receiving, hashing and writing overlap, with two buffers
-//! per upload and no allocation per chunk.
+//! on the event loop. A full buffer goes at once to the store (for the
+//! filesystem, a write on the upload writer threads) and to the hasher (the
+//! compute pool); the next one is handed over when both are done with the
+//! previous, and that previous buffer is then filled again. So receiving,
+//! hashing and writing overlap, with two buffers per upload; per buffer, only
+//! the two replies are allocated.
 //!
 //! Nothing is visible under the name until the whole body has arrived,
 //! matched its name and been committed: on any error the store upload is
@@ -26,7 +27,7 @@ use http_body_util::BodyExt;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::pool::{Pool, Sha256};
+use crate::pool::{ComputePool, Sha256};
 use crate::quota::{Quota, Reservation};
 use crate::route::RepoPath;
 use crate::store::{Key, Store, Upload};
@@ -65,7 +66,7 @@ impl Rules {
 pub(crate) struct Receiver<'a> {
     pub(crate) rules: Rules,
     pub(crate) quota: &'a Rc<Quota>,
-    pub(crate) compute: &'a Pool,
+    pub(crate) compute: &'a ComputePool,
     /// Longest pause allowed between two pieces of the body.
     pub(crate) body_timeout: Duration,
 }

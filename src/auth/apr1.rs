@@ -10,7 +10,7 @@ const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 const MAX_SALT: usize = 8;
 
 /// The full `$apr1$salt$hash` string for `password` and `salt`.
-pub fn hash(password: &[u8], salt: &[u8]) -> String {
+pub(crate) fn hash(password: &[u8], salt: &[u8]) -> String {
     let salt = &salt[..salt.len().min(MAX_SALT)];
     let mut ctx = Md5::new();
     ctx.update(password);
@@ -80,7 +80,7 @@ fn push_base64(out: &mut String, mut value: u32, count: usize) {
 }
 
 /// Checks `password` against a stored `$apr1$salt$hash` string.
-pub fn verify(password: &[u8], stored: &str) -> bool {
+pub(crate) fn verify(password: &[u8], stored: &str) -> bool {
     let Some(rest) = stored.strip_prefix("$apr1$") else {
         return false;
     };

@@ -13,15 +13,15 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use super::apr1;
 
 /// Longest user name accepted.
-pub const MAX_USERNAME_BYTES: usize = 64;
+pub(crate) const MAX_USERNAME_BYTES: usize = 64;
 
 /// bcrypt cost for new entries: htpasswd's `-B` default, about 80 ms on a
 /// Raspberry Pi 4 core; verified once per minute per client thanks to the cache.
-pub const BCRYPT_COST: u32 = 10;
+pub(crate) const BCRYPT_COST: u32 = 10;
 
 /// A stored password hash.
 #[derive(Clone, PartialEq, Eq)]
-pub enum PasswordHash {
+pub(crate) enum PasswordHash {
     Bcrypt(String),
     Sha1([u8; 20]),
     Apr1(String),
@@ -55,7 +55,7 @@ impl PasswordHash {
 
     /// Whether `password` matches. bcrypt is slow on purpose: call this off
     /// the event loop.
-    pub fn verify(&self, password: &str) -> bool {
+    pub(crate) fn verify(&self, password: &str) -> bool {
         match self {
             PasswordHash::Bcrypt(stored) => bcrypt::verify(password, stored).unwrap_or(false),
             PasswordHash::Apr1(stored) => apr1::verify(password.as_bytes(), stored),
@@ -70,7 +70,7 @@ impl PasswordHash {
     }
 
     /// A new bcrypt entry for `password`.
-    pub fn new_bcrypt(password: &str) -> Result<PasswordHash, bcrypt::BcryptError> {
+    pub(crate) fn new_bcrypt(password: &str) -> Result<PasswordHash, bcrypt::BcryptError> {
         bcrypt::hash(password, BCRYPT_COST).map(PasswordHash::Bcrypt)
     }
 
@@ -84,7 +84,7 @@ impl PasswordHash {
 
 /// SECURITY: user names become repository paths under `--private-repos`, so
 /// only a plain set of characters is allowed: no `/`, no dot-only names.
-pub fn valid_username(name: &str) -> bool {
+pub(crate) fn valid_username(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_USERNAME_BYTES
         && !name.starts_with('.')
@@ -95,10 +95,10 @@ pub fn valid_username(name: &str) -> bool {
 
 /// A line that was skipped, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    pub line: usize,
-    pub user: String,
-    pub reason: &'static str,
+pub(crate) struct Warning {
+    pub(crate) line: usize,
+    pub(crate) user: String,
+    pub(crate) reason: &'static str,
 }
 
 impl fmt::Display for Warning {
@@ -113,13 +113,13 @@ impl fmt::Display for Warning {
 
 /// The users of one htpasswd file, in name order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Users {
+pub(crate) struct Users {
     entries: BTreeMap<String, PasswordHash>,
 }
 
 impl Users {
     /// Parses the file's text; bad lines become warnings, never errors.
-    pub fn parse(text: &str) -> (Users, Vec<Warning>) {
+    pub(crate) fn parse(text: &str) -> (Users, Vec<Warning>) {
         let mut users = Users::default();
         let mut warnings = Vec::new();
         for (index, line) in text.lines().enumerate() {
@@ -158,19 +158,19 @@ impl Users {
         (users, warnings)
     }
 
-    pub fn get(&self, user: &str) -> Option<&PasswordHash> {
+    pub(crate) fn get(&self, user: &str) -> Option<&PasswordHash> {
         self.entries.get(user)
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
@@ -187,7 +187,7 @@ impl Users {
 /// `text` with `user`'s line replaced by (or, if new, followed by) one for
 /// `hash`. Every other line, comments and lines we cannot parse included, is
 /// kept as it was: an admin's file is theirs.
-pub fn with_user(text: &str, user: &str, hash: &PasswordHash) -> String {
+pub(crate) fn with_user(text: &str, user: &str, hash: &PasswordHash) -> String {
     let (mut out, _) = without_user(text, user);
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
@@ -197,7 +197,7 @@ pub fn with_user(text: &str, user: &str, hash: &PasswordHash) -> String {
 }
 
 /// `text` without `user`'s lines, and whether there were any.
-pub fn without_user(text: &str, user: &str) -> (String, bool) {
+pub(crate) fn without_user(text: &str, user: &str) -> (String, bool) {
     let mut out = String::with_capacity(text.len());
     let mut found = false;
     for line in text.split_inclusive('\n') {

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use self::htpasswd::{Users, valid_username};
 use self::throttle::Throttle;
-use crate::pool::Pool;
+use crate::pool::ComputePool;
 use crate::reload::Watched;
 
 /// How long verified credentials are trusted without another bcrypt check.
@@ -88,11 +88,11 @@ pub(crate) struct BasicAuth {
     cache: RefCell<HashMap<String, CacheEntry>>,
     throttle: RefCell<Throttle>,
     verifications: Semaphore,
-    compute: Pool,
+    compute: ComputePool,
 }
 
 impl BasicAuth {
-    pub(crate) fn new(users: Rc<Watched<Users>>, compute: Pool) -> BasicAuth {
+    pub(crate) fn new(users: Rc<Watched<Users>>, compute: ComputePool) -> BasicAuth {
         let mut salt = [0u8; 16];
         // If the system RNG fails, the salt stays zero: the cache still works,
         // only without the extra protection.
@@ -270,7 +270,7 @@ mod tests {
         let file = dir.path().join(".htpasswd");
         std::fs::write(&file, format!("alice:{hash}\n")).unwrap();
         let users = Watched::<Users>::load(file).await.unwrap();
-        BasicAuth::new(users, Pool::start("test", 1).unwrap())
+        BasicAuth::new(users, ComputePool::start("test", 1).unwrap())
     }
 
     const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -14,12 +14,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Failures an address may have in a row before it is throttled.
-pub const BURST: u32 = 5;
+pub(crate) const BURST: u32 = 5;
 /// Time for one failure to be forgiven.
-pub const REFILL: Duration = Duration::from_secs(2);
+pub(crate) const REFILL: Duration = Duration::from_secs(2);
 /// Addresses tracked at most; beyond that the fully forgiven ones are dropped,
 /// then the oldest, so the table cannot grow without bound.
-pub const MAX_TRACKED: usize = 1024;
+pub(crate) const MAX_TRACKED: usize = 1024;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -42,13 +42,13 @@ impl Bucket {
 }
 
 #[derive(Debug, Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     buckets: HashMap<IpAddr, Bucket>,
 }
 
 impl Throttle {
     /// Whether `peer` may have its credentials checked now.
-    pub fn may_try(&mut self, peer: IpAddr, now: Instant) -> bool {
+    pub(crate) fn may_try(&mut self, peer: IpAddr, now: Instant) -> bool {
         match self.buckets.get_mut(&peer) {
             None => true,
             Some(bucket) => {
@@ -59,7 +59,7 @@ impl Throttle {
     }
 
     /// Records a failed attempt by `peer`.
-    pub fn failed(&mut self, peer: IpAddr, now: Instant) {
+    pub(crate) fn failed(&mut self, peer: IpAddr, now: Instant) {
         if !self.buckets.contains_key(&peer) && self.buckets.len() >= MAX_TRACKED {
             self.evict(now);
         }

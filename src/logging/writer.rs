@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 /// about 200 KiB more: little next to what the server's buffers use, yet at
 /// the few hundred requests a second a small board serves, it rides out a
 /// sink that stalls for several seconds without losing a line.
-pub const QUEUE_LINES: usize = 1024;
+pub(crate) const QUEUE_LINES: usize = 1024;
 
 /// How long a flush at exit waits for the writer to drain its queue: long
 /// enough for a healthy sink to write a full queue, short enough that a dead
 /// sink (a hung NFS log file) does not hold up the process exit.
-pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Bytes gathered into one write when lines are waiting: a slow sink gets
 /// fewer, larger writes, and the batch buffer stays small.
@@ -32,17 +32,17 @@ const BATCH_BYTES: usize = 16 * 1024;
 /// What a writer says about its own trouble. Plain functions, called on the
 /// writer thread.
 #[derive(Clone, Copy)]
-pub struct Notes {
+pub(crate) struct Notes {
     /// `n` lines were dropped since the last note; may append a line saying
     /// so to the batch about to be written (or log it elsewhere).
-    pub dropped: fn(n: u64, batch: &mut Vec<u8>),
+    pub(crate) dropped: fn(n: u64, batch: &mut Vec<u8>),
     /// The first failed write of a run of failures; the rest of the run is
     /// only counted, so a full disk does not flood the server log.
-    pub write_failed: fn(&io::Error),
+    pub(crate) write_failed: fn(&io::Error),
 }
 
 /// The text of a dropped-lines note.
-pub fn dropped_text(n: u64) -> String {
+pub(crate) fn dropped_text(n: u64) -> String {
     format!("{n} log lines dropped: the log output was too slow")
 }
 
@@ -71,7 +71,7 @@ struct State {
 /// The sending end; cheap to clone, every clone feeds the same writer thread.
 /// The thread ends once every clone is dropped and the queue is written.
 #[derive(Clone)]
-pub struct LogWriter {
+pub(crate) struct LogWriter {
     tx: SyncSender<Queued>,
     state: Arc<State>,
 }
@@ -81,7 +81,7 @@ impl LogWriter {
     /// `capacity` lines at most.
     ///
     /// [`send`]: LogWriter::send
-    pub fn spawn<W: Write + Send + 'static>(
+    pub(crate) fn spawn<W: Write + Send + 'static>(
         name: &str,
         capacity: usize,
         sink: W,
@@ -98,7 +98,7 @@ impl LogWriter {
 
     /// Queues `line` (one or more whole lines, newline included) and returns
     /// at once: when the queue is full the line is dropped and counted.
-    pub fn send(&self, line: Vec<u8>) {
+    pub(crate) fn send(&self, line: Vec<u8>) {
         // A load first: the swap's read-modify-write only when lines were lost.
         let dropped_before = match self.state.unreported.load(Ordering::Relaxed) {
             0 => 0,
@@ -125,7 +125,7 @@ impl LogWriter {
 
     /// Waits at most `timeout` until everything queued so far is written,
     /// with a note for lines dropped at the end; true if it was.
-    pub fn flush(&self, timeout: Duration) -> bool {
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
         // An empty message wakes an idle writer, so that it notes drops that
         // no later line carries. If the queue is full the writer is awake
         // anyway, and notes them once it has emptied the queue.
@@ -155,12 +155,12 @@ impl LogWriter {
     }
 
     /// Lines dropped because the sink was too slow, since the start.
-    pub fn dropped_lines(&self) -> u64 {
+    pub(crate) fn dropped_lines(&self) -> u64 {
         self.state.dropped.load(Ordering::Relaxed)
     }
 
     /// Writes to the sink that failed, since the start.
-    pub fn write_errors(&self) -> u64 {
+    pub(crate) fn write_errors(&self) -> u64 {
         self.state.write_errors.load(Ordering::Relaxed)
     }
 }

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Every path is built here, from typed routes, so it is always inside the
-//! data directory. Every blocking call runs on the I/O pool. Durability: an
+//! data directory. Nothing blocks the event loop: uploads are written by the
+//! upload writer threads ([`WriterPool`]), everything else runs on the I/O
+//! pool ([`crate::io_pool`]). Durability: an
 //! upload goes to a temp file created with `create_new` beside its final name,
 //! is fsynced, linked into place (never replacing anything), and the folder is
 //! fsynced; a delete fsyncs the folder too.
@@ -31,7 +33,7 @@ use tokio::task::JoinHandle;
 
 use super::{Batch, ErrorKind, Key, Op as _, RepoStats, Scan, Space, StoreError, classify};
 use crate::io_pool;
-use crate::pool::Pool;
+use crate::pool::{Job, Pool, PoolGone};
 use crate::route::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
 
 /// Name prefix of our upload temp files. The leading dot keeps them out of
@@ -83,11 +85,11 @@ pub(crate) struct FsStore {
     /// The threads that write and fsync uploads. Not the I/O pool: four
     /// large uploads that fsync would keep a pool of four busy, and every
     /// other client's small read would wait behind them.
-    writers: Pool,
+    writers: WriterPool,
 }
 
 impl FsStore {
-    pub(crate) fn new(root: PathBuf, modes: Modes, writers: Pool) -> FsStore {
+    pub(crate) fn new(root: PathBuf, modes: Modes, writers: WriterPool) -> FsStore {
         FsStore {
             root: Arc::new(root),
             modes,
@@ -583,11 +585,65 @@ impl super::Listing for FsListing {
     }
 }
 
-/// The temp file, moved to the I/O pool for each write.
-struct Writer {
+/// The temp file of an upload, moved to a writer thread for each write.
+pub(crate) struct Writer {
     file: File,
     unflushed: u64,
 }
+
+/// The work of the upload writer threads ([`WriterPool`]).
+pub(crate) enum UploadWrite {
+    /// Appends a chunk; the reply brings the file back.
+    Chunk {
+        writer: Writer,
+        chunk: Bytes,
+        done: oneshot::Sender<(Writer, Result<(), StoreError>)>,
+    },
+    /// fsync, then link into place (see [`commit_temp`]).
+    Commit {
+        writer: Writer,
+        temp: PathBuf,
+        target: PathBuf,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Removes the temp file of an aborted upload, after its last write.
+    Remove(PathBuf),
+}
+
+impl Job for UploadWrite {
+    fn run(self) {
+        match self {
+            UploadWrite::Chunk {
+                mut writer,
+                chunk,
+                done,
+            } => {
+                let result = writer.write(&chunk);
+                // Before the reply: the caller reuses the buffer once it has it.
+                drop(chunk);
+                let _ = done.send((writer, result));
+            }
+            UploadWrite::Commit {
+                writer,
+                temp,
+                target,
+                done,
+            } => {
+                let result = sync(&writer.file, false);
+                drop(writer);
+                let _ = done.send(result.and_then(|()| commit_temp(&temp, &target)));
+            }
+            UploadWrite::Remove(temp) => {
+                if let Err(e) = fs::remove_file(&temp) {
+                    log::error!("could not remove temp file {}: {e}", temp.display());
+                }
+            }
+        }
+    }
+}
+
+/// The threads that write and fsync uploads.
+pub(crate) type WriterPool = Pool<UploadWrite>;
 
 impl Writer {
     fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
@@ -611,7 +667,7 @@ pub(crate) struct FsUpload {
     /// None while a write runs on the pool.
     writer: Option<Writer>,
     in_flight: Option<oneshot::Receiver<(Writer, Result<(), StoreError>)>>,
-    writers: Pool,
+    writers: WriterPool,
 }
 
 /// The upload writers are gone: only when a write panicked.
@@ -634,14 +690,17 @@ impl FsUpload {
 impl super::Upload for FsUpload {
     async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         self.settle().await?;
-        let Some(mut writer) = self.writer.take() else {
+        let Some(writer) = self.writer.take() else {
             return Err(StoreError::internal("write", "upload file lost"));
         };
-        let write = self.writers.submit(move || {
-            let result = writer.write(&chunk);
-            (writer, result)
-        });
-        self.in_flight = Some(write.map_err(|_| writers_gone())?);
+        let (done, reply) = oneshot::channel();
+        let job = UploadWrite::Chunk {
+            writer,
+            chunk,
+            done,
+        };
+        self.writers.send(job).map_err(|_| writers_gone())?;
+        self.in_flight = Some(reply);
         Ok(())
     }
 
@@ -651,16 +710,15 @@ impl super::Upload for FsUpload {
             .writer
             .take()
             .ok_or_else(|| StoreError::internal("commit", "upload file missing"))?;
-        let temp = self.temp_path.clone().unwrap_or_default();
-        let target = self.final_path.clone();
-        self.writers
-            .run(move || {
-                sync(&writer.file, false)?;
-                drop(writer);
-                commit_temp(&temp, &target)
-            })
-            .await
-            .map_err(|_| writers_gone())??;
+        let (done, reply) = oneshot::channel();
+        let job = UploadWrite::Commit {
+            writer,
+            temp: self.temp_path.clone().unwrap_or_default(),
+            target: self.final_path.clone(),
+            done,
+        };
+        self.writers.send(job).map_err(|_| writers_gone())?;
+        reply.await.map_err(|_| writers_gone())??;
         self.temp_path = None;
         Ok(())
     }
@@ -671,17 +729,10 @@ impl Drop for FsUpload {
         let Some(temp) = self.temp_path.take() else {
             return;
         };
-        // A write may still run on the pool; unlinking under it is fine on
-        // Unix: the bytes go to an inode that no name points to.
-        let remove = move || {
-            if let Err(e) = fs::remove_file(&temp) {
-                log::error!("could not remove temp file {}: {e}", temp.display());
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(_) => drop(io_pool::spawn(remove)),
-            // Outside the runtime (its shutdown), nothing else is waiting.
-            Err(_) => remove(),
+        // Queued behind this upload's last write, off the event loop. Should
+        // the process end first, the startup scan removes the file.
+        if let Err(PoolGone) = self.writers.send(UploadWrite::Remove(temp.clone())) {
+            let _ = fs::remove_file(&temp);
         }
     }
 }
