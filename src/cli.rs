@@ -100,8 +100,8 @@ pub struct Flags {
     /// largest body in bytes for config, keys, locks and snapshots (default 8388608)
     #[argh(option)]
     pub max_metadata_size: Option<u64>,
-    /// threads for file reads, listings and metadata; uploads write with one
-    /// fewer of their own (default 4)
+    /// threads for file reads, listings and metadata, and as many again for
+    /// writing uploads (default 4)
     #[argh(option)]
     pub io_threads: Option<usize>,
     /// seconds to let requests in flight finish on SIGINT/SIGTERM (default 10)

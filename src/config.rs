@@ -26,7 +26,7 @@ pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// keys, locks and snapshots (kilobytes in practice).
 pub(crate) const DEFAULT_MAX_METADATA_BYTES: u64 = 8 * 1024 * 1024;
 /// Default for `--io-threads`: the cap on the I/O pool (reads, listings,
-/// metadata); uploads write with one thread fewer of their own.
+/// metadata), and the number of upload writer threads beside it.
 pub(crate) const DEFAULT_IO_THREADS: usize = 4;
 /// Default for `--shutdown-timeout`, in seconds: grace period for requests in
 /// flight after SIGINT/SIGTERM.
@@ -74,10 +74,11 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
-    /// Threads that write uploads: one fewer than `--io-threads` (at least
-    /// one), so that uploads alone cannot use as many threads as reads have.
+    /// Threads that write uploads: as many as `--io-threads`, beside the I/O
+    /// pool rather than in it, so that uploads keep the write parallelism
+    /// they had and reads keep all of the pool.
     pub(crate) fn upload_writers(&self) -> usize {
-        self.io_threads.saturating_sub(1).max(1)
+        self.io_threads
     }
 }
 

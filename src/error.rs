@@ -132,6 +132,17 @@ impl From<PoolGone> for ApiError {
     }
 }
 
+impl From<crate::route::RouteError> for ApiError {
+    fn from(err: crate::route::RouteError) -> ApiError {
+        match err {
+            crate::route::RouteError::NotFound => ApiError::NotFound("no such route"),
+            crate::route::RouteError::BadEncoding => {
+                ApiError::BadRequest("malformed percent-encoding in path")
+            }
+        }
+    }
+}
+
 impl From<crate::range::RangeError> for ApiError {
     fn from(err: crate::range::RangeError) -> ApiError {
         ApiError::RangeNotSatisfiable { size: err.size }

@@ -20,7 +20,7 @@ use crate::app::AppState;
 use crate::body::{Body, Completion};
 use crate::error::ApiError;
 use crate::metrics::{BlobOp, Metrics};
-use crate::route::{ObjectType, RepoPath, Route, RouteError};
+use crate::route::{ObjectType, RepoPath, Route};
 use crate::store::Store;
 
 /// Largest body read and thrown away after refusing a request.
@@ -180,10 +180,7 @@ where
     if metrics_request {
         return metrics(state, access_log, &parts.method).await;
     }
-    let Route { repo, target } = Route::parse(parts.uri.path()).map_err(|e| match e {
-        RouteError::NotFound => ApiError::NotFound("no such route"),
-        RouteError::BadEncoding => ApiError::BadRequest("malformed percent-encoding in path"),
-    })?;
+    let Route { repo, target } = Route::parse(parts.uri.path())?;
     let endpoint = Endpoint::select(&target, &parts.method)?;
     // SECURITY: decided before the store is asked anything.
     state

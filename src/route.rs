@@ -182,6 +182,17 @@ pub(crate) enum RouteError {
     BadEncoding,
 }
 
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RouteError::NotFound => "no such route",
+            RouteError::BadEncoding => "malformed percent-encoding in path",
+        })
+    }
+}
+
+impl std::error::Error for RouteError {}
+
 impl Route {
     /// Parses the path part of a request URI (still percent-encoded).
     pub(crate) fn parse(raw_path: &str) -> Result<Route, RouteError> {
