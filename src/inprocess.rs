@@ -247,7 +247,7 @@ async fn a_stalled_body_times_out_but_a_slow_commit_does_not() {
     let stalled = Request::builder()
         .method("POST")
         .uri(&path)
-        .body(ChannelBody(rx))
+        .body(ChannelBody::new(rx))
         .unwrap();
     let started = tokio::time::Instant::now();
     assert_eq!(send_body(&state, stalled).await.status, 408);
@@ -261,8 +261,20 @@ async fn a_stalled_body_times_out_but_a_slow_commit_does_not() {
 }
 
 /// A request body fed through a channel: a client that sends what the test
-/// says, when it says.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+/// says, when it says; it notes when the server has read it to its end.
+struct ChannelBody {
+    chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    read_to_end: Rc<std::cell::Cell<bool>>,
+}
+
+impl ChannelBody {
+    fn new(chunks: tokio::sync::mpsc::Receiver<Bytes>) -> ChannelBody {
+        ChannelBody {
+            chunks,
+            read_to_end: Rc::default(),
+        }
+    }
+}
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
@@ -272,9 +284,11 @@ impl http_body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+        let polled = self.chunks.poll_recv(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.read_to_end.set(true);
+        }
+        polled.map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
     }
 }
 
@@ -391,28 +405,6 @@ async fn metrics_are_recorded_once_per_request() {
     }
 }
 
-/// A request body that notes when it has been read to its end.
-struct Tracked {
-    inner: Full<Bytes>,
-    read_to_end: Rc<std::cell::Cell<bool>>,
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
-            self.read_to_end.set(true);
-        }
-        polled
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn a_refused_requests_small_body_is_read_before_the_answer() {
     let store = MemStore::default();
@@ -426,11 +418,11 @@ async fn a_refused_requests_small_body_is_read_before_the_answer() {
         ("POST", "/r/nonsense/x", 404),
         ("PUT", "/r/config", 405),
     ] {
-        let read_to_end = Rc::new(std::cell::Cell::new(false));
-        let body = Tracked {
-            inner: Full::new(Bytes::from_static(b"other")),
-            read_to_end: read_to_end.clone(),
-        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(Bytes::from_static(b"other")).await.unwrap();
+        drop(tx);
+        let body = ChannelBody::new(rx);
+        let read_to_end = body.read_to_end.clone();
         let request = Request::builder()
             .method(method)
             .uri(path)
