@@ -11,5 +11,6 @@ mod lifecycle;
 mod metrics;
 mod modes;
 mod restic;
+mod s3;
 mod security;
 mod tls;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod seaweed;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;

