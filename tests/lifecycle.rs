@@ -138,7 +138,7 @@ fn idle_keep_alive_connections_are_closed() {
     assert_eq!(read_response(&mut conn, false).status, 200);
     let started = Instant::now();
     let mut buf = [0u8; 1];
-    let n = conn.read(&mut buf).unwrap_or(0);
+    let n = read_once(&mut conn, &mut buf).unwrap_or(0);
     assert_eq!(n, 0, "server closes the idle connection");
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900), "{waited:?}");

@@ -410,6 +410,17 @@ pub fn read_response(stream: &mut dyn Read, head_only: bool) -> Response {
     response
 }
 
+/// One `read`, again if a signal interrupted it before anything was read
+/// (EINTR: SIGCHLD from another test's child process; seen under qemu-user).
+pub fn read_once(stream: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 struct ByteReader<'a> {
     inner: &'a mut dyn Read,
 }
@@ -420,7 +431,7 @@ impl ByteReader<'_> {
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
         loop {
-            match self.inner.read(&mut byte) {
+            match read_once(self.inner, &mut byte) {
                 Ok(0) => {
                     return if line.is_empty() {
                         None
