@@ -127,19 +127,17 @@ impl Receiver<'_> {
             received += len;
             sending.take(&data).await?;
         }
-        let digest = sending.finish().await?;
-        if let (Some(expected), Some(digest)) = (self.rules.expected, digest.hash)
+        let finished = sending.finish().await?;
+        if let (Some(expected), Some(digest)) = (self.rules.expected, finished.hash)
             && expected != digest
         {
             return Err(ApiError::HashMismatch);
         }
-        digest.upload.commit().await?;
+        finished.upload.commit().await?;
         reservation.keep();
         Ok(received)
     }
-}
 
-impl Receiver<'_> {
     /// What can be refused before the body is read: a declared length over
     /// the limits, a name that is taken, a store that cannot start.
     async fn begin<S: Store>(
