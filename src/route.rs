@@ -196,25 +196,40 @@ impl std::error::Error for RouteError {}
 impl Route {
     /// Parses the path part of a request URI (still percent-encoded).
     pub(crate) fn parse(raw_path: &str) -> Result<Route, RouteError> {
-        let mut rest = raw_path.strip_prefix('/').ok_or(RouteError::NotFound)?;
+        let rest = raw_path.strip_prefix('/').ok_or(RouteError::NotFound)?;
+        // SECURITY: every segment is decoded once, before it is classified,
+        // so an encoded name means what the plain name means: `%6beys` is
+        // `keys`, and cannot become a repository folder named like one of
+        // restic's (which would shadow that repository's own `keys/`).
+        let mut decoded = rest
+            .split('/')
+            .map(percent_decode)
+            .collect::<Result<Vec<String>, RouteError>>()?
+            .into_iter()
+            .peekable();
         let mut segments = Vec::new();
         // As rest-server does: leading segments up to the first type name (or
         // `config`) belong to the repository; the last segment never does.
         while segments.len() < MAX_REPO_DEPTH {
-            match rest.split_once('/') {
-                Some((segment, tail)) if !is_reserved_name(segment) => {
-                    segments.push(decode_segment(segment)?);
-                    rest = tail;
-                }
-                _ => break,
+            let Some(segment) = decoded.next_if(|s| !is_reserved_name(s)) else {
+                break;
+            };
+            if decoded.peek().is_none() {
+                // The last segment: not part of the repository after all.
+                return Route::target(RepoPath { segments }, &[segment]);
             }
+            segments.push(check_repo_segment(segment)?);
         }
-        let repo = RepoPath { segments };
+        let rest: Vec<String> = decoded.collect();
+        Route::target(RepoPath { segments }, &rest)
+    }
+
+    /// What the segments after the repository's own address.
+    fn target(repo: RepoPath, rest: &[String]) -> Result<Route, RouteError> {
         let target = match rest {
-            "" => Target::Repo,
-            "config" => Target::Config,
-            _ => {
-                let (kind, id) = rest.split_once('/').ok_or(RouteError::NotFound)?;
+            [empty] if empty.is_empty() => Target::Repo,
+            [config] if config == "config" => Target::Config,
+            [kind, id] => {
                 let kind = ObjectType::from_segment(kind).ok_or(RouteError::NotFound)?;
                 if id.is_empty() {
                     Target::List(kind)
@@ -222,6 +237,7 @@ impl Route {
                     Target::Object(kind, ObjectId::parse(id).ok_or(RouteError::NotFound)?)
                 }
             }
+            _ => return Err(RouteError::NotFound),
         };
         Ok(Route { repo, target })
     }
@@ -231,9 +247,9 @@ fn is_reserved_name(segment: &str) -> bool {
     segment == "config" || ObjectType::from_segment(segment).is_some()
 }
 
-/// Percent-decodes one repository segment and rejects anything that could
-/// walk out of the data directory or collide with the server's own files.
-fn decode_segment(raw: &str) -> Result<String, RouteError> {
+/// Percent-decodes one path segment; broken escapes or invalid UTF-8 are
+/// [`RouteError::BadEncoding`].
+fn percent_decode(raw: &str) -> Result<String, RouteError> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -251,7 +267,12 @@ fn decode_segment(raw: &str) -> Result<String, RouteError> {
             i += 1;
         }
     }
-    let segment = String::from_utf8(out).map_err(|_| RouteError::BadEncoding)?;
+    String::from_utf8(out).map_err(|_| RouteError::BadEncoding)
+}
+
+/// Rejects a repository segment that could walk out of the data directory or
+/// collide with the server's own files.
+fn check_repo_segment(segment: String) -> Result<String, RouteError> {
     // SECURITY: an encoded `/` or `\` would split into two path components on
     // disk, `..` would leave the data directory, NUL truncates paths in C, and a
     // leading dot would reach `.htpasswd` or our temp files.
@@ -330,6 +351,28 @@ mod tests {
         for path in ["/%zz/config", "/%ff/config", "/a%2/config"] {
             assert_eq!(Route::parse(path), Err(RouteError::BadEncoding), "{path}");
         }
+    }
+
+    #[test]
+    fn an_encoded_name_means_the_plain_name() {
+        for (encoded, plain) in [
+            (format!("/%6beys/{ID}"), format!("/keys/{ID}")),
+            ("/%63onfig".to_string(), "/config".to_string()),
+            ("/a/%64ata/".to_string(), "/a/data/".to_string()),
+            (
+                format!("/a/b/%6C%6F%63%6B%73/{ID}"),
+                format!("/a/b/locks/{ID}"),
+            ),
+        ] {
+            assert_eq!(Route::parse(&encoded), Route::parse(&plain), "{encoded}");
+            assert!(Route::parse(&plain).is_ok(), "{plain}");
+        }
+        // Not a repository named `keys` holding a folder: nothing at all.
+        assert_eq!(
+            Route::parse(&format!("/%6beys/{ID}/")),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(Route::parse("/%6beys/"), Route::parse("/keys/"));
     }
 
     #[test]

@@ -100,3 +100,41 @@ fn raw_nul_and_garbage_request_lines_are_refused() {
     // Still serving.
     assert_eq!(server.request("GET", "/repo/keys/").status, 200);
 }
+
+#[test]
+fn encoded_layout_names_mean_the_layout_names() {
+    let dir = TempDir::new("encoded-names");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    assert_eq!(server.request("POST", "/?create=true").status, 200);
+    let before = files_below(&data);
+    let key = b"a key";
+    let id = sha256_hex(key);
+    // Not a repository named `keys` with a folder named like the key: that
+    // would shadow the root repository's own keys/.
+    for path in [
+        format!("/%6beys/{id}/?create=true"),
+        format!("/%6Beys/{id}/?create=true"),
+        format!("/%64ata/{id}/?create=true"),
+    ] {
+        assert_eq!(server.request("POST", &path).status, 404, "{path}");
+    }
+    assert_eq!(files_below(&data), before, "nothing created");
+    for kind in ["keys", "data"] {
+        let folder = data.join(kind).join(&id);
+        assert!(!folder.exists(), "{} was created", folder.display());
+    }
+    // The encoded path is the plain one: the key lands in keys/ and is listed.
+    let put = server.send(&Request::new("POST", &format!("/%6beys/{id}")).body(key.to_vec()));
+    assert_eq!(put.status, 200);
+    assert_eq!(std::fs::read(data.join("keys").join(&id)).unwrap(), key);
+    assert_eq!(
+        server.request("GET", "/keys/").text(),
+        format!("[\"{id}\"]")
+    );
+    assert_eq!(
+        server.request("GET", "/%63onfig").status,
+        404,
+        "no config yet"
+    );
+}
