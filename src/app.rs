@@ -184,7 +184,7 @@ async fn serve_store<S: Store>(config: Config, store: S) -> Result<(), AppError>
         }
         None => Listener::bind(&config.listen).map_err(|e| AppError(Cause::Listen(e)))?,
     };
-    log::info!("start server on {}", listener.describe());
+    crate::logging::bare(&format!("start server on {}", listener.describe()));
     let shutdown = shutdown_signal().map_err(|e| AppError(Cause::Signals(e)))?;
     watch_sighup(reloads).map_err(|e| AppError(Cause::Signals(e)))?;
     let policy = Policy::new(

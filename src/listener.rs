@@ -47,7 +47,8 @@ impl Listener {
         from_inherited(fd).map(Some)
     }
 
-    /// The address as a client would use it, e.g. `127.0.0.1:8000` or `unix:/run/x.sock`.
+    /// The bound address as rest-server prints it: `127.0.0.1:8000` (port 0
+    /// resolved), or a Unix socket's path.
     pub(crate) fn describe(&self) -> String {
         match self {
             Listener::Tcp(l) => l
@@ -55,10 +56,10 @@ impl Listener {
                 .map_or_else(|_| "?".into(), |a| a.to_string()),
             Listener::Unix { listener, .. } => match listener.local_addr() {
                 Ok(addr) => match addr.as_pathname() {
-                    Some(p) => format!("unix:{}", p.display()),
-                    None => "unix:(unnamed)".into(),
+                    Some(p) => p.display().to_string(),
+                    None => "(unnamed unix socket)".into(),
                 },
-                Err(_) => "unix:?".into(),
+                Err(_) => "(unix socket)".into(),
             },
         }
     }

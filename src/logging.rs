@@ -58,6 +58,22 @@ pub fn init(debug: bool) {
     let _ = WriteLogger::init(level, config(), Queue::new(queue));
 }
 
+/// Writes `line` as it is, without time or level, in order with the log's
+/// other lines: for `start server on ADDR`, which restic's own REST-backend
+/// test harness (and any script written for rest-server) finds with
+/// `^start server on (.*)$`.
+pub(crate) fn bare(line: &str) {
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    match QUEUE.get() {
+        Some(queue) => queue.send(bytes),
+        None => {
+            let _ = io::stderr().write_all(&bytes);
+        }
+    }
+}
+
 /// Waits, at most a second, until the lines logged so far are on stderr. For
 /// the end of `main`: the writer thread does not outlive the process.
 pub fn flush() {

@@ -18,6 +18,13 @@ fn serves_on_a_unix_socket_and_removes_it_on_sigterm() {
         &["--no-auth", "--listen", &listen],
     );
     assert!(matches!(server.addr, Addr::Unix(_)));
+    // As rest-server prints it: the bare path.
+    let announced = format!("start server on {}", socket.display());
+    assert!(
+        server.log().lines().any(|l| l == announced),
+        "{}",
+        server.log()
+    );
     assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
     let (_, put) = upload(&server, "keys", b"over a unix socket");
     assert_eq!(put.status, 200);
@@ -364,5 +371,19 @@ fn access_log_uses_the_combined_format() {
     assert!(
         line.ends_with("\"GET /repo/keys/ HTTP/1.1\" 200 2 \"\" \"restic/test\""),
         "{line}"
+    );
+}
+
+#[test]
+fn the_address_line_is_bare_as_restics_test_harness_expects() {
+    // restic's REST-backend test harness finds the server with the regex
+    // `^start server on (.*)$` on stderr: no time stamp, no level.
+    let dir = TempDir::new("announce");
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let announced = format!("start server on {}", server.tcp_addr());
+    assert!(
+        server.log().lines().any(|l| l == announced),
+        "no line {announced:?} in:\n{}",
+        server.log()
     );
 }

@@ -138,9 +138,11 @@ impl Server {
                 log.lines.lock().unwrap().join("\n")
             );
         };
-        let addr = match addr.strip_prefix("unix:") {
-            Some(path) => Addr::Unix(PathBuf::from(path)),
-            None => Addr::Tcp(addr.parse().expect("bound address")),
+        // rest-server prints a Unix socket as its bare path.
+        let addr = if addr.starts_with('/') {
+            Addr::Unix(PathBuf::from(addr))
+        } else {
+            Addr::Tcp(addr.parse().expect("bound address"))
         };
         Server {
             child: Some(child),
