@@ -117,8 +117,9 @@ where
                 log::error!("{method} {path} from {peer} ({who}): {status} ({e})");
             } else if e.is_routine() {
                 // restic asks for things that are not there as part of its
-                // normal work (HEAD config before init, say).
-                log::info!("{method} {path} from {peer} ({who}): {status} ({e})");
+                // normal work (HEAD config before init, lock checks): a line
+                // each would bury what matters. The access log has them.
+                log::debug!("{method} {path} from {peer} ({who}): {status} ({e})");
             } else {
                 log::warn!("{method} {path} from {peer} ({who}): {status} ({e})");
             }

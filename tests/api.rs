@@ -327,3 +327,26 @@ fn unknown_routes_are_404() {
         assert_eq!(server.request("GET", path).status, 404, "{path}");
     }
 }
+
+#[test]
+fn expected_misses_stay_out_of_the_log_unless_debugging() {
+    // restic asks for objects that are not there as part of its normal work
+    // (config before init, lock checks).
+    let dir = TempDir::new("quiet");
+    let server = server_with_repo(&dir, &[]);
+    let missing = format!("/repo/locks/{}", "ab".repeat(32));
+    for _ in 0..20 {
+        assert_eq!(server.request("GET", "/repo/config").status, 404);
+        assert_eq!(server.request("HEAD", &missing).status, 404);
+    }
+    // A refusal that is logged: once its line is there, so would be theirs.
+    assert_eq!(server.request("GET", "/repo/nonsense/x").status, 404);
+    assert!(server.wait_for_log("/repo/nonsense/x", std::time::Duration::from_secs(10)));
+    assert!(!server.log().contains("/repo/config"), "{}", server.log());
+    assert!(!server.log().contains(&missing), "{}", server.log());
+
+    let dir = TempDir::new("quiet-debug");
+    let server = server_with_repo(&dir, &["--debug"]);
+    assert_eq!(server.request("GET", "/repo/config").status, 404);
+    assert!(server.wait_for_log("GET /repo/config", std::time::Duration::from_secs(10)));
+}
