@@ -269,3 +269,25 @@ fn user_add_as_root_keeps_the_file_readable_by_the_service_user() {
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn every_script_the_readme_runs_is_executable() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut scripts: Vec<&str> = readme
+        .split(|c: char| c.is_whitespace() || "`()[]|".contains(c))
+        .filter(|word| word.ends_with(".sh") && word.contains('/') && !word.starts_with('/'))
+        .collect();
+    scripts.sort_unstable();
+    scripts.dedup();
+    assert!(scripts.contains(&"board/install.sh"), "{scripts:?}");
+    assert!(scripts.contains(&"tests/all.sh"), "{scripts:?}");
+    for script in scripts {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("README names {script}: {e}"))
+            .permissions()
+            .mode();
+        assert!(mode & 0o111 != 0, "{script} is not executable ({mode:o})");
+    }
+}
