@@ -447,3 +447,39 @@ fn user_add_on_a_terminal_asks_twice_without_echo() {
     let (_, users, _) = user_command(&data, &["list"], "");
     assert_eq!(users, "bob\n");
 }
+
+#[test]
+fn the_throttle_refills_however_fast_failures_arrive() {
+    let dir = TempDir::new("refill");
+    let data = dir.path().join("data");
+    let server = Server::start_with_users(
+        &data,
+        &bcrypt_line("alice", "right"),
+        &["--prometheus", "--prometheus-no-auth"],
+    );
+    // Guessing on one keep-alive connection, as fast as it is answered: 5
+    // checks at once, then, over the next 4.5 s, one more each 2 s as the
+    // bucket refills (the refill used to be lost to every attempt that came
+    // too soon). A throttle that let guesses through would count hundreds.
+    let mut conn = server.connect();
+    let guess = Request::new("GET", "/keys/")
+        .basic("alice", "wrong")
+        .keep_alive()
+        .to_bytes();
+    for _ in 0..5 {
+        conn.write_all(&guess).unwrap();
+        assert_eq!(read_response(&mut conn, false).status, 401);
+    }
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(4500) {
+        conn.write_all(&guess).unwrap();
+        assert_eq!(read_response(&mut conn, false).status, 401);
+    }
+    let metrics = server.request("GET", "/metrics").text();
+    let checked: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rest_server_auth_failures_total{reason=\"wrong password\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wrong-password count:\n{metrics}"));
+    assert!((7..=9).contains(&checked), "{checked} passwords checked");
+}

@@ -73,9 +73,20 @@ impl AuthError {
     }
 }
 
+/// A user's last verified credentials, kept until the user list is reloaded;
+/// trusted without a check until `expires`.
 struct CacheEntry {
     key: [u8; 32],
     expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cached {
+    /// Verified less than [`CACHE_TTL`] ago: no check.
+    Fresh,
+    /// Verified earlier: checked again, but never throttled.
+    Known,
+    No,
 }
 
 /// Checks Basic credentials against the current users.
@@ -129,11 +140,19 @@ impl BasicAuth {
         key
     }
 
-    fn cached(&self, user: &str, key: &[u8; 32]) -> bool {
+    /// How `user`'s credentials stand in the cache.
+    fn cached(&self, user: &str, key: &[u8; 32]) -> Cached {
         let cache = self.cache.borrow();
-        cache.get(user).is_some_and(|entry| {
-            entry.expires > Instant::now() && constant_time_eq(&entry.key, key)
-        })
+        match cache.get(user) {
+            Some(entry) if constant_time_eq(&entry.key, key) => {
+                if entry.expires > Instant::now() {
+                    Cached::Fresh
+                } else {
+                    Cached::Known
+                }
+            }
+            _ => Cached::No,
+        }
     }
 
     /// Returns the user name for valid credentials in `header`.
@@ -141,10 +160,14 @@ impl BasicAuth {
         let (user, password) = parse_basic(header.ok_or(AuthError::Missing)?)?;
         self.forget_if_reloaded();
         let key = self.cache_key(&user, &password);
-        if self.cached(&user, &key) {
+        let cached = self.cached(&user, &key);
+        if cached == Cached::Fresh {
             return Ok(user);
         }
-        if !self.throttle.borrow_mut().may_try(peer, Instant::now()) {
+        // SECURITY: credentials verified before (since the file last
+        // changed) are checked again but not throttled, so that guessing from
+        // a shared address (a NAT) cannot lock out a known user.
+        if cached == Cached::No && !self.throttle.borrow_mut().may_try(peer, Instant::now()) {
             return Err(AuthError::Throttled);
         }
         let hash = self.users.get().get(&user).cloned();
@@ -307,6 +330,28 @@ mod tests {
             auth.check(Some(&slash), PEER).await,
             Err(AuthError::Malformed)
         );
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn guessing_from_a_shared_address_does_not_lock_out_a_known_user() {
+        let dir = crate::testing::TempDir::new("auth-known");
+        let auth = auth(&dir).await;
+        let right = header("alice", "secret");
+        assert!(auth.check(Some(&right), PEER).await.is_ok());
+        // Long after the cache lets alice in without a check, someone behind
+        // the same address guesses until the address is throttled.
+        tokio::time::advance(CACHE_TTL * 2).await;
+        for _ in 0..throttle::BURST {
+            let guess = auth.check(Some(&header("alice", "guess")), PEER).await;
+            assert_eq!(guess, Err(AuthError::WrongPassword));
+        }
+        let stranger = header("mallory", "secret");
+        assert_eq!(
+            auth.check(Some(&stranger), PEER).await,
+            Err(AuthError::Throttled)
+        );
+        // alice's own, already verified password is checked, not refused.
+        assert_eq!(auth.check(Some(&right), PEER).await, Ok("alice".into()));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -29,11 +29,23 @@ struct Bucket {
 }
 
 impl Bucket {
+    /// Credits the time since the last refill. Only the time the credited
+    /// tokens stand for is used up: the rest carries over, so that attempts
+    /// arriving faster than a token's worth of time apart cannot keep the
+    /// bucket from ever refilling.
     fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.updated);
-        let gained = elapsed.as_millis() as u64 * 1000 / REFILL.as_millis() as u64;
-        self.milli_tokens = (self.milli_tokens + gained).min(u64::from(BURST) * 1000);
-        self.updated = now;
+        let full = u64::from(BURST) * 1000;
+        let elapsed = now.saturating_duration_since(self.updated).as_micros();
+        let per_milli_token = REFILL.as_micros() / 1000;
+        let gained = u64::try_from(elapsed / per_milli_token).unwrap_or(u64::MAX);
+        if self.milli_tokens.saturating_add(gained) >= full {
+            self.milli_tokens = full;
+            self.updated = now;
+        } else {
+            self.milli_tokens += gained;
+            let used = u128::from(gained) * per_milli_token;
+            self.updated += Duration::from_micros(u64::try_from(used).unwrap_or(u64::MAX));
+        }
     }
 
     fn is_full(&self) -> bool {
@@ -115,6 +127,27 @@ mod tests {
         throttle.failed(peer, start + REFILL);
         assert!(!throttle.may_try(peer, start + REFILL));
         assert!(throttle.may_try(peer, start + REFILL * (BURST + 2)));
+    }
+
+    #[test]
+    fn the_bucket_refills_however_fast_attempts_arrive() {
+        let mut throttle = Throttle::default();
+        let peer = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        let start = Instant::now();
+        for _ in 0..BURST {
+            throttle.failed(peer, start);
+        }
+        // An attempt every millisecond: refused until one refill's time has
+        // passed, then let through.
+        let mut let_through = None;
+        for ms in 1..=3000 {
+            let now = start + Duration::from_millis(ms);
+            if throttle.may_try(peer, now) {
+                let_through = Some(ms);
+                break;
+            }
+        }
+        assert_eq!(let_through, Some(REFILL.as_millis() as u64));
     }
 
     #[test]
