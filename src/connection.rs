@@ -214,6 +214,10 @@ impl<S> Shared<S> {
         let limits = &state.config.limits;
         let mut http = http1::Builder::new();
         http.keep_alive(true)
+            // A client that sends its request and then shuts down its write
+            // side (some proxies and scripts do) still gets its answer, and
+            // its upload is stored.
+            .half_close(true)
             .max_headers(64)
             .max_header_size(limits.max_header_bytes)
             // The read buffer bounds memory per connection; the largest head

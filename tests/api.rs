@@ -350,3 +350,56 @@ fn expected_misses_stay_out_of_the_log_unless_debugging() {
     assert_eq!(server.request("GET", "/repo/config").status, 404);
     assert!(server.wait_for_log("GET /repo/config", std::time::Duration::from_secs(10)));
 }
+
+#[test]
+fn a_half_closed_client_gets_its_answer_and_its_upload_is_stored() {
+    let dir = TempDir::new("half-close");
+    let server = server_with_repo(&dir, &[]);
+    let content = pseudo_random(300_000, 9);
+    let id = sha256_hex(&content);
+    let mut conn = server.connect();
+    let request = Request::new("POST", &format!("/repo/data/{id}")).body(content.clone());
+    conn.write_all(&request.to_bytes()).unwrap();
+    conn.shutdown_write();
+    assert_eq!(read_response(&mut conn, false).status, 200);
+    let stored = server.request("GET", &format!("/repo/data/{id}"));
+    assert_eq!(stored.status, 200);
+    assert_eq!(stored.body, content);
+}
+
+#[test]
+fn an_upload_that_arrived_whole_is_stored_though_the_client_left() {
+    let dir = TempDir::new("gone");
+    let server = server_with_repo(&dir, &[]);
+    let mut ids = Vec::new();
+    for seed in 0..20 {
+        let content = pseudo_random(200_000, 100 + seed);
+        let id = sha256_hex(&content);
+        let mut conn = server.connect();
+        let request = Request::new("POST", &format!("/repo/data/{id}")).body(content);
+        conn.write_all(&request.to_bytes()).unwrap();
+        drop(conn); // gone before the answer
+        ids.push(id);
+    }
+    for id in &ids {
+        let path = format!("/repo/data/{id}");
+        assert!(
+            eventually(std::time::Duration::from_secs(20), || server
+                .request("HEAD", &path)
+                .status
+                == 200),
+            "{path} was not stored:\n{}",
+            server.log()
+        );
+    }
+    assert!(
+        !server.log().contains("could not remove"),
+        "{}",
+        server.log()
+    );
+    let leftovers: Vec<String> = files_below(&dir.path().join("data"))
+        .into_iter()
+        .filter(|f| f.contains(".rest-server-tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -123,11 +123,17 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split("start server on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                }
+                // Kept before the address is handed over, so that every line
+                // up to `start server on` is in the log once start() returns.
+                let addr = line
+                    .split("start server on ")
+                    .nth(1)
+                    .map(|addr| addr.trim().to_string());
                 sink.lines.lock().unwrap().push(line);
                 sink.grew.notify_all();
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
             }
         });
         let Ok(addr) = rx.recv_timeout(START_TIMEOUT) else {
