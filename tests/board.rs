@@ -291,3 +291,39 @@ fn every_script_the_readme_runs_is_executable() {
         assert!(mode & 0o111 != 0, "{script} is not executable ({mode:o})");
     }
 }
+
+#[test]
+fn an_unreadable_folder_in_the_data_directory_does_not_stop_the_service() {
+    let test = "board::an_unreadable_folder_in_the_data_directory_does_not_stop_the_service";
+    if !require_root(test) || !require_tool("setpriv", test) {
+        return;
+    }
+    // As on a dedicated ext4 disk, where the service user meets root's
+    // lost+found: here the server runs as root without any capability (so
+    // the binary, wherever the build put it, stays reachable) and meets a
+    // folder of another user's that it may not read.
+    let dir = TempDir::new("lost-found");
+    let data = dir.path().join("data");
+    let lost = data.join("lost+found");
+    std::fs::create_dir_all(&lost).unwrap();
+    std::fs::set_permissions(&lost, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&lost, Some(65534), Some(65534)).unwrap();
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--bounding-set=-all", "--inh-caps=-all", "--"])
+        .arg(binary())
+        .args([
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-size",
+            "1000000",
+        ])
+        .arg("--path")
+        .arg(&data);
+    let server = Server::spawn(command, &data);
+    assert!(server.log().contains("skipping"), "{}", server.log());
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    let (_, put) = upload(&server, "keys", b"stored by the service user");
+    assert_eq!(put.status, 200);
+}

@@ -467,7 +467,17 @@ fn scan(root: &Path) -> Result<Scan, StoreError> {
     let mut report = Scan::default();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        for entry in fs::read_dir(&dir).op("scan")? {
+        let entries = match fs::read_dir(&dir) {
+            // A folder below the data directory that the service user may not
+            // read (every ext4 disk has a root-owned lost+found) holds
+            // nothing we serve: say so once and go on.
+            Err(e) if dir != root && e.kind() == io::ErrorKind::PermissionDenied => {
+                log::warn!("skipping {}: {e}", dir.display());
+                continue;
+            }
+            other => other.op("scan")?,
+        };
+        for entry in entries {
             let entry = entry.op("scan")?;
             let file_type = entry.file_type().op("scan")?;
             if file_type.is_dir() {
