@@ -20,7 +20,7 @@ use crate::app::AppState;
 use crate::body::{Body, Completion};
 use crate::error::ApiError;
 use crate::metrics::{BlobOp, Metrics};
-use crate::route::{ObjectType, RepoPath, Route};
+use crate::route::{ObjectType, Route};
 use crate::store::Store;
 
 /// Largest body read and thrown away after refusing a request.
@@ -207,7 +207,7 @@ where
     }
     *counted = Some(Counted {
         user: user.clone().unwrap_or_default(),
-        repo: label(&repo),
+        repo: repo.label(),
         kind: match target {
             crate::route::Target::Object(kind, _) => Some(kind),
             _ => None,
@@ -215,12 +215,6 @@ where
         effect: reply.effect,
     });
     Ok(reply.response)
-}
-
-/// A repository's label in metrics: its path without the leading slash
-/// (`alice/laptop`, empty for the root repository), as rest-server writes it.
-pub(crate) fn label(repo: &RepoPath) -> String {
-    repo.segments().collect::<Vec<_>>().join("/")
 }
 
 /// `GET /metrics`.

@@ -138,6 +138,12 @@ impl RepoPath {
     pub(crate) fn segments(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().map(String::as_str)
     }
+
+    /// The path without the leading slash (`alice/laptop`, empty for the root
+    /// repository): the `repo` label in metrics, as rest-server writes it.
+    pub(crate) fn label(&self) -> String {
+        self.segments.join("/")
+    }
 }
 
 impl fmt::Display for RepoPath {

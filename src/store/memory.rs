@@ -43,10 +43,6 @@ pub(crate) struct MemStore {
     inner: Rc<RefCell<Inner>>,
 }
 
-fn repo_label(repo: &RepoPath) -> String {
-    repo.segments().collect::<Vec<_>>().join("/")
-}
-
 fn file_name(key: Key<'_>) -> String {
     match key {
         Key::Config => "config".into(),
@@ -72,10 +68,7 @@ impl MemStore {
     /// What is stored under `key`, if anything.
     pub(crate) fn get(&self, repo: &RepoPath, key: Key<'_>) -> Option<Bytes> {
         let inner = self.inner.borrow();
-        inner
-            .files
-            .get(&(repo_label(repo), file_name(key)))
-            .cloned()
+        inner.files.get(&(repo.label(), file_name(key))).cloned()
     }
 
     /// How many files are stored, in all repositories.
@@ -94,7 +87,7 @@ impl MemStore {
     }
 
     fn has_repo(&self, repo: &RepoPath) -> bool {
-        self.inner.borrow().repos.contains(&repo_label(repo))
+        self.inner.borrow().repos.contains(&repo.label())
     }
 }
 
@@ -105,7 +98,7 @@ impl Store for MemStore {
 
     async fn create_repo(&self, repo: &RepoPath) -> Result<(), StoreError> {
         self.check(Op::Create, "create repository")?;
-        self.inner.borrow_mut().repos.insert(repo_label(repo));
+        self.inner.borrow_mut().repos.insert(repo.label());
         Ok(())
     }
 
@@ -133,7 +126,7 @@ impl Store for MemStore {
         }
         Ok(MemUpload {
             store: self.clone(),
-            at: (repo_label(repo), file_name(key)),
+            at: (repo.label(), file_name(key)),
             content: BytesMut::new(),
         })
     }
@@ -144,7 +137,7 @@ impl Store for MemStore {
             .inner
             .borrow_mut()
             .files
-            .remove(&(repo_label(repo), file_name(key)));
+            .remove(&(repo.label(), file_name(key)));
         Ok(removed.map_or(0, |b| b.len() as u64))
     }
 
@@ -153,7 +146,7 @@ impl Store for MemStore {
         if !self.has_repo(repo) {
             return Err(StoreError::not_found("list"));
         }
-        let label = repo_label(repo);
+        let label = repo.label();
         let prefix = format!("{kind}/");
         let batch = self
             .inner
