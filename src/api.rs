@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::auth::acl::Access;
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::range::{self, ByteRange};
+use crate::range::{ByteRange, Want};
 use crate::route::{ObjectType, RepoPath, Target};
 use crate::store::{Key, ObjectReader as _, Store};
 use crate::upload::{Receiver, Rules};
@@ -187,14 +187,13 @@ async fn get_file<S: Store>(
     key: Key<'_>,
     headers: &HeaderMap,
 ) -> Result<Reply<S>, ApiError> {
-    let mut reader = state.store.open(repo, key).await?;
-    let size = reader.size();
-    let range = match headers.get(RANGE) {
-        Some(text) => range::parse(text.to_str().unwrap_or("invalid"), size)?,
-        None => ByteRange::Full,
+    let want = match headers.get(RANGE) {
+        Some(text) => Want::parse(text.to_str().unwrap_or("invalid")),
+        None => Want::All,
     };
+    let reader = state.store.open(repo, key, want).await?;
+    let (size, range) = (reader.size(), reader.range());
     let (start, len) = range.span(size);
-    reader.range(start, len);
     let mut response = Response::new(Body::object(reader));
     let out = response.headers_mut();
     out.insert(CONTENT_LENGTH, HeaderValue::from(len));

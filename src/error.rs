@@ -143,6 +143,15 @@ impl From<crate::route::RouteError> for ApiError {
     }
 }
 
+impl From<crate::store::OpenError> for ApiError {
+    fn from(err: crate::store::OpenError) -> ApiError {
+        match err {
+            crate::store::OpenError::Store(e) => ApiError::Storage(e),
+            crate::store::OpenError::Range(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::range::RangeError> for ApiError {
     fn from(err: crate::range::RangeError) -> ApiError {
         ApiError::RangeNotSatisfiable { size: err.size }

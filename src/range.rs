@@ -38,56 +38,81 @@ impl ByteRange {
     }
 }
 
-pub(crate) fn parse(header: &str, size: u64) -> Result<ByteRange, RangeError> {
-    let unsatisfiable = RangeError { size };
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return Err(unsatisfiable);
-    };
-    if spec.contains(',') {
-        return Ok(ByteRange::Full);
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return Err(unsatisfiable);
-    };
-    let number = |s: &str| -> Option<u64> {
-        let s = s.trim();
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
+/// What a Range header asks for, before the object's size is known: a store
+/// that reads remotely passes it on, a local one resolves it against the size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// No Range header, or one with several ranges (answered whole).
+    All,
+    /// `bytes=a-`
+    From(u64),
+    /// `bytes=a-b`, with `a <= b`
+    Span(u64, u64),
+    /// `bytes=-n`, with `n >= 1`
+    Suffix(u64),
+    /// Malformed: not satisfiable whatever the size.
+    Invalid,
+}
+
+impl Want {
+    pub(crate) fn parse(header: &str) -> Want {
+        let Some(spec) = header.trim().strip_prefix("bytes=") else {
+            return Want::Invalid;
+        };
+        if spec.contains(',') {
+            return Want::All;
         }
-        s.parse().ok()
-    };
-    let (start, end) = if first.trim().is_empty() {
-        // Suffix: the last n bytes.
-        let n = number(last).ok_or(unsatisfiable)?;
-        if n == 0 || size == 0 {
-            return Err(unsatisfiable);
-        }
-        (size - n.min(size), size - 1)
-    } else {
-        let start = number(first).ok_or(unsatisfiable)?;
-        let end = if last.trim().is_empty() {
-            size.saturating_sub(1)
-        } else {
-            let end = number(last).ok_or(unsatisfiable)?;
-            if end < start {
-                return Err(unsatisfiable);
+        let Some((first, last)) = spec.trim().split_once('-') else {
+            return Want::Invalid;
+        };
+        let number = |s: &str| -> Option<u64> {
+            let s = s.trim();
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
             }
-            end.min(size.saturating_sub(1))
+            s.parse().ok()
+        };
+        let want = if first.trim().is_empty() {
+            number(last).filter(|&n| n > 0).map(Want::Suffix)
+        } else if last.trim().is_empty() {
+            number(first).map(Want::From)
+        } else {
+            match (number(first), number(last)) {
+                (Some(start), Some(end)) if start <= end => Some(Want::Span(start, end)),
+                _ => None,
+            }
+        };
+        want.unwrap_or(Want::Invalid)
+    }
+
+    /// The bytes to send from an object of `size` bytes.
+    pub(crate) fn resolve(self, size: u64) -> Result<ByteRange, RangeError> {
+        let unsatisfiable = RangeError { size };
+        let last = size.checked_sub(1).ok_or(unsatisfiable);
+        let (start, end) = match self {
+            Want::All => return Ok(ByteRange::Full),
+            Want::Invalid => return Err(unsatisfiable),
+            Want::Suffix(n) => (size - n.min(size), last?),
+            Want::From(start) => (start, last?),
+            Want::Span(start, end) => (start, end.min(last?)),
         };
         if start >= size {
             return Err(unsatisfiable);
         }
-        (start, end)
-    };
-    Ok(ByteRange::Partial {
-        start,
-        len: end - start + 1,
-    })
+        Ok(ByteRange::Partial {
+            start,
+            len: end - start + 1,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(header: &str, size: u64) -> Result<ByteRange, RangeError> {
+        Want::parse(header).resolve(size)
+    }
 
     fn partial(start: u64, len: u64) -> ByteRange {
         ByteRange::Partial { start, len }

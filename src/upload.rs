@@ -30,7 +30,7 @@ use crate::error::ApiError;
 use crate::pool::{ComputePool, Sha256};
 use crate::quota::{Quota, Reservation};
 use crate::route::RepoPath;
-use crate::store::{Key, Store, Upload};
+use crate::store::{Incoming, Key, Store, Upload};
 
 /// Size of each of the two upload buffers: 384 KiB per upload in flight.
 /// Larger buffers mean fewer hand-offs to the pools (each costs thread
@@ -155,7 +155,11 @@ impl Receiver<'_> {
                 return Err(ApiError::QuotaExceeded);
             }
         }
-        store.begin_upload(repo, key).await.map_err(|e| {
+        let incoming = Incoming {
+            length: declared,
+            sha256: self.rules.expected,
+        };
+        store.begin_upload(repo, key, incoming).await.map_err(|e| {
             if e.kind == crate::store::ErrorKind::AlreadyExists {
                 ApiError::Forbidden("object exists; objects are never overwritten")
             } else {

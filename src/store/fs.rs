@@ -31,9 +31,13 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{Batch, ErrorKind, Key, Op as _, RepoStats, Scan, Space, StoreError, classify};
+use super::{
+    Batch, ErrorKind, Incoming, Key, Op as _, OpenError, RepoStats, Scan, Space, StoreError,
+    classify,
+};
 use crate::io_pool;
 use crate::pool::{Job, Pool, PoolGone};
+use crate::range::{ByteRange, Want};
 use crate::route::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
 
 /// Name prefix of our upload temp files. The leading dot keeps them out of
@@ -144,19 +148,27 @@ impl super::Store for FsStore {
         io_pool::run(move || file_len(&path)).await
     }
 
-    async fn open(&self, repo: &RepoPath, key: Key<'_>) -> Result<FsReader, StoreError> {
+    async fn open(&self, repo: &RepoPath, key: Key<'_>, want: Want) -> Result<FsReader, OpenError> {
         let path = self.path(repo, key);
         let (file, size) = io_pool::run(move || open_read(&path)).await?;
+        let range = want.resolve(size)?;
+        let (offset, remaining) = range.span(size);
         Ok(FsReader {
             file: Arc::new(file),
             size,
-            offset: 0,
-            remaining: size,
+            range,
+            offset,
+            remaining,
             pending: None,
         })
     }
 
-    async fn begin_upload(&self, repo: &RepoPath, key: Key<'_>) -> Result<FsUpload, StoreError> {
+    async fn begin_upload(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        _incoming: Incoming,
+    ) -> Result<FsUpload, StoreError> {
         let final_path = self.path(repo, key);
         let create_parent = key.kind().is_some_and(is_fanned_out);
         let (target, modes) = (final_path.clone(), self.modes);
@@ -518,6 +530,7 @@ fn scan(root: &Path) -> Result<Scan, StoreError> {
 pub(crate) struct FsReader {
     file: Arc<File>,
     size: u64,
+    range: ByteRange,
     offset: u64,
     remaining: u64,
     pending: Option<(u64, JoinHandle<Result<Bytes, StoreError>>)>,
@@ -528,9 +541,8 @@ impl super::ObjectReader for FsReader {
         self.size
     }
 
-    fn range(&mut self, start: u64, len: u64) {
-        self.offset = start.min(self.size);
-        self.remaining = len.min(self.size - self.offset);
+    fn range(&self) -> ByteRange {
+        self.range
     }
 
     fn remaining(&self) -> u64 {

@@ -12,7 +12,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Batch, Key, Listing, ObjectReader, Scan, Space, Store, StoreError, Upload, classify};
+use super::{
+    Batch, Incoming, Key, Listing, ObjectReader, OpenError, Scan, Space, Store, StoreError, Upload,
+    classify,
+};
+use crate::range::{ByteRange, Want};
 use crate::route::{ObjectId, ObjectType, RepoPath};
 
 /// The operations a fault can be injected into.
@@ -109,14 +113,30 @@ impl Store for MemStore {
             .ok_or(StoreError::not_found("stat"))
     }
 
-    async fn open(&self, repo: &RepoPath, key: Key<'_>) -> Result<MemReader, StoreError> {
+    async fn open(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        want: Want,
+    ) -> Result<MemReader, OpenError> {
         self.check(Op::Open, "open")?;
         let content = self.get(repo, key).ok_or(StoreError::not_found("open"))?;
-        let remaining = content.clone();
-        Ok(MemReader { content, remaining })
+        let range = want.resolve(content.len() as u64)?;
+        let (start, len) = range.span(content.len() as u64);
+        let remaining = content.slice(start as usize..(start + len) as usize);
+        Ok(MemReader {
+            content,
+            range,
+            remaining,
+        })
     }
 
-    async fn begin_upload(&self, repo: &RepoPath, key: Key<'_>) -> Result<MemUpload, StoreError> {
+    async fn begin_upload(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        _incoming: Incoming,
+    ) -> Result<MemUpload, StoreError> {
         self.check(Op::Begin, "create temp file")?;
         if !self.has_repo(repo) && key != Key::Config {
             return Err(StoreError::not_found("create temp file"));
@@ -179,6 +199,7 @@ impl Store for MemStore {
 
 pub(crate) struct MemReader {
     content: Bytes,
+    range: ByteRange,
     remaining: Bytes,
 }
 
@@ -187,10 +208,8 @@ impl ObjectReader for MemReader {
         self.content.len() as u64
     }
 
-    fn range(&mut self, start: u64, len: u64) {
-        let start = (start as usize).min(self.content.len());
-        let end = start.saturating_add(len as usize).min(self.content.len());
-        self.remaining = self.content.slice(start..end);
+    fn range(&self) -> ByteRange {
+        self.range
     }
 
     fn remaining(&self) -> u64 {

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
+use crate::range::{ByteRange, RangeError, Want};
 use crate::route::{ObjectId, ObjectType, RepoPath};
 
 /// A file of a repository: its config, or an object named by its hash.
@@ -123,6 +124,37 @@ impl<T> Op<T> for io::Result<T> {
     }
 }
 
+/// Why a file cannot be opened for reading.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    Store(StoreError),
+    /// The asked-for range lies outside the file.
+    Range(RangeError),
+}
+
+impl From<StoreError> for OpenError {
+    fn from(err: StoreError) -> OpenError {
+        OpenError::Store(err)
+    }
+}
+
+impl From<RangeError> for OpenError {
+    fn from(err: RangeError) -> OpenError {
+        OpenError::Range(err)
+    }
+}
+
+/// What a store is told about an upload before its first byte: a remote
+/// store needs the length up front and can have the content checked on
+/// arrival.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Incoming {
+    /// The body's length, when the client declared it.
+    pub(crate) length: Option<u64>,
+    /// The SHA-256 the content must have, when uploads are verified.
+    pub(crate) sha256: Option<[u8; 32]>,
+}
+
 /// What is stored in one repository.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RepoStats {
@@ -163,15 +195,24 @@ pub(crate) trait Store: 'static {
     /// The size of a stored file; NotFound when it is not there.
     async fn size(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError>;
 
-    /// Opens a stored file for reading; the reader knows its size and is told
-    /// which bytes to send with [`ObjectReader::range`].
-    async fn open(&self, repo: &RepoPath, key: Key<'_>) -> Result<Self::Reader, StoreError>;
+    /// Opens a stored file to send the bytes `want` asks for (a remote store
+    /// asks for just those); the reader knows the file's size.
+    async fn open(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        want: Want,
+    ) -> Result<Self::Reader, OpenError>;
 
     /// Starts an upload; AlreadyExists when the name is taken. Nothing is
     /// visible under the name until [`Upload::commit`]; an upload dropped
     /// before that leaves nothing behind.
-    async fn begin_upload(&self, repo: &RepoPath, key: Key<'_>)
-    -> Result<Self::Upload, StoreError>;
+    async fn begin_upload(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        incoming: Incoming,
+    ) -> Result<Self::Upload, StoreError>;
 
     /// Removes a stored file and returns the bytes it freed; a missing file
     /// frees nothing and is no error, because restic retries deletes.
@@ -193,8 +234,8 @@ pub(crate) trait Store: 'static {
 pub(crate) trait ObjectReader: Unpin + 'static {
     /// The whole file's size.
     fn size(&self) -> u64;
-    /// Limits what is sent to `len` bytes from `start` (within [`Self::size`]).
-    fn range(&mut self, start: u64, len: u64);
+    /// The bytes being sent.
+    fn range(&self) -> ByteRange;
     /// Bytes still to send.
     fn remaining(&self) -> u64;
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StoreError>>>;
