@@ -10,6 +10,7 @@ use crate::access_log::AccessLog;
 use crate::auth::acl::Acl;
 use crate::auth::htpasswd::Users;
 use crate::auth::{Auth, BasicAuth};
+use crate::config::Storage;
 use crate::config::{AuthMode, Config};
 use crate::connection::Shared;
 use crate::listener::Listener;
@@ -19,6 +20,7 @@ use crate::quota::Quota;
 use crate::reload::{ReloadError, Watched};
 use crate::server;
 use crate::store::fs::{FsStore, WriterPool};
+use crate::store::s3::{self, S3Store};
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsConfig, TlsError};
 
@@ -45,7 +47,9 @@ enum Cause {
     Runtime(io::Error),
     /// The compute or upload writer threads could not be started.
     Threads(io::Error),
-    DataDir(StoreError),
+    /// The store cannot be used at startup (data directory or bucket).
+    Store(StoreError),
+    S3Settings(String),
     Listen(io::Error),
     AccessLog(io::Error),
     Tls(ReloadError<TlsError>),
@@ -60,7 +64,8 @@ impl fmt::Display for AppError {
         match &self.0 {
             Cause::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
             Cause::Threads(e) => write!(f, "cannot start the worker threads: {e}"),
-            Cause::DataDir(e) => write!(f, "data directory: {e}"),
+            Cause::Store(e) => write!(f, "storage: {e}"),
+            Cause::S3Settings(e) => write!(f, "S3 settings: {e}"),
             Cause::Listen(e) => write!(f, "cannot listen: {e}"),
             Cause::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
             Cause::Tls(e) => write!(f, "TLS: {e}"),
@@ -87,7 +92,8 @@ impl std::error::Error for AppError {
             | Cause::Listen(e)
             | Cause::AccessLog(e)
             | Cause::Signals(e) => Some(e),
-            Cause::DataDir(e) => Some(e),
+            Cause::Store(e) => Some(e),
+            Cause::S3Settings(_) => None,
             Cause::Tls(e) => Some(e),
             Cause::Htpasswd(_, e) | Cause::Acl(_, e) => Some(e),
         }
@@ -107,18 +113,59 @@ pub fn run(config: Config) -> Result<(), AppError> {
 
 async fn serve(config: Config) -> Result<(), AppError> {
     log_modes(&config);
-    let writers = WriterPool::start("upload-write", config.limits.upload_writers())
-        .map_err(|e| AppError(Cause::Threads(e)))?;
-    let store = FsStore::new(config.path.clone(), config.modes, writers);
-    serve_store(config, store).await
+    match &config.storage {
+        Storage::Local(dir) => {
+            let writers = WriterPool::start("upload-write", config.limits.upload_writers())
+                .map_err(|e| AppError(Cause::Threads(e)))?;
+            let store = FsStore::new(dir.clone(), config.modes, writers);
+            serve_store(config, store).await
+        }
+        Storage::S3 { location, settings } => {
+            let settings = s3_settings(location, settings.as_deref())
+                .map_err(|e| AppError(Cause::S3Settings(e)))?;
+            let store = S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?;
+            log::info!("repositories in {}", store.describe());
+            serve_store(config, store).await
+        }
+    }
+}
+
+/// The S3 settings: the location, the settings file if any, the
+/// environment. A settings file others may read is refused when it holds a
+/// secret: it would give the bucket away.
+fn s3_settings(location: &s3::Location, file: Option<&Path>) -> Result<s3::Settings, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let values = match file {
+        None => Default::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let values = s3::parse_file(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let secret = [
+                "secret_access_key",
+                "session_token",
+                "sse_customer_key",
+                "sse_customer_key_base64",
+            ]
+            .iter()
+            .any(|name| values.contains_key(*name));
+            let mode = std::fs::metadata(path).map(|m| m.mode()).unwrap_or(0);
+            if secret && mode & 0o077 != 0 {
+                return Err(format!(
+                    "{} holds a secret but others may read it (mode {:o}): chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                ));
+            }
+            values
+        }
+    };
+    s3::resolve(location.clone(), &values, &s3::ProcessEnvironment).map_err(|e| e.0)
 }
 
 /// Starts everything around `store` and serves until SIGINT or SIGTERM.
 async fn serve_store<S: Store>(config: Config, store: S) -> Result<(), AppError> {
-    let scan = store
-        .scan()
-        .await
-        .map_err(|e| AppError(Cause::DataDir(e)))?;
+    let scan = store.scan().await.map_err(|e| AppError(Cause::Store(e)))?;
     if scan.temps_removed > 0 {
         log::warn!(
             "removed {} unfinished upload(s) left by an earlier crash",
@@ -238,11 +285,13 @@ fn watch_sighup(reloads: Vec<Rc<dyn Fn()>>) -> io::Result<()> {
 
 fn log_modes(config: &Config) {
     let on_off = |b: bool| if b { "on" } else { "off" };
-    log::info!("data directory: {}", config.path.display());
-    if config.path.starts_with(std::env::temp_dir()) {
-        log::warn!(
-            "the data directory is in the system temp dir: data there may be lost on reboot"
-        );
+    if let Storage::Local(dir) = &config.storage {
+        log::info!("data directory: {}", dir.display());
+        if dir.starts_with(std::env::temp_dir()) {
+            log::warn!(
+                "the data directory is in the system temp dir: data there may be lost on reboot"
+            );
+        }
     }
     match &config.auth {
         AuthMode::Off => {

@@ -11,17 +11,24 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::config::Storage;
 use crate::config::{AccessLogTarget, AuthMode, Config, Limits, ListenAddr};
 use crate::store::fs::Modes;
+use crate::store::s3;
 use crate::tls::{TlsSettings, TlsVersion};
 
 /// A restic REST backend server for small boards: a drop-in for rest-server.
 #[derive(FromArgs, Debug, Default)]
 #[cfg_attr(test, derive(argh::ArgsInfo))]
 pub struct Flags {
-    /// data directory (default: <system temp dir>/restic)
+    /// data directory (default: <system temp dir>/restic), or an S3 bucket
+    /// as restic writes it: s3:https://host[:port]/bucket[/prefix]
     #[argh(option)]
     pub path: Option<PathBuf>,
+    /// settings for an s3: --path (provider, credentials, region, ...), as
+    /// name = value lines with rclone's names; see README
+    #[argh(option)]
+    pub s3_config: Option<PathBuf>,
     /// listen address: host:port, :port, or unix:/path/to.sock (default ":8000")
     #[argh(option)]
     pub listen: Option<String>,
@@ -228,6 +235,12 @@ pub enum CliError {
     },
     /// `--acl` with `--no-auth`: there would be no user to apply rules to.
     AclWithoutAuth,
+    /// A file that defaults to the data directory, with an S3 `--path`.
+    NoDataDir(&'static str),
+    /// A malformed `s3:` location.
+    S3Location(String),
+    /// `--s3-config` without an `s3:` path.
+    S3ConfigWithoutS3,
 }
 
 impl std::fmt::Display for CliError {
@@ -268,6 +281,12 @@ impl std::fmt::Display for CliError {
             CliError::AclWithoutAuth => f.write_str(
                 "--acl needs authentication: remove --no-auth (or add --proxy-auth-username)",
             ),
+            CliError::NoDataDir(flag) => write!(
+                f,
+                "with an s3: --path there is no data directory for the default file: give {flag}"
+            ),
+            CliError::S3Location(why) => write!(f, "--path: {why}"),
+            CliError::S3ConfigWithoutS3 => f.write_str("--s3-config needs an s3: --path"),
         }
     }
 }
@@ -285,7 +304,10 @@ impl std::error::Error for CliError {
             | CliError::TlsFilesWithoutTls
             | CliError::TlsMinVersion(_)
             | CliError::Unsupported(_)
-            | CliError::AclWithoutAuth => None,
+            | CliError::AclWithoutAuth
+            | CliError::NoDataDir(_)
+            | CliError::S3Location(_)
+            | CliError::S3ConfigWithoutS3 => None,
         }
     }
 }
@@ -384,31 +406,49 @@ fn positive<T: PartialEq + Default>(value: T, name: &'static str) -> Result<T, C
 }
 
 impl Flags {
-    /// The data directory: `--path`, or rest-server's default.
-    pub fn data_dir(&self) -> PathBuf {
-        self.path
+    /// Where repositories are: `--path` (a folder or an `s3:` bucket), or
+    /// rest-server's default folder.
+    fn storage(&self) -> Result<Storage, CliError> {
+        let path = self
+            .path
             .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("restic"))
+            .unwrap_or_else(|| std::env::temp_dir().join("restic"));
+        match path.to_str().filter(|p| s3::is_location(p)) {
+            Some(text) => Ok(Storage::S3 {
+                location: s3::parse_location(text).map_err(|e| CliError::S3Location(e.0))?,
+                settings: self.s3_config.clone(),
+            }),
+            None if self.s3_config.is_some() => Err(CliError::S3ConfigWithoutS3),
+            None => Ok(Storage::Local(path)),
+        }
+    }
+
+    /// A file in the data directory, for the flag that names it otherwise.
+    fn in_data_dir(&self, name: &str, flag: &'static str) -> Result<PathBuf, CliError> {
+        match self.storage()? {
+            Storage::Local(dir) => Ok(dir.join(name)),
+            Storage::S3 { .. } => Err(CliError::NoDataDir(flag)),
+        }
     }
 
     /// The TLS certificate and key: `--tls-cert` and `--tls-key`, or
     /// `public_key` and `private_key` in the data directory.
-    pub fn tls_paths(&self) -> (PathBuf, PathBuf) {
-        let file = |given: &Option<String>, default: &str| match given {
-            Some(path) => PathBuf::from(path),
-            None => self.data_dir().join(default),
+    pub fn tls_paths(&self) -> Result<(PathBuf, PathBuf), CliError> {
+        let file = |given: &Option<String>, default: &str, flag| match given {
+            Some(path) => Ok(PathBuf::from(path)),
+            None => self.in_data_dir(default, flag),
         };
-        (
-            file(&self.tls_cert, "public_key"),
-            file(&self.tls_key, "private_key"),
-        )
+        Ok((
+            file(&self.tls_cert, "public_key", "--tls-cert")?,
+            file(&self.tls_key, "private_key", "--tls-key")?,
+        ))
     }
 
     /// The htpasswd file: `--htpasswd-file`, or `.htpasswd` in the data directory.
-    pub fn htpasswd_path(&self) -> PathBuf {
+    pub fn htpasswd_path(&self) -> Result<PathBuf, CliError> {
         match &self.htpasswd_file {
-            Some(file) => PathBuf::from(file),
-            None => self.data_dir().join(".htpasswd"),
+            Some(file) => Ok(PathBuf::from(file)),
+            None => self.in_data_dir(".htpasswd", "--htpasswd-file"),
         }
     }
 
@@ -428,7 +468,7 @@ impl Flags {
                 TlsVersion::parse(text).ok_or_else(|| CliError::TlsMinVersion(text.to_string()))?
             }
         };
-        let (cert, key) = self.tls_paths();
+        let (cert, key) = self.tls_paths()?;
         Ok(Some(TlsSettings {
             cert,
             key,
@@ -488,8 +528,7 @@ impl Flags {
             Some(0) | None => None,
             Some(n) => Some(n),
         };
-        let path = self.data_dir();
-        let htpasswd = self.htpasswd_path();
+        let storage = self.storage()?;
         let tls = self.tls_settings()?;
         // As rest-server: --no-auth wins over everything, then the proxy header.
         let auth = if self.no_auth {
@@ -500,7 +539,7 @@ impl Flags {
                 Err(source) => return Err(CliError::ProxyHeader { header, source }),
             }
         } else {
-            AuthMode::Htpasswd(htpasswd)
+            AuthMode::Htpasswd(self.htpasswd_path()?)
         };
         if self.acl.is_some() && auth == AuthMode::Off {
             return Err(CliError::AclWithoutAuth);
@@ -508,7 +547,7 @@ impl Flags {
         Ok(Config {
             acl: self.acl,
             tls,
-            path,
+            storage,
             auth,
             private_repos: self.private_repos,
             prometheus: self.prometheus,
@@ -639,7 +678,7 @@ mod tests {
             "1000",
         ])
         .unwrap();
-        assert_eq!(config.path, PathBuf::from("/data"));
+        assert_eq!(config.storage, Storage::Local(PathBuf::from("/data")));
         assert!(config.append_only);
         assert_eq!(config.max_size, Some(1000));
         assert!(config.verify_upload);
@@ -651,8 +690,43 @@ mod tests {
                 port: 8000
             }
         );
-        let default_path = parse(&["--no-auth"]).unwrap().path;
-        assert_eq!(default_path, std::env::temp_dir().join("restic"));
+        let default_path = parse(&["--no-auth"]).unwrap().storage;
+        assert_eq!(
+            default_path,
+            Storage::Local(std::env::temp_dir().join("restic"))
+        );
+    }
+
+    #[test]
+    fn an_s3_path_needs_its_files_named() {
+        let config = parse(&["--path", "s3:http://127.0.0.1:9000/b/p", "--no-auth"]).unwrap();
+        let Storage::S3 { location, settings } = config.storage else {
+            panic!("not S3: {:?}", config.storage);
+        };
+        assert_eq!(
+            (location.bucket.as_str(), location.prefix.as_str()),
+            ("b", "p")
+        );
+        assert_eq!(settings, None);
+        // No data directory to hold .htpasswd or the TLS files.
+        let s3 = "s3:http://127.0.0.1:9000/b";
+        assert!(matches!(
+            parse(&["--path", s3]),
+            Err(CliError::NoDataDir("--htpasswd-file"))
+        ));
+        assert!(matches!(
+            parse(&["--path", s3, "--no-auth", "--tls"]),
+            Err(CliError::NoDataDir("--tls-cert"))
+        ));
+        assert!(parse(&["--path", s3, "--htpasswd-file", "/etc/h"]).is_ok());
+        assert!(matches!(
+            parse(&["--path", "s3:http://host", "--no-auth"]),
+            Err(CliError::S3Location(_))
+        ));
+        assert!(matches!(
+            parse(&["--path", "/data", "--s3-config", "/etc/s3"]),
+            Err(CliError::S3ConfigWithoutS3)
+        ));
     }
 
     #[test]

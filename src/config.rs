@@ -33,6 +33,18 @@ pub(crate) const DEFAULT_IO_THREADS: usize = 4;
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 
 /// Where to listen.
+/// Where repositories are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Storage {
+    /// A data directory, in restic's local layout.
+    Local(PathBuf),
+    /// A bucket; the settings file, when given, says how to reach it.
+    S3 {
+        location: crate::store::s3::Location,
+        settings: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ListenAddr {
     /// `host:port`; an empty host (`:8000`) means every interface.
@@ -99,7 +111,7 @@ impl Default for Limits {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub(crate) path: PathBuf,
+    pub(crate) storage: Storage,
     pub(crate) listen: ListenAddr,
     pub(crate) access_log: Option<AccessLogTarget>,
     pub(crate) debug: bool,
@@ -126,7 +138,7 @@ impl Config {
     #[cfg(test)]
     pub(crate) fn new(path: PathBuf) -> Config {
         Config {
-            path,
+            storage: Storage::Local(path),
             listen: ListenAddr::Tcp {
                 host: String::new(),
                 port: 8000,

@@ -122,7 +122,7 @@ fn run() -> Result<(), Failure> {
             let TlsAction::Generate(generate) = &args.action;
             Ok(tls_generate(&flags, generate)?)
         }
-        Some(Command::User(args)) => Ok(users::run(args.action.clone(), &flags.htpasswd_path())?),
+        Some(Command::User(args)) => Ok(users::run(args.action.clone(), &flags.htpasswd_path()?)?),
         None => {
             rest_server::logging::init(flags.debug);
             let config = flags.resolve()?;
@@ -132,8 +132,8 @@ fn run() -> Result<(), Failure> {
 }
 
 /// `tls generate`: the files' names on stderr, the fingerprint on stdout.
-fn tls_generate(flags: &Flags, generate: &TlsGenerate) -> Result<(), CommandError> {
-    let (cert, key) = flags.tls_paths();
+fn tls_generate(flags: &Flags, generate: &TlsGenerate) -> Result<(), Failure> {
+    let (cert, key) = flags.tls_paths()?;
     let names: Vec<String> = if generate.name.is_empty() {
         certgen::DEFAULT_NAMES
             .iter()

@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::util::*;
 
 /// A few hundred small files in nested folders and a few of several MiB.
-fn make_tree(root: &Path) {
+pub fn make_tree(root: &Path) {
     for i in 0..300u64 {
         let dir = root.join(format!("dir{}/sub{}", i % 7, i % 3));
         std::fs::create_dir_all(&dir).unwrap();

@@ -10,6 +10,7 @@
 pub(crate) mod fs;
 #[cfg(test)]
 pub(crate) mod memory;
+pub(crate) mod s3;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,6 +46,8 @@ pub(crate) enum ErrorKind {
     AlreadyExists,
     /// ENOSPC or EDQUOT: the disk or the user's disk quota is full.
     NoSpace,
+    /// The store must know an upload's length before its first byte.
+    LengthRequired,
     Unexpected,
 }
 
