@@ -132,3 +132,182 @@ fn the_test_store_enforces_signatures_and_restic_uses_it() {
     );
     assert!(said.contains("signature"), "{said}\n{}", store.log());
 }
+
+/// Runs the server to its exit (bounded): for settings it must refuse.
+fn refused_start(mut command: Command) -> String {
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rest-server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server neither started nor stopped within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+    assert!(!status.success(), "the server started:\n{said}");
+    assert!(!said.contains(SECRET_KEY), "a secret in the log:\n{said}");
+    said
+}
+
+fn server_command(store: &SeaweedFs, location: &str) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .arg("--path")
+        .arg(format!("s3:{}/{location}", store.endpoint))
+        .args(["--no-auth", "--listen", "127.0.0.1:0", "--debug"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SECRET_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SHARED_CREDENTIALS_FILE");
+    command
+}
+
+#[test]
+fn s3_uploads_are_verified_and_never_overwritten() {
+    let test = "s3::s3_uploads_are_verified_and_never_overwritten";
+    if !require_tool("weed", test) {
+        return;
+    }
+    let store = SeaweedFs::start();
+    let dir = TempDir::new("s3-verify");
+    let server = s3_server(&store, "bucket", dir.path(), &[]);
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    // Several upload buffers, and a body smaller than one.
+    for len in [1_500_000, 100] {
+        let content = pseudo_random(len, len as u64);
+        let (id, stored) = upload(&server, "data", &content);
+        assert_eq!(stored.status, 200, "{}", stored.text());
+        let got = server.request("GET", &format!("/repo/data/{id}"));
+        assert_eq!(got.status, 200);
+        assert!(got.body == content, "content read back differs");
+        // Never overwritten, not even with the same content.
+        assert_eq!(upload(&server, "data", &content).1.status, 403);
+
+        let wrong = sha256_hex(b"something else");
+        let refused = server
+            .send(&Request::new("POST", &format!("/repo/data/{wrong}")).body(content.clone()));
+        assert_eq!(refused.status, 400, "{}", refused.text());
+        assert_eq!(
+            server
+                .request("HEAD", &format!("/repo/data/{wrong}"))
+                .status,
+            404
+        );
+        let listing = server.request("GET", "/repo/data/").text();
+        assert!(!listing.contains(&wrong), "{listing}");
+        assert!(listing.contains(&id), "{listing}");
+    }
+    // Ranges are passed on to the store.
+    let content = pseudo_random(10_000, 9);
+    let (id, _) = upload(&server, "data", &content);
+    let part = server
+        .send(&Request::new("GET", &format!("/repo/data/{id}")).header("Range", "bytes=100-199"));
+    assert_eq!(part.status, 206);
+    assert_eq!(part.header("Content-Range"), Some("bytes 100-199/10000"));
+    assert!(part.body == content[100..200]);
+    let past = server
+        .send(&Request::new("GET", &format!("/repo/data/{id}")).header("Range", "bytes=20000-"));
+    assert_eq!(past.status, 416);
+    assert_eq!(past.header("Content-Range"), Some("bytes */10000"));
+    // Deleting frees it; deleting again is no error (restic retries).
+    assert_eq!(
+        server.request("DELETE", &format!("/repo/data/{id}")).status,
+        200
+    );
+    assert_eq!(
+        server.request("DELETE", &format!("/repo/data/{id}")).status,
+        200
+    );
+    assert_eq!(
+        server.request("HEAD", &format!("/repo/data/{id}")).status,
+        404
+    );
+    assert!(!server.log().contains(SECRET_KEY));
+}
+
+#[test]
+fn s3_credentials_come_from_each_source_and_a_wrong_one_stops_the_start() {
+    let test = "s3::s3_credentials_come_from_each_source_and_a_wrong_one_stops_the_start";
+    if !require_tool("weed", test) {
+        return;
+    }
+    let store = SeaweedFs::start();
+    let dir = TempDir::new("s3-creds");
+    let listed = |server: &Server| {
+        assert_eq!(server.request("POST", "/r/?create=true").status, 200);
+        assert_eq!(server.request("GET", "/r/keys/").status, 200);
+        assert!(!server.log().contains(SECRET_KEY), "{}", server.log());
+    };
+
+    // The settings file, readable only by its owner.
+    let settings = dir.path().join("s3.conf");
+    std::fs::write(
+        &settings,
+        format!(
+            "provider = Other\naccess_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\n"
+        ),
+    )
+    .unwrap();
+    set_mode(&settings, 0o600);
+    let mut command = server_command(&store, "bucket");
+    command.arg("--s3-config").arg(&settings);
+    listed(&Server::spawn(command, dir.path()));
+    // ... and refused when others may read it.
+    set_mode(&settings, 0o644);
+    let mut command = server_command(&store, "bucket");
+    command.arg("--s3-config").arg(&settings);
+    let said = refused_start(command);
+    assert!(said.contains("chmod 600"), "{said}");
+
+    // The shared credentials file, with a profile.
+    let shared = dir.path().join("credentials");
+    std::fs::write(
+        &shared,
+        format!(
+            "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = wrong\n\
+             [backup]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
+    )
+    .unwrap();
+    let mut command = server_command(&store, "bucket");
+    command
+        .env("AWS_SHARED_CREDENTIALS_FILE", &shared)
+        .env("AWS_PROFILE", "backup");
+    listed(&Server::spawn(command, dir.path()));
+
+    // A wrong secret: a clear error at startup, not a hang.
+    let mut command = server_command(&store, "bucket");
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
+    let said = refused_start(command);
+    assert!(said.contains("403"), "{said}");
+    assert!(!said.contains("not-the-secret"), "{said}");
+
+    // Nothing listening: a clear error too.
+    let mut command = Command::new(binary());
+    command
+        .args(["--path", "s3:http://127.0.0.1:9/bucket", "--no-auth"])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    let said = refused_start(command);
+    assert!(said.contains("cannot connect to the store"), "{said}");
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
