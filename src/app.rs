@@ -19,6 +19,7 @@ use crate::pool::ComputePool;
 use crate::quota::Quota;
 use crate::reload::{ReloadError, Watched};
 use crate::server;
+use crate::store::either::AnyStore;
 use crate::store::fs::{FsStore, WriterPool};
 use crate::store::s3::{self, S3Store};
 use crate::store::{Store, StoreError};
@@ -118,14 +119,14 @@ async fn serve(config: Config) -> Result<(), AppError> {
             let writers = WriterPool::start("upload-write", config.limits.upload_writers())
                 .map_err(|e| AppError(Cause::Threads(e)))?;
             let store = FsStore::new(dir.clone(), config.modes, writers);
-            serve_store(config, store).await
+            serve_store(config, AnyStore::Fs(store)).await
         }
         Storage::S3 { location, settings } => {
             let settings = s3_settings(location, settings.as_deref())
                 .map_err(|e| AppError(Cause::S3Settings(e)))?;
             let store = S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?;
             log::info!("repositories in {}", store.describe());
-            serve_store(config, store).await
+            serve_store(config, AnyStore::S3(store)).await
         }
     }
 }

@@ -7,6 +7,7 @@
 //! call and nothing per chunk (no `dyn`). Storage knows nothing of HTTP or
 //! metrics: it returns its own error kinds and statistics types.
 
+pub(crate) mod either;
 pub(crate) mod fs;
 #[cfg(test)]
 pub(crate) mod memory;
