@@ -244,6 +244,9 @@ async fn delete_file<S: Store>(
 ) -> Result<Reply<S>, ApiError> {
     let freed = state.store.delete(repo, key).await?;
     state.quota.release(freed);
+    if let Some(mirror) = &state.mirror {
+        mirror.deleted(repo, key).await;
+    }
     Ok(Reply::ok(Effect::Deleted(freed)))
 }
 
@@ -270,6 +273,9 @@ where
     let stored = receiver
         .receive(&state.store, repo, key, declared, body)
         .await?;
+    if let Some(mirror) = &state.mirror {
+        mirror.committed(repo, key, stored);
+    }
     Ok(Reply::ok(Effect::Wrote(stored)))
 }
 

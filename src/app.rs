@@ -15,6 +15,7 @@ use crate::config::{AuthMode, Config};
 use crate::connection::Shared;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
+use crate::mirror::Mirror;
 use crate::pool::ComputePool;
 use crate::quota::Quota;
 use crate::reload::{ReloadError, Watched};
@@ -37,6 +38,8 @@ pub(crate) struct AppState<S> {
     pub(crate) metrics: Option<Rc<Metrics>>,
     /// Hashing and bcrypt, apart from file I/O.
     pub(crate) compute: ComputePool,
+    /// Some with `--mirror`: told of every commit and delete.
+    pub(crate) mirror: Option<Rc<Mirror>>,
 }
 
 /// Why the server could not start or run.
@@ -119,14 +122,29 @@ async fn serve(config: Config) -> Result<(), AppError> {
             let writers = WriterPool::start("upload-write", config.limits.upload_writers())
                 .map_err(|e| AppError(Cause::Threads(e)))?;
             let store = FsStore::new(dir.clone(), config.modes, writers);
-            serve_store(config, AnyStore::Fs(store)).await
+            let mirror = match &config.mirror {
+                None => None,
+                Some(mirror) => {
+                    let settings = s3_settings(&mirror.location, mirror.settings_file.as_deref())
+                        .map_err(|e| AppError(Cause::S3Settings(e)))?;
+                    let remote =
+                        S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?;
+                    Some(MirrorParts {
+                        dir: dir.clone(),
+                        local: store.clone(),
+                        remote,
+                        run: mirror.run,
+                    })
+                }
+            };
+            serve_store(config, AnyStore::Fs(store), mirror).await
         }
         Storage::S3 { location, settings } => {
             let settings = s3_settings(location, settings.as_deref())
                 .map_err(|e| AppError(Cause::S3Settings(e)))?;
             let store = S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?;
             log::info!("repositories in {}", store.describe());
-            serve_store(config, AnyStore::S3(store)).await
+            serve_store(config, AnyStore::S3(store), None).await
         }
     }
 }
@@ -164,8 +182,20 @@ fn s3_settings(location: &s3::Location, file: Option<&Path>) -> Result<s3::Setti
     s3::resolve(location.clone(), &values, &s3::ProcessEnvironment).map_err(|e| e.0)
 }
 
+/// What the offsite mirror starts from.
+struct MirrorParts {
+    dir: PathBuf,
+    local: FsStore,
+    remote: S3Store,
+    run: crate::mirror::MirrorSettings,
+}
+
 /// Starts everything around `store` and serves until SIGINT or SIGTERM.
-async fn serve_store<S: Store>(config: Config, store: S) -> Result<(), AppError> {
+async fn serve_store<S: Store>(
+    config: Config,
+    store: S,
+    mirror: Option<MirrorParts>,
+) -> Result<(), AppError> {
     let scan = store.scan().await.map_err(|e| AppError(Cause::Store(e)))?;
     if scan.temps_removed > 0 {
         log::warn!(
@@ -174,11 +204,24 @@ async fn serve_store<S: Store>(config: Config, store: S) -> Result<(), AppError>
         );
     }
     let quota = Rc::new(Quota::new(config.max_size, scan.bytes));
+    let repos: Vec<String> = scan.repos.keys().cloned().collect();
     let metrics = config.prometheus.then(|| Rc::new(Metrics::new(scan.repos)));
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
     let compute = ComputePool::compute().map_err(|e| AppError(Cause::Threads(e)))?;
+    // The mirror does not hold up the start: an unreachable bucket only
+    // delays the copy.
+    let mirror = mirror.map(|parts| {
+        Mirror::start(
+            &parts.dir,
+            parts.local,
+            parts.remote,
+            compute.clone(),
+            parts.run,
+            repos,
+        )
+    });
     // Each watched file: loaded now (a broken one stops the server here),
     // then watched; SIGHUP reloads them all at once.
     let mut reloads: Vec<Rc<dyn Fn()>> = Vec::new();
@@ -248,6 +291,7 @@ async fn serve_store<S: Store>(config: Config, store: S) -> Result<(), AppError>
         quota,
         metrics,
         compute,
+        mirror,
     });
     let shared = Rc::new(Shared::new(state, access_log, tls));
     let socket_path = listener.socket_path().map(Path::to_path_buf);

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::config::Storage;
 use crate::config::{AccessLogTarget, AuthMode, Config, Limits, ListenAddr};
+use crate::config::{DEFAULT_MIRROR_UPLOADS, Mirror, Storage};
+use crate::mirror::MirrorSettings;
 use crate::store::fs::Modes;
 use crate::store::s3;
 use crate::tls::{TlsSettings, TlsVersion};
@@ -25,10 +26,23 @@ pub struct Flags {
     /// as restic writes it: s3:https://host[:port]/bucket[/prefix]
     #[argh(option)]
     pub path: Option<PathBuf>,
-    /// settings for an s3: --path (provider, credentials, region, ...), as
-    /// name = value lines with rclone's names; see README
+    /// settings for an s3: --path or --mirror (provider, credentials, region,
+    /// ...), as name = value lines with rclone's names; see README
     #[argh(option)]
     pub s3_config: Option<PathBuf>,
+    /// copy every committed file to this bucket in the background:
+    /// s3:https://host[:port]/bucket[/prefix]
+    #[argh(option)]
+    pub mirror: Option<String>,
+    /// mirror deletes too (never with --append-only)
+    #[argh(switch)]
+    pub mirror_deletes: bool,
+    /// mirror uploads at once (default 2)
+    #[argh(option)]
+    pub mirror_uploads: Option<usize>,
+    /// mirror bandwidth limit in bytes per second (default unlimited)
+    #[argh(option)]
+    pub mirror_bwlimit: Option<u64>,
     /// listen address: host:port, :port, or unix:/path/to.sock (default ":8000")
     #[argh(option)]
     pub listen: Option<String>,
@@ -128,7 +142,31 @@ pub struct Flags {
 pub enum Command {
     User(UserArgs),
     Tls(TlsArgs),
+    Mirror(MirrorArgs),
 }
+
+/// the offsite mirror (--mirror)
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "mirror")]
+pub struct MirrorArgs {
+    #[argh(subcommand)]
+    pub action: MirrorAction,
+}
+
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand)]
+pub enum MirrorAction {
+    Status(MirrorStatus),
+}
+
+/// say whether the offsite copy is current, from the status the running
+/// server keeps in <path>/.mirror/status; exit code 0 only when it is
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "status")]
+pub struct MirrorStatus {}
 
 /// make TLS files for --tls
 #[derive(FromArgs, Debug, Clone, PartialEq)]
@@ -239,8 +277,10 @@ pub enum CliError {
     NoDataDir(&'static str),
     /// A malformed `s3:` location.
     S3Location(String),
-    /// `--s3-config` without an `s3:` path.
+    /// `--s3-config` without an `s3:` path or mirror.
     S3ConfigWithoutS3,
+    /// A mirror flag that cannot work as given.
+    Mirror(&'static str),
 }
 
 impl std::fmt::Display for CliError {
@@ -286,7 +326,10 @@ impl std::fmt::Display for CliError {
                 "with an s3: --path there is no data directory for the default file: give {flag}"
             ),
             CliError::S3Location(why) => write!(f, "--path: {why}"),
-            CliError::S3ConfigWithoutS3 => f.write_str("--s3-config needs an s3: --path"),
+            CliError::S3ConfigWithoutS3 => {
+                f.write_str("--s3-config needs an s3: --path or an s3: --mirror")
+            }
+            CliError::Mirror(why) => f.write_str(why),
         }
     }
 }
@@ -307,7 +350,8 @@ impl std::error::Error for CliError {
             | CliError::AclWithoutAuth
             | CliError::NoDataDir(_)
             | CliError::S3Location(_)
-            | CliError::S3ConfigWithoutS3 => None,
+            | CliError::S3ConfigWithoutS3
+            | CliError::Mirror(_) => None,
         }
     }
 }
@@ -321,6 +365,7 @@ const MIN_HEADER_BYTES: usize = 1024;
 /// `ArgsInfo` finds, which is why every argh type here derives it in tests.
 const SWITCHES: &[&str] = &[
     "debug",
+    "mirror-deletes",
     "no-auth",
     "append-only",
     "private-repos",
@@ -418,8 +463,20 @@ impl Flags {
                 location: s3::parse_location(text).map_err(|e| CliError::S3Location(e.0))?,
                 settings: self.s3_config.clone(),
             }),
-            None if self.s3_config.is_some() => Err(CliError::S3ConfigWithoutS3),
+            None if self.s3_config.is_some() && self.mirror.is_none() => {
+                Err(CliError::S3ConfigWithoutS3)
+            }
             None => Ok(Storage::Local(path)),
+        }
+    }
+
+    /// The data directory, for `mirror status`.
+    pub fn data_dir(&self) -> Result<PathBuf, CliError> {
+        match self.storage()? {
+            Storage::Local(dir) => Ok(dir),
+            Storage::S3 { .. } => Err(CliError::Mirror(
+                "the mirror is of a data directory: give its --path",
+            )),
         }
     }
 
@@ -477,6 +534,46 @@ impl Flags {
         }))
     }
 
+    /// The offsite mirror, when asked for: only from a data directory, and
+    /// deletes never in append-only mode.
+    fn mirror_settings(&self, storage: &Storage) -> Result<Option<Mirror>, CliError> {
+        let Some(target) = &self.mirror else {
+            let given = self.mirror_deletes
+                || self.mirror_uploads.is_some()
+                || self.mirror_bwlimit.is_some();
+            if given {
+                return Err(CliError::Mirror(
+                    "--mirror-deletes, --mirror-uploads and --mirror-bwlimit need --mirror",
+                ));
+            }
+            return Ok(None);
+        };
+        if matches!(storage, Storage::S3 { .. }) {
+            return Err(CliError::Mirror(
+                "--mirror copies a data directory: it cannot go with an s3: --path",
+            ));
+        }
+        if self.mirror_deletes && self.append_only {
+            return Err(CliError::Mirror(
+                "--mirror-deletes cannot go with --append-only: deletes on the board must \
+                 never delete offsite",
+            ));
+        }
+        let location = s3::parse_location(target).map_err(|e| CliError::S3Location(e.0))?;
+        Ok(Some(Mirror {
+            location,
+            settings_file: self.s3_config.clone(),
+            run: MirrorSettings {
+                uploads: match self.mirror_uploads {
+                    Some(n) => positive(n, "--mirror-uploads")?,
+                    None => DEFAULT_MIRROR_UPLOADS,
+                },
+                bandwidth: self.mirror_bwlimit.filter(|&n| n > 0),
+                deletes: self.mirror_deletes,
+            },
+        }))
+    }
+
     /// Checks the flags and builds the configuration.
     pub fn resolve(self) -> Result<Config, CliError> {
         let unsupported = [(self.cpu_profile.is_some(), "--cpu-profile")];
@@ -529,6 +626,7 @@ impl Flags {
             Some(n) => Some(n),
         };
         let storage = self.storage()?;
+        let mirror = self.mirror_settings(&storage)?;
         let tls = self.tls_settings()?;
         // As rest-server: --no-auth wins over everything, then the proxy header.
         let auth = if self.no_auth {
@@ -548,6 +646,7 @@ impl Flags {
             acl: self.acl,
             tls,
             storage,
+            mirror,
             auth,
             private_repos: self.private_repos,
             prometheus: self.prometheus,
@@ -694,6 +793,58 @@ mod tests {
         assert_eq!(
             default_path,
             Storage::Local(std::env::temp_dir().join("restic"))
+        );
+    }
+
+    #[test]
+    fn mirror_flags_are_checked() {
+        let target = "s3:http://127.0.0.1:9000/b";
+        let config = parse(&["--no-auth", "--path", "/d", "--mirror", target]).unwrap();
+        let mirror = config.mirror.unwrap();
+        assert_eq!(mirror.run.uploads, DEFAULT_MIRROR_UPLOADS);
+        assert!(!mirror.run.deletes);
+        let config = parse(&[
+            "--no-auth",
+            "--path",
+            "/d",
+            "--mirror",
+            target,
+            "--mirror-deletes",
+            "--mirror-bwlimit",
+            "1000",
+            "--mirror-uploads",
+            "4",
+        ])
+        .unwrap();
+        let run = config.mirror.unwrap().run;
+        assert_eq!(
+            (run.uploads, run.bandwidth, run.deletes),
+            (4, Some(1000), true)
+        );
+        // Someone who deletes on the board must not delete offsite.
+        let refused = [
+            vec!["--mirror", target, "--mirror-deletes", "--append-only"],
+            vec!["--mirror-deletes"],
+            vec!["--mirror", "s3:http://host"],
+            vec!["--mirror", target, "--mirror-uploads", "0"],
+        ];
+        for extra in refused {
+            let mut args = vec!["--no-auth", "--path", "/d"];
+            args.extend(extra.iter().copied());
+            assert!(parse(&args).is_err(), "{extra:?}");
+        }
+        assert!(parse(&["--no-auth", "--path", target, "--mirror", target]).is_err());
+        assert!(
+            parse(&[
+                "--no-auth",
+                "--path",
+                "/d",
+                "--mirror",
+                target,
+                "--s3-config",
+                "/s"
+            ])
+            .is_ok()
         );
     }
 

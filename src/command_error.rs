@@ -32,6 +32,11 @@ pub enum CommandError {
     InvalidName(String),
     Bcrypt(bcrypt::BcryptError),
     Certificate(rcgen::Error),
+    /// `mirror status` found no status to read.
+    NoMirrorStatus(String),
+    /// `mirror status`: the offsite copy is not current (its report is on
+    /// stdout).
+    MirrorNotCurrent,
 }
 
 impl CommandError {
@@ -53,6 +58,8 @@ impl fmt::Display for CommandError {
             CommandError::NoSuchUser { file, name } => {
                 write!(f, "{}: no user {name:?}", file.display())
             }
+            CommandError::NoMirrorStatus(why) => f.write_str(why),
+            CommandError::MirrorNotCurrent => f.write_str("the mirror is not current"),
             CommandError::InvalidName(name) => write!(
                 f,
                 "invalid user name {name:?}: use letters, digits, '_', '-', '.', '@' \
@@ -75,7 +82,9 @@ impl Error for CommandError {
             CommandError::PasswordsDiffer
             | CommandError::EmptyPassword
             | CommandError::NoSuchUser { .. }
-            | CommandError::InvalidName(_) => None,
+            | CommandError::InvalidName(_)
+            | CommandError::NoMirrorStatus(_)
+            | CommandError::MirrorNotCurrent => None,
         }
     }
 }

@@ -45,6 +45,16 @@ pub(crate) enum Storage {
     },
 }
 
+pub(crate) const DEFAULT_MIRROR_UPLOADS: usize = 2;
+
+/// The offsite mirror of a data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mirror {
+    pub(crate) location: crate::store::s3::Location,
+    pub(crate) settings_file: Option<PathBuf>,
+    pub(crate) run: crate::mirror::MirrorSettings,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ListenAddr {
     /// `host:port`; an empty host (`:8000`) means every interface.
@@ -112,6 +122,7 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) storage: Storage,
+    pub(crate) mirror: Option<Mirror>,
     pub(crate) listen: ListenAddr,
     pub(crate) access_log: Option<AccessLogTarget>,
     pub(crate) debug: bool,
@@ -139,6 +150,7 @@ impl Config {
     pub(crate) fn new(path: PathBuf) -> Config {
         Config {
             storage: Storage::Local(path),
+            mirror: None,
             listen: ListenAddr::Tcp {
                 host: String::new(),
                 port: 8000,

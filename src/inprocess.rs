@@ -60,6 +60,7 @@ fn state(store: &MemStore, setup: Setup) -> AppState<MemStore> {
         quota: Rc::new(Quota::new(setup.max_size, 0)),
         metrics: Some(Rc::new(Metrics::default())),
         compute: ComputePool::start("test", 1).unwrap(),
+        mirror: None,
     }
 }
 

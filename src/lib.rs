@@ -25,6 +25,7 @@ mod io_pool;
 mod listener;
 pub mod logging;
 mod metrics;
+pub mod mirror;
 mod pool;
 mod quota;
 mod range;

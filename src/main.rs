@@ -122,6 +122,17 @@ fn run() -> Result<(), Failure> {
             let TlsAction::Generate(generate) = &args.action;
             Ok(tls_generate(&flags, generate)?)
         }
+        Some(Command::Mirror(_)) => {
+            let dir = flags.data_dir()?;
+            let (report, current) =
+                rest_server::mirror::status_report(&dir).map_err(CommandError::NoMirrorStatus)?;
+            print!("{report}");
+            if current {
+                Ok(())
+            } else {
+                Err(CommandError::MirrorNotCurrent.into())
+            }
+        }
         Some(Command::User(args)) => Ok(users::run(args.action.clone(), &flags.htpasswd_path()?)?),
         None => {
             rest_server::logging::init(flags.debug);

@@ -229,11 +229,14 @@ async fn metrics<S: Store>(
     let space = state.store.space().await;
     let mut logs = vec![crate::logging::health()];
     logs.extend(access_log.map(|log| log.health()));
-    let text = state
+    let mut text = state
         .metrics
         .as_ref()
         .map(|m| m.render(space, &logs))
         .unwrap_or_default();
+    if let Some(mirror) = &state.mirror {
+        mirror.render_metrics(&mut text);
+    }
     let mut response = Response::new(Body::full(text));
     response.headers_mut().insert(
         CONTENT_TYPE,

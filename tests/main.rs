@@ -9,6 +9,7 @@ mod board;
 mod image;
 mod lifecycle;
 mod metrics;
+mod mirror;
 mod modes;
 mod restic;
 mod s3;

@@ -83,6 +83,7 @@ impl Modes {
 }
 
 /// The data directory.
+#[derive(Clone)]
 pub(crate) struct FsStore {
     root: Arc<PathBuf>,
     modes: Modes,

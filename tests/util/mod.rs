@@ -178,12 +178,23 @@ impl Server {
     /// a line after its answer, and the reader thread hands it over later
     /// still, so a line caused by a request is waited for, not assumed.
     pub fn wait_for_log(&self, text: &str, timeout: Duration) -> bool {
+        self.wait_for_log_since(0, text, timeout)
+    }
+
+    /// How many lines the log has now: a mark for [`Self::wait_for_log_since`].
+    pub fn log_mark(&self) -> usize {
+        self.log.lines.lock().unwrap().len()
+    }
+
+    /// Waits for a line containing `text` written after the first `mark`
+    /// lines: for an event that happens more than once.
+    pub fn wait_for_log_since(&self, mark: usize, text: &str, timeout: Duration) -> bool {
         let lines = self.log.lines.lock().unwrap();
         let (_lines, waited) = self
             .log
             .grew
             .wait_timeout_while(lines, timeout, |lines| {
-                !lines.iter().any(|line| line.contains(text))
+                !lines.iter().skip(mark).any(|line| line.contains(text))
             })
             .unwrap();
         !waited.timed_out()

@@ -29,6 +29,7 @@ pub struct SeaweedFs {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`: the S3 endpoint.
     pub endpoint: String,
+    base: u16,
     _dir: TempDir,
 }
 
@@ -53,13 +54,26 @@ impl SeaweedFs {
             ),
         )
         .unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let base = next_base();
-        let port = |offset: u16| (base + offset).to_string();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
+        let mut store = SeaweedFs {
+            child: None,
+            endpoint: format!("http://127.0.0.1:{}", base + 3),
+            base,
+            _dir: dir,
+        };
+        store.launch();
+        store
+    }
+
+    /// Runs `weed mini` on this instance's folder and ports, and waits until
+    /// its S3 port answers.
+    fn launch(&mut self) {
+        let dir = self._dir.path();
+        let port = |offset: u16| (self.base + offset).to_string();
         let child = Command::new("weed")
             .arg("mini")
-            .arg(format!("-dir={}", data.display()))
+            .arg(format!("-dir={}", dir.join("data").display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
             .arg(format!("-master.port={}", port(0)))
             .arg(format!("-volume.port={}", port(1)))
@@ -68,34 +82,47 @@ impl SeaweedFs {
             .arg(format!("-admin.port={}", port(4)))
             .args(["-admin.ui=false", "-webdav=false"])
             .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-            .arg(format!("-s3.config={}", config.display()))
-            .current_dir(dir.path())
+            .arg(format!("-s3.config={}", dir.join("s3.json").display()))
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("weed.log")).unwrap(),
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("weed.log"))
+                    .unwrap(),
             ))
             .spawn()
             .expect("start weed");
+        self.child = Some(child);
         let s3: SocketAddr = format!("127.0.0.1:{}", port(3)).parse().unwrap();
-        let mut store = SeaweedFs {
-            child: Some(child),
-            endpoint: format!("http://{s3}"),
-            _dir: dir,
-        };
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect_timeout(&s3, Duration::from_millis(200)).is_err() {
-            if let Some(status) = store.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("weed mini exited with {status}:\n{}", store.log());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("weed mini exited with {status}:\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
                 "weed mini did not answer on {s3} within {START_TIMEOUT:?}:\n{}",
-                store.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        store
+    }
+
+    /// Stops the store, keeping its data: the store is down until `restart`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the stopped store again, on the same ports and data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running store");
+        self.launch();
     }
 
     /// What `weed` printed so far.
@@ -124,9 +151,6 @@ impl SeaweedFs {
 
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
     }
 }

@@ -73,6 +73,11 @@ impl S3Store {
         })
     }
 
+    /// Checks the bucket (creating it when missing and allowed).
+    pub(crate) async fn prepare(&self) -> Result<(), StoreError> {
+        self.inner.check_bucket().await
+    }
+
     /// What the log says of where repositories are.
     pub(crate) fn describe(&self) -> String {
         let s = &self.inner.settings;

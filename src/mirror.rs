@@ -1,0 +1,1047 @@
+//! The offsite mirror (`--mirror s3:…`): every file committed to the data
+//! directory is copied to a bucket in the background, in restic's s3 layout,
+//! so the bucket is a repository restic opens directly.
+//!
+//! The queue's durable record is the data directory itself: a file is queued
+//! once it is committed (fsynced) there, and at every start the mirror
+//! compares the local and the remote listings and queues whatever the bucket
+//! lacks, so nothing a crash or power cut interrupted is lost. Deletes cannot
+//! be recovered that way (and must not be guessed from a listing: an empty
+//! new disk would empty the bucket), so they are only mirrored with
+//! `--mirror-deletes`, journalled (fsynced) before they are answered, and
+//! never in append-only mode.
+//!
+//! Order keeps the bucket restorable: packs, index, keys and config go
+//! first; a snapshot only once nothing of those is waiting; deletes (prune)
+//! last. Locks are not mirrored. Each upload is read from disk, hashed on the
+//! compute pool and sent with the same verified PUT as the S3 store uses, so
+//! a local file that no longer matches its name is reported, not copied.
+//! Failures retry with a backoff shared by all uploads, forever.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body::Frame;
+use tokio::sync::Notify;
+
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::io_pool;
+use crate::pool::ComputePool;
+use crate::quota::Quota;
+use crate::range::Want;
+use crate::route::{ObjectId, ObjectType, RepoPath, Route, Target};
+use crate::store::fs::FsStore;
+use crate::store::s3::S3Store;
+use crate::store::{ErrorKind, Key, Listing, ObjectReader as _, Op as _, Store, StoreError};
+use crate::upload::{Receiver, Rules};
+
+/// The mirror's own files, in the data directory (a dot name: never served).
+pub(crate) const STATE_DIR: &str = ".mirror";
+/// Journal of deletes still to mirror.
+const DELETES_FILE: &str = "deletes";
+/// What `rest-server mirror status` reads.
+pub(crate) const STATUS_FILE: &str = "status";
+/// Shortest time between two writes of the status file: it follows the
+/// backlog closely without a write per file copied.
+const STATUS_MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// The status file is rewritten at least this often, so its age tells
+/// whether the server is running.
+const STATUS_REFRESH: Duration = Duration::from_secs(15);
+/// A status file older than this means the server is not running.
+pub(crate) const STATUS_STALE: Duration = Duration::from_secs(60);
+/// How often a backlog is reported in the log.
+const LOG_INTERVAL: Duration = Duration::from_secs(300);
+/// Longest wait between two attempts while the store fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest pause while reading a local file for upload.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the mirror runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MirrorSettings {
+    /// Uploads at once.
+    pub(crate) uploads: usize,
+    /// Bytes per second over all uploads; None: unlimited.
+    pub(crate) bandwidth: Option<u64>,
+    /// Mirror deletes (never with --append-only).
+    pub(crate) deletes: bool,
+}
+
+/// A file of a repository, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Name {
+    Config,
+    Object(ObjectType, ObjectId),
+}
+
+impl Name {
+    fn of(key: Key<'_>) -> Name {
+        match key {
+            Key::Config => Name::Config,
+            Key::Object(kind, id) => Name::Object(kind, id.clone()),
+        }
+    }
+
+    fn key(&self) -> Key<'_> {
+        match self {
+            Name::Config => Key::Config,
+            Name::Object(kind, id) => Key::Object(*kind, id),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Item {
+    repo: RepoPath,
+    name: Name,
+    size: u64,
+    /// Unix seconds since when the bucket lacks it.
+    since: u64,
+}
+
+impl Item {
+    /// Identifies the file across queues (`repo/config`, `repo/data/<id>`).
+    fn id(&self) -> String {
+        match &self.name {
+            Name::Config => format!("{}/config", self.repo.label()),
+            Name::Object(kind, id) => format!("{}/{}/{id}", self.repo.label(), kind.dir_name()),
+        }
+    }
+
+    fn journal_line(&self) -> String {
+        match &self.name {
+            Name::Config => format!("{}\tconfig\n", self.repo.label()),
+            Name::Object(kind, id) => format!("{}\t{}\t{id}\n", self.repo.label(), kind.dir_name()),
+        }
+    }
+
+    fn from_journal_line(line: &str) -> Option<Item> {
+        let mut parts = line.split('\t');
+        let (label, kind) = (parts.next()?, parts.next()?);
+        let path = match parts.next() {
+            Some(id) => format!("/{label}/{kind}/{id}"),
+            None => format!("/{label}/{kind}"),
+        };
+        let route = Route::parse(&path.replace("//", "/")).ok()?;
+        let name = match route.target {
+            Target::Config => Name::Config,
+            Target::Object(kind, id) => Name::Object(kind, id),
+            _ => return None,
+        };
+        Some(Item {
+            repo: route.repo,
+            name,
+            size: 0,
+            since: unix_now(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Packs, index, keys, config.
+    First,
+    /// Snapshots: only once nothing of the first class is waiting.
+    Snapshot,
+    Delete,
+}
+
+fn class_of(name: &Name) -> Option<Class> {
+    match name {
+        Name::Object(ObjectType::Locks, _) => None,
+        Name::Object(ObjectType::Snapshots, _) => Some(Class::Snapshot),
+        _ => Some(Class::First),
+    }
+}
+
+/// Counts for the metrics, the log and the status file.
+#[derive(Debug, Default, Clone)]
+struct Totals {
+    uploaded_files: u64,
+    uploaded_bytes: u64,
+    deleted_files: u64,
+    failures: u64,
+    corrupt_files: u64,
+}
+
+#[derive(Default)]
+struct State {
+    queues: [VecDeque<Item>; 3],
+    /// Every file queued or in flight, by [`Item::id`], with the time since
+    /// when it waits.
+    known: HashMap<String, u64>,
+    in_flight: [usize; 3],
+    /// Files and bytes queued or in flight.
+    backlog_files: u64,
+    backlog_bytes: u64,
+    /// Until when nothing is tried, after a failure.
+    paused_until: Option<Instant>,
+    failures_in_row: u32,
+    last_error: Option<String>,
+    /// Whether the startup comparison of listings finished.
+    compared: bool,
+    totals: Totals,
+    /// Bumped on every change, so the status file is only written then.
+    generation: u64,
+}
+
+impl State {
+    fn index(class: Class) -> usize {
+        match class {
+            Class::First => 0,
+            Class::Snapshot => 1,
+            Class::Delete => 2,
+        }
+    }
+
+    /// The next item a worker may take, by the ordering rules.
+    fn take(&mut self) -> Option<(Item, Class)> {
+        let uploads_busy = |s: &State, upto: usize| {
+            (0..upto).any(|i| !s.queues[i].is_empty() || s.in_flight[i] > 0)
+        };
+        let class = if !self.queues[0].is_empty() {
+            Class::First
+        } else if !self.queues[1].is_empty() && !uploads_busy(self, 1) {
+            Class::Snapshot
+        } else if !self.queues[2].is_empty() && !uploads_busy(self, 2) {
+            Class::Delete
+        } else {
+            return None;
+        };
+        let i = State::index(class);
+        let item = self.queues[i].pop_front()?;
+        self.in_flight[i] += 1;
+        Some((item, class))
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.known.values().copied().min()
+    }
+}
+
+/// What came of one attempt.
+enum Outcome {
+    Done,
+    /// The bucket has it already (another server, or an earlier run).
+    AlreadyThere,
+    /// Gone from the data directory since it was queued: nothing to copy.
+    Vanished,
+    /// The local file does not match its name: reported, not copied.
+    Corrupt,
+    /// Try again after the backoff.
+    Retry(String),
+}
+
+pub(crate) struct Mirror {
+    local: FsStore,
+    remote: S3Store,
+    compute: ComputePool,
+    settings: MirrorSettings,
+    /// The data directory's `.mirror` folder.
+    dir: PathBuf,
+    target: String,
+    state: RefCell<State>,
+    changed: Notify,
+    /// Told of every change, for the status file.
+    status_changed: Notify,
+    bandwidth: Option<Rc<RefCell<TokenBucket>>>,
+    /// No quota applies to the copy; the receiver wants one.
+    unlimited: Rc<Quota>,
+}
+
+impl Mirror {
+    /// Starts the mirror's background tasks; `repos` are the repositories
+    /// the startup scan found (labels).
+    pub(crate) fn start(
+        data_dir: &Path,
+        local: FsStore,
+        remote: S3Store,
+        compute: ComputePool,
+        settings: MirrorSettings,
+        repos: Vec<String>,
+    ) -> Rc<Mirror> {
+        let target = remote.describe();
+        let mirror = Rc::new(Mirror {
+            local,
+            remote,
+            compute,
+            settings,
+            dir: data_dir.join(STATE_DIR),
+            target,
+            state: RefCell::new(State::default()),
+            changed: Notify::new(),
+            status_changed: Notify::new(),
+            bandwidth: settings
+                .bandwidth
+                .map(|rate| Rc::new(RefCell::new(TokenBucket::new(rate)))),
+            unlimited: Rc::new(Quota::new(None, 0)),
+        });
+        log::info!(
+            "mirror: copying committed files to {} ({} uploads at once{}{})",
+            mirror.target,
+            settings.uploads,
+            match settings.bandwidth {
+                Some(rate) => format!(", at most {rate} bytes/s"),
+                None => String::new(),
+            },
+            if settings.deletes {
+                ", deletes mirrored"
+            } else {
+                ", deletes not mirrored"
+            }
+        );
+        tokio::task::spawn_local(mirror.clone().prepare(repos));
+        for _ in 0..settings.uploads.max(1) {
+            tokio::task::spawn_local(mirror.clone().worker());
+        }
+        tokio::task::spawn_local(mirror.clone().report());
+        mirror
+    }
+
+    /// A file was committed to the data directory.
+    pub(crate) fn committed(&self, repo: &RepoPath, key: Key<'_>, size: u64) {
+        let name = Name::of(key);
+        if class_of(&name).is_some() {
+            self.queue(Item {
+                repo: repo.clone(),
+                name,
+                size,
+                since: unix_now(),
+            });
+        }
+    }
+
+    /// A file was deleted from the data directory. With `--mirror-deletes`
+    /// the delete is journalled before this returns, so it survives a crash.
+    pub(crate) async fn deleted(&self, repo: &RepoPath, key: Key<'_>) {
+        let name = Name::of(key);
+        if !self.settings.deletes || class_of(&name).is_none() {
+            return;
+        }
+        let item = Item {
+            repo: repo.clone(),
+            name,
+            size: 0,
+            since: unix_now(),
+        };
+        // A copy still waiting is not needed any more.
+        {
+            let mut state = self.state.borrow_mut();
+            let state = &mut *state;
+            let id = item.id();
+            for class in [Class::First, Class::Snapshot] {
+                let queue = &mut state.queues[State::index(class)];
+                if let Some(at) = queue.iter().position(|i| i.id() == id) {
+                    let dropped = queue.remove(at).map_or(0, |i| i.size);
+                    state.known.remove(&id);
+                    state.backlog_files -= 1;
+                    state.backlog_bytes -= dropped;
+                }
+            }
+        }
+        let (dir, line) = (self.dir.clone(), item.journal_line());
+        if let Err(e) =
+            io_pool::run(move || append_journal(&dir, &line).op("journal a delete")).await
+        {
+            log::error!("mirror: cannot journal a delete ({e}); it is queued in memory only");
+        }
+        self.queue_class(item, Class::Delete);
+    }
+
+    fn queue(&self, item: Item) {
+        if let Some(class) = class_of(&item.name) {
+            self.queue_class(item, class);
+        }
+    }
+
+    fn queue_class(&self, item: Item, class: Class) {
+        let mut state = self.state.borrow_mut();
+        let id = match class {
+            Class::Delete => format!("delete {}", item.id()),
+            _ => item.id(),
+        };
+        if state.known.contains_key(&id) {
+            return;
+        }
+        state.known.insert(id, item.since);
+        state.backlog_files += 1;
+        state.backlog_bytes += item.size;
+        state.queues[State::index(class)].push_back(item);
+        state.generation += 1;
+        drop(state);
+        self.changed.notify_waiters();
+        self.status_changed.notify_one();
+    }
+
+    /// Replays the delete journal, then compares listings until that works.
+    async fn prepare(self: Rc<Self>, repos: Vec<String>) {
+        let dir = self.dir.clone();
+        match io_pool::run(move || read_journal(&dir).op("read the delete journal")).await {
+            Ok(items) => {
+                if !items.is_empty() {
+                    log::info!(
+                        "mirror: {} delete(s) from the journal still to mirror",
+                        items.len()
+                    );
+                }
+                for item in items {
+                    self.queue_class(item, Class::Delete);
+                }
+            }
+            Err(e) => log::error!("mirror: cannot read the delete journal: {e}"),
+        }
+        let mut failures = 0;
+        loop {
+            match self.compare(&repos).await {
+                Ok(queued) => {
+                    log::info!(
+                        "mirror: compared {} repositories with the bucket: {queued} file(s) to copy",
+                        repos.len()
+                    );
+                    let mut state = self.state.borrow_mut();
+                    state.compared = true;
+                    state.generation += 1;
+                    self.status_changed.notify_one();
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = backoff(failures);
+                    log::warn!(
+                        "mirror: cannot compare with the bucket ({e}); trying again in {}s",
+                        wait.as_secs()
+                    );
+                    self.state.borrow_mut().last_error = Some(e.to_string());
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Queues what the bucket lacks, repository by repository.
+    async fn compare(&self, repos: &[String]) -> Result<u64, StoreError> {
+        self.remote.prepare().await?;
+        let mut queued = 0;
+        for label in repos {
+            let Some(repo) = repo_path(label) else {
+                continue;
+            };
+            if let Ok(size) = self.local.size(&repo, Key::Config).await
+                && let Err(e) = self.remote.size(&repo, Key::Config).await
+            {
+                if e.kind != ErrorKind::NotFound {
+                    return Err(e);
+                }
+                self.queue(Item {
+                    repo: repo.clone(),
+                    name: Name::Config,
+                    size,
+                    since: unix_now(),
+                });
+                queued += 1;
+            }
+            for kind in [
+                ObjectType::Keys,
+                ObjectType::Data,
+                ObjectType::Index,
+                ObjectType::Snapshots,
+            ] {
+                let local = match self.local.list(&repo, kind).await {
+                    Ok(listing) => collect(listing).await?,
+                    Err(e) if e.kind == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if local.is_empty() {
+                    continue;
+                }
+                let remote: HashSet<String> = collect(self.remote.list(&repo, kind).await?)
+                    .await?
+                    .into_iter()
+                    .map(|(id, _)| id.as_str().to_string())
+                    .collect();
+                for (id, size) in local {
+                    if !remote.contains(id.as_str()) {
+                        self.queue(Item {
+                            repo: repo.clone(),
+                            name: Name::Object(kind, id),
+                            size,
+                            since: unix_now(),
+                        });
+                        queued += 1;
+                    }
+                }
+            }
+        }
+        Ok(queued)
+    }
+
+    async fn worker(self: Rc<Self>) {
+        loop {
+            let (item, class) = self.next().await;
+            let outcome = match class {
+                Class::Delete => self.delete(&item).await,
+                _ => self.upload(&item).await,
+            };
+            self.finish(item, class, outcome);
+        }
+    }
+
+    /// Waits for an item the rules let a worker take, and for the backoff.
+    async fn next(&self) -> (Item, Class) {
+        loop {
+            let mut changed = pin!(self.changed.notified());
+            changed.as_mut().enable();
+            let paused = self.state.borrow().paused_until;
+            if let Some(until) = paused
+                && until > Instant::now()
+            {
+                tokio::time::sleep_until(until.into()).await;
+                continue;
+            }
+            if let Some(next) = self.state.borrow_mut().take() {
+                return next;
+            }
+            changed.await;
+        }
+    }
+
+    async fn upload(&self, item: &Item) -> Outcome {
+        let key = item.name.key();
+        let reader = match self.local.open(&item.repo, key, Want::All).await {
+            Ok(reader) => reader,
+            Err(crate::store::OpenError::Store(e)) if e.kind == ErrorKind::NotFound => {
+                return Outcome::Vanished;
+            }
+            Err(e) => return Outcome::Retry(ApiError::from(e).to_string()),
+        };
+        let size = reader.size();
+        let body = Throttled {
+            inner: Body::<FsStore>::object(reader),
+            bucket: self.bandwidth.clone(),
+            wait: None,
+        };
+        let receiver = Receiver {
+            rules: Rules {
+                max_bytes: None,
+                expected: match key {
+                    Key::Object(_, id) => Some(id.digest()),
+                    Key::Config => None,
+                },
+            },
+            quota: &self.unlimited,
+            compute: &self.compute,
+            body_timeout: READ_TIMEOUT,
+        };
+        match receiver
+            .receive(&self.remote, &item.repo, key, Some(size), body)
+            .await
+        {
+            Ok(_) => Outcome::Done,
+            Err(ApiError::Forbidden(_)) => Outcome::AlreadyThere,
+            Err(ApiError::HashMismatch) => Outcome::Corrupt,
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    async fn delete(&self, item: &Item) -> Outcome {
+        match self.remote.delete(&item.repo, item.name.key()).await {
+            Ok(_) => Outcome::Done,
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    fn finish(&self, item: Item, class: Class, outcome: Outcome) {
+        let mut state = self.state.borrow_mut();
+        let i = State::index(class);
+        state.in_flight[i] -= 1;
+        state.generation += 1;
+        let id = match class {
+            Class::Delete => format!("delete {}", item.id()),
+            _ => item.id(),
+        };
+        match outcome {
+            Outcome::Retry(reason) => {
+                state.totals.failures += 1;
+                state.failures_in_row += 1;
+                let wait = backoff(state.failures_in_row);
+                if state.failures_in_row == 1 || state.failures_in_row.is_multiple_of(10) {
+                    log::warn!(
+                        "mirror: {} failed ({reason}); {} attempt(s) in a row, next in {}s",
+                        item.id(),
+                        state.failures_in_row,
+                        wait.as_secs()
+                    );
+                }
+                state.last_error = Some(reason);
+                state.paused_until = Some(Instant::now() + wait);
+                state.queues[i].push_front(item);
+            }
+            outcome => {
+                match outcome {
+                    Outcome::Done if class == Class::Delete => state.totals.deleted_files += 1,
+                    Outcome::Done => {
+                        state.totals.uploaded_files += 1;
+                        state.totals.uploaded_bytes += item.size;
+                    }
+                    Outcome::Corrupt => {
+                        state.totals.corrupt_files += 1;
+                        log::error!(
+                            "mirror: {} does not match its name on the local disk: not copied \
+                             (run restic check --read-data)",
+                            item.id()
+                        );
+                    }
+                    _ => {}
+                }
+                if state.failures_in_row > 0 {
+                    log::info!("mirror: the bucket works again");
+                }
+                state.failures_in_row = 0;
+                state.paused_until = None;
+                state.last_error = None;
+                state.known.remove(&id);
+                state.backlog_files -= 1;
+                state.backlog_bytes -= item.size;
+                if state.backlog_files == 0 && state.compared {
+                    log::info!(
+                        "mirror is current: {} file(s), {} bytes copied since start",
+                        state.totals.uploaded_files,
+                        state.totals.uploaded_bytes
+                    );
+                    if state.queues[2].is_empty() && state.in_flight[2] == 0 {
+                        let dir = self.dir.clone();
+                        tokio::task::spawn_local(async move {
+                            if let Err(e) = io_pool::run(move || {
+                                clear_journal(&dir).op("clear the delete journal")
+                            })
+                            .await
+                            {
+                                log::error!("mirror: cannot clear the delete journal: {e}");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        drop(state);
+        self.changed.notify_waiters();
+        self.status_changed.notify_one();
+    }
+
+    /// Writes the status file soon after each change (and now and then, so
+    /// that its age shows the server runs), and logs a backlog now and then.
+    async fn report(self: Rc<Self>) {
+        let mut written = u64::MAX;
+        let mut logged = Instant::now();
+        let mut refreshed = Instant::now();
+        loop {
+            if refreshed.elapsed() >= STATUS_REFRESH {
+                written = u64::MAX;
+                refreshed = Instant::now();
+            }
+            let (generation, text, backlog) = {
+                let state = self.state.borrow();
+                (
+                    state.generation,
+                    self.status_text(&state),
+                    state.backlog_files,
+                )
+            };
+            if generation != written {
+                let dir = self.dir.clone();
+                match io_pool::run(move || write_status(&dir, &text).op("write the status")).await {
+                    Ok(()) => written = generation,
+                    Err(e) => log::warn!("mirror: cannot write the status file: {e}"),
+                }
+            }
+            if backlog > 0 && logged.elapsed() >= LOG_INTERVAL {
+                logged = Instant::now();
+                let state = self.state.borrow();
+                log::info!(
+                    "mirror: {} file(s), {} bytes waiting{}",
+                    state.backlog_files,
+                    state.backlog_bytes,
+                    state
+                        .last_error
+                        .as_ref()
+                        .map(|e| format!("; last error: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(STATUS_MIN_INTERVAL).await;
+            let _ = tokio::time::timeout(STATUS_REFRESH, self.status_changed.notified()).await;
+        }
+    }
+
+    fn status_text(&self, state: &State) -> String {
+        let now = unix_now();
+        let mut out = String::new();
+        let _ = writeln!(out, "updated {now}");
+        let _ = writeln!(out, "target {}", self.target);
+        let _ = writeln!(out, "compared {}", state.compared);
+        let _ = writeln!(out, "backlog_files {}", state.backlog_files);
+        let _ = writeln!(out, "backlog_bytes {}", state.backlog_bytes);
+        let _ = writeln!(out, "oldest {}", state.oldest().unwrap_or(0));
+        let t = &state.totals;
+        let _ = writeln!(out, "uploaded_files {}", t.uploaded_files);
+        let _ = writeln!(out, "uploaded_bytes {}", t.uploaded_bytes);
+        let _ = writeln!(out, "deleted_files {}", t.deleted_files);
+        let _ = writeln!(out, "failures {}", t.failures);
+        let _ = writeln!(out, "corrupt_files {}", t.corrupt_files);
+        if let Some(e) = &state.last_error {
+            let _ = writeln!(out, "last_error {}", e.replace('\n', " "));
+        }
+        out
+    }
+
+    /// The mirror's part of `/metrics`.
+    pub(crate) fn render_metrics(&self, out: &mut String) {
+        let state = self.state.borrow();
+        let now = unix_now();
+        let t = &state.totals;
+        let oldest = state.oldest().map_or(0, |since| now.saturating_sub(since));
+        for (name, help, kind, value) in [
+            (
+                "rest_server_mirror_backlog_files",
+                "Files committed locally and not yet in the mirror (or deletes not yet mirrored).",
+                "gauge",
+                state.backlog_files,
+            ),
+            (
+                "rest_server_mirror_backlog_bytes",
+                "Bytes committed locally and not yet in the mirror.",
+                "gauge",
+                state.backlog_bytes,
+            ),
+            (
+                "rest_server_mirror_oldest_unmirrored_seconds",
+                "Age of the oldest file waiting for the mirror; 0 when none.",
+                "gauge",
+                oldest,
+            ),
+            (
+                "rest_server_mirror_compared",
+                "1 once the startup comparison with the bucket has finished.",
+                "gauge",
+                u64::from(state.compared),
+            ),
+            (
+                "rest_server_mirror_uploaded_files_total",
+                "Files copied to the mirror since start.",
+                "counter",
+                t.uploaded_files,
+            ),
+            (
+                "rest_server_mirror_uploaded_bytes_total",
+                "Bytes copied to the mirror since start.",
+                "counter",
+                t.uploaded_bytes,
+            ),
+            (
+                "rest_server_mirror_deleted_files_total",
+                "Deletes mirrored since start.",
+                "counter",
+                t.deleted_files,
+            ),
+            (
+                "rest_server_mirror_failures_total",
+                "Failed mirror attempts (each is retried).",
+                "counter",
+                t.failures,
+            ),
+            (
+                "rest_server_mirror_corrupt_files_total",
+                "Local files that did not match their name when copied (not copied).",
+                "counter",
+                t.corrupt_files,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
+    }
+}
+
+/// A repository's path from its label (`alice/laptop`; empty for the root).
+fn repo_path(label: &str) -> Option<RepoPath> {
+    let path = if label.is_empty() {
+        "/config".to_string()
+    } else {
+        format!("/{label}/config")
+    };
+    Route::parse(&path).ok().map(|route| route.repo)
+}
+
+async fn collect(mut listing: impl Listing) -> Result<Vec<(ObjectId, u64)>, StoreError> {
+    let mut all = Vec::new();
+    while let Some(batch) = std::future::poll_fn(|cx| listing.poll_batch(cx)).await {
+        all.extend(batch?);
+    }
+    Ok(all)
+}
+
+fn backoff(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(6);
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Appends a line to the delete journal and makes it durable.
+fn append_journal(dir: &Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    ensure_dir(dir)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(DELETES_FILE))?;
+    file.write_all(line.as_bytes())?;
+    file.sync_data()
+}
+
+fn read_journal(dir: &Path) -> std::io::Result<Vec<Item>> {
+    match std::fs::read_to_string(dir.join(DELETES_FILE)) {
+        Ok(text) => Ok(text.lines().filter_map(Item::from_journal_line).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn clear_journal(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(DELETES_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Replaces the status file (temp file and rename: a reader never sees half).
+fn write_status(dir: &Path, text: &str) -> std::io::Result<()> {
+    ensure_dir(dir)?;
+    let temp = dir.join(".status.tmp");
+    std::fs::write(&temp, text)?;
+    std::fs::rename(&temp, dir.join(STATUS_FILE))
+}
+
+/// A shared byte budget per second: a chunk takes its bytes at once (the
+/// budget may go negative) and the next chunk waits until it is paid back.
+struct TokenBucket {
+    rate: u64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u64) -> TokenBucket {
+        TokenBucket {
+            rate: rate.max(1),
+            tokens: rate as f64,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes `n` bytes; returns how long to wait before the next chunk.
+    fn take(&mut self, n: usize) -> Duration {
+        let now = Instant::now();
+        let rate = self.rate as f64;
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
+        self.at = now;
+        self.tokens -= n as f64;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / rate)
+        }
+    }
+}
+
+/// A body that keeps to the bandwidth budget.
+struct Throttled<B> {
+    inner: B,
+    bucket: Option<Rc<RefCell<TokenBucket>>>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for Throttled<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(wait) = self.wait.as_mut() {
+            ready!(wait.as_mut().poll(cx));
+            self.wait = None;
+        }
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let (Some(Ok(frame)), Some(bucket)) = (&frame, &self.bucket)
+            && let Some(data) = frame.data_ref()
+        {
+            let delay = bucket.borrow_mut().take(data.len());
+            if !delay.is_zero() {
+                self.wait = Some(Box::pin(tokio::time::sleep(delay)));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What `rest-server mirror status` says, from the status file the server
+/// writes; Err when there is none.
+pub fn status_report(data_dir: &Path) -> Result<(String, bool), String> {
+    let path = data_dir.join(STATE_DIR).join(STATUS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "no mirror status at {} ({e}): is the server running with --mirror and this --path?",
+            path.display()
+        )
+    })?;
+    let get = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or("")
+    };
+    let num = |name: &str| get(name).parse::<u64>().unwrap_or(0);
+    let now = unix_now();
+    let age = now.saturating_sub(num("updated"));
+    let files = num("backlog_files");
+    let compared = get("compared") == "true";
+    let stale = age > STATUS_STALE.as_secs();
+    let current = !stale && compared && files == 0;
+    let mut out = String::new();
+    let _ = writeln!(out, "mirror to {}", get("target"));
+    let verdict = if stale {
+        format!("UNKNOWN: the status is {age} s old; the server is not running or not mirroring")
+    } else if !compared {
+        "BEHIND: still comparing the data directory with the bucket".to_string()
+    } else if files == 0 {
+        "CURRENT: every committed file is in the bucket".to_string()
+    } else {
+        let oldest = num("oldest");
+        format!(
+            "BEHIND: {files} file(s), {} bytes waiting; the oldest for {} s",
+            num("backlog_bytes"),
+            now.saturating_sub(oldest)
+        )
+    };
+    let _ = writeln!(out, "{verdict}");
+    let _ = writeln!(
+        out,
+        "since start: {} file(s), {} bytes copied, {} delete(s), {} failed attempt(s), {} corrupt local file(s)",
+        num("uploaded_files"),
+        num("uploaded_bytes"),
+        num("deleted_files"),
+        num("failures"),
+        num("corrupt_files")
+    );
+    let error = get("last_error");
+    if !error.is_empty() {
+        let _ = writeln!(out, "last error: {error}");
+    }
+    let _ = writeln!(out, "(status written {age} s ago)");
+    Ok((out, current))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(path: &str) -> Item {
+        let route = Route::parse(path).unwrap();
+        let name = match route.target {
+            Target::Config => Name::Config,
+            Target::Object(kind, id) => Name::Object(kind, id),
+            _ => panic!("{path}"),
+        };
+        Item {
+            repo: route.repo,
+            name,
+            size: 1,
+            since: 0,
+        }
+    }
+
+    #[test]
+    fn snapshots_wait_for_packs_and_deletes_for_everything() {
+        let id = |c: char| c.to_string().repeat(64);
+        let mut state = State::default();
+        state.queues[1].push_back(item(&format!("/r/snapshots/{}", id('a'))));
+        state.queues[2].push_back(item(&format!("/r/data/{}", id('b'))));
+        state.queues[0].push_back(item(&format!("/r/data/{}", id('c'))));
+        let (first, class) = state.take().unwrap();
+        assert_eq!(
+            (class, first.id()),
+            (Class::First, format!("r/data/{}", id('c')))
+        );
+        // The pack is in flight: neither the snapshot nor the delete may go.
+        assert!(state.take().is_none());
+        state.in_flight[0] = 0;
+        assert_eq!(state.take().unwrap().1, Class::Snapshot);
+        assert!(state.take().is_none());
+        state.in_flight[1] = 0;
+        assert_eq!(state.take().unwrap().1, Class::Delete);
+    }
+
+    #[test]
+    fn the_journal_round_trips_and_locks_are_not_mirrored() {
+        for path in [
+            "/config".to_string(),
+            "/a/b/config".to_string(),
+            format!("/a/index/{}", "d".repeat(64)),
+        ] {
+            let it = item(&path);
+            let back = Item::from_journal_line(it.journal_line().trim_end()).unwrap();
+            assert_eq!(back.id(), it.id());
+        }
+        assert!(Item::from_journal_line("../x\tconfig").is_none());
+        assert_eq!(
+            class_of(&item(&format!("/r/locks/{}", "e".repeat(64))).name),
+            None
+        );
+        assert_eq!(repo_path("a/b").unwrap().label(), "a/b");
+        assert_eq!(repo_path("").unwrap().label(), "");
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_the_bucket_paces() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(4));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+        let mut bucket = TokenBucket::new(1000);
+        assert_eq!(bucket.take(500), Duration::ZERO);
+        let wait = bucket.take(1500);
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+    }
+}
