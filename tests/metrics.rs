@@ -7,7 +7,7 @@ use crate::util::*;
 /// Checks the text with Prometheus' own parser (`promtool check metrics`,
 /// Debian's prometheus package); without promtool `test` skips this check
 /// (or fails under REST_SERVER_TEST_REQUIRE_TOOLS).
-fn promtool_accepts(text: &str, test: &str) {
+pub fn promtool_accepts(text: &str, test: &str) {
     if !require_tool("promtool", test) {
         return;
     }

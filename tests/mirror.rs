@@ -199,6 +199,7 @@ fn deletes_reach_the_mirror_only_when_asked_and_locks_never() {
         }));
         let path = format!("/repo/data/{id}");
         assert_eq!(bucket.request("HEAD", &path).status, 200);
+        crate::metrics::promtool_accepts(&server.request("GET", "/metrics").text(), test);
         assert_eq!(
             bucket
                 .request("HEAD", &format!("/repo/locks/{lock}"))
