@@ -160,10 +160,15 @@ fn refused_start(mut command: Command) -> String {
 }
 
 fn server_command(store: &SeaweedFs, location: &str) -> Command {
+    server_at(&format!("s3:{}/{location}", store.endpoint))
+}
+
+/// The server on `path`, with no credentials from the environment.
+fn server_at(path: &str) -> Command {
     let mut command = Command::new(binary());
     command
         .arg("--path")
-        .arg(format!("s3:{}/{location}", store.endpoint))
+        .arg(path)
         .args(["--no-auth", "--listen", "127.0.0.1:0", "--debug"])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
@@ -310,4 +315,46 @@ fn s3_credentials_come_from_each_source_and_a_wrong_one_stops_the_start() {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn s3_over_https_checks_the_store_certificate() {
+    let test = "s3::s3_over_https_checks_the_store_certificate";
+    if !require_tool("weed", test) || !require_tool("openssl", test) {
+        return;
+    }
+    let store = SeaweedFs::start_tls();
+    let (endpoint, ca) = store.https.clone().unwrap();
+    let dir = TempDir::new("s3-https");
+    let settings = dir.path().join("s3.conf");
+    std::fs::write(&settings, format!("ca_file = {}\n", ca.display())).unwrap();
+    let mut command = server_at(&format!("s3:{endpoint}/bucket"));
+    command
+        .arg("--s3-config")
+        .arg(&settings)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    let server = Server::spawn(command, dir.path());
+    assert_eq!(server.request("POST", "/r/?create=true").status, 200);
+    let content = pseudo_random(300_000, 3);
+    let id = sha256_hex(&content);
+    let stored = server.send(&Request::new("POST", &format!("/r/data/{id}")).body(content.clone()));
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    assert!(server.request("GET", &format!("/r/data/{id}")).body == content);
+
+    // With another CA, the store's certificate is not trusted: no start.
+    let (other_ca, _) = certificate(
+        dir.path(),
+        "other-ca.pem",
+        "other-key.pem",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+        "basicConstraints=critical,CA:TRUE",
+    );
+    let mut command = server_at(&format!("s3:{endpoint}/bucket"));
+    command
+        .env("SSL_CERT_FILE", &other_ca)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    let said = refused_start(command);
+    assert!(said.contains("invalid peer certificate"), "{said}");
 }

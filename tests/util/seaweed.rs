@@ -29,6 +29,9 @@ pub struct SeaweedFs {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`: the S3 endpoint.
     pub endpoint: String,
+    /// `https://127.0.0.1:PORT` and the CA certificate that signs it, when
+    /// started with [`SeaweedFs::start_tls`].
+    pub https: Option<(String, std::path::PathBuf)>,
     base: u16,
     _dir: TempDir,
 }
@@ -45,6 +48,16 @@ fn next_base() -> u16 {
 impl SeaweedFs {
     /// Starts an instance and waits until its S3 port answers.
     pub fn start() -> SeaweedFs {
+        SeaweedFs::start_with(false)
+    }
+
+    /// Starts an instance that also serves S3 over https (a self-signed
+    /// certificate for 127.0.0.1) on the fifth port of its block.
+    pub fn start_tls() -> SeaweedFs {
+        SeaweedFs::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> SeaweedFs {
         let dir = TempDir::new("seaweedfs");
         let config = dir.path().join("s3.json");
         std::fs::write(
@@ -56,9 +69,14 @@ impl SeaweedFs {
         .unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let base = next_base();
+        let https = tls.then(|| {
+            let ca = signed_certificate(dir.path());
+            (format!("https://127.0.0.1:{}", base + 5), ca)
+        });
         let mut store = SeaweedFs {
             child: None,
             endpoint: format!("http://127.0.0.1:{}", base + 3),
+            https,
             base,
             _dir: dir,
         };
@@ -80,9 +98,21 @@ impl SeaweedFs {
             .arg(format!("-filer.port={}", port(2)))
             .arg(format!("-s3.port={}", port(3)))
             .arg(format!("-admin.port={}", port(4)))
-            .args(["-admin.ui=false", "-webdav=false"])
+            .args([
+                "-admin.ui=false",
+                "-webdav=false",
+                "-master.telemetry=false",
+            ])
             .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
             .arg(format!("-s3.config={}", dir.join("s3.json").display()))
+            .args(match &self.https {
+                Some(_) => vec![
+                    format!("-s3.port.https={}", port(5)),
+                    format!("-s3.cert.file={}", dir.join("s3-cert.pem").display()),
+                    format!("-s3.key.file={}", dir.join("s3-key.pem").display()),
+                ],
+                None => vec![],
+            })
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -147,6 +177,65 @@ impl SeaweedFs {
             .env_remove("RESTIC_REPOSITORY");
         command
     }
+}
+
+/// A CA (`ca.pem`) and a server certificate it signed for 127.0.0.1
+/// (`s3-cert.pem`, `s3-key.pem`): rustls, unlike Go, refuses a CA
+/// certificate as a server's own. Returns the CA's path.
+fn signed_certificate(dir: &Path) -> std::path::PathBuf {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca-key.pem", "-out", "ca.pem"]);
+    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    run(&ca);
+    let mut request = vec!["req", "-nodes", "-subj", "/CN=127.0.0.1"];
+    request.extend(ec);
+    request.extend(["-keyout", "s3-key.pem", "-out", "s3.csr"]);
+    run(&request);
+    std::fs::write(
+        dir.join("s3.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "s3.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "s3.ext",
+        "-out",
+        "s3-cert.pem",
+    ]);
+    dir.join("ca.pem")
 }
 
 impl Drop for SeaweedFs {
