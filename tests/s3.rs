@@ -3,9 +3,10 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::restic::make_tree;
-use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedCluster, SeaweedFs};
 use crate::util::*;
 
 /// Starts the server on `s3:<store>/<location>` with the test identity in
@@ -357,4 +358,71 @@ fn s3_over_https_checks_the_store_certificate() {
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
     let said = refused_start(command);
     assert!(said.contains("invalid peer certificate"), "{said}");
+}
+
+#[test]
+fn a_store_node_killed_mid_backup_leaves_nothing_partial() {
+    let test = "s3::a_store_node_killed_mid_backup_leaves_nothing_partial";
+    if !require_tool("weed", test) || !require_tool("restic", test) {
+        return;
+    }
+    let mut cluster = SeaweedCluster::start();
+    cluster.wait_for_volume_servers();
+    let dir = TempDir::new("s3-node-kill");
+    let (source, cache) = (dir.path().join("source"), dir.path().join("cache"));
+    make_tree(&source);
+    for i in 0..4u64 {
+        std::fs::write(
+            source.join(format!("more{i}.bin")),
+            pseudo_random(6 << 20, 50 + i),
+        )
+        .unwrap();
+    }
+    let mut command = server_at(&format!("s3:{}/bucket/board", cluster.endpoint));
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    let server = Server::spawn(command, dir.path());
+    let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
+    ok(restic(&repo, &cache, &["init"]), "init");
+
+    // A volume server dies once the first pack is on its way.
+    let backup = {
+        let (repo, cache, source) = (repo.clone(), cache.clone(), source.clone());
+        std::thread::spawn(move || restic(&repo, &cache, &["backup", source.to_str().unwrap()]))
+    };
+    assert!(
+        server.wait_for_log("POST /laptop/data/", Duration::from_secs(120)),
+        "{}",
+        server.log()
+    );
+    cluster.kill_volume(1);
+    let first = backup.join().unwrap();
+    // Either outcome is allowed; a failure must say why.
+    if !first.status.success() {
+        let said = String::from_utf8_lossy(&first.stderr);
+        assert!(!said.trim().is_empty(), "a failed backup said nothing");
+    }
+
+    cluster.start_volume(1);
+    cluster.wait_for_volume_servers();
+    ok(
+        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        "backup after the node is back",
+    );
+    // Whatever the interrupted backup left is whole: every pack is read.
+    ok(
+        restic(&repo, &cache, &["check", "--read-data"]),
+        "check --read-data",
+    );
+    let target = dir.path().join("restore");
+    ok(
+        restic(
+            &repo,
+            &cache,
+            &["restore", "latest", "--target", target.to_str().unwrap()],
+        ),
+        "restore",
+    );
+    assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
 }

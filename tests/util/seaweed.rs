@@ -179,6 +179,186 @@ impl SeaweedFs {
     }
 }
 
+/// A SeaweedFS cluster on loopback: a master, three volume servers (each
+/// file kept on two of them), and a filer with the S3 gateway; volume servers
+/// can be killed and started again. Stopped on drop.
+pub struct SeaweedCluster {
+    master: Option<Child>,
+    volumes: Vec<Option<Child>>,
+    filer: Option<Child>,
+    /// `http://127.0.0.1:PORT`: the S3 endpoint.
+    pub endpoint: String,
+    base: u16,
+    dir: TempDir,
+}
+
+/// Volume servers in a cluster.
+const VOLUME_SERVERS: u16 = 3;
+
+impl SeaweedCluster {
+    pub fn start() -> SeaweedCluster {
+        let dir = TempDir::new("seaweed-cluster");
+        std::fs::write(
+            dir.path().join("s3.json"),
+            format!(
+                r#"{{"identities":[{{"name":"tester","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let base = next_base();
+        let mut cluster = SeaweedCluster {
+            master: None,
+            volumes: (0..VOLUME_SERVERS).map(|_| None).collect(),
+            filer: None,
+            endpoint: format!("http://127.0.0.1:{}", base + 5),
+            base,
+            dir,
+        };
+        let master_dir = cluster.dir.path().join("master");
+        std::fs::create_dir_all(&master_dir).unwrap();
+        cluster.master = Some(cluster.spawn(
+            "master",
+            &[
+                format!("-port={}", base),
+                format!("-mdir={}", master_dir.display()),
+                "-defaultReplication=001".into(),
+                "-volumeSizeLimitMB=64".into(),
+                "-telemetry=false".into(),
+            ],
+        ));
+        wait_for_port(base, &cluster.log("master"));
+        for i in 0..VOLUME_SERVERS {
+            cluster.start_volume(i as usize);
+        }
+        let filer_dir = cluster.dir.path().join("filer");
+        std::fs::create_dir_all(&filer_dir).unwrap();
+        cluster.filer = Some(cluster.spawn(
+            "filer",
+            &[
+                format!("-port={}", base + 4),
+                format!("-master=127.0.0.1:{base}"),
+                format!("-defaultStoreDir={}", filer_dir.display()),
+                "-s3".into(),
+                format!("-s3.port={}", base + 5),
+                format!(
+                    "-s3.config={}",
+                    cluster.dir.path().join("s3.json").display()
+                ),
+            ],
+        ));
+        wait_for_port(base + 5, &cluster.log("filer"));
+        cluster
+    }
+
+    fn spawn(&self, role: &str, args: &[String]) -> Child {
+        Command::new("weed")
+            .arg(role)
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join(format!("{role}.log")))
+                    .unwrap(),
+            ))
+            .spawn()
+            .expect("start weed")
+    }
+
+    fn log(&self, role: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{role}.log"))).unwrap_or_default()
+    }
+
+    /// Starts volume server `i` (again), on its own port and folder.
+    pub fn start_volume(&mut self, i: usize) {
+        assert!(self.volumes[i].is_none(), "volume server {i} runs");
+        let dir = self.dir.path().join(format!("volume{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = self.base + 1 + i as u16;
+        self.volumes[i] = Some(self.spawn(
+            "volume",
+            &[
+                format!("-port={port}"),
+                format!("-dir={}", dir.display()),
+                format!("-master=127.0.0.1:{}", self.base),
+                "-max=20".into(),
+            ],
+        ));
+        wait_for_port(port, &self.log("volume"));
+    }
+
+    /// Waits until the master counts every volume server (they register by
+    /// heartbeat, a moment after their port opens).
+    pub fn wait_for_volume_servers(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let status = http_get(self.base, "/dir/status");
+            let registered = status.matches("\"Url\":\"127.0.0.1:").count();
+            if registered >= VOLUME_SERVERS as usize {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the master knows {registered} volume servers:\n{status}\n{}",
+                self.log("master")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Kills volume server `i` as a power cut would.
+    pub fn kill_volume(&mut self, i: usize) {
+        if let Some(mut child) = self.volumes[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A GET on loopback; the whole response as text (empty on failure).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+fn wait_for_port(port: u16, log: &str) {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + START_TIMEOUT;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "weed did not answer on {addr} within {START_TIMEOUT:?}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for SeaweedCluster {
+    fn drop(&mut self) {
+        let children = std::iter::once(self.filer.take())
+            .chain(self.volumes.iter_mut().map(Option::take))
+            .chain(std::iter::once(self.master.take()));
+        for mut child in children.flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A CA (`ca.pem`) and a server certificate it signed for 127.0.0.1
 /// (`s3-cert.pem`, `s3-key.pem`): rustls, unlike Go, refuses a CA
 /// certificate as a server's own. Returns the CA's path.
