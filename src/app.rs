@@ -149,6 +149,25 @@ async fn serve(config: Config) -> Result<(), AppError> {
     }
 }
 
+/// `rest-server cleanup`: aborts the multipart uploads a crash left in the
+/// bucket (those older than `min_age` seconds); returns how many.
+pub fn cleanup(target: &crate::cli::CleanupTarget, min_age: u64) -> Result<u64, AppError> {
+    let Storage::S3 { location, settings } = &target.0 else {
+        return Ok(0);
+    };
+    let settings =
+        s3_settings(location, settings.as_deref()).map_err(|e| AppError(Cause::S3Settings(e)))?;
+    let store = S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError(Cause::Runtime(e)))?;
+    let local = tokio::task::LocalSet::new();
+    local
+        .block_on(&runtime, store.cleanup(min_age))
+        .map_err(|e| AppError(Cause::Store(e)))
+}
+
 /// The S3 settings: the location, the settings file if any, the
 /// environment. A settings file others may read is refused when it holds a
 /// secret: it would give the bucket away.

@@ -143,6 +143,21 @@ pub enum Command {
     User(UserArgs),
     Tls(TlsArgs),
     Mirror(MirrorArgs),
+    Cleanup(Cleanup),
+}
+
+/// The bucket `cleanup` works on (opaque outside the crate).
+pub struct CleanupTarget(pub(crate) Storage);
+
+/// abort the multipart uploads a crash left in the bucket of an s3: --path
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "cleanup")]
+pub struct Cleanup {
+    /// only those started at least this many seconds ago (default 86400: a
+    /// running server's uploads are younger)
+    #[argh(option, default = "86400")]
+    pub min_age: u64,
 }
 
 /// the offsite mirror (--mirror)
@@ -467,6 +482,16 @@ impl Flags {
                 Err(CliError::S3ConfigWithoutS3)
             }
             None => Ok(Storage::Local(path)),
+        }
+    }
+
+    /// Where `cleanup` works: the bucket of an `s3:` path.
+    pub fn cleanup_target(&self) -> Result<CleanupTarget, CliError> {
+        match self.storage()? {
+            storage @ Storage::S3 { .. } => Ok(CleanupTarget(storage)),
+            Storage::Local(_) => Err(CliError::Mirror(
+                "cleanup is for an s3: --path: a data directory's leftovers are removed at startup",
+            )),
         }
     }
 

@@ -122,6 +122,13 @@ fn run() -> Result<(), Failure> {
             let TlsAction::Generate(generate) = &args.action;
             Ok(tls_generate(&flags, generate)?)
         }
+        Some(Command::Cleanup(cleanup)) => {
+            rest_server::logging::init(flags.debug);
+            let target = flags.cleanup_target()?;
+            let aborted = rest_server::app::cleanup(&target, cleanup.min_age)?;
+            println!("aborted {aborted} unfinished multipart upload(s)");
+            Ok(())
+        }
         Some(Command::Mirror(_)) => {
             let dir = flags.data_dir()?;
             let (report, current) =

@@ -1,6 +1,7 @@
 //! S3-compatible storage: the real store these tests run against. Later tests
 //! (the S3 backend, the offsite mirror) build on this one passing.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -215,6 +216,36 @@ fn s3_uploads_are_verified_and_never_overwritten() {
         assert!(!listing.contains(&wrong), "{listing}");
         assert!(listing.contains(&id), "{listing}");
     }
+    // Without a length (chunked): a multipart upload, verified before it
+    // completes. Several parts, then one.
+    for len in [20_000_000, 1000] {
+        let content = pseudo_random(len, 7 + len as u64);
+        let id = sha256_hex(&content);
+        let stored = server.send(
+            &Request::new("POST", &format!("/repo/data/{id}"))
+                .body(content.clone())
+                .chunked(),
+        );
+        assert_eq!(stored.status, 200, "{}", stored.text());
+        let got = server.request("GET", &format!("/repo/data/{id}"));
+        assert!(
+            got.body == content,
+            "chunked upload of {len} read back differs"
+        );
+        let wrong = sha256_hex(format!("not {len}").as_bytes());
+        let refused = server.send(
+            &Request::new("POST", &format!("/repo/data/{wrong}"))
+                .body(content)
+                .chunked(),
+        );
+        assert_eq!(refused.status, 400, "{}", refused.text());
+        assert_eq!(
+            server
+                .request("HEAD", &format!("/repo/data/{wrong}"))
+                .status,
+            404
+        );
+    }
     // Ranges are passed on to the store.
     let content = pseudo_random(10_000, 9);
     let (id, _) = upload(&server, "data", &content);
@@ -425,4 +456,55 @@ fn a_store_node_killed_mid_backup_leaves_nothing_partial() {
         "restore",
     );
     assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn cleanup_aborts_the_multipart_uploads_a_crash_left() {
+    let test = "s3::cleanup_aborts_the_multipart_uploads_a_crash_left";
+    if !require_tool("weed", test) {
+        return;
+    }
+    let store = SeaweedFs::start();
+    let dir = TempDir::new("s3-cleanup");
+    let mut command = server_command(&store, "bucket");
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    let mut server = Server::spawn(command, dir.path());
+    assert_eq!(server.request("POST", "/r/?create=true").status, 200);
+    // A chunked upload that has begun when the server dies.
+    let mut stream = server.connect();
+    let id = "ab".repeat(32);
+    let head = format!(
+        "POST /r/data/{id} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&[7u8; 0x1000]).unwrap();
+    assert!(
+        server.wait_for_log("multipart upload of", Duration::from_secs(30)),
+        "{}",
+        server.log()
+    );
+    server.stop_with(nix::sys::signal::Signal::SIGKILL);
+
+    let cleanup = |extra: &[&str]| {
+        let out = server_command(&store, "bucket")
+            .arg("cleanup")
+            .args(extra)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    };
+    // A running server's uploads are young: kept by default.
+    assert!(cleanup(&[]).contains("aborted 0 "));
+    assert!(cleanup(&["--min-age", "0"]).contains("aborted 1 "));
+    assert!(cleanup(&["--min-age", "0"]).contains("aborted 0 "));
 }

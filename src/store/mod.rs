@@ -47,8 +47,6 @@ pub(crate) enum ErrorKind {
     AlreadyExists,
     /// ENOSPC or EDQUOT: the disk or the user's disk quota is full.
     NoSpace,
-    /// The store must know an upload's length before its first byte.
-    LengthRequired,
     Unexpected,
 }
 

@@ -18,8 +18,10 @@
 //! replacing each other's files where the store honours it.
 
 mod http;
+mod multipart;
 mod settings;
 mod sign;
+mod upload;
 mod xml;
 
 use std::future::Future;
@@ -34,13 +36,15 @@ use http_body::Body as _;
 use hyper::body::Incoming as IncomingBody;
 use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::mpsc;
 
-use self::http::{BODY_STALL_TIMEOUT, Client, OutBody, Sent};
+use self::http::{BODY_STALL_TIMEOUT, Client, OutBody};
+use self::multipart::Multipart;
 pub(crate) use self::settings::{
     Encryption, Location, ProcessEnvironment, Settings, SettingsError, is_location, parse_file,
     parse_location, resolve,
 };
+pub(crate) use self::upload::S3Upload;
+use self::upload::StreamedPut;
 use super::{Batch, ErrorKind, Incoming, Key, OpenError, RepoStats, Scan, Space, StoreError};
 use crate::range::{ByteRange, RangeError, Want};
 use crate::route::{ObjectId, ObjectType, RepoPath};
@@ -58,6 +62,8 @@ pub(crate) struct S3Store {
 struct Inner {
     client: Client,
     settings: Settings,
+    /// Multipart uploads that may buffer a part at once.
+    multipart_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl S3Store {
@@ -69,8 +75,19 @@ impl S3Store {
         };
         let client = Client::new(settings.endpoint.clone(), roots).map_err(SettingsError)?;
         Ok(S3Store {
-            inner: Rc::new(Inner { client, settings }),
+            inner: Rc::new(Inner {
+                client,
+                settings,
+                multipart_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                    multipart::MULTIPART_SLOTS,
+                )),
+            }),
         })
+    }
+
+    /// Aborts multipart uploads older than `min_age` seconds (`cleanup`).
+    pub(crate) async fn cleanup(&self, min_age: u64) -> Result<u64, StoreError> {
+        multipart::cleanup(&self.inner, min_age).await
     }
 
     /// Checks the bucket (creating it when missing and allowed).
@@ -244,6 +261,33 @@ impl Inner {
         builder
             .body(body)
             .unwrap_or_else(|_| Request::new(OutBody::empty()))
+    }
+
+    /// The headers a new object is created with: storage class (data packs
+    /// only), encryption, ACL.
+    fn object_headers(&self, key: Key<'_>) -> Vec<(&'static str, String)> {
+        let s = &self.settings;
+        let mut headers = Vec::new();
+        if let (Some(class), Some(ObjectType::Data)) = (&s.storage_class, key.kind()) {
+            headers.push(("x-amz-storage-class", class.clone()));
+        }
+        match &s.encryption {
+            Some(Encryption::Aes256) => {
+                headers.push(("x-amz-server-side-encryption", "AES256".into()))
+            }
+            Some(Encryption::Kms(id)) => {
+                headers.push(("x-amz-server-side-encryption", "aws:kms".into()));
+                if let Some(id) = id {
+                    headers.push(("x-amz-server-side-encryption-aws-kms-key-id", id.clone()));
+                }
+            }
+            Some(Encryption::Customer(_)) => self.customer_key_headers(&mut headers),
+            None => {}
+        }
+        if let Some(acl) = &s.acl {
+            headers.push(("x-amz-acl", acl.clone()));
+        }
+        headers
     }
 
     /// The SSE-C headers, which every read and write of an object needs.
@@ -558,72 +602,25 @@ impl super::Store for S3Store {
         incoming: Incoming,
     ) -> Result<S3Upload, StoreError> {
         let inner = &self.inner;
-        let Some(length) = incoming.length else {
-            return Err(StoreError::new(
-                ErrorKind::LengthRequired,
-                "upload",
-                io::Error::other("an upload to S3 needs a Content-Length"),
-            ));
-        };
         let name = inner.object_key(repo, key);
         match inner.head(&name, "stat").await {
             Ok(_) => return Err(StoreError::exists("upload")),
             Err(e) if e.kind == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let mut headers = vec![("if-none-match", "*".to_string())];
-        let payload = match incoming.sha256 {
-            Some(digest) => {
-                use base64::Engine as _;
-                headers.push((
-                    "x-amz-checksum-sha256",
-                    base64::engine::general_purpose::STANDARD.encode(digest),
-                ));
-                sign::hex(&digest)
-            }
-            None => sign::UNSIGNED_PAYLOAD.to_string(),
-        };
-        let s = &inner.settings;
-        if let (Some(class), Some(ObjectType::Data)) = (&s.storage_class, key.kind()) {
-            headers.push(("x-amz-storage-class", class.clone()));
+        let headers = inner.object_headers(key);
+        match incoming.length {
+            Some(length) => Ok(S3Upload::Put(StreamedPut::begin(
+                &self.inner,
+                &name,
+                headers,
+                incoming.sha256,
+                length,
+            ))),
+            None => Ok(S3Upload::Parts(
+                Multipart::begin(&self.inner, name, headers).await?,
+            )),
         }
-        match &s.encryption {
-            Some(Encryption::Aes256) => {
-                headers.push(("x-amz-server-side-encryption", "AES256".into()))
-            }
-            Some(Encryption::Kms(id)) => {
-                headers.push(("x-amz-server-side-encryption", "aws:kms".into()));
-                if let Some(id) = id {
-                    headers.push(("x-amz-server-side-encryption-aws-kms-key-id", id.clone()));
-                }
-            }
-            Some(Encryption::Customer(_)) => inner.customer_key_headers(&mut headers),
-            None => {}
-        }
-        if let Some(acl) = &s.acl {
-            headers.push(("x-amz-acl", acl.clone()));
-        }
-        // One chunk waits in the channel while hyper writes the one before:
-        // memory per upload stays at a few buffers.
-        let (sender, chunks) = mpsc::channel(1);
-        let request = inner.request(
-            &Method::PUT,
-            Some(&name),
-            &[],
-            &headers,
-            &payload,
-            OutBody::Stream {
-                chunks,
-                left: length,
-            },
-        );
-        Ok(S3Upload {
-            store: self.inner.clone(),
-            request: Some(request),
-            sent: None,
-            sender: Some(sender),
-            held: None,
-        })
     }
 
     async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
@@ -819,89 +816,6 @@ impl super::Listing for S3Listing {
             .filter_map(|e| Some((self.object(&e.key)?, e.size)))
             .collect();
         Poll::Ready(Some(Ok(batch)))
-    }
-}
-
-/// An upload: one PUT, its body streamed from the pushed chunks, the last
-/// chunk held back until [`Upload::commit`](super::Upload::commit).
-pub(crate) struct S3Upload {
-    store: Rc<Inner>,
-    /// The PUT, until the first chunk starts it.
-    request: Option<Request<OutBody>>,
-    sent: Option<Sent>,
-    sender: Option<mpsc::Sender<Bytes>>,
-    held: Option<Bytes>,
-}
-
-impl S3Upload {
-    /// Starts the PUT if it has not started yet.
-    async fn start(&mut self) -> Result<(), StoreError> {
-        if let Some(request) = self.request.take() {
-            let sent = self
-                .store
-                .client
-                .stream(request)
-                .await
-                .map_err(|e| unreachable_store("upload", e))?;
-            self.sent = Some(sent);
-        }
-        Ok(())
-    }
-
-    /// Hands `chunk` to the request body; when the store has stopped reading
-    /// it (it answered early, or the connection broke) the store's answer is
-    /// the error.
-    async fn send(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        self.start().await?;
-        let sender = self
-            .sender
-            .as_ref()
-            .ok_or_else(|| StoreError::internal("upload", "already sent"))?;
-        if sender.send(chunk).await.is_ok() {
-            return Ok(());
-        }
-        Err(self.failure().await)
-    }
-
-    /// Why the store stopped taking the body.
-    async fn failure(&mut self) -> StoreError {
-        let Some(sent) = self.sent.take() else {
-            return StoreError::internal("upload", "the upload was not started");
-        };
-        match sent.finish(&self.store.client).await {
-            Ok(response) => match check("upload", response).await {
-                Err(e) => e,
-                Ok(_) => StoreError::internal("upload", "the store answered before the body ended"),
-            },
-            Err(e) => unreachable_store("upload", e),
-        }
-    }
-}
-
-impl super::Upload for S3Upload {
-    async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        match self.held.replace(chunk) {
-            Some(previous) => self.send(previous).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn commit(mut self) -> Result<(), StoreError> {
-        if let Some(last) = self.held.take() {
-            self.send(last).await?;
-        } else {
-            self.start().await?;
-        }
-        drop(self.sender.take());
-        let sent = self
-            .sent
-            .take()
-            .ok_or_else(|| StoreError::internal("upload", "the upload was not started"))?;
-        let response = sent
-            .finish(&self.store.client)
-            .await
-            .map_err(|e| unreachable_store("upload", e))?;
-        check("upload", response).await.map(|_| ())
     }
 }
 
