@@ -32,8 +32,7 @@ pub(crate) enum AnyListing {
 
 pub(crate) enum AnyUpload {
     Fs(FsUpload),
-    /// Boxed: it carries its whole prepared request.
-    S3(Box<S3Upload>),
+    S3(S3Upload),
 }
 
 impl Store for AnyStore {
@@ -75,10 +74,7 @@ impl Store for AnyStore {
     ) -> Result<AnyUpload, StoreError> {
         match self {
             AnyStore::Fs(s) => s.begin_upload(repo, key, incoming).await.map(AnyUpload::Fs),
-            AnyStore::S3(s) => s
-                .begin_upload(repo, key, incoming)
-                .await
-                .map(|u| AnyUpload::S3(Box::new(u))),
+            AnyStore::S3(s) => s.begin_upload(repo, key, incoming).await.map(AnyUpload::S3),
         }
     }
 
@@ -161,7 +157,7 @@ impl Upload for AnyUpload {
     async fn commit(self) -> Result<(), StoreError> {
         match self {
             AnyUpload::Fs(u) => u.commit().await,
-            AnyUpload::S3(u) => (*u).commit().await,
+            AnyUpload::S3(u) => u.commit().await,
         }
     }
 }

@@ -14,7 +14,8 @@ use super::{Inner, StoreError, check, sign, unreachable_store};
 
 /// An upload in progress; dropped before commit, it leaves nothing.
 pub(crate) enum S3Upload {
-    Put(StreamedPut),
+    /// Boxed: it carries its whole prepared request.
+    Put(Box<StreamedPut>),
     Parts(Multipart),
 }
 
@@ -28,7 +29,7 @@ impl super::super::Upload for S3Upload {
 
     async fn commit(self) -> Result<(), StoreError> {
         match self {
-            S3Upload::Put(put) => put.commit().await,
+            S3Upload::Put(put) => (*put).commit().await,
             S3Upload::Parts(parts) => parts.commit().await,
         }
     }
