@@ -508,3 +508,63 @@ fn cleanup_aborts_the_multipart_uploads_a_crash_left() {
     assert!(cleanup(&["--min-age", "0"]).contains("aborted 1 "));
     assert!(cleanup(&["--min-age", "0"]).contains("aborted 0 "));
 }
+
+#[test]
+fn storage_class_and_encryption_settings_are_accepted_by_the_store() {
+    let test = "s3::storage_class_and_encryption_settings_are_accepted_by_the_store";
+    if !require_tool("weed", test) {
+        return;
+    }
+    let store = SeaweedFs::start();
+    let dir = TempDir::new("s3-sse");
+    for (tag, settings) in [
+        (
+            "class",
+            "storage_class = STANDARD_IA\nacl = private\n".to_string(),
+        ),
+        ("sse-s3", "server_side_encryption = AES256\n".to_string()),
+        ("sse-c", format!("sse_customer_key = {}\n", "k".repeat(32))),
+    ] {
+        let file = dir.path().join(format!("{tag}.conf"));
+        std::fs::write(&file, &settings).unwrap();
+        set_mode(&file, 0o600);
+        let mut command = server_command(&store, &format!("bucket/{tag}"));
+        command
+            .arg("--s3-config")
+            .arg(&file)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        let server = Server::spawn(command, dir.path());
+        assert_eq!(server.request("POST", "/r/?create=true").status, 200);
+        for kind in ["data", "keys"] {
+            let content = pseudo_random(400_000, 11);
+            let (id, stored) = {
+                let id = sha256_hex(&content);
+                let r = server
+                    .send(&Request::new("POST", &format!("/r/{kind}/{id}")).body(content.clone()));
+                (id, r)
+            };
+            assert_eq!(stored.status, 200, "{tag} {kind}: {}", stored.text());
+            let got = server.request("GET", &format!("/r/{kind}/{id}"));
+            assert_eq!(got.status, 200, "{tag} {kind}");
+            assert!(got.body == content, "{tag} {kind}: read back differs");
+            let part = server.send(
+                &Request::new("GET", &format!("/r/{kind}/{id}")).header("Range", "bytes=10-19"),
+            );
+            assert!(part.body == content[10..20], "{tag} {kind}: range differs");
+        }
+        assert!(
+            !server.log().contains(&"k".repeat(32)),
+            "the SSE-C key in the log"
+        );
+    }
+    // An object stored with SSE-C cannot be read without its key.
+    let mut command = server_command(&store, "bucket/sse-c");
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    let keyless = Server::spawn(command, dir.path());
+    let id = sha256_hex(&pseudo_random(400_000, 11));
+    let refused = keyless.request("GET", &format!("/r/data/{id}"));
+    assert!(refused.status != 200, "read without the SSE-C key");
+}
