@@ -207,8 +207,13 @@ impl State {
         let uploads_busy = |s: &State, upto: usize| {
             (0..upto).any(|i| !s.queues[i].is_empty() || s.in_flight[i] > 0)
         };
+        // Until the startup comparison has queued what the bucket lacks, no
+        // snapshot (its packs may be among those) and no delete (the new
+        // index may be) goes out.
         let class = if !self.queues[0].is_empty() {
             Class::First
+        } else if !self.compared {
+            return None;
         } else if !self.queues[1].is_empty() && !uploads_busy(self, 1) {
             Class::Snapshot
         } else if !self.queues[2].is_empty() && !uploads_busy(self, 2) {
@@ -234,8 +239,9 @@ enum Outcome {
     AlreadyThere,
     /// Gone from the data directory since it was queued: nothing to copy.
     Vanished,
-    /// The local file does not match its name: reported, not copied.
-    Corrupt,
+    /// The local file does not match its name, or cannot be read: reported,
+    /// not copied.
+    Corrupt(&'static str),
     /// Try again after the backoff.
     Retry(String),
 }
@@ -255,6 +261,8 @@ pub(crate) struct Mirror {
     bandwidth: Option<Rc<RefCell<TokenBucket>>>,
     /// No quota applies to the copy; the receiver wants one.
     unlimited: Rc<Quota>,
+    /// Held while the delete journal is written or cleared.
+    journal: tokio::sync::Mutex<()>,
 }
 
 impl Mirror {
@@ -283,6 +291,7 @@ impl Mirror {
                 .bandwidth
                 .map(|rate| Rc::new(RefCell::new(TokenBucket::new(rate)))),
             unlimited: Rc::new(Quota::new(None, 0)),
+            journal: tokio::sync::Mutex::new(()),
         });
         log::info!(
             "mirror: copying committed files to {} ({} uploads at once{}{})",
@@ -347,13 +356,17 @@ impl Mirror {
                 }
             }
         }
+        // Queued before the journal write, so that a client that leaves
+        // meanwhile does not take the delete with it; the journal lock keeps
+        // a clearing of the journal from overtaking this write.
         let (dir, line) = (self.dir.clone(), item.journal_line());
+        self.queue_class(item, Class::Delete);
+        let _journal = self.journal.lock().await;
         if let Err(e) =
             io_pool::run(move || append_journal(&dir, &line).op("journal a delete")).await
         {
             log::error!("mirror: cannot journal a delete ({e}); it is queued in memory only");
         }
-        self.queue_class(item, Class::Delete);
     }
 
     fn queue(&self, item: Item) {
@@ -385,6 +398,11 @@ impl Mirror {
     async fn prepare(self: Rc<Self>, repos: Vec<String>) {
         let dir = self.dir.clone();
         match io_pool::run(move || read_journal(&dir).op("read the delete journal")).await {
+            Ok(items) if !items.is_empty() && !self.settings.deletes => log::warn!(
+                "mirror: {} delete(s) journalled earlier are not mirrored: deletes are off \
+                 now (--mirror-deletes, never with --append-only); the journal is kept",
+                items.len()
+            ),
             Ok(items) => {
                 if !items.is_empty() {
                     log::info!(
@@ -538,15 +556,30 @@ impl Mirror {
             },
             quota: &self.unlimited,
             compute: &self.compute,
-            body_timeout: READ_TIMEOUT,
+            // A bandwidth pause is not a stalled disk.
+            body_timeout: READ_TIMEOUT
+                + self.settings.bandwidth.map_or(Duration::ZERO, |rate| {
+                    Duration::from_secs_f64(
+                        self.settings.uploads as f64 * (1u64 << 20) as f64 / rate as f64,
+                    )
+                }),
         };
         match receiver
             .receive(&self.remote, &item.repo, key, Some(size), body)
             .await
         {
             Ok(_) => Outcome::Done,
+            // Seen by our HEAD, or by the store (If-None-Match) in a race.
             Err(ApiError::Forbidden(_)) => Outcome::AlreadyThere,
-            Err(ApiError::HashMismatch) => Outcome::Corrupt,
+            Err(ApiError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => {
+                Outcome::AlreadyThere
+            }
+            Err(ApiError::HashMismatch) => Outcome::Corrupt("does not match its name"),
+            // The local file could not be read: a disk problem, reported;
+            // the next start's comparison queues it again.
+            Err(ApiError::BodyRead(_) | ApiError::BodyTimeout) => {
+                Outcome::Corrupt("could not be read")
+            }
             Err(e) => Outcome::Retry(e.to_string()),
         }
     }
@@ -558,7 +591,26 @@ impl Mirror {
         }
     }
 
-    fn finish(&self, item: Item, class: Class, outcome: Outcome) {
+    /// Removes the delete journal once no delete waits: under the journal
+    /// lock, and checked again there, so a delete journalled meanwhile stays.
+    async fn clear_journal(self: Rc<Self>) {
+        let _journal = self.journal.lock().await;
+        let idle = {
+            let state = self.state.borrow();
+            state.queues[2].is_empty() && state.in_flight[2] == 0
+        };
+        if !idle {
+            return;
+        }
+        let dir = self.dir.clone();
+        if let Err(e) =
+            io_pool::run(move || clear_journal(&dir).op("clear the delete journal")).await
+        {
+            log::error!("mirror: cannot clear the delete journal: {e}");
+        }
+    }
+
+    fn finish(self: &Rc<Self>, item: Item, class: Class, outcome: Outcome) {
         let mut state = self.state.borrow_mut();
         let i = State::index(class);
         state.in_flight[i] -= 1;
@@ -582,7 +634,9 @@ impl Mirror {
                 }
                 state.last_error = Some(reason);
                 state.paused_until = Some(Instant::now() + wait);
-                state.queues[i].push_front(item);
+                // To the back: one file the store keeps refusing must not
+                // hold up the others.
+                state.queues[i].push_back(item);
             }
             outcome => {
                 match outcome {
@@ -591,10 +645,10 @@ impl Mirror {
                         state.totals.uploaded_files += 1;
                         state.totals.uploaded_bytes += item.size;
                     }
-                    Outcome::Corrupt => {
+                    Outcome::Corrupt(why) => {
                         state.totals.corrupt_files += 1;
                         log::error!(
-                            "mirror: {} does not match its name on the local disk: not copied \
+                            "mirror: {} {why} on the local disk: not copied \
                              (run restic check --read-data)",
                             item.id()
                         );
@@ -617,16 +671,7 @@ impl Mirror {
                         state.totals.uploaded_bytes
                     );
                     if state.queues[2].is_empty() && state.in_flight[2] == 0 {
-                        let dir = self.dir.clone();
-                        tokio::task::spawn_local(async move {
-                            if let Err(e) = io_pool::run(move || {
-                                clear_journal(&dir).op("clear the delete journal")
-                            })
-                            .await
-                            {
-                                log::error!("mirror: cannot clear the delete journal: {e}");
-                            }
-                        });
+                        tokio::task::spawn_local(self.clone().clear_journal());
                     }
                 }
             }
@@ -812,12 +857,19 @@ fn ensure_dir(dir: &Path) -> std::io::Result<()> {
 fn append_journal(dir: &Path, line: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     ensure_dir(dir)?;
+    let path = dir.join(DELETES_FILE);
+    let new = !path.exists();
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join(DELETES_FILE))?;
+        .open(&path)?;
     file.write_all(line.as_bytes())?;
-    file.sync_data()
+    file.sync_data()?;
+    if new {
+        // A new file's name is durable once its folder is.
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn read_journal(dir: &Path) -> std::io::Result<Vec<Item>> {
@@ -995,6 +1047,9 @@ mod tests {
         let id = |c: char| c.to_string().repeat(64);
         let mut state = State::default();
         state.queues[1].push_back(item(&format!("/r/snapshots/{}", id('a'))));
+        // Nothing but packs before the startup comparison is done.
+        assert!(state.take().is_none());
+        state.compared = true;
         state.queues[2].push_back(item(&format!("/r/data/{}", id('b'))));
         state.queues[0].push_back(item(&format!("/r/data/{}", id('c'))));
         let (first, class) = state.take().unwrap();

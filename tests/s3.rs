@@ -515,8 +515,14 @@ fn storage_class_and_encryption_settings_are_accepted_by_the_store() {
     if !require_tool("weed", test) {
         return;
     }
-    let store = SeaweedFs::start();
+    if !require_tool("openssl", test) {
+        return;
+    }
+    // https: an SSE-C key is only ever sent over TLS.
+    let store = SeaweedFs::start_tls();
+    let (endpoint, ca) = store.https.clone().unwrap();
     let dir = TempDir::new("s3-sse");
+    let ca_line = format!("ca_file = {}\n", ca.display());
     for (tag, settings) in [
         (
             "class",
@@ -526,9 +532,9 @@ fn storage_class_and_encryption_settings_are_accepted_by_the_store() {
         ("sse-c", format!("sse_customer_key = {}\n", "k".repeat(32))),
     ] {
         let file = dir.path().join(format!("{tag}.conf"));
-        std::fs::write(&file, &settings).unwrap();
+        std::fs::write(&file, format!("{ca_line}{settings}")).unwrap();
         set_mode(&file, 0o600);
-        let mut command = server_command(&store, &format!("bucket/{tag}"));
+        let mut command = server_at(&format!("s3:{endpoint}/bucket/{tag}"));
         command
             .arg("--s3-config")
             .arg(&file)
@@ -559,8 +565,12 @@ fn storage_class_and_encryption_settings_are_accepted_by_the_store() {
         );
     }
     // An object stored with SSE-C cannot be read without its key.
-    let mut command = server_command(&store, "bucket/sse-c");
+    let keyless_settings = dir.path().join("keyless.conf");
+    std::fs::write(&keyless_settings, &ca_line).unwrap();
+    let mut command = server_at(&format!("s3:{endpoint}/bucket/sse-c"));
     command
+        .arg("--s3-config")
+        .arg(&keyless_settings)
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
     let keyless = Server::spawn(command, dir.path());

@@ -27,6 +27,9 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// that answers a PUT only after replicating it needs a while; one that says
 /// nothing for this long is treated as down (restic retries).
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The slowest uplink a request body in memory is given time for (an 8 MiB
+/// multipart part: about 4 minutes more than [`RESPONSE_TIMEOUT`]).
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 32 * 1024;
 /// Longest pause while reading a response body.
 pub(crate) const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept for reuse.
@@ -174,6 +177,8 @@ pub(crate) struct Client {
 pub(crate) struct Sent {
     response: Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>>>>,
     conn: Conn,
+    /// How long the response may take.
+    timeout: Duration,
 }
 
 impl Client {
@@ -213,9 +218,13 @@ impl Client {
         make: impl Fn() -> Request<OutBody>,
     ) -> Result<Response<Incoming>, ClientError> {
         let (conn, reused) = self.connection(IDLE_REUSE).await?;
-        match self.start(conn, make()).finish(self).await {
+        let request = make();
+        // A POST (completing a multipart upload, say) may have been carried
+        // out though its answer was lost: sent again only if it never left.
+        let post = request.method() == hyper::Method::POST;
+        match self.start(conn, request).finish(self).await {
             Err(ClientError::Http(e))
-                if reused && (e.is_incomplete_message() || e.is_canceled()) =>
+                if reused && (e.is_canceled() || (!post && e.is_incomplete_message())) =>
             {
                 log::debug!("store connection closed while idle; sending again: {e}");
                 let (conn, _) = self.connection(Duration::ZERO).await?;
@@ -233,9 +242,16 @@ impl Client {
     }
 
     fn start(&self, mut conn: Conn, request: Request<OutBody>) -> Sent {
+        // The response comes once the body is sent: a body in memory (a
+        // multipart part) gets time for that at the slowest uplink we allow.
+        let body = match request.body() {
+            OutBody::Full(bytes) => bytes.as_ref().map_or(0, |b| b.len() as u64),
+            OutBody::Stream { .. } => 0,
+        };
         Sent {
             response: Box::pin(conn.send_request(request)),
             conn,
+            timeout: RESPONSE_TIMEOUT + Duration::from_secs(body / MIN_UPLOAD_BYTES_PER_SEC),
         }
     }
 
@@ -314,7 +330,7 @@ impl Sent {
     /// Waits for the response headers (bounded); on success the connection
     /// goes back to `client` for reuse once the body has been read.
     pub(crate) async fn finish(self, client: &Client) -> Result<Response<Incoming>, ClientError> {
-        let response = tokio::time::timeout(RESPONSE_TIMEOUT, self.response)
+        let response = tokio::time::timeout(self.timeout, self.response)
             .await
             .map_err(|_| ClientError::Timeout("response"))?
             .map_err(ClientError::Http)?;

@@ -308,6 +308,29 @@ pub(crate) fn resolve(
             .filter(|n| (1..=1000).contains(n))
             .ok_or_else(|| bad(format!("list_chunk = {n}: a number from 1 to 1000")))?,
     };
+    if matches!(encryption, Some(Encryption::Customer(_))) && !location.https {
+        return Err(bad(
+            "an SSE-C key is sent with every request: it needs an https endpoint",
+        ));
+    }
+    // Values that go into headers: refused here, not as odd requests later.
+    for name in ["storage_class", "acl", "sse_kms_key_id", "region"] {
+        if let Some(value) = get(name)
+            && !value.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(bad(format!(
+                "{name} = {value:?}: printable ASCII, no spaces"
+            )));
+        }
+    }
+    let path_style = flag("force_path_style")?.unwrap_or(provider.path_style());
+    let dns_safe = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    if !path_style && !location.bucket.chars().all(dns_safe) {
+        return Err(bad(format!(
+            "bucket {:?} cannot be a host name: set force_path_style = true",
+            location.bucket
+        )));
+    }
     Ok(Settings {
         endpoint: Endpoint {
             https: location.https,
@@ -317,7 +340,7 @@ pub(crate) fn resolve(
         bucket: location.bucket,
         prefix: location.prefix,
         region,
-        path_style: flag("force_path_style")?.unwrap_or(provider.path_style()),
+        path_style,
         credentials,
         credentials_from,
         storage_class: get("storage_class").map(str::to_string),
@@ -583,10 +606,16 @@ mod tests {
         .unwrap();
         assert_eq!(s.encryption, Some(Encryption::Kms(Some("k1".into()))));
         let key = "k".repeat(32);
-        let s = settings(&format!("sse_customer_key = {key}\n"), &env).unwrap();
+        let https = parse_location("s3:https://host/b").unwrap();
+        let file = parse_file(&format!("sse_customer_key = {key}\n")).unwrap();
+        let s = resolve(https.clone(), &file, &env).unwrap();
         assert_eq!(s.encryption, Some(Encryption::Customer([b'k'; 32])));
         assert!(!format!("{s:?}").contains(&key));
-        assert!(settings("sse_customer_key = short\n", &env).is_err());
+        // The key would cross the network in clear text.
+        assert!(settings(&format!("sse_customer_key = {key}\n"), &env).is_err());
+        let short = parse_file("sse_customer_key = short\n").unwrap();
+        assert!(resolve(https, &short, &env).is_err());
+        assert!(settings("storage_class = STANDARD IA\n", &env).is_err());
         assert!(settings("server_side_encryption = rot13\n", &env).is_err());
     }
 }

@@ -8,7 +8,7 @@ use hyper::Method;
 use hyper::Request;
 use tokio::sync::mpsc;
 
-use super::http::{OutBody, Sent};
+use super::http::{BODY_STALL_TIMEOUT, OutBody, Sent};
 use super::multipart::Multipart;
 use super::{Inner, StoreError, check, sign, unreachable_store};
 
@@ -113,10 +113,16 @@ impl StreamedPut {
             .sender
             .as_ref()
             .ok_or_else(|| StoreError::internal("upload", "already sent"))?;
-        if sender.send(chunk).await.is_ok() {
-            return Ok(());
+        // A store that stops reading (a full TCP window that never opens)
+        // must not hold the upload forever.
+        match tokio::time::timeout(BODY_STALL_TIMEOUT, sender.send(chunk)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.failure().await),
+            Err(_) => Err(StoreError::internal(
+                "upload",
+                "the store stopped reading the body",
+            )),
         }
-        Err(self.failure().await)
     }
 
     /// Why the store stopped taking the body.
