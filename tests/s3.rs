@@ -258,6 +258,36 @@ fn s3_uploads_are_verified_and_never_overwritten() {
         .send(&Request::new("GET", &format!("/repo/data/{id}")).header("Range", "bytes=20000-"));
     assert_eq!(past.status, 416);
     assert_eq!(past.header("Content-Range"), Some("bytes */10000"));
+    // Above upload_cutoff, a declared length goes multipart too.
+    let settings = dir.path().join("cutoff.conf");
+    std::fs::write(&settings, "upload_cutoff = 1M\nchunk_size = 5M\n").unwrap();
+    let mut command = server_command(&store, "bucket/cutoff");
+    command
+        .arg("--s3-config")
+        .arg(&settings)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    let cutoff = Server::spawn(command, dir.path());
+    assert_eq!(cutoff.request("POST", "/repo/?create=true").status, 200);
+    let big = pseudo_random(12_000_000, 12);
+    let (big_id, stored) = upload(&cutoff, "data", &big);
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    assert!(cutoff.request("GET", &format!("/repo/data/{big_id}")).body == big);
+    let wrong = sha256_hex(b"not big");
+    let refused =
+        cutoff.send(&Request::new("POST", &format!("/repo/data/{wrong}")).body(big.clone()));
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        cutoff
+            .request("HEAD", &format!("/repo/data/{wrong}"))
+            .status,
+        404
+    );
+    assert!(
+        cutoff.log().contains("multipart upload of"),
+        "{}",
+        cutoff.log()
+    );
     // Deleting frees it; deleting again is no error (restic retries).
     assert_eq!(
         server.request("DELETE", &format!("/repo/data/{id}")).status,

@@ -610,14 +610,10 @@ impl super::Store for S3Store {
         }
         let headers = inner.object_headers(key);
         match incoming.length {
-            Some(length) => Ok(S3Upload::Put(Box::new(StreamedPut::begin(
-                &self.inner,
-                &name,
-                headers,
-                incoming.sha256,
-                length,
-            )))),
-            None => Ok(S3Upload::Parts(
+            Some(length) if length <= inner.settings.upload_cutoff => Ok(S3Upload::Put(Box::new(
+                StreamedPut::begin(&self.inner, &name, headers, incoming.sha256, length),
+            ))),
+            _ => Ok(S3Upload::Parts(
                 Multipart::begin(&self.inner, name, headers).await?,
             )),
         }

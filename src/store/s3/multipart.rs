@@ -1,6 +1,6 @@
 //! Multipart uploads, for bodies without a declared length (restic always
-//! declares one; other clients may not). Parts of [`PART_BYTES`] are
-//! buffered and sent one at a time; at most [`MULTIPART_SLOTS`] such uploads
+//! declares one; other clients may not) and bodies above `upload_cutoff`.
+//! Parts of `chunk_size` (default 8 MiB) are buffered and sent one at a time; at most [`MULTIPART_SLOTS`] such uploads
 //! run at once, so their memory is bounded by the product. An upload dropped
 //! before its commit is aborted; one a crash left behind is removed by
 //! `rest-server cleanup`.
@@ -17,8 +17,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::http::OutBody;
 use super::{Inner, StoreError, read_document, sign, xml};
 
-/// Size of each part (S3 wants at least 5 MiB for all but the last).
-pub(crate) const PART_BYTES: usize = 8 << 20;
 /// Multipart uploads buffering at once; more wait for a slot.
 pub(crate) const MULTIPART_SLOTS: usize = 2;
 
@@ -27,6 +25,8 @@ pub(crate) struct Multipart {
     name: String,
     upload_id: String,
     buffer: BytesMut,
+    /// Size of each part but the last.
+    part_bytes: usize,
     /// Part numbers and their ETags, in order.
     parts: Vec<(u32, String)>,
     /// Set once completed or aborted: nothing left to abort on drop.
@@ -70,7 +70,8 @@ impl Multipart {
             store: store.clone(),
             name,
             upload_id,
-            buffer: BytesMut::with_capacity(PART_BYTES),
+            buffer: BytesMut::new(),
+            part_bytes: store.settings.chunk_bytes as usize,
             parts: Vec::new(),
             finished: false,
             _slot: slot,
@@ -80,11 +81,11 @@ impl Multipart {
     pub(super) async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         let mut rest = &chunk[..];
         while !rest.is_empty() {
-            let room = PART_BYTES - self.buffer.len();
+            let room = self.part_bytes - self.buffer.len();
             let (now, later) = rest.split_at(room.min(rest.len()));
             self.buffer.extend_from_slice(now);
             rest = later;
-            if self.buffer.len() == PART_BYTES {
+            if self.buffer.len() == self.part_bytes {
                 self.send_part().await?;
             }
         }

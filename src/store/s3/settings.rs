@@ -11,6 +11,12 @@ use super::sign::Credentials;
 
 /// ListObjectsV2 page size when none is set (the S3 maximum).
 pub(crate) const DEFAULT_LIST_CHUNK: u32 = 1000;
+/// Multipart part size when none is set; S3's smallest is 5 MiB.
+pub(crate) const DEFAULT_CHUNK_BYTES: u64 = 8 << 20;
+const MIN_CHUNK_BYTES: u64 = 5 << 20;
+const MAX_CHUNK_BYTES: u64 = 64 << 20;
+/// The largest single PUT S3 takes; also the default cutoff.
+pub(crate) const MAX_SINGLE_PUT_BYTES: u64 = 5 << 30;
 
 /// The providers rclone documents that are presets here: each decides the
 /// default addressing and region handling.
@@ -99,6 +105,10 @@ pub(crate) struct Settings {
     /// CA certificates for an https endpoint; None: the system's.
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) list_chunk: u32,
+    /// Multipart part size (`chunk_size`).
+    pub(crate) chunk_bytes: u64,
+    /// Bodies above this go up as multipart uploads (`upload_cutoff`).
+    pub(crate) upload_cutoff: u64,
 }
 
 /// A setting that cannot be used, with what to fix.
@@ -240,6 +250,8 @@ const KNOWN: &[&str] = &[
     "no_check_bucket",
     "ca_file",
     "list_chunk",
+    "chunk_size",
+    "upload_cutoff",
     "profile",
     "shared_credentials_file",
 ];
@@ -331,6 +343,28 @@ pub(crate) fn resolve(
             location.bucket
         )));
     }
+    let size = |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| match get(name) {
+        None => Ok(default),
+        Some(text) => parse_size(text)
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{name} = {text}: a size from {} to {} bytes (suffixes K, M, G)",
+                    range.start(),
+                    range.end()
+                ))
+            }),
+    };
+    let chunk_bytes = size(
+        "chunk_size",
+        DEFAULT_CHUNK_BYTES,
+        MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES,
+    )?;
+    let upload_cutoff = size(
+        "upload_cutoff",
+        MAX_SINGLE_PUT_BYTES,
+        0..=MAX_SINGLE_PUT_BYTES,
+    )?;
     Ok(Settings {
         endpoint: Endpoint {
             https: location.https,
@@ -350,7 +384,30 @@ pub(crate) fn resolve(
         no_check_bucket: flag("no_check_bucket")?.unwrap_or(false),
         ca_file: get("ca_file").map(PathBuf::from),
         list_chunk,
+        chunk_bytes,
+        upload_cutoff,
     })
+}
+
+/// `123`, `64K`, `8M`, `5G` (binary units, as rclone reads them).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches(['B', 'I'])
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// The credentials chain: the settings file; the environment; the shared
@@ -594,6 +651,14 @@ mod tests {
         assert!(settings("force_path_style = yes\n", &env).is_err());
         assert!(settings("colour = blue\n", &env).is_err());
         assert!(settings("list_chunk = 0\n", &env).is_err());
+        let s = settings("chunk_size = 16M\nupload_cutoff = 200Mi\n", &env).unwrap();
+        assert_eq!((s.chunk_bytes, s.upload_cutoff), (16 << 20, 200 << 20));
+        assert!(settings("chunk_size = 1M\n", &env).is_err());
+        assert!(settings("upload_cutoff = 6G\n", &env).is_err());
+        assert_eq!(parse_size("5"), Some(5));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("8 MiB"), Some(8 << 20));
+        assert_eq!(parse_size("x"), None);
     }
 
     #[test]
