@@ -227,3 +227,35 @@ fn deletes_reach_the_mirror_only_when_asked_and_locks_never() {
         }
     }
 }
+
+#[test]
+fn the_mirror_keeps_to_its_bandwidth_limit() {
+    let test = "mirror::the_mirror_keeps_to_its_bandwidth_limit";
+    if !require_tool("weed", test) {
+        return;
+    }
+    let store = SeaweedFs::start();
+    let dir = TempDir::new("mirror-bwlimit");
+    let data = dir.path().join("data");
+    let server = mirrored_server(
+        &store,
+        &data,
+        &["--mirror-bwlimit", "1000000", "--mirror-uploads", "2"],
+    );
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    let started = std::time::Instant::now();
+    for seed in 0..2 {
+        let (_, stored) = upload(&server, "data", &pseudo_random(1_500_000, seed));
+        assert_eq!(stored.status, 200);
+    }
+    assert!(eventually(DRAIN_TIMEOUT, || {
+        metric(&server, "rest_server_mirror_uploaded_files_total") == 2
+    }));
+    // 3 MB at 1 MB/s over both uploads, with at most 1 s of burst: a lower
+    // bound, which a slow machine cannot break (without the limit: 0.3 s).
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800),
+        "3 MB mirrored in {took:?}"
+    );
+}
