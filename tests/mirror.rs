@@ -146,12 +146,7 @@ fn the_mirror_catches_up_after_an_outage_and_a_restart_and_restic_reads_it() {
         direct(&["check", "--read-data"]),
         "check --read-data on the mirror",
     );
-    let target = dir.path().join("restore");
-    ok(
-        direct(&["restore", "latest", "--target", target.to_str().unwrap()]),
-        "restore from the mirror",
-    );
-    assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
+    restore_matches(direct, &source, &dir.path().join("restore"));
 }
 
 /// Counts a metric's value from `/metrics`.

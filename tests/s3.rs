@@ -47,16 +47,11 @@ fn restic_through_the_server_on_s3_then_directly_and_through_a_second_server() {
         restic(&repo, &cache, &["check", "--read-data"]),
         "check --read-data",
     );
-    let target = dir.path().join("restore");
-    ok(
-        restic(
-            &repo,
-            &cache,
-            &["restore", "latest", "--target", target.to_str().unwrap()],
-        ),
-        "restore",
+    restore_matches(
+        |args| restic(&repo, &cache, args),
+        &source,
+        &dir.path().join("restore"),
     );
-    assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
 
     std::fs::write(source.join("dir0/changed.bin"), pseudo_random(1 << 20, 77)).unwrap();
     std::fs::remove_file(source.join("big0.bin")).unwrap();
@@ -84,16 +79,11 @@ fn restic_through_the_server_on_s3_then_directly_and_through_a_second_server() {
     // A second server on the same bucket serves the same repository.
     let second = s3_server(&store, "backups/board", dir.path(), &[]);
     let repo2 = format!("rest:http://{}/laptop/", second.tcp_addr());
-    let target2 = dir.path().join("restore2");
-    ok(
-        restic(
-            &repo2,
-            &dir.path().join("cache3"),
-            &["restore", "latest", "--target", target2.to_str().unwrap()],
-        ),
-        "restore through the second server",
+    restore_matches(
+        |args| restic(&repo2, &dir.path().join("cache3"), args),
+        &source,
+        &dir.path().join("restore2"),
     );
-    assert_same_tree(&source, &target2.join(source.strip_prefix("/").unwrap()));
 }
 
 #[test]
@@ -476,16 +466,11 @@ fn a_store_node_killed_mid_backup_leaves_nothing_partial() {
         restic(&repo, &cache, &["check", "--read-data"]),
         "check --read-data",
     );
-    let target = dir.path().join("restore");
-    ok(
-        restic(
-            &repo,
-            &cache,
-            &["restore", "latest", "--target", target.to_str().unwrap()],
-        ),
-        "restore",
+    restore_matches(
+        |args| restic(&repo, &cache, args),
+        &source,
+        &dir.path().join("restore"),
     );
-    assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
 }
 
 #[test]

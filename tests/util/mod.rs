@@ -748,6 +748,21 @@ pub fn ok(output: std::process::Output, what: &str) -> String {
     text
 }
 
+/// Restores the latest snapshot with `run` (restic with its repository and
+/// cache set, given the rest of the arguments) into `target`, and compares
+/// it with `source` byte for byte.
+pub fn restore_matches(
+    run: impl Fn(&[&str]) -> std::process::Output,
+    source: &Path,
+    target: &Path,
+) {
+    ok(
+        run(&["restore", "latest", "--target", target.to_str().unwrap()]),
+        "restore",
+    );
+    assert_same_tree(source, &target.join(source.strip_prefix("/").unwrap()));
+}
+
 /// Byte-for-byte comparison of two trees.
 pub fn assert_same_tree(a: &Path, b: &Path) {
     let files_a = files_below(a);

@@ -89,10 +89,8 @@ impl SeaweedFs {
     fn launch(&mut self) {
         let dir = self._dir.path();
         let port = |offset: u16| (self.base + offset).to_string();
-        let child = Command::new("weed")
-            .arg("mini")
+        let child = weed("mini", dir, "weed.log")
             .arg(format!("-dir={}", dir.join("data").display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
             .arg(format!("-master.port={}", port(0)))
             .arg(format!("-volume.port={}", port(1)))
             .arg(format!("-filer.port={}", port(2)))
@@ -113,16 +111,6 @@ impl SeaweedFs {
                 ],
                 None => vec![],
             })
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("weed.log"))
-                    .unwrap(),
-            ))
             .spawn()
             .expect("start weed");
         self.child = Some(child);
@@ -251,20 +239,8 @@ impl SeaweedCluster {
     }
 
     fn spawn(&self, role: &str, args: &[String]) -> Child {
-        Command::new("weed")
-            .arg(role)
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+        weed(role, self.dir.path(), &format!("{role}.log"))
             .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.path().join(format!("{role}.log")))
-                    .unwrap(),
-            ))
             .spawn()
             .expect("start weed")
     }
@@ -317,6 +293,26 @@ impl SeaweedCluster {
             let _ = child.wait();
         }
     }
+}
+
+/// `weed ROLE` on 127.0.0.1 only, in `dir`, its output appended to `log`
+/// there.
+fn weed(role: &str, dir: &Path, log: &str) -> Command {
+    let mut command = Command::new("weed");
+    command
+        .arg(role)
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(log))
+                .unwrap(),
+        ));
+    command
 }
 
 /// A GET on loopback; the whole response as text (empty on failure).

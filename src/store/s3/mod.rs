@@ -357,22 +357,31 @@ impl Inner {
         if let Some(token) = token {
             query.push(("continuation-token", token));
         }
+        let text = self.bucket_document("list", &query).await?;
+        xml::list_page(&text).map_err(|e| StoreError::internal("list", e))
+    }
+
+    /// A GET on the bucket with `query`, its XML answer read whole.
+    async fn bucket_document(
+        &self,
+        op: &'static str,
+        query: &[(&str, &str)],
+    ) -> Result<String, StoreError> {
         let response = self
-            .call("list", || {
+            .call(op, || {
                 self.request(
                     &Method::GET,
                     None,
-                    &query,
+                    query,
                     &[],
                     sign::EMPTY_PAYLOAD,
                     OutBody::empty(),
                 )
             })
             .await?;
-        let body = read_document(response.into_body(), "list").await?;
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| StoreError::internal("list", "listing is not UTF-8"))?;
-        xml::list_page(text).map_err(|e| StoreError::internal("list", e))
+        let body = read_document(response.into_body(), op).await?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| StoreError::internal(op, "answer is not UTF-8"))
     }
 
     /// Checks that the bucket is there and the credentials work; creates

@@ -219,20 +219,9 @@ pub(super) async fn cleanup(store: &Inner, min_age: u64) -> Result<u64, StoreErr
             query.push(("key-marker", key));
             query.push(("upload-id-marker", id));
         }
-        let response = store
-            .call("list multipart uploads", || {
-                store.request(
-                    &Method::GET,
-                    None,
-                    &query,
-                    &[],
-                    sign::EMPTY_PAYLOAD,
-                    OutBody::empty(),
-                )
-            })
+        let text = store
+            .bucket_document("list multipart uploads", &query)
             .await?;
-        let body = read_document(response.into_body(), "list multipart uploads").await?;
-        let text = String::from_utf8_lossy(&body).into_owned();
         for upload in xml::elements(&text, "Upload") {
             let (Some(key), Some(id)) = (xml::first(upload, "Key"), xml::first(upload, "UploadId"))
             else {
