@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::range::{ByteRange, Want};
 use crate::route::{ObjectType, RepoPath, Target};
 use crate::store::{Key, ObjectReader as _, Store};
-use crate::upload::{Receiver, Rules};
+use crate::upload::{Received, Receiver, Rules};
 
 /// restic's media type for the v1 listing (names only).
 pub(crate) const MIME_API_V1: &str = "application/vnd.x.restic.rest.v1";
@@ -273,10 +273,15 @@ where
     let stored = receiver
         .receive(&state.store, repo, key, declared, body)
         .await?;
-    if let Some(mirror) = &state.mirror {
-        mirror.committed(repo, key, stored);
+    match stored {
+        Received::Stored(bytes) => {
+            if let Some(mirror) = &state.mirror {
+                mirror.committed(repo, key, bytes);
+            }
+            Ok(Reply::ok(Effect::Wrote(bytes)))
+        }
+        Received::Same => Ok(Reply::ok(Effect::Nothing)),
     }
-    Ok(Reply::ok(Effect::Wrote(stored)))
 }
 
 /// The Content-Length header, when the request has a valid one.

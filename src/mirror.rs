@@ -41,7 +41,7 @@ use crate::route::{ObjectId, ObjectType, RepoPath, Route, Target};
 use crate::store::fs::FsStore;
 use crate::store::s3::S3Store;
 use crate::store::{ErrorKind, Key, Listing, ObjectReader as _, Op as _, Store, StoreError};
-use crate::upload::{Receiver, Rules};
+use crate::upload::{Received, Receiver, Rules};
 
 /// The mirror's own files, in the data directory (a dot name: never served).
 pub(crate) const STATE_DIR: &str = ".mirror";
@@ -242,6 +242,8 @@ enum Outcome {
     /// The local file does not match its name, or cannot be read: reported,
     /// not copied.
     Corrupt(&'static str),
+    /// The bucket holds other content under the name: not replaced.
+    Conflict,
     /// Try again after the backoff.
     Retry(String),
 }
@@ -568,9 +570,10 @@ impl Mirror {
             .receive(&self.remote, &item.repo, key, Some(size), body)
             .await
         {
-            Ok(_) => Outcome::Done,
-            // Seen by our HEAD, or by the store (If-None-Match) in a race.
-            Err(ApiError::Forbidden(_)) => Outcome::AlreadyThere,
+            Ok(Received::Stored(_)) => Outcome::Done,
+            Ok(Received::Same) => Outcome::AlreadyThere,
+            // The bucket holds other content under this name: never replaced.
+            Err(ApiError::Forbidden(_)) => Outcome::Conflict,
             Err(ApiError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => {
                 Outcome::AlreadyThere
             }
@@ -650,6 +653,14 @@ impl Mirror {
                         log::error!(
                             "mirror: {} {why} on the local disk: not copied \
                              (run restic check --read-data)",
+                            item.id()
+                        );
+                    }
+                    Outcome::Conflict => {
+                        state.totals.corrupt_files += 1;
+                        log::error!(
+                            "mirror: the bucket holds other content under {}: not replaced \
+                             (is another repository at this prefix?)",
                             item.id()
                         );
                     }

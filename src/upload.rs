@@ -16,7 +16,10 @@
 //!
 //! Nothing is visible under the name until the whole body has arrived,
 //! matched its name and been committed: on any error the store upload is
-//! dropped, which aborts it.
+//! aborted, and the refusal is sent once nothing of it is left.
+//!
+//! A name that is taken is no error when the content is the same: restic
+//! retries an upload whose answer was lost ([`Receiver::compare`]).
 
 use std::error::Error as StdError;
 use std::rc::Rc;
@@ -29,8 +32,9 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::pool::{ComputePool, Sha256};
 use crate::quota::{Quota, Reservation};
+use crate::range::Want;
 use crate::route::RepoPath;
-use crate::store::{Incoming, Key, Store, Upload};
+use crate::store::{Incoming, Key, ObjectReader as _, Store, Upload};
 
 /// Size of each of the two upload buffers: 384 KiB per upload in flight.
 /// Larger buffers mean fewer hand-offs to the pools (each costs thread
@@ -81,8 +85,8 @@ impl Receiver<'_> {
         repo: &RepoPath,
         key: Key<'_>,
         declared: Option<u64>,
-        mut body: B,
-    ) -> Result<u64, ApiError>
+        body: B,
+    ) -> Result<Received, ApiError>
     where
         S: Store,
         B: http_body::Body<Data = Bytes> + Unpin,
@@ -90,7 +94,10 @@ impl Receiver<'_> {
     {
         let upload = match self.begin(store, repo, key, declared).await {
             Ok(upload) => upload,
-            Err(e) => {
+            Err(Begin::Exists) => {
+                return self.compare(store, repo, key, declared, body).await;
+            }
+            Err(Begin::Refused(e)) => {
                 // Refused before a byte was read: see drain_small_body.
                 crate::request::drain_small_body(body, declared, self.body_timeout).await;
                 return Err(e);
@@ -106,6 +113,37 @@ impl Receiver<'_> {
             sent: None,
         };
         let mut reservation = Reservation::new(self.quota.clone());
+        let filled = self.fill(&mut sending, &mut reservation, body).await;
+        let Sending { upload, .. } = sending;
+        let refusal = match filled {
+            Ok((received, hash)) => match (self.rules.expected, hash) {
+                (Some(expected), Some(digest)) if expected != digest => ApiError::HashMismatch,
+                _ => {
+                    upload.commit().await?;
+                    reservation.keep();
+                    return Ok(Received::Stored(received));
+                }
+            },
+            Err(e) => e,
+        };
+        // Nothing of the upload is left once the refusal is sent.
+        upload.abort().await;
+        Err(refusal)
+    }
+
+    /// Streams the body into the upload and the hasher; returns the bytes
+    /// received and the digest (when hashed).
+    async fn fill<U, B>(
+        &self,
+        sending: &mut Sending<U>,
+        reservation: &mut Reservation,
+        mut body: B,
+    ) -> Result<(u64, Option<[u8; 32]>), ApiError>
+    where
+        U: Upload,
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
         let mut received = 0u64;
         loop {
             let frame = match tokio::time::timeout(self.body_timeout, body.frame()).await {
@@ -127,15 +165,102 @@ impl Receiver<'_> {
             received += len;
             sending.take(&data).await?;
         }
-        let finished = sending.finish().await?;
-        if let (Some(expected), Some(digest)) = (self.rules.expected, finished.hash)
-            && expected != digest
+        let hash = sending.finish().await?;
+        Ok((received, hash))
+    }
+
+    /// The name is taken: a retry of an upload whose answer was lost (restic
+    /// retries) is answered 200 when its content is what is stored — it
+    /// verifies against the name, or, unverified (`config`,
+    /// `--no-verify-upload`), is byte-identical to the stored file. The
+    /// stored file is never touched; anything else is 403.
+    async fn compare<S, B>(
+        &self,
+        store: &S,
+        repo: &RepoPath,
+        key: Key<'_>,
+        declared: Option<u64>,
+        mut body: B,
+    ) -> Result<Received, ApiError>
+    where
+        S: Store,
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        const TAKEN: ApiError = ApiError::Forbidden("object exists; objects are never overwritten");
+        let mut stored = match self.rules.expected {
+            Some(_) => None,
+            None => Some(store.open(repo, key, Want::All).await?),
+        };
+        if let (Some(stored), Some(len)) = (&stored, declared)
+            && stored.size() != len
         {
-            return Err(ApiError::HashMismatch);
+            crate::request::drain_small_body(body, declared, self.body_timeout).await;
+            return Err(TAKEN);
         }
-        finished.upload.commit().await?;
-        reservation.keep();
-        Ok(received)
+        let mut hash = self
+            .rules
+            .expected
+            .map(|_| Sha256::new(self.compute.clone()));
+        // Stored bytes read but not yet compared.
+        let mut pending = Bytes::new();
+        let mut same = true;
+        let mut received = 0u64;
+        loop {
+            let frame = match tokio::time::timeout(self.body_timeout, body.frame()).await {
+                Err(_) => return Err(ApiError::BodyTimeout),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(ApiError::BodyRead(e.into())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            received += data.len() as u64;
+            if self.rules.max_bytes.is_some_and(|max| received > max) {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            if let Some(hash) = hash.as_mut() {
+                hash.push(data).await?;
+                continue;
+            }
+            let Some(reader) = stored.as_mut() else {
+                continue;
+            };
+            // Compare with the stored file as far as both go.
+            while same && !data.is_empty() {
+                if pending.is_empty() {
+                    match std::future::poll_fn(|cx| reader.poll_chunk(cx)).await {
+                        Some(chunk) => pending = chunk?,
+                        None => {
+                            same = false;
+                            break;
+                        }
+                    }
+                }
+                let n = pending.len().min(data.len());
+                same = pending[..n] == data[..n];
+                pending = pending.slice(n..);
+                data = data.slice(n..);
+            }
+        }
+        if let Some(hash) = hash {
+            same = self.rules.expected == Some(hash.finish().await?);
+        } else if let Some(mut reader) = stored
+            && same
+        {
+            // The stored file must not go on past the body.
+            same = pending.is_empty()
+                && std::future::poll_fn(|cx| reader.poll_chunk(cx))
+                    .await
+                    .is_none();
+        }
+        if same {
+            log::debug!("{repo}: re-upload of a stored file with the same content");
+            Ok(Received::Same)
+        } else {
+            Err(TAKEN)
+        }
     }
 
     /// What can be refused before the body is read: a declared length over
@@ -146,27 +271,45 @@ impl Receiver<'_> {
         repo: &RepoPath,
         key: Key<'_>,
         declared: Option<u64>,
-    ) -> Result<S::Upload, ApiError> {
-        if let Some(len) = declared {
-            if self.rules.max_bytes.is_some_and(|max| len > max) {
-                return Err(ApiError::PayloadTooLarge);
-            }
-            if self.quota.would_exceed(len) {
-                return Err(ApiError::QuotaExceeded);
-            }
+    ) -> Result<S::Upload, Begin> {
+        if let (Some(len), Some(max)) = (declared, self.rules.max_bytes)
+            && len > max
+        {
+            return Err(Begin::Refused(ApiError::PayloadTooLarge));
         }
         let incoming = Incoming {
             length: declared,
             sha256: self.rules.expected,
         };
-        store.begin_upload(repo, key, incoming).await.map_err(|e| {
-            if e.kind == crate::store::ErrorKind::AlreadyExists {
-                ApiError::Forbidden("object exists; objects are never overwritten")
-            } else {
-                ApiError::Storage(e)
+        let upload = store.begin_upload(repo, key, incoming).await;
+        match upload {
+            Err(e) if e.kind == crate::store::ErrorKind::AlreadyExists => Err(Begin::Exists),
+            Err(e) => Err(Begin::Refused(ApiError::Storage(e))),
+            // The quota after the name: a retry of a stored upload takes no
+            // new space.
+            Ok(upload) if declared.is_some_and(|len| self.quota.would_exceed(len)) => {
+                upload.abort().await;
+                Err(Begin::Refused(ApiError::QuotaExceeded))
             }
-        })
+            Ok(upload) => Ok(upload),
+        }
     }
+}
+
+/// Why an upload did not start.
+enum Begin {
+    /// The name is taken: see [`Receiver::compare`].
+    Exists,
+    Refused(ApiError),
+}
+
+/// What came of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Stored, this many bytes.
+    Stored(u64),
+    /// The name was taken by the same content; nothing was written.
+    Same,
 }
 
 /// The buffers and the two consumers of an upload's bytes.
@@ -176,12 +319,6 @@ struct Sending<U> {
     filling: BytesMut,
     /// The buffer handed over last, filled again once both are done with it.
     sent: Option<Bytes>,
-}
-
-/// A finished upload: ready to commit, with its digest when hashed.
-struct Finished<U> {
-    upload: U,
-    hash: Option<[u8; 32]>,
 }
 
 impl<U: Upload> Sending<U> {
@@ -222,17 +359,14 @@ impl<U: Upload> Sending<U> {
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<Finished<U>, ApiError> {
+    /// Hands over what is left; the digest, when hashed.
+    async fn finish(&mut self) -> Result<Option<[u8; 32]>, ApiError> {
         if !self.filling.is_empty() {
             self.hand_over().await?;
         }
-        let hash = match self.hash.take() {
-            Some(hash) => Some(hash.finish().await?),
-            None => None,
-        };
-        Ok(Finished {
-            upload: self.upload,
-            hash,
-        })
+        match self.hash.take() {
+            Some(hash) => Ok(Some(hash.finish().await?)),
+            None => Ok(None),
+        }
     }
 }

@@ -71,6 +71,13 @@ fn config_lifecycle() {
     );
     let again = server.send(&Request::new("POST", "/repo/config").body("other"));
     assert_eq!(again.status, 403, "a config is never replaced");
+    // The same bytes again: a retry whose answer was lost.
+    let retry = server.send(&Request::new("POST", "/repo/config").body("encrypted config"));
+    assert_eq!(retry.status, 200, "an identical config is taken as stored");
+    for different in ["encrypted confiG", "encrypted config!", "encrypted"] {
+        let other = server.send(&Request::new("POST", "/repo/config").body(different));
+        assert_eq!(other.status, 403, "{different}");
+    }
     assert_eq!(
         server.request("GET", "/repo/config").text(),
         "encrypted config"
@@ -131,8 +138,23 @@ fn objects_round_trip_with_ranges() {
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range"), Some("bytes */300000"));
 
+    // A retry of a stored upload (restic retries when an answer is lost):
+    // 200, the stored file untouched; other bytes under the name: 403.
+    let file = dir.path().join("data/repo/data").join(&id[..2]).join(&id);
+    let before = std::fs::metadata(&file).unwrap();
     let again = server.send(&Request::new("POST", &path).body(content.clone()));
-    assert_eq!(again.status, 403, "objects are never overwritten");
+    assert_eq!(again.status, 200, "a retry of a stored upload");
+    let mut other = content.clone();
+    other[0] ^= 1;
+    let refused = server.send(&Request::new("POST", &path).body(other));
+    assert_eq!(refused.status, 403, "objects are never overwritten");
+    let after = std::fs::metadata(&file).unwrap();
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(
+        (before.ino(), before.mtime_nsec()),
+        (after.ino(), after.mtime_nsec())
+    );
+    assert!(server.request("GET", &path).body == content);
 
     for kind in ["keys", "locks", "snapshots", "index"] {
         let body = format!("{kind} content");
@@ -235,9 +257,30 @@ fn no_verify_upload_stores_unchecked_content() {
     let dir = TempDir::new("noverify");
     let server = server_with_repo(&dir, &["--no-verify-upload"]);
     let wrong_id = sha256_hex(b"something else");
-    let put = server.send(&Request::new("POST", &format!("/repo/keys/{wrong_id}")).body("data"));
+    let path = format!("/repo/keys/{wrong_id}");
+    let put = server.send(&Request::new("POST", &path).body("data"));
     assert_eq!(put.status, 200);
     assert!(server.log().contains("upload verification: off"));
+    // Unverified, a retry is recognised by its bytes: identical is 200,
+    // anything else (also chunked) is 403 and the stored file stays.
+    assert_eq!(
+        server
+            .send(&Request::new("POST", &path).body("data"))
+            .status,
+        200
+    );
+    let chunked = Request::new("POST", &path).body("data").chunked();
+    assert_eq!(server.send(&chunked).status, 200);
+    for other in ["date", "dat", "data+"] {
+        assert_eq!(
+            server.send(&Request::new("POST", &path).body(other)).status,
+            403,
+            "{other}"
+        );
+        let chunked = Request::new("POST", &path).body(other).chunked();
+        assert_eq!(server.send(&chunked).status, 403, "{other} chunked");
+    }
+    assert_eq!(server.request("GET", &path).text(), "data");
 }
 
 #[test]

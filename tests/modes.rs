@@ -39,6 +39,14 @@ fn append_only_refuses_deletes_but_locks() {
     assert_eq!(server.request("GET", "/repo/config").text(), "c");
     let overwrite = server.send(&Request::new("POST", "/repo/config").body("new"));
     assert_eq!(overwrite.status, 403);
+    // A retry of what is stored is no overwrite, in append-only mode too.
+    assert_eq!(
+        server
+            .send(&Request::new("POST", "/repo/config").body("c"))
+            .status,
+        200
+    );
+    assert_eq!(upload(&server, "data", b"pack").1.status, 200);
     assert_eq!(
         server
             .request("DELETE", &format!("/repo/locks/{lock_id}"))

@@ -160,4 +160,11 @@ impl Upload for AnyUpload {
             AnyUpload::S3(u) => u.commit().await,
         }
     }
+
+    async fn abort(self) {
+        match self {
+            AnyUpload::Fs(u) => u.abort().await,
+            AnyUpload::S3(u) => u.abort().await,
+        }
+    }
 }

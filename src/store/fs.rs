@@ -629,8 +629,12 @@ pub(crate) enum UploadWrite {
         target: PathBuf,
         done: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// Removes the temp file of an aborted upload, after its last write.
-    Remove(PathBuf),
+    /// Removes the temp file of an aborted upload, after its last write;
+    /// says when done, if asked.
+    Remove {
+        temp: PathBuf,
+        done: Option<oneshot::Sender<()>>,
+    },
 }
 
 impl Job for UploadWrite {
@@ -656,9 +660,12 @@ impl Job for UploadWrite {
                 drop(writer);
                 let _ = done.send(result.and_then(|()| commit_temp(&temp, &target)));
             }
-            UploadWrite::Remove(temp) => {
+            UploadWrite::Remove { temp, done } => {
                 if let Err(e) = fs::remove_file(&temp) {
                     log::error!("could not remove temp file {}: {e}", temp.display());
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
             }
         }
@@ -745,6 +752,28 @@ impl super::Upload for FsUpload {
         self.temp_path = None;
         Ok(())
     }
+
+    /// Removes the temp file before it returns, so that the refusal that
+    /// follows is sent with nothing of the upload left on disk.
+    async fn abort(mut self) {
+        let _ = self.settle().await;
+        let Some(temp) = self.temp_path.take() else {
+            return;
+        };
+        let (done, removed) = oneshot::channel();
+        let job = UploadWrite::Remove {
+            temp: temp.clone(),
+            done: Some(done),
+        };
+        match self.writers.send(job) {
+            Ok(()) => {
+                let _ = removed.await;
+            }
+            Err(PoolGone) => {
+                let _ = fs::remove_file(&temp);
+            }
+        }
+    }
 }
 
 impl Drop for FsUpload {
@@ -754,7 +783,11 @@ impl Drop for FsUpload {
         };
         // Queued behind this upload's last write, off the event loop. Should
         // the process end first, the startup scan removes the file.
-        if let Err(PoolGone) = self.writers.send(UploadWrite::Remove(temp.clone())) {
+        let job = UploadWrite::Remove {
+            temp: temp.clone(),
+            done: None,
+        };
+        if let Err(PoolGone) = self.writers.send(job) {
             let _ = fs::remove_file(&temp);
         }
     }

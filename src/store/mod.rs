@@ -261,4 +261,12 @@ pub(crate) trait Upload: 'static {
     /// Makes the content durable and visible under its name, without ever
     /// replacing an existing file (AlreadyExists).
     async fn commit(self) -> Result<(), StoreError>;
+
+    /// Gives the upload up and returns once nothing of it is left (dropping
+    /// it does the same in the background).
+    async fn abort(self)
+    where
+        Self: Sized,
+    {
+    }
 }

@@ -167,6 +167,16 @@ impl Multipart {
     }
 }
 
+impl Multipart {
+    /// AbortMultipartUpload, waited for.
+    pub(super) async fn abort(mut self) {
+        self.finished = true;
+        if let Err(e) = abort(&self.store, &self.name, &self.upload_id).await {
+            log::warn!("could not abort the multipart upload of {}: {e}", self.name);
+        }
+    }
+}
+
 impl Drop for Multipart {
     /// Aborts the upload in the background, so the store drops its parts.
     fn drop(&mut self) {

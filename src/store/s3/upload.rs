@@ -33,6 +33,14 @@ impl super::super::Upload for S3Upload {
             S3Upload::Parts(parts) => parts.commit().await,
         }
     }
+
+    /// A PUT broken off is gone at once; a multipart upload is aborted
+    /// before this returns.
+    async fn abort(self) {
+        if let S3Upload::Parts(parts) = self {
+            parts.abort().await;
+        }
+    }
 }
 
 /// One PUT, its body streamed from the pushed chunks, the last chunk held
