@@ -74,6 +74,8 @@ impl Endpoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Effect {
     Nothing,
+    /// A repository was created: it gets series of its own in the metrics.
+    Created,
     /// A file is being sent; its bytes are counted as they go out.
     Read,
     Wrote(u64),
@@ -162,7 +164,7 @@ async fn create_repo<S: Store>(
         ));
     }
     state.store.create_repo(repo).await?;
-    Ok(Reply::ok(Effect::Nothing))
+    Ok(Reply::ok(Effect::Created))
 }
 
 /// `HEAD /{repo}/config` and `HEAD /{repo}/{type}/{id}`: the size, no body.

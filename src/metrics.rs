@@ -51,7 +51,13 @@ pub(crate) struct LogHealth {
 /// A counter of the logs' health: name, help text, and how to read it.
 type LogFamily = (&'static str, &'static str, fn(&LogHealth) -> u64);
 
-type BlobKey = (String, String, &'static str);
+/// User, repository (None: one that does not exist, or past the cap), type.
+type BlobKey = (String, Option<String>, &'static str);
+
+/// Repositories with series of their own. Requests for any other path
+/// (missing repositories: a client may name endless ones) are counted
+/// without a `repo` label, so `/metrics` stays bounded.
+pub(crate) const MAX_REPO_SERIES: usize = 1000;
 
 /// One of rest-server's blob counters: name, help text, and how to read it.
 type BlobFamily = (&'static str, &'static str, fn(&BlobCounters) -> u64);
@@ -66,15 +72,49 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new(repos: BTreeMap<String, RepoStats>) -> Metrics {
+        if repos.len() > MAX_REPO_SERIES {
+            log::warn!(
+                "metrics: {} repositories, series for the first {MAX_REPO_SERIES} only",
+                repos.len()
+            );
+        }
         Metrics {
-            repos: RefCell::new(repos),
+            repos: RefCell::new(repos.into_iter().take(MAX_REPO_SERIES).collect()),
             ..Metrics::default()
         }
     }
 
+    /// A repository was created (or written to): it gets series of its own,
+    /// up to [`MAX_REPO_SERIES`]. Whether it has them.
+    pub(crate) fn repo_exists(&self, repo: &str) -> bool {
+        let mut repos = self.repos.borrow_mut();
+        if repos.contains_key(repo) {
+            return true;
+        }
+        if repos.len() >= MAX_REPO_SERIES {
+            return false;
+        }
+        repos.insert(repo.to_string(), RepoStats::default());
+        true
+    }
+
+    fn known(&self, repo: &str) -> bool {
+        self.repos.borrow().contains_key(repo)
+    }
+
     /// Counts a blob read, write or delete by `user` (empty without auth).
+    /// A write makes the repository known; reads and deletes count under it
+    /// only if it is.
     pub(crate) fn blob(&self, op: BlobOp, user: &str, repo: &str, kind: ObjectType, bytes: u64) {
-        let key = (user.to_string(), repo.to_string(), kind.dir_name());
+        let labelled = match op {
+            BlobOp::Write => self.repo_exists(repo),
+            BlobOp::Read | BlobOp::Delete => self.known(repo),
+        };
+        let key = (
+            user.to_string(),
+            labelled.then(|| repo.to_string()),
+            kind.dir_name(),
+        );
         let mut blobs = self.blobs.borrow_mut();
         let counters = blobs.entry(key).or_default();
         let counter = match op {
@@ -86,27 +126,31 @@ impl Metrics {
         counter.bytes += bytes;
         drop(blobs);
         let mut repos = self.repos.borrow_mut();
+        let Some(stats) = repos.get_mut(repo) else {
+            return;
+        };
         match op {
             BlobOp::Read => {}
             BlobOp::Write => {
-                let stats = repos.entry(repo.to_string()).or_default();
                 stats.bytes += bytes;
                 if kind == ObjectType::Snapshots {
                     stats.newest_snapshot = Some(unix_now());
                 }
             }
-            BlobOp::Delete => {
-                let stats = repos.entry(repo.to_string()).or_default();
-                stats.bytes = stats.bytes.saturating_sub(bytes);
-            }
+            BlobOp::Delete => stats.bytes = stats.bytes.saturating_sub(bytes),
         }
     }
 
     /// Counts a config upload or delete in the repository's size (reads of
     /// the config are not blob reads).
     pub(crate) fn config(&self, op: BlobOp, repo: &str, bytes: u64) {
+        if op == BlobOp::Write {
+            self.repo_exists(repo);
+        }
         let mut repos = self.repos.borrow_mut();
-        let stats = repos.entry(repo.to_string()).or_default();
+        let Some(stats) = repos.get_mut(repo) else {
+            return;
+        };
         match op {
             BlobOp::Read => {}
             BlobOp::Write => stats.bytes += bytes,
@@ -171,10 +215,13 @@ impl Metrics {
         for (name, help, value) in families {
             header(&mut out, name, help, "counter");
             for ((user, repo, kind), counters) in blobs.iter() {
+                let repo = match repo {
+                    Some(repo) => format!("repo=\"{}\",", escape(repo)),
+                    None => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "{name}{{repo=\"{}\",type=\"{kind}\",user=\"{}\"}} {}",
-                    escape(repo),
+                    "{name}{{{repo}type=\"{kind}\",user=\"{}\"}} {}",
                     escape(user),
                     value(counters)
                 );
@@ -335,5 +382,28 @@ mod tests {
         assert!(text.contains("rest_server_upload_verification_failures_total 1"));
         assert!(text.contains("rest_server_filesystem_size_bytes 2"));
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn paths_of_missing_repositories_get_no_series_of_their_own() {
+        let metrics = Metrics::default();
+        for i in 0..50 {
+            metrics.blob(BlobOp::Delete, "", &format!("nope{i}"), ObjectType::Data, 0);
+            metrics.blob(BlobOp::Read, "", &format!("nope{i}"), ObjectType::Keys, 0);
+        }
+        let text = metrics.render(None, &[]);
+        assert!(!text.contains("nope"), "{text}");
+        assert!(text.contains("rest_server_blob_delete_total{type=\"data\",user=\"\"} 50"));
+        // Created repositories have them, up to the cap.
+        for i in 0..MAX_REPO_SERIES + 10 {
+            metrics.repo_exists(&format!("r{i}"));
+        }
+        metrics.blob(BlobOp::Write, "", "r1", ObjectType::Data, 7);
+        let extra = format!("r{}", MAX_REPO_SERIES + 5);
+        metrics.blob(BlobOp::Write, "", &extra, ObjectType::Data, 7);
+        let text = metrics.render(None, &[]);
+        assert!(text.contains("rest_server_repo_stored_bytes{repo=\"r1\"} 7"));
+        assert!(!text.contains(&format!("\"{extra}\"")));
+        assert_eq!(metrics.repos.borrow().len(), MAX_REPO_SERIES);
     }
 }

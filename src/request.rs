@@ -58,6 +58,10 @@ impl Counted {
     fn count(&self, metrics: &Metrics, body_bytes: u64) {
         let (op, bytes) = match self.effect {
             Effect::Nothing => return,
+            Effect::Created => {
+                metrics.repo_exists(&self.repo);
+                return;
+            }
             Effect::Read => (BlobOp::Read, body_bytes),
             Effect::Wrote(n) => (BlobOp::Write, n),
             Effect::Deleted(n) => (BlobOp::Delete, n),

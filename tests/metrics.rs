@@ -188,3 +188,47 @@ fn who_may_read_the_metrics() {
         "no /metrics without --prometheus"
     );
 }
+
+#[test]
+fn requests_for_missing_repositories_leave_the_metrics_bounded() {
+    let dir = TempDir::new("metrics-bounded");
+    let server = Server::start(&dir.path().join("data"), &["--prometheus"]);
+    assert_eq!(server.request("POST", "/real/?create=true").status, 200);
+    let id = "cd".repeat(32);
+    // One keep-alive connection, as a client that names endless paths would.
+    let mut stream = server.connect();
+    for i in 0..2000 {
+        let method = if i % 2 == 0 { "DELETE" } else { "GET" };
+        let request = Request::new(method, &format!("/gone{i}/data/{id}")).keep_alive();
+        stream.write_all(&request.to_bytes()).unwrap();
+        let response = read_response(&mut stream, false);
+        assert!(
+            response.status == 200 || response.status == 404,
+            "{}",
+            response.status
+        );
+    }
+    let text = server.request("GET", "/metrics").text();
+    let leaked: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("gone"))
+        .take(5)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "a missing repository got a series: {leaked:?}"
+    );
+    // Before: 1000 DELETEs gave 1000 series in each of 6 families.
+    assert!(text.len() < 16 * 1024, "/metrics is {} bytes", text.len());
+    assert!(
+        value(
+            &text,
+            "rest_server_blob_delete_total{type=\"data\",user=\"\"}"
+        ) == Some(1000)
+    );
+    assert!(text.contains("rest_server_repo_stored_bytes{repo=\"real\"} 0"));
+    promtool_accepts(
+        &text,
+        "requests_for_missing_repositories_leave_the_metrics_bounded",
+    );
+}
