@@ -483,3 +483,89 @@ fn the_throttle_refills_however_fast_failures_arrive() {
         .unwrap_or_else(|| panic!("no wrong-password count:\n{metrics}"));
     assert!((7..=9).contains(&checked), "{checked} passwords checked");
 }
+
+/// One request with Basic credentials on a new connection from `source`;
+/// the status and how long the answer took.
+fn timed_status(
+    server: &Server,
+    source: std::net::Ipv4Addr,
+    user: &str,
+    password: &str,
+) -> (u16, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut stream = connect_from(source, server.tcp_addr());
+    let request = Request::new("GET", "/keys/").basic(user, password);
+    std::io::Write::write_all(&mut stream, &request.to_bytes()).unwrap();
+    let status = read_response(&mut stream, false).status;
+    (status, started.elapsed())
+}
+
+#[test]
+fn concurrent_guessing_gets_the_bucket_and_another_address_gets_in() {
+    let dir = TempDir::new("guessing");
+    let data = dir.path().join("data");
+    // bcrypt cost 10, as `user add` and `htpasswd -B` make them.
+    let users = bcrypt_line_with_cost("alice", "right", 10);
+    let server = Server::start_with_users(&data, &users, &["--prometheus"]);
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let started = std::time::Instant::now();
+    let attack = Duration::from_secs(3);
+    let legit = std::thread::scope(|scope| {
+        for _ in 0..40 {
+            scope.spawn(|| {
+                while started.elapsed() < attack {
+                    let (status, _) = timed_status(&server, attacker, "alice", "guess");
+                    assert_eq!(status, 401);
+                    // Guessers elsewhere do not take this machine's cores:
+                    // a pause keeps 40 of them from starving the server.
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        timed_status(&server, other, "alice", "right")
+    });
+    let elapsed = started.elapsed();
+    assert_ne!(legit.0, 401, "the user from another address was refused");
+    assert!(
+        legit.1 < Duration::from_secs(3),
+        "the user waited {:?}",
+        legit.1
+    );
+    // Each check took a token before it was queued: the burst, and one per
+    // refill while the attack lasted (the answers of the last ones included).
+    let text = server
+        .send(&Request::new("GET", "/metrics").basic("alice", "right"))
+        .text();
+    let checked = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rest_server_auth_failures_total{reason=\"wrong password\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let allowed = 5 + elapsed.as_secs() / 2 + 1;
+    assert!(
+        checked <= allowed,
+        "{checked} bcrypt checks in {elapsed:?}, allowed {allowed}"
+    );
+}
+
+#[test]
+fn unknown_users_take_as_long_as_wrong_passwords() {
+    let dir = TempDir::new("unknown-timing");
+    let data = dir.path().join("data");
+    // Cost 12: a check takes 150 ms or more on any machine.
+    let users = bcrypt_line_with_cost("alice", "right", 12);
+    let server = Server::start_with_users(&data, &users, &[]);
+    let here = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let (status, wrong) = timed_status(&server, here, "alice", "wrong");
+    assert_eq!(status, 401);
+    let (status, unknown) = timed_status(&server, here, "mallory", "wrong");
+    assert_eq!(status, 401);
+    // A lower bound only: a slow machine cannot break it. Without a check
+    // against a hash, an unknown user is answered in about a millisecond.
+    assert!(
+        unknown >= Duration::from_millis(50),
+        "unknown user answered in {unknown:?}, a wrong password in {wrong:?}"
+    );
+}

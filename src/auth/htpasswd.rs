@@ -162,6 +162,12 @@ impl Users {
         self.entries.get(user)
     }
 
+    /// Some user's hash: what an unknown user's password is checked
+    /// against, so that unknown users take as long as wrong passwords.
+    pub(crate) fn any(&self) -> Option<&PasswordHash> {
+        self.entries.values().next()
+    }
+
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }

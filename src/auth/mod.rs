@@ -40,6 +40,11 @@ pub(crate) const CACHE_TTL: Duration = Duration::from_secs(60);
 /// bcrypt checks running at once; more wait their turn.
 pub(crate) const MAX_CONCURRENT_VERIFICATIONS: usize = 1;
 
+/// bcrypt checks waiting their turn at most; more are refused as throttled.
+/// Each address can queue only its bucket's worth, so this bounds the queue
+/// when many addresses guess at once.
+pub(crate) const MAX_QUEUED_VERIFICATIONS: usize = 32;
+
 /// Why a request was not authenticated. Every case is a 401 to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AuthError {
@@ -99,6 +104,8 @@ pub(crate) struct BasicAuth {
     cache: RefCell<HashMap<String, CacheEntry>>,
     throttle: RefCell<Throttle>,
     verifications: Semaphore,
+    /// Checks waiting for [`Self::verifications`].
+    verifications_waiting: Cell<usize>,
     compute: ComputePool,
 }
 
@@ -115,6 +122,7 @@ impl BasicAuth {
             cache: RefCell::new(HashMap::new()),
             throttle: RefCell::new(Throttle::default()),
             verifications: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
+            verifications_waiting: Cell::new(0),
             compute,
         }
     }
@@ -166,30 +174,45 @@ impl BasicAuth {
         }
         // SECURITY: credentials verified before (since the file last
         // changed) are checked again but not throttled, so that guessing from
-        // a shared address (a NAT) cannot lock out a known user.
-        if cached == Cached::No && !self.throttle.borrow_mut().may_try(peer, Instant::now()) {
+        // a shared address (a NAT) cannot lock out a known user. Others take
+        // a throttle token before they are queued for bcrypt, so concurrent
+        // guesses cannot queue more checks than the bucket allows.
+        let throttled = cached == Cached::No;
+        if throttled && !self.throttle.borrow_mut().take(peer, Instant::now()) {
             return Err(AuthError::Throttled);
         }
-        let hash = self.users.get().get(&user).cloned();
-        let verified = match hash {
-            None => Err(AuthError::UnknownUser),
+        if throttled && self.verifications_waiting.get() >= MAX_QUEUED_VERIFICATIONS {
+            return Err(AuthError::Throttled);
+        }
+        let users = self.users.get();
+        // SECURITY: an unknown user's password is checked against some
+        // user's hash and the answer thrown away, so that unknown users and
+        // wrong passwords take the same time and names cannot be probed.
+        let (hash, known) = match users.get(&user) {
+            Some(hash) => (Some(hash.clone()), true),
+            None => (users.any().cloned(), false),
+        };
+        drop(users);
+        let matched = match hash {
+            None => false,
             Some(hash) => {
+                let waiting = Waiting::new(&self.verifications_waiting);
                 let permit = self.verifications.acquire().await;
+                drop(waiting);
                 let ok = self
                     .compute
                     .run(move || hash.verify(&password))
                     .await
                     .unwrap_or(false);
                 drop(permit);
-                if ok {
-                    Ok(())
-                } else {
-                    Err(AuthError::WrongPassword)
-                }
+                ok
             }
         };
-        match verified {
-            Ok(()) => {
+        match (known, matched) {
+            (true, true) => {
+                if throttled {
+                    self.throttle.borrow_mut().succeeded(peer, Instant::now());
+                }
                 self.cache.borrow_mut().insert(
                     user.clone(),
                     CacheEntry {
@@ -199,11 +222,26 @@ impl BasicAuth {
                 );
                 Ok(user)
             }
-            Err(e) => {
-                self.throttle.borrow_mut().failed(peer, Instant::now());
-                Err(e)
-            }
+            (true, false) => Err(AuthError::WrongPassword),
+            (false, _) => Err(AuthError::UnknownUser),
         }
+    }
+}
+
+/// Counts a check waiting for its turn, also when its request is dropped
+/// (the client left) while it waits.
+struct Waiting<'a>(&'a Cell<usize>);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a Cell<usize>) -> Waiting<'a> {
+        count.set(count.get() + 1);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 

@@ -1,11 +1,13 @@
 //! Throttling failed logins per client address, so that a password-guessing
 //! loop cannot keep a one-core board busy with bcrypt.
 //!
-//! The rule: each address has a bucket of [`BURST`] failures that refills by
-//! one every [`REFILL`]. While the bucket is empty, credentials that are not
-//! already cached are refused at once (401) without being checked. A client
-//! that mistypes a password a few times is not slowed down; a guessing loop
-//! gets one attempt per [`REFILL`].
+//! The rule: each address has a bucket of [`BURST`] attempts that refills by
+//! one every [`REFILL`]. A check of credentials that are not already cached
+//! takes a token before it is queued for bcrypt (so a hundred concurrent
+//! guesses get [`BURST`] checks, not a hundred), and a check that succeeds
+//! gives it back. While the bucket is empty, such credentials are refused at
+//! once (401) without being checked. A client that mistypes a password a few
+//! times is not slowed down; a guessing loop gets one attempt per [`REFILL`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -59,19 +61,9 @@ pub(crate) struct Throttle {
 }
 
 impl Throttle {
-    /// Whether `peer` may have its credentials checked now.
-    pub(crate) fn may_try(&mut self, peer: IpAddr, now: Instant) -> bool {
-        match self.buckets.get_mut(&peer) {
-            None => true,
-            Some(bucket) => {
-                bucket.refill(now);
-                bucket.milli_tokens >= 1000
-            }
-        }
-    }
-
-    /// Records a failed attempt by `peer`.
-    pub(crate) fn failed(&mut self, peer: IpAddr, now: Instant) {
+    /// Takes a token for a check of `peer`'s credentials; false when its
+    /// bucket is empty (then nothing is checked).
+    pub(crate) fn take(&mut self, peer: IpAddr, now: Instant) -> bool {
         if !self.buckets.contains_key(&peer) && self.buckets.len() >= MAX_TRACKED {
             self.evict(now);
         }
@@ -80,7 +72,19 @@ impl Throttle {
             updated: now,
         });
         bucket.refill(now);
-        bucket.milli_tokens = bucket.milli_tokens.saturating_sub(1000);
+        if bucket.milli_tokens < 1000 {
+            return false;
+        }
+        bucket.milli_tokens -= 1000;
+        true
+    }
+
+    /// Gives back the token of a check that succeeded: only failures count.
+    pub(crate) fn succeeded(&mut self, peer: IpAddr, now: Instant) {
+        if let Some(bucket) = self.buckets.get_mut(&peer) {
+            bucket.refill(now);
+            bucket.milli_tokens = (bucket.milli_tokens + 1000).min(u64::from(BURST) * 1000);
+        }
     }
 
     fn evict(&mut self, now: Instant) {
@@ -117,16 +121,17 @@ mod tests {
         let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
         let start = Instant::now();
         for _ in 0..BURST {
-            assert!(throttle.may_try(peer, start));
-            throttle.failed(peer, start);
+            assert!(throttle.take(peer, start));
         }
-        assert!(!throttle.may_try(peer, start), "bucket empty");
-        assert!(throttle.may_try(other, start), "other addresses unaffected");
-        assert!(!throttle.may_try(peer, start + REFILL / 2));
-        assert!(throttle.may_try(peer, start + REFILL));
-        throttle.failed(peer, start + REFILL);
-        assert!(!throttle.may_try(peer, start + REFILL));
-        assert!(throttle.may_try(peer, start + REFILL * (BURST + 2)));
+        assert!(!throttle.take(peer, start), "bucket empty");
+        assert!(throttle.take(other, start), "other addresses unaffected");
+        assert!(!throttle.take(peer, start + REFILL / 2));
+        assert!(throttle.take(peer, start + REFILL));
+        assert!(!throttle.take(peer, start + REFILL));
+        // A success gives its token back.
+        throttle.succeeded(peer, start + REFILL);
+        assert!(throttle.take(peer, start + REFILL));
+        assert!(throttle.take(peer, start + REFILL * (BURST + 2)));
     }
 
     #[test]
@@ -135,14 +140,14 @@ mod tests {
         let peer = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
         let start = Instant::now();
         for _ in 0..BURST {
-            throttle.failed(peer, start);
+            assert!(throttle.take(peer, start));
         }
         // An attempt every millisecond: refused until one refill's time has
         // passed, then let through.
         let mut let_through = None;
         for ms in 1..=3000 {
             let now = start + Duration::from_millis(ms);
-            if throttle.may_try(peer, now) {
+            if throttle.take(peer, now) {
                 let_through = Some(ms);
                 break;
             }
@@ -155,7 +160,7 @@ mod tests {
         let mut throttle = Throttle::default();
         let now = Instant::now();
         for i in 0..(MAX_TRACKED as u32 + 100) {
-            throttle.failed(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), now);
+            throttle.take(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), now);
         }
         assert!(throttle.tracked() <= MAX_TRACKED);
     }

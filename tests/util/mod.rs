@@ -682,7 +682,40 @@ pub fn run_with_stdin(mut command: Command, stdin: &str) -> (i32, String, String
 
 /// An htpasswd line with a cheap bcrypt hash (cost 4) for tests.
 pub fn bcrypt_line(user: &str, password: &str) -> String {
-    format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap())
+    bcrypt_line_with_cost(user, password, 4)
+}
+
+/// An htpasswd line with a bcrypt hash of `cost` (4 is the fastest; 10 is
+/// what `htpasswd -B` and `user add` use).
+pub fn bcrypt_line_with_cost(user: &str, password: &str, cost: u32) -> String {
+    format!("{user}:{}\n", bcrypt::hash(password, cost).unwrap())
+}
+
+/// A TCP connection to `addr` from the local address `source` (another
+/// loopback address, say, to stand for a second client machine).
+pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(source, 0)),
+    )
+    .unwrap();
+    let SocketAddr::V4(target) = addr else {
+        panic!("not IPv4: {addr}");
+    };
+    connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(target),
+    )
+    .unwrap();
+    TcpStream::from(fd)
 }
 
 /// `-newkey` arguments for an ECDSA P-256 key.
