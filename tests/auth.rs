@@ -509,6 +509,11 @@ fn concurrent_guessing_gets_the_bucket_and_another_address_gets_in() {
     let server = Server::start_with_users(&data, &users, &["--prometheus"]);
     let attacker = std::net::Ipv4Addr::new(127, 0, 0, 1);
     let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    // What one check costs here (natively, or the ARM build under qemu,
+    // about ten times slower), from an address of its own.
+    let third = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    let (status, check) = timed_status(&server, third, "alice", "x");
+    assert_eq!(status, 401);
     let started = std::time::Instant::now();
     let attack = Duration::from_secs(3);
     let legit = std::thread::scope(|scope| {
@@ -528,9 +533,12 @@ fn concurrent_guessing_gets_the_bucket_and_another_address_gets_in() {
     });
     let elapsed = started.elapsed();
     assert_ne!(legit.0, 401, "the user from another address was refused");
+    // Behind at most the burst's checks and the one running: natively well
+    // under the 3 s the issue asks (before: behind all 40).
+    let bound = check * 8 + Duration::from_secs(1);
     assert!(
-        legit.1 < Duration::from_secs(3),
-        "the user waited {:?}",
+        legit.1 < bound,
+        "the user waited {:?}; a check takes {check:?}",
         legit.1
     );
     // Each check took a token before it was queued: the burst, and one per
