@@ -7,6 +7,8 @@
 //! minutes) from a client trickling a header byte by byte (to be dropped in
 //! seconds). [`Activity`] tracks which of the two a connection is in:
 //!
+//! - new (connected, no complete request yet): closed `--header-timeout`
+//!   after the connect, whether or not a byte came;
 //! - idle (no request in flight, no byte since the last response): closed after
 //!   `--idle-timeout`;
 //! - reading a head (bytes arrived, no request yet): closed `--header-timeout`
@@ -14,6 +16,10 @@
 //! - busy (a request is being served): closed if a response write has been
 //!   blocked on the client for `--body-timeout`. Stalled uploads are timed by the
 //!   upload handler itself.
+//!
+//! At the connection cap, the accept loop asks an idle keep-alive connection
+//! (or one that has not sent a whole head for a while) to close, so that a
+//! new client is served rather than left waiting ([`Registry`]).
 
 use std::cell::Cell;
 use std::io;
@@ -41,6 +47,8 @@ use crate::tls::TlsConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Connected; no request yet.
+    New,
     Idle,
     ReadingHead,
     Busy,
@@ -57,24 +65,44 @@ pub(crate) struct Activity {
     /// be earlier than the one it sleeps towards (e.g. `--idle-timeout` shorter
     /// than `--body-timeout`).
     phase_changed: Notify,
+    /// Asks the connection to close to make room (see [`Registry`]).
+    evict: Notify,
 }
 
 impl Activity {
     fn new() -> Activity {
         Activity {
-            phase: Cell::new(Phase::Idle),
+            phase: Cell::new(Phase::New),
             since: Cell::new(Instant::now()),
             in_flight: Cell::new(0),
             write_blocked_since: Cell::new(None),
             phase_changed: Notify::new(),
+            evict: Notify::new(),
         }
     }
 
     fn on_bytes_read(&self) {
-        if self.phase.get() == Phase::Idle {
-            self.phase.set(Phase::ReadingHead);
-            self.since.set(Instant::now());
-            self.phase_changed.notify_one();
+        match self.phase.get() {
+            Phase::Idle => {
+                self.phase.set(Phase::ReadingHead);
+                self.since.set(Instant::now());
+                self.phase_changed.notify_one();
+            }
+            // The head's time counts from the connect.
+            Phase::New => self.phase.set(Phase::ReadingHead),
+            Phase::ReadingHead | Phase::Busy => {}
+        }
+    }
+
+    /// Whether the connection may be closed to make room: it is idle
+    /// between requests, or it has not sent a whole head in `head_grace`.
+    fn evictable(&self, head_grace: std::time::Duration) -> Option<(bool, Instant)> {
+        match self.phase.get() {
+            Phase::Idle => Some((true, self.since.get())),
+            Phase::New | Phase::ReadingHead if self.since.get().elapsed() >= head_grace => {
+                Some((false, self.since.get()))
+            }
+            _ => None,
         }
     }
 
@@ -98,7 +126,7 @@ impl Activity {
     fn deadline(&self, limits: &Limits) -> Instant {
         match self.phase.get() {
             Phase::Idle => self.since.get() + limits.idle_timeout,
-            Phase::ReadingHead => self.since.get() + limits.header_timeout,
+            Phase::New | Phase::ReadingHead => self.since.get() + limits.header_timeout,
             Phase::Busy => match self.write_blocked_since.get() {
                 Some(t) => t + limits.body_timeout,
                 // Nothing to time; look again later.
@@ -113,9 +141,50 @@ impl Activity {
         }
         Some(match self.phase.get() {
             Phase::Idle => "idle timeout",
-            Phase::ReadingHead => "request header timeout",
+            Phase::New | Phase::ReadingHead => "request header timeout",
             Phase::Busy => "client stopped reading the response",
         })
+    }
+}
+
+/// How long a connection may go without a whole request head before it may
+/// be closed to make room at the cap (a real client sends its head at once).
+pub(crate) const HEAD_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The open connections' activity, for making room at the cap: idle
+/// keep-alive connections first (the longest idle), as nginx does, then
+/// connections still without a whole head after [`HEAD_GRACE`]; never one
+/// serving a request.
+#[derive(Default)]
+pub(crate) struct Registry {
+    connections: std::cell::RefCell<Vec<std::rc::Weak<Activity>>>,
+}
+
+impl Registry {
+    fn add(&self, activity: &Rc<Activity>) {
+        let mut connections = self.connections.borrow_mut();
+        connections.retain(|c| c.strong_count() > 0);
+        connections.push(Rc::downgrade(activity));
+    }
+
+    /// Asks one connection to close; false when none may be.
+    pub(crate) fn make_room(&self) -> bool {
+        let connections = self.connections.borrow();
+        let candidate = connections
+            .iter()
+            .filter_map(std::rc::Weak::upgrade)
+            .filter_map(|a| {
+                a.evictable(HEAD_GRACE)
+                    .map(|(idle, since)| (!idle, since, a))
+            })
+            .min_by_key(|(not_idle, since, _)| (*not_idle, *since));
+        match candidate {
+            Some((_, _, activity)) => {
+                activity.evict.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -285,12 +354,14 @@ pub(crate) async fn serve<S, IO>(
     stream: IO,
     peer: Peer,
     shared: Rc<Shared<S>>,
+    registry: Rc<Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: Store,
     IO: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let activity = Rc::new(Activity::new());
+    registry.add(&activity);
     let io = TokioIo::new(TrackedIo {
         inner: stream,
         activity: activity.clone(),
@@ -321,6 +392,13 @@ pub(crate) async fn serve<S, IO>(
                 return;
             }
             _ = activity.phase_changed.notified() => {}
+            _ = activity.evict.notified() => {
+                // Still between requests? (It may have started one since.)
+                if activity.evictable(std::time::Duration::ZERO).is_some() {
+                    log::info!("closing connection from {peer}: making room for a new client at the connection cap");
+                    return;
+                }
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 if let Some(why) = activity.overdue(&limits) {
                     log::info!("closing connection from {peer}: {why}");

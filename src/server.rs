@@ -10,9 +10,12 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::connection::{self, Peer, Shared};
+use crate::connection::{self, Peer, Registry, Shared};
 use crate::listener::Listener;
 use crate::store::Store;
+
+/// How often a full server asks for room again while it waits for a slot.
+const MAKE_ROOM_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Pause after an accept error such as EMFILE, so that a full fd table does not
 /// turn the accept loop into a busy loop.
@@ -27,18 +30,13 @@ pub(crate) async fn serve<S: Store>(
 ) {
     let limits = shared.state.config.limits;
     // SECURITY: a connection cap keeps a flood of clients from exhausting
-    // memory or file descriptors; extra clients wait in the kernel's backlog.
+    // memory or file descriptors; extra clients wait in the kernel's backlog
+    // (one, accepted, waits for room to be made).
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let registry = Rc::new(Registry::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
             _ = &mut shutdown => break,
@@ -51,7 +49,27 @@ pub(crate) async fn serve<S: Store>(
                 continue;
             }
         };
-        let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+        // At the cap, an idle keep-alive connection (or one that has sent no
+        // whole head for a while) is closed to make room, so that the client
+        // just accepted is served instead of waiting for one to time out;
+        // asked again now and then, as the one asked may have started a
+        // request. Meanwhile further clients wait in the kernel's backlog.
+        let permit = loop {
+            if let Ok(permit) = slots.clone().try_acquire_owned() {
+                break Some(permit);
+            }
+            registry.make_room();
+            tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => break Some(permit),
+                    Err(_) => break None,
+                },
+                _ = tokio::time::sleep(MAKE_ROOM_INTERVAL) => {}
+                _ = &mut shutdown => break None,
+            }
+        };
+        let Some(permit) = permit else { break };
+        let (shared, stop_rx, registry) = (shared.clone(), stop_rx.clone(), registry.clone());
         let tls = shared
             .tls
             .as_ref()
@@ -59,16 +77,20 @@ pub(crate) async fn serve<S: Store>(
         tokio::task::spawn_local(async move {
             let handshake_timeout = shared.state.config.limits.header_timeout;
             match (stream, tls) {
-                (Stream::Tcp(s), None) => connection::serve(s, peer, shared, stop_rx).await,
-                (Stream::Unix(s), None) => connection::serve(s, peer, shared, stop_rx).await,
+                (Stream::Tcp(s), None) => {
+                    connection::serve(s, peer, shared, registry, stop_rx).await
+                }
+                (Stream::Unix(s), None) => {
+                    connection::serve(s, peer, shared, registry, stop_rx).await
+                }
                 (Stream::Tcp(s), Some(tls)) => {
                     if let Some(s) = handshake(&tls, s, handshake_timeout, &peer).await {
-                        connection::serve(s, peer, shared, stop_rx).await;
+                        connection::serve(s, peer, shared, registry, stop_rx).await;
                     }
                 }
                 (Stream::Unix(s), Some(tls)) => {
                     if let Some(s) = handshake(&tls, s, handshake_timeout, &peer).await {
-                        connection::serve(s, peer, shared, stop_rx).await;
+                        connection::serve(s, peer, shared, registry, stop_rx).await;
                     }
                 }
             }

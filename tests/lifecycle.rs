@@ -194,20 +194,23 @@ fn a_client_that_stops_reading_is_dropped() {
 }
 
 #[test]
-fn extra_connections_wait_for_a_free_slot() {
+fn extra_connections_wait_while_every_slot_serves_a_request() {
     let dir = TempDir::new("cap");
     let server = server_with_repo(&dir, &["--max-connections", "2"]);
-    // Two clients hold both slots with keep-alive connections.
+    // Two clients hold both slots with uploads in progress.
+    let content = pseudo_random(1000, 1);
+    let id = sha256_hex(&content);
     let mut holders: Vec<_> = (0..2)
         .map(|_| {
             let mut c = server.connect();
-            c.write_all(&Request::new("GET", "/repo/keys/").keep_alive().to_bytes())
-                .unwrap();
-            assert_eq!(read_response(&mut c, false).status, 200);
+            let head =
+                format!("POST /repo/keys/{id} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+            c.write_all(head.as_bytes()).unwrap();
+            c.write_all(&content[..10]).unwrap();
             c
         })
         .collect();
-    // A third is not served while they stay...
+    // A third is not served while they stay busy...
     let addr = server.tcp_addr();
     let mut third = std::net::TcpStream::connect(addr).unwrap();
     third
@@ -219,12 +222,63 @@ fn extra_connections_wait_for_a_free_slot() {
     let mut buf = [0u8; 1];
     let early = third.read(&mut buf);
     assert!(early.is_err(), "served beyond the cap: {early:?}");
-    // ...and is served as soon as one leaves.
-    holders.pop();
+    // ...and is served once one of them is done.
+    let mut done = holders.pop().unwrap();
+    done.write_all(&content[10..]).unwrap();
     third.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let response = read_response(&mut third, false);
     assert_eq!(response.status, 200);
     drop(holders);
+}
+
+/// Opens a connection that holds a slot in some way.
+type Hold = dyn Fn(&Server) -> Box<dyn Stream>;
+
+#[test]
+fn at_the_cap_idle_silent_and_trickling_connections_make_room() {
+    let dir = TempDir::new("cap-room");
+    let server = server_with_repo(&dir, &["--max-connections", "4"]);
+    let addr = server.tcp_addr();
+    // Each way of holding every slot without a request in progress.
+    let idle = |server: &Server| {
+        let mut c = server.connect();
+        c.write_all(&Request::new("GET", "/repo/keys/").keep_alive().to_bytes())
+            .unwrap();
+        assert_eq!(read_response(&mut c, false).status, 200);
+        c
+    };
+    let silent = |server: &Server| server.connect();
+    let trickling = |server: &Server| {
+        let mut c = server.connect();
+        c.write_all(b"GET /repo/keys/ HT").unwrap();
+        c
+    };
+    let holders: [(&str, &Hold); 3] = [
+        ("idle", &idle),
+        ("silent", &silent),
+        ("trickling", &trickling),
+    ];
+    for (how, hold) in holders {
+        let held: Vec<_> = (0..4).map(|_| hold(&server)).collect();
+        let started = std::time::Instant::now();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        client
+            .write_all(&Request::new("GET", "/repo/keys/").to_bytes())
+            .unwrap();
+        let response = read_response(&mut client, false);
+        let waited = started.elapsed();
+        assert_eq!(response.status, 200, "{how}");
+        // Before: until the idle timeout (120 s) or the header timeout (15 s).
+        assert!(
+            waited < Duration::from_secs(5),
+            "{how}: a new client waited {waited:?}"
+        );
+        drop(held);
+    }
+    assert!(server.log().contains("making room for a new client"));
 }
 
 #[test]
@@ -386,4 +440,20 @@ fn the_address_line_is_bare_as_restics_test_harness_expects() {
         "no line {announced:?} in:\n{}",
         server.log()
     );
+}
+
+#[test]
+fn a_silent_new_connection_is_closed_after_the_header_timeout() {
+    let dir = TempDir::new("silent");
+    let server = server_with_repo(&dir, &["--header-timeout", "1"]);
+    let mut silent = std::net::TcpStream::connect(server.tcp_addr()).unwrap();
+    // Before: a connection that never sent a byte was idle, and stayed open
+    // for the idle timeout (120 s).
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let closed = silent.read(&mut buf);
+    assert!(matches!(closed, Ok(0)), "{closed:?}");
+    assert!(server.wait_for_log("request header timeout", IO_TIMEOUT));
 }
