@@ -370,24 +370,29 @@ pub(crate) async fn serve<S, IO>(
         let (activity, shared, peer) = (activity.clone(), shared.clone(), peer.clone());
         service_fn(move |req: Request<hyper::body::Incoming>| {
             let (activity, shared, peer) = (activity.clone(), shared.clone(), peer.clone());
-            async move {
+            // Boxed (once per request) so that the connection can be polled
+            // without shutting the socket down, for the lingering close.
+            Box::pin(async move {
                 Ok::<_, std::convert::Infallible>(respond(req, &activity, &shared, &peer).await)
-            }
+            }) as Pin<Box<dyn Future<Output = Result<_, std::convert::Infallible>>>>
         })
     };
-    let conn = shared.http.serve_connection(io, service);
-    tokio::pin!(conn);
+    let mut conn = shared.http.serve_connection(io, service);
     let limits = shared.state.config.limits;
     let mut draining = *shutdown.borrow();
     if draining {
-        conn.as_mut().graceful_shutdown();
+        Pin::new(&mut conn).graceful_shutdown();
     }
     loop {
         let deadline = activity.deadline(&limits);
         tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    log::debug!("connection from {peer} ended: {e}");
+            result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                match result {
+                    Ok(()) => {
+                        let io = conn.into_parts().io.into_inner();
+                        linger(io.inner, &activity).await;
+                    }
+                    Err(e) => log::debug!("connection from {peer} ended: {e}"),
                 }
                 return;
             }
@@ -408,9 +413,47 @@ pub(crate) async fn serve<S, IO>(
             changed = shutdown.changed(), if !draining => {
                 draining = true;
                 if changed.is_ok() {
-                    conn.as_mut().graceful_shutdown();
+                    Pin::new(&mut conn).graceful_shutdown();
                 }
             }
+        }
+    }
+}
+
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER_TOTAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// ...and how long it waits for more before it gives up.
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Closes the way nginx's lingering close does: the write side first (the
+/// answer is complete), then whatever the client still sends is read and
+/// dropped, for a bounded time, before the socket is closed. A client still
+/// sending a body the server refused (over the quota, say) then reads the
+/// refusal, where closing at once with its bytes unread would reset the
+/// connection and lose the answer ("broken pipe" instead of 507).
+async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO, activity: &Activity) {
+    let shut = std::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx));
+    if !matches!(tokio::time::timeout(LINGER_IDLE, shut).await, Ok(Ok(()))) {
+        return;
+    }
+    // The slot may be taken for a new client meanwhile.
+    activity.phase.set(Phase::Idle);
+    activity.since.set(Instant::now());
+    let mut buf = vec![0u8; 8 * 1024];
+    let give_up = Instant::now() + LINGER_TOTAL;
+    loop {
+        let read = std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut buf);
+            Pin::new(&mut io)
+                .poll_read(cx, &mut buf)
+                .map_ok(|()| buf.filled().len())
+        });
+        tokio::select! {
+            read = tokio::time::timeout(LINGER_IDLE, read) => match read {
+                Ok(Ok(n)) if n > 0 && Instant::now() < give_up => {}
+                _ => return,
+            },
+            _ = activity.evict.notified() => return,
         }
     }
 }

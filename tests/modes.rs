@@ -1,5 +1,6 @@
 //! --append-only, --max-size, --group-accessible-repos, and a full disk.
 
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
@@ -185,4 +186,87 @@ fn full_disk_is_507_and_leaves_nothing() {
     let (_, put) = upload(&server, "data", &pseudo_random(100_000, 12));
     assert_eq!(put.status, 200);
     drop(server);
+}
+
+#[test]
+fn a_refused_large_upload_gets_its_answer_not_a_reset() {
+    let dir = TempDir::new("linger");
+    let server = server_with_repo(&dir, &["--max-size", "1000"]);
+    // Over the quota by its declared length: refused before the body is
+    // read. The client, as restic does, sends the whole body anyway.
+    let body = pseudo_random(8 << 20, 9);
+    let id = sha256_hex(&body);
+    let mut stream = std::net::TcpStream::connect(server.tcp_addr()).unwrap();
+    stream
+        .set_write_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /repo/data/{id} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    // Before: the server closed with 8 MiB unread, the kernel reset the
+    // connection, and this write failed (broken pipe, reset).
+    stream.write_all(&body).expect("the body could be sent");
+    let response = read_response(&mut stream, false);
+    assert_eq!(response.status, 507);
+}
+
+#[test]
+fn restic_over_the_quota_hears_507() {
+    if !require_tool("restic", "modes::restic_over_the_quota_hears_507") {
+        return;
+    }
+    let dir = TempDir::new("linger-restic");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--max-size", "3000000"]);
+    let (source, cache) = (dir.path().join("source"), dir.path().join("cache"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("big"), pseudo_random(12 << 20, 4)).unwrap();
+    let repo = format!("rest:http://{}/r/", server.tcp_addr());
+    ok(restic(&repo, &cache, &["init"]), "init");
+    // restic retries with backoff for minutes: read its retry messages as
+    // they come and stop it after a few.
+    let mut child = std::process::Command::new("restic")
+        .args(["--repo", &repo, "--cache-dir"])
+        .arg(&cache)
+        .args(["backup", source.to_str().unwrap()])
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .env_remove("RESTIC_REPOSITORY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut retries = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while retries.len() < 3 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("retrying") || line.contains("Fatal") => retries.push(line),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!retries.is_empty(), "restic said nothing about the upload");
+    for line in &retries {
+        assert!(
+            line.contains("507") || line.contains("Insufficient Storage"),
+            "restic did not hear the 507: {line}"
+        );
+    }
 }
