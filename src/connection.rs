@@ -94,6 +94,11 @@ impl Activity {
         }
     }
 
+    /// Resolves when the connection is asked to close to make room.
+    pub(crate) async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+
     /// Whether the connection may be closed to make room: it is idle
     /// between requests, or it has not sent a whole head in `head_grace`.
     fn evictable(&self, head_grace: std::time::Duration) -> Option<(bool, Instant)> {
@@ -161,10 +166,13 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    fn add(&self, activity: &Rc<Activity>) {
+    /// A new connection's activity, tracked from its connect on.
+    pub(crate) fn register(&self) -> Rc<Activity> {
+        let activity = Rc::new(Activity::new());
         let mut connections = self.connections.borrow_mut();
         connections.retain(|c| c.strong_count() > 0);
-        connections.push(Rc::downgrade(activity));
+        connections.push(Rc::downgrade(&activity));
+        activity
     }
 
     /// Asks one connection to close; false when none may be.
@@ -354,14 +362,12 @@ pub(crate) async fn serve<S, IO>(
     stream: IO,
     peer: Peer,
     shared: Rc<Shared<S>>,
-    registry: Rc<Registry>,
+    activity: Rc<Activity>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: Store,
     IO: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let activity = Rc::new(Activity::new());
-    registry.add(&activity);
     let io = TokioIo::new(TrackedIo {
         inner: stream,
         activity: activity.clone(),

@@ -75,22 +75,25 @@ pub(crate) async fn serve<S: Store>(
             .as_ref()
             .map(|tls| TlsAcceptor::from(tls.get().0.clone()));
         tokio::task::spawn_local(async move {
+            // Registered from the connect on, so that a client that stalls
+            // in the TLS handshake can also be closed to make room.
+            let activity = registry.register();
             let handshake_timeout = shared.state.config.limits.header_timeout;
             match (stream, tls) {
                 (Stream::Tcp(s), None) => {
-                    connection::serve(s, peer, shared, registry, stop_rx).await
+                    connection::serve(s, peer, shared, activity, stop_rx).await
                 }
                 (Stream::Unix(s), None) => {
-                    connection::serve(s, peer, shared, registry, stop_rx).await
+                    connection::serve(s, peer, shared, activity, stop_rx).await
                 }
                 (Stream::Tcp(s), Some(tls)) => {
-                    if let Some(s) = handshake(&tls, s, handshake_timeout, &peer).await {
-                        connection::serve(s, peer, shared, registry, stop_rx).await;
+                    if let Some(s) = handshake(&tls, s, handshake_timeout, &peer, &activity).await {
+                        connection::serve(s, peer, shared, activity, stop_rx).await;
                     }
                 }
                 (Stream::Unix(s), Some(tls)) => {
-                    if let Some(s) = handshake(&tls, s, handshake_timeout, &peer).await {
-                        connection::serve(s, peer, shared, registry, stop_rx).await;
+                    if let Some(s) = handshake(&tls, s, handshake_timeout, &peer, &activity).await {
+                        connection::serve(s, peer, shared, activity, stop_rx).await;
                     }
                 }
             }
@@ -120,11 +123,19 @@ async fn handshake<S>(
     stream: S,
     timeout: Duration,
     peer: &Peer,
+    activity: &connection::Activity,
 ) -> Option<tokio_rustls::server::TlsStream<S>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    match tokio::time::timeout(timeout, tls.accept(stream)).await {
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(timeout, tls.accept(stream)) => accepted,
+        _ = activity.evicted() => {
+            log::info!("closing connection from {peer}: making room for a new client at the connection cap (TLS handshake not done)");
+            return None;
+        }
+    };
+    match accepted {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
             log::info!("TLS handshake with {peer} failed: {e}");

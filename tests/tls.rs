@@ -389,3 +389,45 @@ fn tls_generate_makes_a_certificate_the_server_and_clients_accept() {
     let mut stream = https(server.tcp_addr(), &client).unwrap();
     assert_eq!(get_over_tls(&mut stream, "/keys/").status, 404);
 }
+
+#[test]
+fn stalled_tls_handshakes_make_room_at_the_cap() {
+    if !require_tool("openssl", "stalled_tls_handshakes_make_room_at_the_cap") {
+        return;
+    }
+    let dir = TempDir::new("tls-cap");
+    let (cert, key) = self_signed(dir.path(), "server", ECDSA);
+    let server = tls_server(
+        &dir.path().join("data"),
+        &cert,
+        &key,
+        &["--max-connections", "3"],
+    );
+    let addr = server.tcp_addr();
+    // Half a ClientHello on every slot, then nothing.
+    let stalled: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(&[0x16, 0x03, 0x01, 0x00, 0xf0, 0x01]).unwrap();
+            c
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut stream = https(
+        addr,
+        &Client {
+            ca: Some(&cert),
+            ..Client::default()
+        },
+    )
+    .expect("handshake");
+    let response = get_over_tls(&mut stream, "/");
+    let waited = started.elapsed();
+    assert_ne!(response.status, 0);
+    // Before: until the stalled handshakes timed out (--header-timeout, 15 s).
+    assert!(
+        waited < Duration::from_secs(5),
+        "a new client waited {waited:?}"
+    );
+    drop(stalled);
+}
