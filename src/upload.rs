@@ -145,16 +145,7 @@ impl Receiver<'_> {
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
         let mut received = 0u64;
-        loop {
-            let frame = match tokio::time::timeout(self.body_timeout, body.frame()).await {
-                Err(_) => return Err(ApiError::BodyTimeout),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(ApiError::BodyRead(e.into())),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers carry nothing we store
-            };
+        while let Some(data) = self.next_chunk(&mut body).await? {
             let len = data.len() as u64;
             if self.rules.max_bytes.is_some_and(|max| received + len > max) {
                 return Err(ApiError::PayloadTooLarge);
@@ -167,6 +158,26 @@ impl Receiver<'_> {
         }
         let hash = sending.finish().await?;
         Ok((received, hash))
+    }
+
+    /// The body's next piece of data (trailers carry nothing we store), each
+    /// within the body timeout; None at its end.
+    async fn next_chunk<B>(&self, body: &mut B) -> Result<Option<Bytes>, ApiError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        loop {
+            let frame = match tokio::time::timeout(self.body_timeout, body.frame()).await {
+                Err(_) => return Err(ApiError::BodyTimeout),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(ApiError::BodyRead(e.into())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
+        }
     }
 
     /// The name is taken: a retry of an upload whose answer was lost (restic
@@ -206,16 +217,7 @@ impl Receiver<'_> {
         let mut pending = Bytes::new();
         let mut same = true;
         let mut received = 0u64;
-        loop {
-            let frame = match tokio::time::timeout(self.body_timeout, body.frame()).await {
-                Err(_) => return Err(ApiError::BodyTimeout),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(ApiError::BodyRead(e.into())),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            let Ok(mut data) = frame.into_data() else {
-                continue;
-            };
+        while let Some(mut data) = self.next_chunk(&mut body).await? {
             received += data.len() as u64;
             if self.rules.max_bytes.is_some_and(|max| received > max) {
                 return Err(ApiError::PayloadTooLarge);
