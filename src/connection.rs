@@ -394,10 +394,12 @@ pub(crate) async fn serve<S, IO>(
         tokio::select! {
             result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
                 match result {
-                    Ok(()) => {
+                    // Not while the server stops: it would hold up the exit.
+                    Ok(()) if !draining => {
                         let io = conn.into_parts().io.into_inner();
                         linger(io.inner, &activity).await;
                     }
+                    Ok(()) => {}
                     Err(e) => log::debug!("connection from {peer} ended: {e}"),
                 }
                 return;
