@@ -681,7 +681,11 @@ impl Mirror {
                         state.totals.uploaded_files,
                         state.totals.uploaded_bytes
                     );
-                    if state.queues[2].is_empty() && state.in_flight[2] == 0 {
+                    // Without deletes on, a journal from before is kept.
+                    if self.settings.deletes
+                        && state.queues[2].is_empty()
+                        && state.in_flight[2] == 0
+                    {
                         tokio::task::spawn_local(self.clone().clear_journal());
                     }
                 }
