@@ -230,8 +230,8 @@ pub enum UserAction {
     List(UserList),
 }
 
-/// add a user, or set a new password (bcrypt); asks twice on a terminal,
-/// otherwise reads one line from stdin
+/// add a user, or with --update set a new password (bcrypt); asks twice on
+/// a terminal, otherwise reads one line from stdin
 #[derive(FromArgs, Debug, Clone, PartialEq)]
 #[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand, name = "add")]
@@ -239,6 +239,10 @@ pub struct UserAdd {
     /// user name: letters, digits, '_', '-', '.', '@'
     #[argh(positional)]
     pub name: String,
+    /// set a new password for a user who exists already (without it, an
+    /// existing user is refused, so that a typo cannot replace a password)
+    #[argh(switch)]
+    pub update: bool,
 }
 
 /// remove a user
@@ -381,6 +385,7 @@ const MIN_HEADER_BYTES: usize = 1024;
 const SWITCHES: &[&str] = &[
     "debug",
     "mirror-deletes",
+    "update",
     "no-auth",
     "append-only",
     "private-repos",

@@ -28,6 +28,11 @@ pub enum CommandError {
         file: PathBuf,
         name: String,
     },
+    /// `user add` of a user who exists, without `--update`.
+    UserExists {
+        file: PathBuf,
+        name: String,
+    },
     /// `user add` of a name the htpasswd file cannot hold safely.
     InvalidName(String),
     Bcrypt(bcrypt::BcryptError),
@@ -59,6 +64,11 @@ impl fmt::Display for CommandError {
                 write!(f, "{}: no user {name:?}", file.display())
             }
             CommandError::NoMirrorStatus(why) => f.write_str(why),
+            CommandError::UserExists { file, name } => write!(
+                f,
+                "{}: user {name:?} exists; add --update to set a new password",
+                file.display()
+            ),
             CommandError::MirrorNotCurrent => f.write_str("the mirror is not current"),
             CommandError::InvalidName(name) => write!(
                 f,
@@ -82,6 +92,7 @@ impl Error for CommandError {
             CommandError::PasswordsDiffer
             | CommandError::EmptyPassword
             | CommandError::NoSuchUser { .. }
+            | CommandError::UserExists { .. }
             | CommandError::InvalidName(_)
             | CommandError::NoMirrorStatus(_)
             | CommandError::MirrorNotCurrent => None,

@@ -51,6 +51,13 @@ pub fn run(action: UserAction, file: &Path) -> Result<(), CommandError> {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
                 Err(e) => return Err(CommandError::io(file)(e)),
             };
+            let (users, _) = Users::parse(&text);
+            if users.get(&args.name).is_some() && !args.update {
+                return Err(CommandError::UserExists {
+                    file: file.to_path_buf(),
+                    name: args.name,
+                });
+            }
             let password = read_password(&args.name)?;
             let hash = PasswordHash::new_bcrypt(&password).map_err(CommandError::Bcrypt)?;
             let updated = htpasswd::with_user(&text, &args.name, &hash);

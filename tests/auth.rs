@@ -37,6 +37,19 @@ fn user_subcommands_manage_the_file() {
     assert_eq!(code, 1, "bad names are refused");
     let (code, _, _) = user_command(&data, &["add", "carol"], "\n");
     assert_eq!(code, 1, "empty passwords are refused");
+    // An existing user's password is only replaced when asked for.
+    let before = std::fs::read_to_string(data.join(".htpasswd")).unwrap();
+    let (code, _, err) = user_command(&data, &["add", "bob"], "typo\n");
+    assert_eq!(code, 1, "an existing user was replaced silently");
+    assert!(err.contains("--update"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(data.join(".htpasswd")).unwrap(),
+        before
+    );
+    let (code, _, err) = user_command(&data, &["add", "--update", "alice"], "new pass\n");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = user_command(&data, &["add", "--update", "alice"], "first pass\n");
+    assert_eq!(code, 0, "{err}");
     let file = data.join(".htpasswd");
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,

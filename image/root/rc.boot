@@ -67,7 +67,7 @@ boot_write() {
 if [ -r /run/boot/users ]; then
     while IFS=: read -r name password; do
         [ -n "$name" ] || continue
-        printf '%s\n' "$password" | rest-server --path "$data" user add "$name" \
+        printf '%s\n' "$password" | rest-server --path "$data" user add --update "$name" \
             && log "added user $name"
     done </run/boot/users
     boot_write rm -f /run/boot/users
