@@ -19,7 +19,27 @@ list_skips() {
     fi
     rm -f "$REST_SERVER_TEST_SKIP_LOG"
 }
-trap list_skips EXIT
+# Everything the parts print, for the closing summary.
+REST_SERVER_TEST_OUTPUT=$(mktemp)
+summary() {
+    local status=$?
+    list_skips
+    # One line over every part that ran: libtest's "test result" lines.
+    awk '/^test result:/ {
+            for (i = 1; i <= NF; i++) {
+                if ($(i + 1) ~ /^passed/) passed += $i
+                if ($(i + 1) ~ /^failed/) failed += $i
+                if ($(i + 1) ~ /^ignored/) ignored += $i
+            }
+        }
+        END { printf "== all tests: %d passed, %d failed, %d ignored\n", passed, failed, ignored }' \
+        "$REST_SERVER_TEST_OUTPUT"
+    rm -f "$REST_SERVER_TEST_OUTPUT"
+    if [ "$status" -ne 0 ]; then
+        echo "== a part failed (exit code $status): see above"
+    fi
+}
+trap summary EXIT
 
-cargo test
-tests/emulated.sh
+cargo test 2>&1 | tee -a "$REST_SERVER_TEST_OUTPUT"
+tests/emulated.sh 2>&1 | tee -a "$REST_SERVER_TEST_OUTPUT"
