@@ -32,6 +32,9 @@ pub(crate) enum ApiError {
     /// credentials, so that it does not tell whether the repository exists;
     /// a grant too low for the request (ACL, `--append-only`) is a 403.
     NotAllowed(Denied),
+    /// `/metrics` with `--private-repos`, asked by a user other than
+    /// `metrics`.
+    MetricsNotAllowed,
     MethodNotAllowed {
         allow: &'static str,
     },
@@ -55,9 +58,9 @@ pub(crate) enum ApiError {
 impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            ApiError::Unauthorized(_) | ApiError::NotAllowed(Denied::NoGrant) => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::Unauthorized(_)
+            | ApiError::NotAllowed(Denied::NoGrant)
+            | ApiError::MetricsNotAllowed => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) | ApiError::HashMismatch | ApiError::BodyRead(_) => {
                 StatusCode::BAD_REQUEST
@@ -103,7 +106,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::Unauthorized(_) | ApiError::NotAllowed(Denied::NoGrant) => {
+            ApiError::Unauthorized(_)
+            | ApiError::NotAllowed(Denied::NoGrant)
+            | ApiError::MetricsNotAllowed => {
                 headers.insert(
                     WWW_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"restic\""),
@@ -179,6 +184,9 @@ impl fmt::Display for ApiError {
             }
             ApiError::NotAllowed(Denied::NoGrant) => {
                 f.write_str("no access to this repository for this user")
+            }
+            ApiError::MetricsNotAllowed => {
+                f.write_str("with --private-repos only the user \"metrics\" may read /metrics")
             }
             ApiError::NotAllowed(Denied::TooLow { granted, needed }) => {
                 write!(f, "needs {needed} access, has {granted}")

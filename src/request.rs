@@ -179,7 +179,7 @@ where
             .await
             .map_err(ApiError::Unauthorized)?;
         if metrics_request && !state.policy.may_read_metrics(user.as_deref()) {
-            return Err(ApiError::NotAllowed(crate::access::Denied::NoGrant));
+            return Err(ApiError::MetricsNotAllowed);
         }
     }
     if metrics_request {

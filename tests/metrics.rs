@@ -167,6 +167,12 @@ fn who_may_read_the_metrics() {
         401,
         "only `metrics` with --private-repos"
     );
+    // The log says why, not "no access to this repository".
+    assert!(
+        private.wait_for_log("only the user \"metrics\" may read /metrics", IO_TIMEOUT),
+        "{}",
+        private.log()
+    );
     assert_eq!(get(&private, Some(("metrics", "m"))), 200);
 
     let open = Server::start_with_users(
