@@ -200,8 +200,10 @@ pub enum TlsAction {
 }
 
 /// write a self-signed certificate and key (to --tls-cert and --tls-key, by
-/// default public_key and private_key in the data directory) and print the
-/// certificate's SHA-256 fingerprint; existing files are kept
+/// default public_key and private_key in the data directory, which is
+/// created if missing) and print the certificate's SHA-256 fingerprint;
+/// existing files are kept unless --force; run as root, the files belong to
+/// the owner of their folder (the service user)
 #[derive(FromArgs, Debug, Clone, PartialEq)]
 #[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand, name = "generate")]
@@ -210,6 +212,10 @@ pub struct TlsGenerate {
     /// localhost, rest-server, rest-server.local)
     #[argh(option)]
     pub name: Vec<String>,
+    /// replace an existing certificate and key (clients that pinned the old
+    /// certificate must be given the new one)
+    #[argh(switch)]
+    pub force: bool,
 }
 
 /// manage the users of the htpasswd file (no apache2-utils needed)
@@ -386,6 +392,7 @@ const SWITCHES: &[&str] = &[
     "debug",
     "mirror-deletes",
     "update",
+    "force",
     "no-auth",
     "append-only",
     "private-repos",

@@ -28,6 +28,8 @@ pub enum CommandError {
         file: PathBuf,
         name: String,
     },
+    /// `tls generate` would replace this file; `--force` allows it.
+    FileExists(PathBuf),
     /// `user add` of a user who exists, without `--update`.
     UserExists {
         file: PathBuf,
@@ -64,6 +66,11 @@ impl fmt::Display for CommandError {
                 write!(f, "{}: no user {name:?}", file.display())
             }
             CommandError::NoMirrorStatus(why) => f.write_str(why),
+            CommandError::FileExists(path) => write!(
+                f,
+                "{} exists: it is kept (give --force to make a new key and certificate)",
+                path.display()
+            ),
             CommandError::UserExists { file, name } => write!(
                 f,
                 "{}: user {name:?} exists; add --update to set a new password",
@@ -93,6 +100,7 @@ impl Error for CommandError {
             | CommandError::EmptyPassword
             | CommandError::NoSuchUser { .. }
             | CommandError::UserExists { .. }
+            | CommandError::FileExists(_)
             | CommandError::InvalidName(_)
             | CommandError::NoMirrorStatus(_)
             | CommandError::MirrorNotCurrent => None,

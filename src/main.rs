@@ -160,7 +160,7 @@ fn tls_generate(flags: &Flags, generate: &TlsGenerate) -> Result<(), Failure> {
     } else {
         generate.name.clone()
     };
-    let fingerprint = certgen::generate(&cert, &key, &names)?;
+    let fingerprint = certgen::generate(&cert, &key, &names, generate.force)?;
     eprintln!("wrote {} and {}", cert.display(), key.display());
     println!("SHA-256 fingerprint: {fingerprint}");
     Ok(())

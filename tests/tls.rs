@@ -338,8 +338,8 @@ fn client_certificates_can_be_required() {
 #[test]
 fn tls_generate_makes_a_certificate_the_server_and_clients_accept() {
     let dir = TempDir::new("tls-generate");
+    // Before the server's first start: the data directory does not exist.
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
     let generate = || {
         Command::new(binary())
             .arg("--path")
@@ -376,9 +376,15 @@ fn tls_generate_makes_a_certificate_the_server_and_clients_accept() {
         printed.trim(),
         format!("SHA-256 fingerprint: {}", expected.join(":"))
     );
-    // Existing files are kept.
+    // Existing files are kept, and the error says which and what to do.
     let before = std::fs::read(&cert).unwrap();
-    assert!(!generate().status.success());
+    let again = generate();
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        said.contains("private_key exists") && said.contains("--force"),
+        "{said}"
+    );
     assert_eq!(std::fs::read(&cert).unwrap(), before);
     // The server serves it by default with --tls, and a client pinning it connects.
     let server = Server::start_with(&data, &["--no-auth", "--listen", "127.0.0.1:0", "--tls"]);
@@ -388,6 +394,48 @@ fn tls_generate_makes_a_certificate_the_server_and_clients_accept() {
     };
     let mut stream = https(server.tcp_addr(), &client).unwrap();
     assert_eq!(get_over_tls(&mut stream, "/keys/").status, 404);
+    drop(server);
+    // --force makes a new pair.
+    let forced = Command::new(binary())
+        .arg("--path")
+        .arg(&data)
+        .args(["tls", "generate", "--force"])
+        .output()
+        .unwrap();
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_ne!(std::fs::read(&cert).unwrap(), before);
+}
+
+#[test]
+fn tls_generate_as_root_leaves_files_the_service_user_can_read() {
+    if !require_root("tls_generate_as_root_leaves_files_the_service_user_can_read") {
+        return;
+    }
+    let dir = TempDir::new("tls-generate-owner");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // The data directory belongs to the service user (nobody stands in).
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let out = Command::new(binary())
+        .arg("--path")
+        .arg(&data)
+        .args(["tls", "generate"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::MetadataExt as _;
+    for name in ["private_key", "public_key"] {
+        let meta = std::fs::metadata(data.join(name)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{name}");
+    }
 }
 
 #[test]
