@@ -23,6 +23,12 @@
 //!   (one stream, then 8), server CPU seconds per GiB, and peak RSS. The
 //!   store runs on the same cores, so this is the whole machine's figure.
 //!
+//! - `cargo bench --bench upload -- hold` holds every connection slot (64)
+//!   with uploads that declare 64 MiB, send 1 MiB and stall, then with
+//!   connections that send nothing, then with idle keep-alive connections,
+//!   and prints the server's peak RSS and how long a new client's first
+//!   request takes meanwhile (the hostile and the crowded LAN of issue 13).
+//!
 //! Environment: `BENCH_DIR` (data directories; default: the system temp dir),
 //! `BENCH_BLOBS` (blobs per throughput phase, default 8), `BENCH_SERVER_BIN`
 //! (another build of the server to measure, e.g. the static musl one),
@@ -68,13 +74,14 @@ fn main() {
         .collect();
     for mode in &modes {
         assert!(
-            mode == "throughput" || mode == "latency" || mode == "s3",
-            "unknown scenario {mode:?}: use `throughput` (the default), `latency` and/or `s3`"
+            mode == "throughput" || mode == "latency" || mode == "s3" || mode == "hold",
+            "unknown scenario {mode:?}: use `throughput` (the default), `latency`, `s3` and/or `hold`"
         );
     }
     let throughput = modes.is_empty() || modes.iter().any(|m| m == "throughput");
     let latency = modes.iter().any(|m| m == "latency");
     let s3 = modes.iter().any(|m| m == "s3");
+    let hold = modes.iter().any(|m| m == "hold");
 
     let work = std::env::var_os("BENCH_DIR")
         .map(PathBuf::from)
@@ -102,6 +109,9 @@ fn main() {
     }
     if s3 {
         s3_scenario(&ours, &work);
+    }
+    if hold {
+        hold_scenario(&ours, &work);
     }
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -638,6 +648,78 @@ fn spawn(mut command: Command, marker: &'static str) -> Running {
         child,
         addr: addr.parse().expect("address"),
     }
+}
+
+/// Connections that hold every slot of the default cap (64).
+const HELD: usize = 64;
+
+/// Every slot held three ways; the peak RSS and a new client's wait each time.
+fn hold_scenario(ours: &Path, work: &Path) {
+    println!("\n# every one of the {HELD} connection slots held (the default --max-connections)");
+    let data = work.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let server = start_ours(ours, &data, &[]);
+    let (pid, addr) = (server.child.id(), server.addr);
+    assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    println!("idle RSS: {} KiB", proc_status_kib(pid, "VmRSS:"));
+    let stalled_body = vec![0x5au8; 1 << 20];
+    let ways: [(&str, &dyn Fn() -> TcpStream); 3] = [
+        ("uploads declaring 64 MiB, stalled after 1 MiB", &|| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            let id = "ab".repeat(32);
+            let head = format!(
+                "POST /bench/data/{id} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n",
+                64u64 << 20
+            );
+            c.write_all(head.as_bytes()).unwrap();
+            c.write_all(&stalled_body).unwrap();
+            c
+        }),
+        ("connections that send nothing", &|| {
+            TcpStream::connect(addr).unwrap()
+        }),
+        ("idle keep-alive connections", &|| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /bench/keys/ HTTP/1.1\r\nHost: bench\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf).unwrap();
+            c
+        }),
+    ];
+    println!();
+    println!("| slots held by | peak RSS | a new client's first request |");
+    println!("|---|---:|---|");
+    for (how, hold) in ways {
+        reset_peak_rss(pid);
+        let held: Vec<TcpStream> = (0..HELD).map(|_| hold()).collect();
+        // Let the server take in what they sent.
+        std::thread::sleep(Duration::from_millis(1500));
+        let started = Instant::now();
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        client
+            .write_all(b"GET /bench/keys/ HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        let answered = client.read_to_end(&mut answer).is_ok() && !answer.is_empty();
+        let waited = started.elapsed();
+        let peak = proc_status_kib(pid, "VmHWM:");
+        let outcome = if answered {
+            format!("answered in {:.0} ms", waited.as_secs_f64() * 1000.0)
+        } else {
+            format!("no answer within {:.0} s", waited.as_secs_f64())
+        };
+        println!("| {how} | {:.1} MiB | {outcome} |", peak as f64 / 1024.0);
+        drop(held);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 /// The S3 test store's identity.
