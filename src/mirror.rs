@@ -350,7 +350,10 @@ impl Mirror {
             let id = item.id();
             for class in [Class::First, Class::Snapshot] {
                 let queue = &mut state.queues[State::index(class)];
-                if let Some(at) = queue.iter().position(|i| i.id() == id) {
+                let waiting = queue
+                    .iter()
+                    .position(|i| i.repo == item.repo && i.name == item.name);
+                if let Some(at) = waiting {
                     let dropped = queue.remove(at).map_or(0, |i| i.size);
                     state.known.remove(&id);
                     state.backlog_files -= 1;

@@ -405,7 +405,7 @@ fn s3_over_https_checks_the_store_certificate() {
         dir.path(),
         "other-ca.pem",
         "other-key.pem",
-        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+        ECDSA,
         "basicConstraints=critical,CA:TRUE",
     );
     let mut command = server_at(&format!("s3:{endpoint}/bucket"));

@@ -371,7 +371,6 @@ fn signed_certificate(dir: &Path) -> std::path::PathBuf {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
     let mut ca = vec![
         "req",
         "-x509",
@@ -381,12 +380,12 @@ fn signed_certificate(dir: &Path) -> std::path::PathBuf {
         "-subj",
         "/CN=test CA",
     ];
-    ca.extend(ec);
+    ca.extend(super::ECDSA);
     ca.extend(["-keyout", "ca-key.pem", "-out", "ca.pem"]);
     ca.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
     run(&ca);
     let mut request = vec!["req", "-nodes", "-subj", "/CN=127.0.0.1"];
-    request.extend(ec);
+    request.extend(super::ECDSA);
     request.extend(["-keyout", "s3-key.pem", "-out", "s3.csr"]);
     run(&request);
     std::fs::write(
