@@ -40,6 +40,7 @@ use crate::access_log::AccessLog;
 use crate::app::AppState;
 use crate::body::{Body, Completion};
 use crate::config::Limits;
+use crate::length_guard::LengthGuard;
 use crate::reload::Watched;
 use crate::request::{self, Client, Record};
 use crate::store::Store;
@@ -200,6 +201,7 @@ impl Registry {
 struct TrackedIo<S> {
     inner: S,
     activity: Rc<Activity>,
+    guard: LengthGuard,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
@@ -208,12 +210,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for TrackedIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
         let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result
             && buf.filled().len() > before
         {
-            self.activity.on_bytes_read();
+            // Bytes read while a request is served are its body; a head
+            // starts once it has been answered.
+            if this.activity.phase.get() == Phase::Busy {
+                this.guard.expect_head();
+            } else {
+                this.guard.scan(&mut buf.filled_mut()[before..]);
+            }
+            this.activity.on_bytes_read();
         }
         result
     }
@@ -371,6 +381,7 @@ pub(crate) async fn serve<S, IO>(
     let io = TokioIo::new(TrackedIo {
         inner: stream,
         activity: activity.clone(),
+        guard: LengthGuard::new(),
     });
     let service = {
         let (activity, shared, peer) = (activity.clone(), shared.clone(), peer.clone());
@@ -400,6 +411,10 @@ pub(crate) async fn serve<S, IO>(
                         linger(io.inner, &activity).await;
                     }
                     Ok(()) => {}
+                    // hyper has answered a head it could not parse (400, 431).
+                    Err(e) if e.is_parse() || e.is_parse_too_large() => {
+                        log::info!("bad request from {peer}: {e}")
+                    }
                     Err(e) => log::debug!("connection from {peer} ended: {e}"),
                 }
                 return;

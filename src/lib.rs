@@ -22,6 +22,7 @@ mod error;
 #[cfg(test)]
 mod inprocess;
 mod io_pool;
+mod length_guard;
 mod listener;
 pub mod logging;
 mod metrics;

@@ -138,3 +138,43 @@ fn encoded_layout_names_mean_the_layout_names() {
         "no config yet"
     );
 }
+
+/// A length that does not parse, overflows, or is one of the two values hyper
+/// keeps for itself (which used to get 431 "header fields too large") is a
+/// 400, logged, and the connection is closed; nothing is stored.
+#[test]
+fn unusable_content_lengths_are_400_and_close_the_connection() {
+    let dir = TempDir::new("badlength");
+    let server = server_with_repo(&dir, &[]);
+    let before = files_below(dir.path());
+    let id = "ab".repeat(32);
+    for length in [
+        "18446744073709551615",
+        "18446744073709551614",
+        "018446744073709551615",
+        "18446744073709551616",
+        "99999999999999999999999",
+        "-1",
+        "12abc",
+    ] {
+        let mark = server.log_mark();
+        let mut stream = server.connect();
+        // Keep-alive: the server, not the client, must end the connection.
+        let head = format!(
+            "POST /repo/data/{id} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\nsome body"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .unwrap_or_else(|e| panic!("{length}: connection left open: {e}"));
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 400 "), "{length}: {text}");
+        assert!(
+            server.wait_for_log_since(mark, "bad request from", Duration::from_secs(5)),
+            "{length}: not logged"
+        );
+    }
+    assert_eq!(files_below(dir.path()), before, "nothing stored");
+    assert_eq!(server.request("GET", "/repo/keys/").status, 200);
+}
