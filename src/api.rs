@@ -270,6 +270,7 @@ where
         rules: Rules::for_key(key, &state.config),
         quota: &state.quota,
         compute: &state.compute,
+        buffers: &state.upload_buffers,
         body_timeout: state.config.limits.body_timeout,
     };
     let stored = receiver

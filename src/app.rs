@@ -25,6 +25,7 @@ use crate::store::fs::{FsStore, WriterPool};
 use crate::store::s3::{self, S3Store};
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsConfig, TlsError};
+use crate::upload::{BUFFERED_UPLOADS, BufferBudget};
 
 /// What every request needs; shared by all connections on the one thread.
 pub(crate) struct AppState<S> {
@@ -40,6 +41,8 @@ pub(crate) struct AppState<S> {
     pub(crate) compute: ComputePool,
     /// Some with `--mirror`: told of every commit and delete.
     pub(crate) mirror: Option<Rc<Mirror>>,
+    /// Shared by all uploads: bounds their memory.
+    pub(crate) upload_buffers: Rc<BufferBudget>,
 }
 
 /// Why the server could not start or run.
@@ -311,6 +314,7 @@ async fn serve_store<S: Store>(
         metrics,
         compute,
         mirror,
+        upload_buffers: BufferBudget::new(BUFFERED_UPLOADS),
     });
     let shared = Rc::new(Shared::new(state, access_log, tls));
     let socket_path = listener.socket_path().map(Path::to_path_buf);

@@ -18,8 +18,9 @@
 //!   upload handler itself.
 //!
 //! At the connection cap, the accept loop asks an idle keep-alive connection
-//! (or one that has not sent a whole head for a while) to close, so that a
-//! new client is served rather than left waiting ([`Registry`]).
+//! (or one that has not sent a whole head for a while, or whose upload body
+//! has stalled) to close, so that a new client is served rather than left
+//! waiting ([`Registry`]).
 
 use std::cell::Cell;
 use std::io;
@@ -62,6 +63,9 @@ pub(crate) struct Activity {
     since: Cell<Instant>,
     in_flight: Cell<u32>,
     write_blocked_since: Cell<Option<Instant>>,
+    /// Since when the request handler has been waiting for body bytes that
+    /// do not come (see [`WatchedBody`]).
+    body_waiting_since: Cell<Option<Instant>>,
     /// Wakes the watchdog on every phase change: the new phase's deadline can
     /// be earlier than the one it sleeps towards (e.g. `--idle-timeout` shorter
     /// than `--body-timeout`).
@@ -77,6 +81,7 @@ impl Activity {
             since: Cell::new(Instant::now()),
             in_flight: Cell::new(0),
             write_blocked_since: Cell::new(None),
+            body_waiting_since: Cell::new(None),
             phase_changed: Notify::new(),
             evict: Notify::new(),
         }
@@ -100,19 +105,26 @@ impl Activity {
         self.evict.notified().await;
     }
 
-    /// Whether the connection may be closed to make room: it is idle
-    /// between requests, or it has not sent a whole head in `head_grace`.
-    fn evictable(&self, head_grace: std::time::Duration) -> Option<(bool, Instant)> {
+    /// Whether the connection may be closed to make room, and how readily
+    /// (lower first): it is idle between requests (0), it has not sent a
+    /// whole head in `grace.head` (1), or the body of its request has sent
+    /// nothing for `grace.body` (2).
+    fn evictable(&self, grace: Grace) -> Option<(u8, Instant)> {
+        let since = self.since.get();
         match self.phase.get() {
-            Phase::Idle => Some((true, self.since.get())),
-            Phase::New | Phase::ReadingHead if self.since.get().elapsed() >= head_grace => {
-                Some((false, self.since.get()))
-            }
+            Phase::Idle => Some((0, since)),
+            Phase::New | Phase::ReadingHead if since.elapsed() >= grace.head => Some((1, since)),
+            Phase::Busy => self
+                .body_waiting_since
+                .get()
+                .filter(|t| t.elapsed() >= grace.body)
+                .map(|t| (2, t)),
             _ => None,
         }
     }
 
     fn on_request_start(&self) {
+        self.body_waiting_since.set(None);
         self.in_flight.set(self.in_flight.get() + 1);
         self.phase.set(Phase::Busy);
         self.phase_changed.notify_one();
@@ -122,6 +134,7 @@ impl Activity {
         let left = self.in_flight.get().saturating_sub(1);
         self.in_flight.set(left);
         if left == 0 {
+            self.body_waiting_since.set(None);
             self.phase.set(Phase::Idle);
             self.since.set(Instant::now());
             self.phase_changed.notify_one();
@@ -153,14 +166,27 @@ impl Activity {
     }
 }
 
-/// How long a connection may go without a whole request head before it may
-/// be closed to make room at the cap (a real client sends its head at once).
-pub(crate) const HEAD_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a connection may go without a whole request head, or an upload
+/// without a byte of its body, before it may be closed to make room at the
+/// cap.
+#[derive(Debug, Clone, Copy)]
+struct Grace {
+    head: std::time::Duration,
+    body: std::time::Duration,
+}
+
+/// A real client sends its head at once, and does not pause mid-body for
+/// seconds unless its network has failed (restic then retries the upload).
+const AT_THE_CAP: Grace = Grace {
+    head: std::time::Duration::from_secs(1),
+    body: std::time::Duration::from_secs(5),
+};
 
 /// The open connections' activity, for making room at the cap: idle
 /// keep-alive connections first (the longest idle), as nginx does, then
-/// connections still without a whole head after [`HEAD_GRACE`]; never one
-/// serving a request.
+/// connections still without a whole head, then uploads whose body has
+/// stalled (see [`AT_THE_CAP`]); never one where the server is at work or
+/// the client is receiving.
 #[derive(Default)]
 pub(crate) struct Registry {
     connections: std::cell::RefCell<Vec<std::rc::Weak<Activity>>>,
@@ -183,10 +209,10 @@ impl Registry {
             .iter()
             .filter_map(std::rc::Weak::upgrade)
             .filter_map(|a| {
-                a.evictable(HEAD_GRACE)
-                    .map(|(idle, since)| (!idle, since, a))
+                a.evictable(AT_THE_CAP)
+                    .map(|(rank, since)| (rank, since, a))
             })
-            .min_by_key(|(not_idle, since, _)| (*not_idle, *since));
+            .min_by_key(|(rank, since, _)| (*rank, *since));
         match candidate {
             Some((_, _, activity)) => {
                 activity.evict.notify_one();
@@ -421,8 +447,10 @@ pub(crate) async fn serve<S, IO>(
             }
             _ = activity.phase_changed.notified() => {}
             _ = activity.evict.notified() => {
-                // Still between requests? (It may have started one since.)
-                if activity.evictable(std::time::Duration::ZERO).is_some() {
+                // Still between requests, or stalled? (It may have moved on
+                // since it was picked.)
+                let now = Grace { head: std::time::Duration::ZERO, body: std::time::Duration::ZERO };
+                if activity.evictable(now).is_some() {
                     log::info!("closing connection from {peer}: making room for a new client at the connection cap");
                     return;
                 }
@@ -440,6 +468,40 @@ pub(crate) async fn serve<S, IO>(
                 }
             }
         }
+    }
+}
+
+/// A request body that tells [`Activity`] when the handler waits for bytes
+/// the client does not send: an upload stalled at the cap can then make room.
+struct WatchedBody {
+    inner: hyper::body::Incoming,
+    activity: Rc<Activity>,
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let waiting = &self.activity.body_waiting_since;
+        match polled {
+            Poll::Pending if waiting.get().is_none() => waiting.set(Some(Instant::now())),
+            Poll::Pending => {}
+            Poll::Ready(_) => waiting.set(None),
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -492,6 +554,10 @@ async fn respond<S: Store>(
         ip: peer.ip,
         name: &peer.name,
     };
+    let req = req.map(|inner| WatchedBody {
+        inner,
+        activity: activity.clone(),
+    });
     let (mut response, record) =
         request::serve(&shared.state, shared.access_log.as_ref(), req, &client).await;
     response.body_mut().set_completion(Box::new(RequestDone {

@@ -41,7 +41,7 @@ use crate::route::{ObjectId, ObjectType, RepoPath, Route, Target};
 use crate::store::fs::FsStore;
 use crate::store::s3::S3Store;
 use crate::store::{ErrorKind, Key, Listing, ObjectReader as _, Op as _, Store, StoreError};
-use crate::upload::{Received, Receiver, Rules};
+use crate::upload::{BufferBudget, Received, Receiver, Rules};
 
 /// The mirror's own files, in the data directory (a dot name: never served).
 pub(crate) const STATE_DIR: &str = ".mirror";
@@ -263,6 +263,8 @@ pub(crate) struct Mirror {
     bandwidth: Option<Rc<RefCell<TokenBucket>>>,
     /// No quota applies to the copy; the receiver wants one.
     unlimited: Rc<Quota>,
+    /// The mirror's own upload buffers, one grant per upload it runs at once.
+    buffers: Rc<BufferBudget>,
     /// Held while the delete journal is written or cleared.
     journal: tokio::sync::Mutex<()>,
 }
@@ -293,6 +295,7 @@ impl Mirror {
                 .bandwidth
                 .map(|rate| Rc::new(RefCell::new(TokenBucket::new(rate)))),
             unlimited: Rc::new(Quota::new(None, 0)),
+            buffers: BufferBudget::new(settings.uploads),
             journal: tokio::sync::Mutex::new(()),
         });
         log::info!(
@@ -561,6 +564,7 @@ impl Mirror {
             },
             quota: &self.unlimited,
             compute: &self.compute,
+            buffers: &self.buffers,
             // A bandwidth pause is not a stalled disk.
             body_timeout: READ_TIMEOUT
                 + self.settings.bandwidth.map_or(Duration::ZERO, |rate| {

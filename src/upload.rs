@@ -14,6 +14,13 @@
 //! hashing and writing overlap, with two buffers per upload; per buffer, only
 //! the two replies are allocated.
 //!
+//! Memory is bounded however many uploads there are and however they behave
+//! ([`BufferBudget`]): the buffers come from a budget shared by all uploads;
+//! an upload that finds it spent hands hyper's chunks on as they come (no
+//! copy, more hand-offs), and an upload whose body pauses for
+//! [`STALL_RELEASE`] hands over what it has gathered and gives its buffers
+//! back. Stalled uploads hold no buffers of ours.
+//!
 //! Nothing is visible under the name until the whole body has arrived,
 //! matched its name and been committed: on any error the store upload is
 //! aborted, and the refusal is sent once nothing of it is left.
@@ -40,6 +47,56 @@ use crate::store::{Incoming, Key, ObjectReader as _, Store, Upload};
 /// Larger buffers mean fewer hand-offs to the pools (each costs thread
 /// wake-ups); 8 uploads at once still fit the 8 MiB memory budget.
 pub(crate) const UPLOAD_BUFFER_BYTES: usize = 192 * 1024;
+
+/// How long a body may pause before its upload gives its buffers back to the
+/// budget (after handing over what they hold). A client that is sending does
+/// not pause this long between two reads; one that stalls should not hold
+/// memory others could use while `--body-timeout` runs.
+const STALL_RELEASE: Duration = Duration::from_secs(1);
+
+/// Uploads that may hold their two buffers at once: 3 MiB in all, which
+/// covers the eight concurrent streams the memory budget is measured with.
+pub(crate) const BUFFERED_UPLOADS: usize = 8;
+
+/// The upload buffers all uploads draw from (see the module docs). A grant is
+/// two buffers; there is never a wait for one, so no upload can hold up
+/// another, and a client trickling bytes to keep its grant only pushes the
+/// others onto the unbuffered path.
+#[derive(Debug)]
+pub(crate) struct BufferBudget {
+    free_grants: std::cell::Cell<usize>,
+}
+
+impl BufferBudget {
+    /// A budget of `uploads` grants of two buffers each.
+    pub(crate) fn new(uploads: usize) -> Rc<BufferBudget> {
+        Rc::new(BufferBudget {
+            free_grants: std::cell::Cell::new(uploads),
+        })
+    }
+
+    fn grant(self: &Rc<Self>) -> Option<Grant> {
+        let free = self.free_grants.get();
+        (free > 0).then(|| {
+            self.free_grants.set(free - 1);
+            Grant {
+                budget: self.clone(),
+            }
+        })
+    }
+}
+
+/// Two buffers' worth of the budget, returned on drop.
+struct Grant {
+    budget: Rc<BufferBudget>,
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        let free = &self.budget.free_grants;
+        free.set(free.get() + 1);
+    }
+}
 
 /// What applies to an upload, from what it targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +128,7 @@ pub(crate) struct Receiver<'a> {
     pub(crate) rules: Rules,
     pub(crate) quota: &'a Rc<Quota>,
     pub(crate) compute: &'a ComputePool,
+    pub(crate) buffers: &'a Rc<BufferBudget>,
     /// Longest pause allowed between two pieces of the body.
     pub(crate) body_timeout: Duration,
 }
@@ -109,8 +167,8 @@ impl Receiver<'_> {
                 .rules
                 .expected
                 .map(|_| Sha256::new(self.compute.clone())),
-            filling: BytesMut::with_capacity(UPLOAD_BUFFER_BYTES),
-            sent: None,
+            budget: self.buffers.clone(),
+            buffers: None,
         };
         let mut reservation = Reservation::new(self.quota.clone());
         let filled = self.fill(&mut sending, &mut reservation, body).await;
@@ -145,7 +203,18 @@ impl Receiver<'_> {
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
         let mut received = 0u64;
-        while let Some(data) = self.next_chunk(&mut body).await? {
+        let first_wait = STALL_RELEASE.min(self.body_timeout);
+        loop {
+            let next = match tokio::time::timeout(first_wait, next_data(&mut body)).await {
+                Ok(next) => next?,
+                // The body pauses (a frame not yet polled stays in the body).
+                Err(_) => {
+                    sending.release().await?;
+                    self.next_chunk(&mut body, self.body_timeout - first_wait)
+                        .await?
+                }
+            };
+            let Some(data) = next else { break };
             let len = data.len() as u64;
             if self.rules.max_bytes.is_some_and(|max| received + len > max) {
                 return Err(ApiError::PayloadTooLarge);
@@ -154,30 +223,21 @@ impl Receiver<'_> {
                 return Err(ApiError::QuotaExceeded);
             }
             received += len;
-            sending.take(&data).await?;
+            sending.take(data).await?;
         }
         let hash = sending.finish().await?;
         Ok((received, hash))
     }
 
-    /// The body's next piece of data (trailers carry nothing we store), each
-    /// within the body timeout; None at its end.
-    async fn next_chunk<B>(&self, body: &mut B) -> Result<Option<Bytes>, ApiError>
+    /// The body's next piece of data within `limit`; None at its end.
+    async fn next_chunk<B>(&self, body: &mut B, limit: Duration) -> Result<Option<Bytes>, ApiError>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
-        loop {
-            let frame = match tokio::time::timeout(self.body_timeout, body.frame()).await {
-                Err(_) => return Err(ApiError::BodyTimeout),
-                Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) => return Err(ApiError::BodyRead(e.into())),
-                Ok(Some(Ok(frame))) => frame,
-            };
-            if let Ok(data) = frame.into_data() {
-                return Ok(Some(data));
-            }
-        }
+        tokio::time::timeout(limit, next_data(body))
+            .await
+            .unwrap_or(Err(ApiError::BodyTimeout))
     }
 
     /// The name is taken: a retry of an upload whose answer was lost (restic
@@ -217,7 +277,7 @@ impl Receiver<'_> {
         let mut pending = Bytes::new();
         let mut same = true;
         let mut received = 0u64;
-        while let Some(mut data) = self.next_chunk(&mut body).await? {
+        while let Some(mut data) = self.next_chunk(&mut body, self.body_timeout).await? {
             received += data.len() as u64;
             if self.rules.max_bytes.is_some_and(|max| received > max) {
                 return Err(ApiError::PayloadTooLarge);
@@ -298,6 +358,22 @@ impl Receiver<'_> {
     }
 }
 
+/// The body's next piece of data (trailers carry nothing we store); None at
+/// its end.
+async fn next_data<B>(body: &mut B) -> Result<Option<Bytes>, ApiError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    while let Some(frame) = body.frame().await {
+        match frame.map_err(|e| ApiError::BodyRead(e.into()))?.into_data() {
+            Ok(data) => return Ok(Some(data)),
+            Err(_trailers) => continue,
+        }
+    }
+    Ok(None)
+}
+
 /// Why an upload did not start.
 enum Begin {
     /// The name is taken: see [`Receiver::compare`].
@@ -314,61 +390,214 @@ pub(crate) enum Received {
     Same,
 }
 
-/// The buffers and the two consumers of an upload's bytes.
+/// The two consumers of an upload's bytes, and its buffers while it holds a
+/// grant from the budget.
 struct Sending<U> {
     upload: U,
     hash: Option<Sha256>,
+    budget: Rc<BufferBudget>,
+    buffers: Option<Buffers>,
+}
+
+/// An upload's two buffers: one being filled, the other handed over last
+/// (filled again once both consumers are done with it).
+struct Buffers {
     filling: BytesMut,
-    /// The buffer handed over last, filled again once both are done with it.
     sent: Option<Bytes>,
+    _grant: Grant,
 }
 
 impl<U: Upload> Sending<U> {
-    async fn take(&mut self, mut data: &[u8]) -> Result<(), ApiError> {
+    async fn take(&mut self, data: Bytes) -> Result<(), ApiError> {
+        if self.buffers.is_none() {
+            match self.budget.grant() {
+                Some(grant) => {
+                    self.buffers = Some(Buffers {
+                        filling: BytesMut::with_capacity(UPLOAD_BUFFER_BYTES),
+                        sent: None,
+                        _grant: grant,
+                    })
+                }
+                // Budget spent: hyper's chunk goes on as it is.
+                None => return self.push(data).await,
+            }
+        }
+        let mut data = &data[..];
         while !data.is_empty() {
-            let room = UPLOAD_BUFFER_BYTES - self.filling.len();
+            let Some(buffers) = self.buffers.as_mut() else {
+                break;
+            };
+            let room = UPLOAD_BUFFER_BYTES - buffers.filling.len();
             let (now, later) = data.split_at(room.min(data.len()));
-            self.filling.extend_from_slice(now);
+            buffers.filling.extend_from_slice(now);
             data = later;
-            if self.filling.len() == UPLOAD_BUFFER_BYTES {
+            if buffers.filling.len() == UPLOAD_BUFFER_BYTES {
                 self.hand_over().await?;
             }
         }
         Ok(())
     }
 
-    /// Gives the filled buffer to the store and the hasher (each first waits
-    /// until it is done with the previous buffer), then takes that previous
-    /// buffer back to fill next.
-    async fn hand_over(&mut self) -> Result<(), ApiError> {
-        let full = std::mem::take(&mut self.filling).freeze();
+    /// Gives `chunk` to the store and the hasher, each once it is done with
+    /// the previous one.
+    async fn push(&mut self, chunk: Bytes) -> Result<(), ApiError> {
         let hashed = async {
             match self.hash.as_mut() {
-                Some(hash) => hash.push(full.clone()).await,
+                Some(hash) => hash.push(chunk.clone()).await,
                 None => Ok(()),
             }
         };
-        let (stored, hashed) = tokio::join!(self.upload.push(full.clone()), hashed);
+        let (stored, hashed) = tokio::join!(self.upload.push(chunk.clone()), hashed);
         stored?;
         hashed?;
-        self.filling = match self.sent.replace(full).map(Bytes::try_into_mut) {
-            Some(Ok(mut previous)) => {
-                previous.clear();
-                previous
-            }
-            _ => BytesMut::with_capacity(UPLOAD_BUFFER_BYTES),
+        Ok(())
+    }
+
+    /// Hands over the buffer being filled, then takes the previous buffer
+    /// (which both consumers are done with by then) back to fill next.
+    async fn hand_over(&mut self) -> Result<(), ApiError> {
+        let Some(buffers) = self.buffers.as_mut() else {
+            return Ok(());
         };
+        let full = std::mem::take(&mut buffers.filling).freeze();
+        let previous = buffers.sent.replace(full.clone());
+        self.push(full).await?;
+        if let Some(buffers) = self.buffers.as_mut() {
+            buffers.filling = match previous.map(Bytes::try_into_mut) {
+                Some(Ok(mut previous)) => {
+                    previous.clear();
+                    previous
+                }
+                _ => BytesMut::with_capacity(UPLOAD_BUFFER_BYTES),
+            };
+        }
+        Ok(())
+    }
+
+    /// The body paused: hands over what is gathered and gives the buffers
+    /// back (each is freed once its consumers are done with it).
+    async fn release(&mut self) -> Result<(), ApiError> {
+        let Some(buffers) = self.buffers.take() else {
+            return Ok(());
+        };
+        let Buffers { filling, .. } = buffers;
+        if !filling.is_empty() {
+            self.push(filling.freeze()).await?;
+        }
         Ok(())
     }
 
     /// Hands over what is left; the digest, when hashed.
     async fn finish(&mut self) -> Result<Option<[u8; 32]>, ApiError> {
-        if !self.filling.is_empty() {
-            self.hand_over().await?;
-        }
+        self.release().await?;
         match self.hash.take() {
             Some(hash) => Ok(Some(hash.finish().await?)),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::route::{ObjectId, ObjectType};
+    use crate::store::memory::MemStore;
+
+    /// A request body fed by the test, a chunk at a time.
+    struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+
+    impl http_body::Body for ChannelBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+        }
+    }
+
+    fn content() -> Vec<u8> {
+        (0..3 * UPLOAD_BUFFER_BYTES + 1234)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect()
+    }
+
+    /// Uploads `content` in 10 KiB chunks, pausing `pause` after the first
+    /// 100 KiB; returns what the budget had free during the pause.
+    async fn upload(budget: &Rc<BufferBudget>, pause: Duration) -> (Vec<u8>, Bytes, usize) {
+        let content = content();
+        let id =
+            ObjectId::parse(&hex(ring::digest::digest(&ring::digest::SHA256, &content))).unwrap();
+        let key = Key::Object(ObjectType::Data, &id);
+        let store = MemStore::default();
+        let repo = RepoPath::default();
+        store.create_repo(&repo).await.unwrap();
+        let quota = Rc::new(Quota::new(None, 0));
+        let compute = ComputePool::start("test", 1).unwrap();
+        let receiver = Receiver {
+            rules: Rules {
+                max_bytes: None,
+                expected: Some(id.digest()),
+            },
+            quota: &quota,
+            compute: &compute,
+            buffers: budget,
+            body_timeout: Duration::from_secs(60),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut chunks = content.chunks(10 * 1024);
+        for chunk in chunks.by_ref().take(10) {
+            tx.send(Bytes::copy_from_slice(chunk)).unwrap();
+        }
+        let feed = async {
+            tokio::time::sleep(pause / 2).await;
+            let free = budget.free_grants.get();
+            tokio::time::sleep(pause / 2).await;
+            for chunk in chunks {
+                if tx.send(Bytes::copy_from_slice(chunk)).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            free
+        };
+        let receive = receiver.receive(&store, &repo, key, None, ChannelBody(rx));
+        let (received, free_while_paused) = tokio::join!(receive, feed);
+        assert_eq!(received.unwrap(), Received::Stored(content.len() as u64));
+        (content, store.get(&repo, key).unwrap(), free_while_paused)
+    }
+
+    fn hex(digest: ring::digest::Digest) -> String {
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_paused_upload_gives_its_buffers_back() {
+        let budget = BufferBudget::new(1);
+        // Sending without a pause, the upload holds the one grant.
+        let (_, _, free) = upload(&budget, STALL_RELEASE / 2).await;
+        assert_eq!(free, 0);
+        assert_eq!(budget.free_grants.get(), 1, "returned at the end");
+        let (content, stored, free) = upload(&budget, STALL_RELEASE * 4).await;
+        assert_eq!(free, 1, "returned while the body pauses");
+        assert_eq!(&stored[..], &content[..]);
+        assert_eq!(budget.free_grants.get(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn with_the_budget_spent_chunks_go_through_unbuffered() {
+        let budget = BufferBudget::new(0);
+        let (content, stored, free) = upload(&budget, Duration::ZERO).await;
+        assert_eq!(free, 0);
+        assert_eq!(&stored[..], &content[..]);
     }
 }

@@ -281,6 +281,73 @@ fn at_the_cap_idle_silent_and_trickling_connections_make_room() {
     assert!(server.log().contains("making room for a new client"));
 }
 
+/// Uploads whose body stopped coming make room at the cap too (before, they
+/// held their slots until `--body-timeout`, 60 s); one that is slow but still
+/// sending keeps its slot and is stored, and the closed ones leave nothing.
+#[test]
+fn at_the_cap_stalled_uploads_make_room_but_slow_ones_do_not() {
+    let dir = TempDir::new("cap-stalled");
+    let server = server_with_repo(&dir, &["--max-connections", "3"]);
+    let before = files_below(dir.path());
+    let stalled: Vec<_> = (0..2u64)
+        .map(|seed| {
+            let content = pseudo_random(1 << 20, seed);
+            let mut c = server.connect();
+            let head = format!(
+                "POST /repo/data/{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                sha256_hex(&content),
+                content.len()
+            );
+            c.write_all(head.as_bytes()).unwrap();
+            c.write_all(&content[..100 << 10]).unwrap();
+            c
+        })
+        .collect();
+    // A key sent a piece every 400 ms: 10 s in all, longer than a stall may
+    // last at the cap, without ever pausing that long.
+    let slow_content = pseudo_random(25, 9);
+    let slow_id = sha256_hex(&slow_content);
+    let mut slow = std::net::TcpStream::connect(server.tcp_addr()).unwrap();
+    slow.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let head =
+        format!("POST /repo/keys/{slow_id} HTTP/1.1\r\nHost: x\r\nContent-Length: 25\r\n\r\n");
+    slow.write_all(head.as_bytes()).unwrap();
+    let slow_sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow = std::thread::spawn({
+        let slow_sent = slow_sent.clone();
+        move || {
+            for piece in slow_content.chunks(1) {
+                std::thread::sleep(Duration::from_millis(400));
+                slow.write_all(piece).unwrap();
+            }
+            slow_sent.store(true, std::sync::atomic::Ordering::SeqCst);
+            read_response(&mut slow, false).status
+        }
+    });
+    let mut client = std::net::TcpStream::connect(server.tcp_addr()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client
+        .write_all(&Request::new("GET", "/repo/keys/").to_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut client, false).status, 200);
+    // Served in a stalled upload's slot, not in the slow one's once it ended.
+    assert!(!slow_sent.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(slow.join().unwrap(), 200, "the slow upload was stored");
+    assert!(server.wait_for_log("making room for a new client", Duration::from_secs(5)));
+    drop(stalled);
+    let mut expected = before;
+    expected.push(format!("data/repo/keys/{slow_id}"));
+    expected.sort();
+    assert!(
+        eventually(Duration::from_secs(10), || files_below(dir.path())
+            == expected),
+        "{:?}",
+        files_below(dir.path())
+    );
+}
+
 #[test]
 fn startup_removes_temp_files_a_crash_left() {
     let dir = TempDir::new("leftovers");
