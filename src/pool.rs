@@ -196,6 +196,13 @@ impl Sha256 {
         Ok(())
     }
 
+    /// Returns once the chunk pushed last is hashed (and no longer held).
+    pub(crate) async fn settled(&mut self) -> Result<(), PoolGone> {
+        let context = self.settle().await?;
+        self.context = Some(context);
+        Ok(())
+    }
+
     /// The digest of everything pushed.
     pub(crate) async fn finish(mut self) -> Result<[u8; 32], PoolGone> {
         let context = self.settle().await?;

@@ -17,7 +17,7 @@
 //! Memory is bounded however many uploads there are and however they behave
 //! ([`BufferBudget`]): the buffers come from a budget shared by all uploads;
 //! an upload that finds it spent hands hyper's chunks on as they come (no
-//! copy, more hand-offs), and an upload whose body pauses for
+//! copy, more hand-offs, one chunk at a time), and an upload whose body pauses for
 //! [`STALL_RELEASE`] hands over what it has gathered and gives its buffers
 //! back. Stalled uploads hold no buffers of ours.
 //!
@@ -418,8 +418,13 @@ impl<U: Upload> Sending<U> {
                         _grant: grant,
                     })
                 }
-                // Budget spent: hyper's chunk goes on as it is.
-                None => return self.push(data).await,
+                // Budget spent: hyper's chunk goes on as it is, and is
+                // done with before the next is read, so that an upload
+                // pins at most one chunk besides hyper's read buffer.
+                None => {
+                    self.push(data).await?;
+                    return self.settled().await;
+                }
             }
         }
         let mut data = &data[..];
@@ -448,6 +453,20 @@ impl<U: Upload> Sending<U> {
             }
         };
         let (stored, hashed) = tokio::join!(self.upload.push(chunk.clone()), hashed);
+        stored?;
+        hashed?;
+        Ok(())
+    }
+
+    /// Returns once neither consumer holds a chunk.
+    async fn settled(&mut self) -> Result<(), ApiError> {
+        let hashed = async {
+            match self.hash.as_mut() {
+                Some(hash) => hash.settled().await,
+                None => Ok(()),
+            }
+        };
+        let (stored, hashed) = tokio::join!(self.upload.settled(), hashed);
         stored?;
         hashed?;
         Ok(())

@@ -154,6 +154,13 @@ impl Upload for AnyUpload {
         }
     }
 
+    async fn settled(&mut self) -> Result<(), StoreError> {
+        match self {
+            AnyUpload::Fs(u) => u.settled().await,
+            AnyUpload::S3(u) => u.settled().await,
+        }
+    }
+
     async fn commit(self) -> Result<(), StoreError> {
         match self {
             AnyUpload::Fs(u) => u.commit().await,

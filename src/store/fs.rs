@@ -734,6 +734,10 @@ impl super::Upload for FsUpload {
         Ok(())
     }
 
+    async fn settled(&mut self) -> Result<(), StoreError> {
+        self.settle().await
+    }
+
     async fn commit(mut self) -> Result<(), StoreError> {
         self.settle().await?;
         let writer = self
