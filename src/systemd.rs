@@ -1,4 +1,5 @@
-//! systemd socket activation: the one place with `unsafe`.
+//! systemd socket activation: one of the two small modules with `unsafe`
+//! (the other is `store/noreplace.rs`).
 //!
 //! systemd passes listening sockets from fd 3 on and says so in `LISTEN_PID`
 //! and `LISTEN_FDS`. Taking ownership of a raw fd number is `unsafe` in Rust

@@ -13,8 +13,8 @@
 //! upload writer threads ([`WriterPool`]), everything else runs on the I/O
 //! pool ([`crate::io_pool`]). Durability: an
 //! upload goes to a temp file created with `create_new` beside its final name,
-//! is fsynced, linked into place (never replacing anything), and the folder is
-//! fsynced; a delete fsyncs the folder too.
+//! is fsynced, renamed into place (never replacing anything), and the folder
+//! is fsynced; a delete fsyncs the folder too.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -23,8 +23,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -440,24 +440,92 @@ fn create_temp(final_path: &Path, modes: Modes) -> Result<(File, PathBuf), Store
 
 /// Makes a finished temp file visible under its final name without ever
 /// replacing an existing object, then makes the change durable.
-///
-/// `link` fails with EEXIST when the name is taken, which makes it an atomic
-/// "rename unless it exists" that also works on musl (whose libc crate lacks
-/// renameat2). Filesystems without hard links (FAT, exFAT on USB disks) fall
-/// back to check-then-rename: two uploads of one name carry identical,
-/// verified content, so the remaining race cannot change what is stored.
 fn commit_temp(temp: &Path, final_path: &Path) -> Result<(), StoreError> {
-    match fs::hard_link(temp, final_path) {
-        Ok(()) => fs::remove_file(temp).op("remove temp link")?,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e).op("link"),
-        Err(_) => {
-            if fs::symlink_metadata(final_path).is_ok() {
-                return Err(StoreError::exists("rename"));
-            }
-            fs::rename(temp, final_path).op("rename")?;
-        }
-    }
+    place(temp, final_path)?;
     sync_dir(final_path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Moves `temp` to `final_path` unless that name is taken (AlreadyExists),
+/// by the first way the file system offers:
+///
+/// 1. [`rename_noreplace`]: ext4, xfs, btrfs, f2fs, tmpfs, and vfat and exfat
+///    on current kernels;
+/// 2. [`link_then_unlink`], where the flag is not taken (FUSE file systems
+///    that predate it, kernels before 3.15);
+/// 3. [`rename_if_free`], where there are no hard links either (a FAT image
+///    under FUSE, say).
+///
+/// Each step is tried anew for every commit rather than remembered: a failed
+/// syscall costs microseconds beside the fsync every commit makes, and one
+/// data directory can span file systems (a USB disk mounted below it).
+fn place(temp: &Path, final_path: &Path) -> Result<(), StoreError> {
+    if let Tried::Placed = rename_noreplace(temp, final_path)? {
+        return Ok(());
+    }
+    if let Tried::Placed = link_then_unlink(temp, final_path)? {
+        return Ok(());
+    }
+    rename_if_free(temp, final_path)
+}
+
+/// What came of one way of [`place`].
+#[derive(Debug, PartialEq, Eq)]
+enum Tried {
+    Placed,
+    /// The file system (or kernel) does not offer this way; nothing changed.
+    Unsupported,
+}
+
+/// `renameat2(RENAME_NOREPLACE)`: atomic, and one syscall.
+fn rename_noreplace(temp: &Path, final_path: &Path) -> Result<Tried, StoreError> {
+    use nix::errno::Errno;
+    match super::noreplace::rename(temp, final_path) {
+        Ok(()) => Ok(Tried::Placed),
+        // EINVAL: the file system does not take the flag; ENOSYS: the kernel
+        // lacks the syscall; EPERM: a seccomp filter refuses syscalls it does
+        // not know (older container profiles). The next ways are as safe.
+        Err(e)
+            if matches!(
+                e.raw_os_error().map(Errno::from_raw),
+                Some(Errno::EINVAL | Errno::ENOSYS | Errno::EPERM)
+            ) =>
+        {
+            Ok(Tried::Unsupported)
+        }
+        // EEXIST among them: AlreadyExists, which the caller answers as before.
+        Err(e) => Err(e).op("rename"),
+    }
+}
+
+/// `link` fails with EEXIST when the name is taken, so linking the final
+/// name, then removing the temp one, never replaces an object either.
+fn link_then_unlink(temp: &Path, final_path: &Path) -> Result<Tried, StoreError> {
+    match fs::hard_link(temp, final_path) {
+        Ok(()) => {
+            fs::remove_file(temp).op("remove temp link")?;
+            Ok(Tried::Placed)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e).op("link"),
+        // No hard links here (EPERM on FAT, and so on).
+        Err(_) => Ok(Tried::Unsupported),
+    }
+}
+
+/// Check-then-rename, for file systems that have neither of the atomic ways.
+/// One lock, held from the check to the rename, serialises these commits in
+/// the process, so that two uploads of one name on the server's writer
+/// threads can never replace each other. What remains is another process
+/// writing the same folder between check and rename; the kernel's own vfat
+/// and exfat never come here, as they take `renameat2`.
+fn rename_if_free(temp: &Path, final_path: &Path) -> Result<(), StoreError> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    // The lock guards no data, so a panic while it was held harms nothing.
+    let _held = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    match fs::symlink_metadata(final_path) {
+        Ok(_) => Err(StoreError::exists("rename")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(temp, final_path).op("rename"),
+        Err(e) => Err(e).op("check name"),
+    }
 }
 
 /// The repository a file below the data directory belongs to, and whether it
@@ -622,7 +690,8 @@ pub(crate) enum UploadWrite {
         chunk: Bytes,
         done: oneshot::Sender<(Writer, Result<(), StoreError>)>,
     },
-    /// fsync, then link into place (see [`commit_temp`]).
+    /// fsync, then rename into place (see [`commit_temp`]); on failure the
+    /// temp file is removed before the reply.
     Commit {
         writer: Writer,
         temp: PathBuf,
@@ -658,17 +727,32 @@ impl Job for UploadWrite {
             } => {
                 let result = sync(&writer.file, false);
                 drop(writer);
-                let _ = done.send(result.and_then(|()| commit_temp(&temp, &target)));
+                let result = result.and_then(|()| commit_temp(&temp, &target));
+                // Before the reply, as for an abort: a refused commit (the
+                // name was taken meanwhile) leaves nothing once it is answered.
+                if result.is_err() {
+                    remove_temp(&temp);
+                }
+                let _ = done.send(result);
             }
             UploadWrite::Remove { temp, done } => {
-                if let Err(e) = fs::remove_file(&temp) {
-                    log::error!("could not remove temp file {}: {e}", temp.display());
-                }
+                remove_temp(&temp);
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
             }
         }
+    }
+}
+
+/// Removes an upload's temp file; one that is gone already (renamed into
+/// place before a later step failed) is no error.
+fn remove_temp(temp: &Path) {
+    match fs::remove_file(temp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            log::error!("could not remove temp file {}: {e}", temp.display());
+        }
+        _ => {}
     }
 }
 
@@ -692,7 +776,8 @@ impl Writer {
 /// caller prepares the next chunk.
 pub(crate) struct FsUpload {
     final_path: PathBuf,
-    /// Some until the temp file is linked into place or removed.
+    /// Some until a commit has renamed or removed the temp file, or an abort
+    /// has removed it.
     temp_path: Option<PathBuf>,
     /// None while a write runs on the pool.
     writer: Option<Writer>,
@@ -752,9 +837,10 @@ impl super::Upload for FsUpload {
             done,
         };
         self.writers.send(job).map_err(|_| writers_gone())?;
-        reply.await.map_err(|_| writers_gone())??;
+        let result = reply.await.map_err(|_| writers_gone())?;
+        // The job renamed the temp file into place or removed it.
         self.temp_path = None;
-        Ok(())
+        result
     }
 
     /// Removes the temp file before it returns, so that the refusal that
@@ -853,5 +939,83 @@ mod tests {
         assert_eq!(listed, vec![(ObjectId::parse(&id).unwrap(), 5)]);
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(list_objects(&dir).unwrap(), vec![]);
+    }
+
+    /// A fresh folder for one test.
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rs-fs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn each_way_of_placing_refuses_a_taken_name() {
+        type Way = fn(&Path, &Path) -> Result<(), StoreError>;
+        let ways: [(&str, Way); 3] = [
+            ("renameat2", |t, f| {
+                assert_eq!(rename_noreplace(t, f)?, Tried::Placed);
+                Ok(())
+            }),
+            ("link", |t, f| {
+                assert_eq!(link_then_unlink(t, f)?, Tried::Placed);
+                Ok(())
+            }),
+            ("check then rename", rename_if_free),
+        ];
+        let dir = scratch("place");
+        for (name, way) in ways {
+            let (temp, target) = (dir.join("temp"), dir.join(name));
+            std::fs::write(&temp, b"first").unwrap();
+            way(&temp, &target).unwrap();
+            assert_eq!(std::fs::read(&target).unwrap(), b"first", "{name}");
+            assert!(!temp.exists(), "{name}");
+            std::fs::write(&temp, b"second").unwrap();
+            let taken = way(&temp, &target).unwrap_err();
+            assert_eq!(taken.kind, ErrorKind::AlreadyExists, "{name}");
+            assert_eq!(std::fs::read(&target).unwrap(), b"first", "{name}");
+            // The temp file is the caller's to remove.
+            assert!(temp.exists(), "{name}");
+            std::fs::remove_file(&temp).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Plain `rename` replaces: only the lock in [`rename_if_free`] keeps two
+    /// threads from both finding the name free.
+    #[test]
+    fn racing_checked_renames_keep_one() {
+        const THREADS: usize = 8;
+        let dir = scratch("checked");
+        for round in 0..50 {
+            let target = dir.join(format!("object-{round}"));
+            let start = std::sync::Barrier::new(THREADS);
+            let results: Vec<bool> = std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..THREADS)
+                    .map(|i| {
+                        let (dir, target, start) = (&dir, &target, &start);
+                        scope.spawn(move || {
+                            let temp = dir.join(format!("temp-{i}"));
+                            std::fs::write(&temp, i.to_string()).unwrap();
+                            start.wait();
+                            match rename_if_free(&temp, target) {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    assert_eq!(e.kind, ErrorKind::AlreadyExists);
+                                    std::fs::remove_file(&temp).unwrap();
+                                    false
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let winners: Vec<usize> = (0..THREADS).filter(|&i| results[i]).collect();
+            assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+            let stored = std::fs::read_to_string(&target).unwrap();
+            assert_eq!(stored, winners[0].to_string(), "round {round}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

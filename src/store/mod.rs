@@ -11,6 +11,7 @@ pub(crate) mod either;
 pub(crate) mod fs;
 #[cfg(test)]
 pub(crate) mod memory;
+mod noreplace;
 pub(crate) mod s3;
 
 use std::collections::BTreeMap;
