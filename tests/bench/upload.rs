@@ -1,7 +1,7 @@
 //! Upload benchmark: prints figures, asserts nothing about speed.
 //!
-//! Two scenarios, chosen by name after `--` (default: `throughput`; both names
-//! run both):
+//! Scenarios, chosen by name after `--` (default: `throughput`; several names
+//! run several):
 //!
 //! - `cargo bench --bench upload [-- throughput]` starts the release
 //!   `rest-server` and, when installed, `rclone serve restic`, uploads 64 MiB
@@ -22,6 +22,12 @@
 //!   on an S3 remote pointing at the same store: upload and download MB/s
 //!   (one stream, then 8), server CPU seconds per GiB, and peak RSS. The
 //!   store runs on the same cores, so this is the whole machine's figure.
+//!
+//! - `cargo bench --bench upload -- download` stores 8 blobs of 64 MiB in
+//!   each server (ours, then rclone's) and reads them back: whole, one stream
+//!   then 8 at once, each on its own connection; then in 1 MiB `Range` reads
+//!   on one keep-alive connection, as restic reads blobs out of packs. MB/s,
+//!   server CPU seconds per GiB and peak RSS.
 //!
 //! - `cargo bench --bench upload -- hold` holds every connection slot (64)
 //!   with uploads that declare 64 MiB, send 1 MiB and stall, then with
@@ -74,14 +80,15 @@ fn main() {
         .collect();
     for mode in &modes {
         assert!(
-            mode == "throughput" || mode == "latency" || mode == "s3" || mode == "hold",
-            "unknown scenario {mode:?}: use `throughput` (the default), `latency`, `s3` and/or `hold`"
+            ["throughput", "latency", "s3", "hold", "download"].contains(&mode.as_str()),
+            "unknown scenario {mode:?}: use `throughput` (the default), `latency`, `s3`, `hold` and/or `download`"
         );
     }
     let throughput = modes.is_empty() || modes.iter().any(|m| m == "throughput");
     let latency = modes.iter().any(|m| m == "latency");
     let s3 = modes.iter().any(|m| m == "s3");
     let hold = modes.iter().any(|m| m == "hold");
+    let download = modes.iter().any(|m| m == "download");
 
     let work = std::env::var_os("BENCH_DIR")
         .map(PathBuf::from)
@@ -112,6 +119,9 @@ fn main() {
     }
     if hold {
         hold_scenario(&ours, &work);
+    }
+    if download {
+        download_scenario(&ours, &work);
     }
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -375,7 +385,16 @@ impl KeepAlive {
 
     /// GETs `path` and checks that the answer is 200 with `expected` as body.
     fn get(&mut self, path: &str, expected: &[u8]) {
-        let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        self.get_with(path, "", 200, expected);
+    }
+
+    /// GETs `range` (`bytes=a-b`) of `path`: 206 with `expected` as body.
+    fn get_range(&mut self, path: &str, range: &str, expected: &[u8]) {
+        self.get_with(path, &format!("Range: {range}\r\n"), 206, expected);
+    }
+
+    fn get_with(&mut self, path: &str, headers: &str, want: u16, expected: &[u8]) {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n");
         self.reader.get_mut().write_all(head.as_bytes()).unwrap();
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
@@ -400,7 +419,7 @@ impl KeepAlive {
         }
         let mut body = vec![0; length.expect("GET answer without Content-Length")];
         self.reader.read_exact(&mut body).unwrap();
-        assert_eq!(status, 200, "GET {path}");
+        assert_eq!(status, want, "GET {path}");
         assert!(body == expected, "GET {path}: wrong body");
     }
 }
@@ -648,6 +667,116 @@ fn spawn(mut command: Command, marker: &'static str) -> Running {
         child,
         addr: addr.parse().expect("address"),
     }
+}
+
+/// Size of each ranged read in the download scenario.
+const RANGE_BYTES: usize = 1 << 20;
+
+/// Whole and ranged downloads from the filesystem store, ours and rclone's.
+fn download_scenario(ours: &Path, work: &Path) {
+    println!("\n# downloads from the data directory");
+    println!("generating {CONCURRENT_STREAMS} blobs of 64 MiB...");
+    let blobs: Vec<Blob> = (0..CONCURRENT_STREAMS as u64).map(Blob::new).collect();
+    let mut rows = vec![measure_downloads("rest-server", &blobs, work, |data| {
+        start_ours(ours, data, &[])
+    })];
+    if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") {
+        println!("(BENCH_PEER=0: rclone not measured)");
+    } else if tool_exists("rclone") {
+        rows.push(measure_downloads(
+            "rclone serve restic",
+            &blobs,
+            work,
+            start_rclone,
+        ));
+    } else {
+        println!("(rclone is not installed: no peer figures; apt-get install rclone)");
+    }
+    println!();
+    println!(
+        "| server | whole MB/s (1 / {n}) | 1 MiB ranges MB/s | CPU s/GiB (1 / {n} / ranges) | peak RSS (1 / {n} / ranges) |",
+        n = CONCURRENT_STREAMS
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (name, phases) in &rows {
+        let [one, many, ranges] = phases;
+        println!(
+            "| {name} | {:.0} / {:.0} | {:.0} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} / {:.1} MiB |",
+            one.0,
+            many.0,
+            ranges.0,
+            one.1,
+            many.1,
+            ranges.1,
+            one.2 as f64 / 1024.0,
+            many.2 as f64 / 1024.0,
+            ranges.2 as f64 / 1024.0
+        );
+    }
+}
+
+/// (MB/s, CPU s/GiB, peak RSS KiB) of whole downloads on 1 and on 8 streams
+/// and of 1 MiB ranged reads.
+fn measure_downloads(
+    name: &'static str,
+    blobs: &[Blob],
+    work: &Path,
+    start: impl Fn(&Path) -> Running,
+) -> (&'static str, [(f64, f64, u64); 3]) {
+    println!("\n## {name}");
+    let data = work.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let server = start(&data);
+    let (pid, addr) = (server.child.id(), server.addr);
+    assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
+    blobs.iter().for_each(|b| upload(addr, b));
+    let total = (blobs.len() * BLOB_BYTES) as f64;
+    let gib = total / (1u64 << 30) as f64;
+    let per_gib = |(mbps, cpu, peak): (f64, f64, u64)| (mbps, cpu / gib, peak);
+    let one = run_rounds(
+        pid,
+        "whole, 1 stream",
+        total,
+        || blobs.iter().for_each(|b| download(addr, b)),
+        || {},
+    );
+    let many = run_rounds(
+        pid,
+        "whole, 8 streams",
+        total,
+        || {
+            std::thread::scope(|scope| {
+                for stream in 0..CONCURRENT_STREAMS {
+                    scope.spawn(move || {
+                        for blob in blobs.iter().skip(stream).step_by(CONCURRENT_STREAMS) {
+                            download(addr, blob);
+                        }
+                    });
+                }
+            });
+        },
+        || {},
+    );
+    let ranges = run_rounds(
+        pid,
+        "1 MiB ranges",
+        total,
+        || {
+            let mut client = KeepAlive::connect(addr);
+            for blob in blobs {
+                for (i, piece) in blob.data.chunks(RANGE_BYTES).enumerate() {
+                    let start = i * RANGE_BYTES;
+                    let range = format!("bytes={start}-{}", start + piece.len() - 1);
+                    client.get_range(&blob_path(blob), &range, piece);
+                }
+            }
+        },
+        || {},
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    (name, [per_gib(one), per_gib(many), per_gib(ranges)])
 }
 
 /// Connections that hold every slot of the default cap (64).
