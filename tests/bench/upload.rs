@@ -510,18 +510,7 @@ fn measure(
         pid,
         "8 streams",
         total,
-        || {
-            std::thread::scope(|scope| {
-                for stream in 0..CONCURRENT_STREAMS {
-                    let addr = server.addr;
-                    scope.spawn(move || {
-                        for blob in blobs.iter().skip(stream).step_by(CONCURRENT_STREAMS) {
-                            upload(addr, blob);
-                        }
-                    });
-                }
-            });
-        },
+        || on_streams(server.addr, blobs, &upload),
         || delete_all(server.addr, blobs),
     );
     let (single_mbps, single_cpu, single_peak_kib) = single;
@@ -539,6 +528,19 @@ fn measure(
         single_peak_kib,
         multi_peak_kib,
     }
+}
+
+/// Runs `each` on every blob, spread over CONCURRENT_STREAMS threads.
+fn on_streams(addr: SocketAddr, blobs: &[Blob], each: &(dyn Fn(SocketAddr, &Blob) + Sync)) {
+    std::thread::scope(|scope| {
+        for stream in 0..CONCURRENT_STREAMS {
+            scope.spawn(move || {
+                for blob in blobs.iter().skip(stream).step_by(CONCURRENT_STREAMS) {
+                    each(addr, blob);
+                }
+            });
+        }
+    });
 }
 
 /// Runs `phase` ROUNDS times (with `cleanup` after each) and returns the
@@ -745,17 +747,7 @@ fn measure_downloads(
         pid,
         "whole, 8 streams",
         total,
-        || {
-            std::thread::scope(|scope| {
-                for stream in 0..CONCURRENT_STREAMS {
-                    scope.spawn(move || {
-                        for blob in blobs.iter().skip(stream).step_by(CONCURRENT_STREAMS) {
-                            download(addr, blob);
-                        }
-                    });
-                }
-            });
-        },
+        || on_streams(addr, blobs, &download),
         || {},
     );
     let ranges = run_rounds(
@@ -1008,17 +1000,7 @@ fn measure_s3(name: &'static str, blobs: &[Blob], start: impl Fn() -> Running) -
     let idle_rss_kib = proc_status_kib(pid, "VmRSS:");
     let total = (blobs.len() * BLOB_BYTES) as f64;
     let gib = total / (1u64 << 30) as f64;
-    let streams = |each: &(dyn Fn(SocketAddr, &Blob) + Sync)| {
-        std::thread::scope(|scope| {
-            for stream in 0..CONCURRENT_STREAMS {
-                scope.spawn(move || {
-                    for blob in blobs.iter().skip(stream).step_by(CONCURRENT_STREAMS) {
-                        each(addr, blob);
-                    }
-                });
-            }
-        });
-    };
+    let streams = |each: &(dyn Fn(SocketAddr, &Blob) + Sync)| on_streams(addr, blobs, each);
     let up1 = run_rounds(
         pid,
         "upload, 1 stream",
