@@ -23,11 +23,11 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -49,9 +49,22 @@ const TEMP_PREFIX: &str = ".rest-server-tmp-";
 /// that server for this one on the same data.
 const GO_TEMP_MARKER: &str = ".rest-server-temp";
 
-/// Size of one read when sending a file: large enough to keep syscalls and
-/// thread hand-offs rare, small enough that 64 slow readers cost 4 MiB at most.
-pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Size of one read when sending a file, and of the piece read ahead: 64
+/// slow readers hold 8 MiB at most (two pieces each).
+const READ_CHUNK_BYTES: u64 = 64 * 1024;
+
+/// The pieces of the readers that hold a [`ReadGrant`]: a quarter of the
+/// thread hand-offs and syscalls per byte (download benchmark: 1.6 CPU s/GiB
+/// instead of 2.4, 800 MB/s instead of 550).
+const LARGE_READ_CHUNK_BYTES: u64 = 256 * 1024;
+
+/// How many readers may read in large pieces at once: 4 MiB in all.
+const LARGE_READERS: usize = 8;
+
+/// Large piece buffers kept for the next reader (1 MiB). A fresh buffer of
+/// that size is a fresh mapping whose every page faults in zeroed: reusing
+/// buffers took whole downloads from 1.6 to 0.5 CPU s/GiB.
+const SPARE_PIECES: usize = 4;
 
 /// How much an upload writes between two flushes to disk (`fdatasync`), so
 /// that the disk works while the body still streams in and the final fsync
@@ -87,6 +100,10 @@ impl Modes {
 pub(crate) struct FsStore {
     root: Arc<PathBuf>,
     modes: Modes,
+    /// Large-piece grants left for readers (see [`LARGE_READERS`]).
+    large_reads: Arc<AtomicUsize>,
+    /// Large piece buffers for readers to reuse (see [`SPARE_PIECES`]).
+    spare_pieces: Arc<Mutex<Vec<BytesMut>>>,
     /// The threads that write and fsync uploads. Not the I/O pool: four
     /// large uploads that fsync would keep a pool of four busy, and every
     /// other client's small read would wait behind them.
@@ -98,6 +115,8 @@ impl FsStore {
         FsStore {
             root: Arc::new(root),
             modes,
+            large_reads: Arc::new(AtomicUsize::new(LARGE_READERS)),
+            spare_pieces: Arc::default(),
             writers,
         }
     }
@@ -154,13 +173,22 @@ impl super::Store for FsStore {
         let (file, size) = io_pool::run(move || open_read(&path)).await?;
         let range = want.resolve(size)?;
         let (offset, remaining) = range.span(size);
+        let grant = (remaining > READ_CHUNK_BYTES)
+            .then(|| ReadGrant::take(&self.large_reads))
+            .flatten();
         Ok(FsReader {
             file: Arc::new(file),
             size,
             range,
             offset,
             remaining,
+            piece: grant
+                .as_ref()
+                .map_or(READ_CHUNK_BYTES, |_| LARGE_READ_CHUNK_BYTES),
+            _grant: grant,
             pending: None,
+            spare: None,
+            spares: self.spare_pieces.clone(),
         })
     }
 
@@ -595,14 +623,49 @@ fn scan(root: &Path) -> Result<Scan, StoreError> {
     Ok(report)
 }
 
-/// A file being sent, read in [`READ_CHUNK_BYTES`] pieces on the I/O pool.
+/// One of the [`LARGE_READERS`] grants, returned on drop.
+struct ReadGrant(Arc<AtomicUsize>);
+
+impl ReadGrant {
+    fn take(left: &Arc<AtomicUsize>) -> Option<ReadGrant> {
+        left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .ok()
+            .map(|_| ReadGrant(left.clone()))
+    }
+}
+
+impl Drop for ReadGrant {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A file being sent, read in pieces on the I/O pool, one piece ahead of the
+/// one being sent.
 pub(crate) struct FsReader {
     file: Arc<File>,
     size: u64,
     range: ByteRange,
     offset: u64,
     remaining: u64,
+    /// Bytes per read: [`READ_CHUNK_BYTES`], or [`LARGE_READ_CHUNK_BYTES`]
+    /// with a grant.
+    piece: u64,
+    _grant: Option<ReadGrant>,
     pending: Option<(u64, JoinHandle<Result<Bytes, StoreError>>)>,
+    /// The piece returned before the last: its buffer is read into again
+    /// once the connection is done with it (no allocation, no zeroing).
+    spare: Option<Bytes>,
+    /// The store's spare large buffers, taken from and given back to.
+    spares: Arc<Mutex<Vec<BytesMut>>>,
+}
+
+impl Drop for FsReader {
+    fn drop(&mut self) {
+        if let Some(Ok(buf)) = self.spare.take().map(Bytes::try_into_mut) {
+            self.give_back(buf);
+        }
+    }
 }
 
 impl super::ObjectReader for FsReader {
@@ -620,33 +683,76 @@ impl super::ObjectReader for FsReader {
 
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StoreError>>> {
         if self.pending.is_none() {
-            if self.remaining == 0 {
-                return Poll::Ready(None);
-            }
-            let len = self.remaining.min(READ_CHUNK_BYTES as u64);
-            let (file, offset) = (self.file.clone(), self.offset);
-            self.offset += len;
-            self.remaining -= len;
-            let handle = io_pool::spawn(move || read_exact_at(&file, offset, len));
-            self.pending = Some((len, handle));
+            self.read_next();
         }
         let Some((_, handle)) = self.pending.as_mut() else {
             return Poll::Ready(None);
         };
-        let result = ready!(Pin::new(handle).poll(cx));
+        let result =
+            ready!(Pin::new(handle).poll(cx)).unwrap_or_else(|e| Err(StoreError::lost_task(e)));
         self.pending = None;
-        Poll::Ready(Some(
-            result.unwrap_or_else(|e| Err(StoreError::lost_task(e))),
-        ))
+        // Read ahead: the next piece is read while this one is sent, so
+        // that the socket does not wait for a pool round trip per piece.
+        if let Ok(piece) = &result {
+            self.read_next();
+            self.spare = Some(piece.clone());
+        }
+        Poll::Ready(Some(result))
     }
 }
 
-fn read_exact_at(file: &File, offset: u64, len: u64) -> Result<Bytes, StoreError> {
-    let mut buf = vec![0u8; len as usize];
+impl FsReader {
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<BytesMut>> {
+        self.spares.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps a large buffer this reader is done with for the next reader.
+    fn give_back(&self, buf: BytesMut) {
+        if buf.len() as u64 == LARGE_READ_CHUNK_BYTES {
+            let mut spares = self.spares();
+            if spares.len() < SPARE_PIECES {
+                spares.push(buf);
+            }
+        }
+    }
+
+    /// Starts reading the next piece on the I/O pool, if any is left.
+    fn read_next(&mut self) {
+        if self.remaining == 0 {
+            return;
+        }
+        let len = self.remaining.min(self.piece);
+        let (file, offset) = (self.file.clone(), self.offset);
+        self.offset += len;
+        self.remaining -= len;
+        let mut reuse = None;
+        if let Some(Ok(buf)) = self.spare.take().map(Bytes::try_into_mut) {
+            if buf.len() as u64 == len {
+                reuse = Some(buf);
+            } else {
+                self.give_back(buf);
+            }
+        }
+        if reuse.is_none() && len == LARGE_READ_CHUNK_BYTES {
+            reuse = self.spares().pop();
+        }
+        let handle = io_pool::spawn(move || read_exact_at(&file, offset, len, reuse));
+        self.pending = Some((len, handle));
+    }
+}
+
+/// Reads `len` bytes at `offset`, into `reuse` when given (of that length).
+fn read_exact_at(
+    file: &File,
+    offset: u64,
+    len: u64,
+    reuse: Option<BytesMut>,
+) -> Result<Bytes, StoreError> {
+    let mut buf = reuse.unwrap_or_else(|| BytesMut::zeroed(len as usize));
     // Fails only if the file shrank under us (it never should: objects are
     // immutable).
     file.read_exact_at(&mut buf, offset).op("read")?;
-    Ok(Bytes::from(buf))
+    Ok(buf.freeze())
 }
 
 /// A listing, read one folder at a time on the I/O pool.
@@ -886,6 +992,91 @@ impl Drop for FsUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ObjectReader as _;
+
+    fn reader(
+        path: &Path,
+        offset: u64,
+        len: u64,
+        grant: Option<ReadGrant>,
+        spares: &Arc<Mutex<Vec<BytesMut>>>,
+    ) -> FsReader {
+        let (file, size) = open_read(path).unwrap();
+        FsReader {
+            file: Arc::new(file),
+            size,
+            range: Want::All.resolve(size).unwrap(),
+            offset,
+            remaining: len,
+            piece: grant
+                .as_ref()
+                .map_or(READ_CHUNK_BYTES, |_| LARGE_READ_CHUNK_BYTES),
+            _grant: grant,
+            pending: None,
+            spare: None,
+            spares: spares.clone(),
+        }
+    }
+
+    /// Read ahead, in small or large pieces, buffers reused or not: the
+    /// pieces add up to exactly the bytes asked for.
+    #[tokio::test(flavor = "current_thread")]
+    async fn pieces_add_up_to_the_range() {
+        let dir = crate::testing::TempDir::new("reader");
+        let path = dir.path().join("object");
+        let content: Vec<u8> = (0..3 * LARGE_READ_CHUNK_BYTES as usize + 1000)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        fs::write(&path, &content).unwrap();
+        let left = Arc::new(AtomicUsize::new(1));
+        let spares = Arc::default();
+        let whole = content.len() as u64;
+        for (offset, len, large, keep_pieces) in [
+            (0, whole, true, false),
+            (0, whole, true, true),
+            (0, whole, false, false),
+            (12_345, 700_000, true, false),
+            (whole - 10, 10, false, false),
+            (5, 0, false, false),
+        ] {
+            let grant = if large {
+                Some(ReadGrant::take(&left).expect("a grant"))
+            } else {
+                None
+            };
+            let mut reader = reader(&path, offset, len, grant, &spares);
+            let mut got = Vec::new();
+            // Kept pieces cannot be read into again: fresh buffers then.
+            let mut kept = Vec::new();
+            while let Some(piece) = std::future::poll_fn(|cx| reader.poll_chunk(cx)).await {
+                let piece = piece.unwrap();
+                got.extend_from_slice(&piece);
+                if keep_pieces {
+                    kept.push(piece);
+                }
+            }
+            let (start, end) = (offset as usize, (offset + len) as usize);
+            assert!(got == content[start..end], "{offset}+{len}");
+            drop(reader);
+            let kept = spares.lock().unwrap().len();
+            assert!(kept <= SPARE_PIECES);
+            if large && !keep_pieces && len >= 2 * LARGE_READ_CHUNK_BYTES {
+                assert!(kept > 0, "a large buffer is kept for the next reader");
+            }
+        }
+    }
+
+    #[test]
+    fn large_read_grants_are_limited_and_returned() {
+        let left = Arc::new(AtomicUsize::new(2));
+        let (a, b) = (ReadGrant::take(&left), ReadGrant::take(&left));
+        assert!(a.is_some() && b.is_some());
+        assert!(ReadGrant::take(&left).is_none());
+        drop(a);
+        assert!(ReadGrant::take(&left).is_some());
+        drop(b);
+        assert_eq!(left.load(Ordering::Acquire), 2);
+    }
 
     #[test]
     fn hex_pairs_cover_all_bytes() {
