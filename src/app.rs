@@ -389,6 +389,9 @@ fn log_modes(config: &Config) {
         ),
         None => log::info!("TLS: off"),
     }
+    if let Some(tls) = &config.tls {
+        log::info!("TLS ciphers: {}", tls.ciphers);
+    }
     log::info!(
         "prometheus metrics: {}",
         match (config.prometheus, config.prometheus_no_auth) {

@@ -16,7 +16,7 @@ use crate::config::{DEFAULT_MIRROR_UPLOADS, Mirror, Storage};
 use crate::mirror::MirrorSettings;
 use crate::store::fs::Modes;
 use crate::store::s3;
-use crate::tls::{TlsSettings, TlsVersion};
+use crate::tls::{Ciphers, TlsSettings, TlsVersion};
 
 /// A restic REST backend server for small boards: a drop-in for rest-server.
 #[derive(FromArgs, Debug, Default)]
@@ -568,6 +568,7 @@ impl Flags {
             key,
             min_version,
             client_ca: self.tls_client_ca.clone(),
+            ciphers: Ciphers::detect(),
         }))
     }
 

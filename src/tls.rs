@@ -1,6 +1,13 @@
 //! TLS with rustls and its ring provider: loading the certificate chain and
 //! key (PEM; RSA, ECDSA or Ed25519), optional client certificates, and
 //! swapping in renewed files on SIGHUP without a restart.
+//!
+//! The cipher follows the CPU ([`Ciphers`]): most boards (Raspberry Pi 3 and
+//! 4 among them) have no AES instructions, and AES-GCM in software costs
+//! them several times what ChaCha20-Poly1305 does, while clients with AES
+//! (any x86 laptop) put AES-GCM first. Without AES here, the server's order
+//! wins and puts ChaCha20 first; with AES, the client's order is followed,
+//! so a client without AES still gets ChaCha20.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -45,6 +52,8 @@ pub(crate) struct TlsSettings {
     pub(crate) min_version: TlsVersion,
     /// Require client certificates signed by this CA.
     pub(crate) client_ca: Option<PathBuf>,
+    /// From the CPU, found once at startup.
+    pub(crate) ciphers: Ciphers,
 }
 
 /// Why the TLS configuration could not be built; the text names the file.
@@ -101,6 +110,67 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// Which cipher the server prefers, from its CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ciphers {
+    /// AES instructions: AES-GCM as the client orders it.
+    AesInHardware,
+    /// None: ChaCha20-Poly1305 first, whatever the client's order.
+    ChaChaFirst,
+}
+
+impl Ciphers {
+    /// Decided from `/proc/cpuinfo` (x86 `flags`, ARM `Features`); when that
+    /// cannot be read, rustls's own order, which assumes AES.
+    pub(crate) fn detect() -> Ciphers {
+        match std::fs::read_to_string("/proc/cpuinfo") {
+            Ok(text) => Ciphers::from_cpuinfo(&text),
+            Err(_) => Ciphers::AesInHardware,
+        }
+    }
+
+    fn from_cpuinfo(text: &str) -> Ciphers {
+        let aes = text
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(key, _)| matches!(key.trim(), "flags" | "Features"))
+            .any(|(_, value)| value.split_whitespace().any(|f| f == "aes"));
+        if aes {
+            Ciphers::AesInHardware
+        } else {
+            Ciphers::ChaChaFirst
+        }
+    }
+
+    /// ring's provider with its suites in this preference's order.
+    fn provider(self) -> rustls::crypto::CryptoProvider {
+        let mut provider = rustls::crypto::ring::default_provider();
+        if self == Ciphers::ChaChaFirst {
+            // Stable: each version's other suites keep their order.
+            provider.cipher_suites.sort_by_key(|suite| {
+                !matches!(
+                    suite.suite(),
+                    rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+                        | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                        | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+                )
+            });
+        }
+        provider
+    }
+}
+
+impl fmt::Display for Ciphers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ciphers::AesInHardware => {
+                "AES instructions present: AES-GCM unless the client prefers ChaCha20-Poly1305"
+            }
+            Ciphers::ChaChaFirst => "no AES instructions: ChaCha20-Poly1305 preferred",
+        })
+    }
+}
+
 /// Reads the files and builds a server configuration. Fails, saying which
 /// file, for a missing or unreadable file and for a key that does not belong
 /// to the certificate.
@@ -108,7 +178,7 @@ fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = read_certs(&settings.cert)?;
     let key = PrivateKeyDer::from_pem_file(&settings.key)
         .map_err(|e| TlsError::Pem(settings.key.clone(), e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(settings.ciphers.provider());
     let versions: &[&rustls::SupportedProtocolVersion] = match settings.min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
@@ -138,6 +208,7 @@ fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     };
     let mut config = builder.with_single_cert(chain, key).map_err(refused)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = settings.ciphers == Ciphers::ChaChaFirst;
     Ok(Arc::new(config))
 }
 
@@ -175,5 +246,70 @@ impl crate::reload::Reloadable for TlsConfig {
 
     fn kept(&self) -> String {
         "current certificate".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes_is_read_from_x86_flags_and_arm_features() {
+        let cases = [
+            (
+                "flags\t\t: fpu vme de pse sse2 ssse3 aes avx sha_ni\n",
+                Ciphers::AesInHardware,
+            ),
+            // Raspberry Pi 4 (Cortex-A72 without the crypto extension), 64-bit.
+            (
+                "Features\t: fp asimd evtstrm crc32 cpuid\n",
+                Ciphers::ChaChaFirst,
+            ),
+            // Raspberry Pi 3, 32-bit OS.
+            (
+                "Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32\n",
+                Ciphers::ChaChaFirst,
+            ),
+            // Raspberry Pi 5 (Cortex-A76).
+            (
+                "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics\n",
+                Ciphers::AesInHardware,
+            ),
+            // Only whole words count.
+            ("flags\t\t: vaes_not_really aesni\n", Ciphers::ChaChaFirst),
+            ("model name\t: aes\n", Ciphers::ChaChaFirst),
+            ("", Ciphers::ChaChaFirst),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(Ciphers::from_cpuinfo(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn without_aes_chacha20_comes_first_in_each_version() {
+        let suites = |ciphers: Ciphers| -> Vec<rustls::CipherSuite> {
+            ciphers
+                .provider()
+                .cipher_suites
+                .iter()
+                .map(|s| s.suite())
+                .collect()
+        };
+        let ring: Vec<_> = rustls::crypto::ring::default_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(suites(Ciphers::AesInHardware), ring);
+        let chacha = suites(Ciphers::ChaChaFirst);
+        assert_eq!(chacha.len(), ring.len());
+        let is_chacha = |s: &rustls::CipherSuite| format!("{s:?}").contains("CHACHA20");
+        let first_other = chacha.iter().position(|s| !is_chacha(s)).unwrap();
+        assert!(first_other > 0);
+        assert!(chacha[first_other..].iter().all(|s| !is_chacha(s)));
+        assert_eq!(
+            chacha[0],
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        );
     }
 }

@@ -57,13 +57,22 @@ struct Client<'a> {
     ca: Option<&'a Path>,
     tls12_only: bool,
     identity: Option<(&'a Path, &'a Path)>,
+    /// Offer ChaCha20-Poly1305 before AES-GCM (as a client without AES
+    /// instructions does).
+    chacha_first: bool,
 }
 
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// Connects over TLS and completes the handshake.
 fn https(addr: std::net::SocketAddr, client: &Client) -> std::io::Result<TlsStream> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    if client.chacha_first {
+        provider
+            .cipher_suites
+            .sort_by_key(|suite| !is_chacha(suite.suite()));
+    }
+    let provider = Arc::new(provider);
     let versions: &[&rustls::SupportedProtocolVersion] = if client.tls12_only {
         &[&rustls::version::TLS12]
     } else {
@@ -101,6 +110,10 @@ fn https(addr: std::net::SocketAddr, client: &Client) -> std::io::Result<TlsStre
         stream.conn.complete_io(&mut stream.sock)?;
     }
     Ok(stream)
+}
+
+fn is_chacha(suite: rustls::CipherSuite) -> bool {
+    format!("{suite:?}").contains("CHACHA20")
 }
 
 fn get_over_tls(stream: &mut TlsStream, path: &str) -> Response {
@@ -478,4 +491,50 @@ fn stalled_tls_handshakes_make_room_at_the_cap() {
         "a new client waited {waited:?}"
     );
     drop(stalled);
+}
+
+/// The cipher follows the server's CPU: with AES instructions (x86 `flags`
+/// or ARM `Features` in /proc/cpuinfo say `aes`) the client's order is
+/// followed; without, ChaCha20-Poly1305 is chosen whatever the client's
+/// order. Both TLS versions; the choice is logged at startup.
+#[test]
+fn the_cipher_follows_the_cpu() {
+    if !require_tool("openssl", "the_cipher_follows_the_cpu") {
+        return;
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let aes = cpuinfo.lines().any(|line| {
+        line.split_once(':').is_some_and(|(key, value)| {
+            matches!(key.trim(), "flags" | "Features")
+                && value.split_whitespace().any(|f| f == "aes")
+        })
+    });
+    let dir = TempDir::new("tls-ciphers");
+    let (cert, key) = self_signed(dir.path(), "server", ECDSA);
+    let server = tls_server(&dir.path().join("data"), &cert, &key, &[]);
+    for tls12_only in [false, true] {
+        for chacha_first in [false, true] {
+            let client = Client {
+                ca: Some(&cert),
+                tls12_only,
+                chacha_first,
+                ..Client::default()
+            };
+            let mut stream = https(server.tcp_addr(), &client).unwrap();
+            let suite = stream.conn.negotiated_cipher_suite().unwrap().suite();
+            let expect_chacha = chacha_first || !aes;
+            assert_eq!(
+                is_chacha(suite),
+                expect_chacha,
+                "{suite:?} (CPU has AES: {aes}; TLS 1.2 only: {tls12_only}; client offers ChaCha20 first: {chacha_first})"
+            );
+            assert_eq!(get_over_tls(&mut stream, "/keys/").status, 404);
+        }
+    }
+    let expected_log = if aes {
+        "TLS ciphers: AES instructions present"
+    } else {
+        "TLS ciphers: no AES instructions: ChaCha20-Poly1305 preferred"
+    };
+    assert!(server.log().contains(expected_log), "{}", server.log());
 }
