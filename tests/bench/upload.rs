@@ -35,6 +35,10 @@
 //!   and prints the server's peak RSS and how long a new client's first
 //!   request takes meanwhile (the hostile and the crowded LAN of issue 13).
 //!
+//! Each phase runs 3 rounds; the median is reported, with the spread. With
+//! at least 4 cores (and `taskset`), servers run on the first quarter of
+//! them and this client on the rest; the first lines say which.
+//!
 //! Environment: `BENCH_DIR` (data directories; default: the system temp dir),
 //! `BENCH_BLOBS` (blobs per throughput phase, default 8), `BENCH_SERVER_BIN`
 //! (another build of the server to measure, e.g. the static musl one),
@@ -108,6 +112,21 @@ fn main() {
         filesystem_of(&work)
     );
     println!("server binary: {}", ours.display());
+    match pinning() {
+        Some((server, client)) => {
+            let pinned = Command::new("taskset")
+                .args(["-a", "-p", "-c", &client, &std::process::id().to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(pinned, "taskset could not pin the client");
+            println!("pinned: servers on cores {server}, this client on cores {client}");
+        }
+        None => println!(
+            "not pinned: {} cores (pinning needs at least 4, and taskset): servers and client share them",
+            num_cpus()
+        ),
+    }
     if throughput {
         throughput_scenario(&ours, &work);
     }
@@ -572,7 +591,12 @@ fn run_rounds(
         peak = peak.max(rss);
         cleanup();
     }
-    (median(speeds), median(cpus), peak)
+    let (low, high) = speeds
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let speed = median(speeds);
+    println!("{label}: median {speed:.0} MB/s (spread {low:.0}-{high:.0})");
+    (speed, median(cpus), peak)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -638,8 +662,39 @@ fn start_rclone(data: &Path) -> Running {
     spawn(command, "Serving restic REST API on ")
 }
 
-/// Starts a server and reads the address it reports on stderr.
-fn spawn(mut command: Command, marker: &'static str) -> Running {
+/// With at least 4 cores, servers run on the first quarter of them and the
+/// client on the rest (as `taskset -c` lists), so that neither's figures
+/// include the other's work.
+fn pinning() -> Option<(String, String)> {
+    let n = num_cpus();
+    if n < 4 || !tool_exists("taskset") {
+        return None;
+    }
+    let server = n / 4;
+    Some((format!("0-{}", server - 1), format!("{server}-{}", n - 1)))
+}
+
+/// Starts a server (pinned, see [`pinning`]) and reads the address it
+/// reports on stderr.
+fn spawn(command: Command, marker: &'static str) -> Running {
+    let mut command = match pinning() {
+        None => command,
+        Some((cores, _)) => {
+            let mut pinned = Command::new("taskset");
+            pinned
+                .arg("-c")
+                .arg(cores)
+                .arg(command.get_program())
+                .args(command.get_args());
+            for (key, value) in command.get_envs() {
+                match value {
+                    Some(value) => pinned.env(key, value),
+                    None => pinned.env_remove(key),
+                };
+            }
+            pinned
+        }
+    };
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
