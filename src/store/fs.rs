@@ -66,9 +66,9 @@ const LARGE_READERS: usize = 8;
 /// buffers took whole downloads from 1.6 to 0.5 CPU s/GiB.
 const SPARE_PIECES: usize = 4;
 
-/// How much an upload writes between two flushes to disk (`fdatasync`), so
-/// that the disk works while the body still streams in and the final fsync
-/// only has the tail left.
+/// How much an upload writes between two starts of writeback (see
+/// [`Writer::write_back`]), so that the disk works while the body still
+/// streams in and the final fsync only has the tail left.
 const WRITEBACK_INTERVAL_BYTES: u64 = 8 << 20;
 
 /// Permission bits for what the server creates.
@@ -206,7 +206,12 @@ impl super::Store for FsStore {
         Ok(FsUpload {
             final_path,
             temp_path: Some(temp_path),
-            writer: Some(Writer { file, unflushed: 0 }),
+            writer: Some(Writer {
+                file,
+                written: 0,
+                unflushed: 0,
+                in_writeback: None,
+            }),
             in_flight: None,
             writers: self.writers.clone(),
         })
@@ -785,7 +790,12 @@ impl super::Listing for FsListing {
 /// The temp file of an upload, moved to a writer thread for each write.
 pub(crate) struct Writer {
     file: File,
+    /// Bytes written so far.
+    written: u64,
+    /// Bytes written since writeback was last started.
     unflushed: u64,
+    /// The window whose writeback was started last (offset, length).
+    in_writeback: Option<(u64, u64)>,
 }
 
 /// The work of the upload writer threads ([`WriterPool`]).
@@ -868,12 +878,32 @@ pub(crate) type WriterPool = Pool<UploadWrite>;
 impl Writer {
     fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         self.file.write_all(chunk).op("write")?;
+        self.written += chunk.len() as u64;
         self.unflushed += chunk.len() as u64;
         if self.unflushed >= WRITEBACK_INTERVAL_BYTES {
+            let window = (self.written - self.unflushed, self.unflushed);
             self.unflushed = 0;
-            sync(&self.file, true)?;
+            self.write_back(window)?;
         }
         Ok(())
+    }
+
+    /// Waits for the previous window to reach the disk (usually long done),
+    /// then starts writing this one without waiting: at most two windows of
+    /// an upload are dirty, and receiving does not pause for the disk.
+    /// Where the file system cannot, an fdatasync, which waits.
+    fn write_back(&mut self, (offset, len): (u64, u64)) -> Result<(), StoreError> {
+        let previous = self.in_writeback.take();
+        let started = previous
+            .map_or(Ok(()), |(o, l)| super::writeback::wait(&self.file, o, l))
+            .and_then(|()| super::writeback::start(&self.file, offset, len));
+        match started {
+            Ok(()) => {
+                self.in_writeback = Some((offset, len));
+                Ok(())
+            }
+            Err(_) => sync(&self.file, true),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub(crate) mod fs;
 pub(crate) mod memory;
 mod noreplace;
 pub(crate) mod s3;
+mod writeback;
 
 use std::collections::BTreeMap;
 use std::fmt;
