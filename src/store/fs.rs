@@ -176,20 +176,13 @@ impl super::Store for FsStore {
         let grant = (remaining > READ_CHUNK_BYTES)
             .then(|| ReadGrant::take(&self.large_reads))
             .flatten();
-        Ok(FsReader {
-            file: Arc::new(file),
-            size,
-            range,
-            offset,
-            remaining,
-            piece: grant
-                .as_ref()
-                .map_or(READ_CHUNK_BYTES, |_| LARGE_READ_CHUNK_BYTES),
-            _grant: grant,
-            pending: None,
-            spare: None,
-            spares: self.spare_pieces.clone(),
-        })
+        Ok(FsReader::new(
+            file,
+            (size, range),
+            (offset, remaining),
+            grant,
+            self.spare_pieces.clone(),
+        ))
     }
 
     async fn begin_upload(
@@ -707,6 +700,31 @@ impl super::ObjectReader for FsReader {
 }
 
 impl FsReader {
+    /// A reader of `remaining` bytes at `offset` of `file` (the object's
+    /// size and the range asked for), in large pieces when granted.
+    fn new(
+        file: File,
+        (size, range): (u64, ByteRange),
+        (offset, remaining): (u64, u64),
+        grant: Option<ReadGrant>,
+        spares: Arc<Mutex<Vec<BytesMut>>>,
+    ) -> FsReader {
+        FsReader {
+            file: Arc::new(file),
+            size,
+            range,
+            offset,
+            remaining,
+            piece: grant
+                .as_ref()
+                .map_or(READ_CHUNK_BYTES, |_| LARGE_READ_CHUNK_BYTES),
+            _grant: grant,
+            pending: None,
+            spare: None,
+            spares,
+        }
+    }
+
     fn spares(&self) -> std::sync::MutexGuard<'_, Vec<BytesMut>> {
         self.spares.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -1032,20 +1050,8 @@ mod tests {
         spares: &Arc<Mutex<Vec<BytesMut>>>,
     ) -> FsReader {
         let (file, size) = open_read(path).unwrap();
-        FsReader {
-            file: Arc::new(file),
-            size,
-            range: Want::All.resolve(size).unwrap(),
-            offset,
-            remaining: len,
-            piece: grant
-                .as_ref()
-                .map_or(READ_CHUNK_BYTES, |_| LARGE_READ_CHUNK_BYTES),
-            _grant: grant,
-            pending: None,
-            spare: None,
-            spares: spares.clone(),
-        }
+        let whole = Want::All.resolve(size).unwrap();
+        FsReader::new(file, (size, whole), (offset, len), grant, spares.clone())
     }
 
     /// Read ahead, in small or large pieces, buffers reused or not: the

@@ -43,11 +43,9 @@ pub(super) fn rename(from: &Path, to: &Path) -> io::Result<()> {
             flags,
         )
     };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    nix::errno::Errno::result(result)
+        .map(drop)
+        .map_err(io::Error::from)
 }
 
 #[cfg(test)]

@@ -43,11 +43,9 @@ fn call(file: &File, offset: u64, len: u64, flags: libc::c_uint) -> io::Result<(
     // SAFETY: see the module comment: a descriptor that stays open for the
     // call (borrowed from `file`) and plain integers.
     let result = unsafe { libc::sync_file_range(file.as_raw_fd(), offset as _, len as _, flags) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    nix::errno::Errno::result(result)
+        .map(drop)
+        .map_err(io::Error::from)
 }
 
 #[cfg(test)]
