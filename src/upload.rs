@@ -418,24 +418,19 @@ impl<U: Upload> Sending<U> {
                         _grant: grant,
                     })
                 }
-                // Budget spent: hyper's chunk goes on as it is, and is
-                // done with before the next is read, so that an upload
-                // pins at most one chunk besides hyper's read buffer.
-                None => {
-                    self.push(data).await?;
-                    return self.settled().await;
-                }
+                None => return self.pass_through(data).await,
             }
         }
-        let mut data = &data[..];
+        let mut data = data;
         while !data.is_empty() {
             let Some(buffers) = self.buffers.as_mut() else {
-                break;
+                // Not reached (a hand-over keeps the buffers), but no byte
+                // may ever be dropped.
+                return self.pass_through(data).await;
             };
             let room = UPLOAD_BUFFER_BYTES - buffers.filling.len();
-            let (now, later) = data.split_at(room.min(data.len()));
-            buffers.filling.extend_from_slice(now);
-            data = later;
+            let now = data.split_to(room.min(data.len()));
+            buffers.filling.extend_from_slice(&now);
             if buffers.filling.len() == UPLOAD_BUFFER_BYTES {
                 self.hand_over().await?;
             }
@@ -456,6 +451,14 @@ impl<U: Upload> Sending<U> {
         stored?;
         hashed?;
         Ok(())
+    }
+
+    /// Without buffers: hyper's chunk goes on as it is, and is done with
+    /// before the next is read, so that the upload pins at most one chunk
+    /// besides hyper's read buffer.
+    async fn pass_through(&mut self, chunk: Bytes) -> Result<(), ApiError> {
+        self.push(chunk).await?;
+        self.settled().await
     }
 
     /// Returns once neither consumer holds a chunk.
