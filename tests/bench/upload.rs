@@ -29,6 +29,12 @@
 //!   on one keep-alive connection, as restic reads blobs out of packs. MB/s,
 //!   server CPU seconds per GiB and peak RSS.
 //!
+//! - `cargo bench --bench upload -- tls` serves HTTPS (HTTP/1.1; a
+//!   certificate from `rest-server tls generate`) from ours and from
+//!   `rclone serve restic --cert --key`, and uploads and downloads the same
+//!   8 blobs of 64 MiB over it, one stream: MB/s and server CPU s/GiB, and
+//!   the cipher suite that was negotiated.
+//!
 //! - `cargo bench --bench upload -- hold` holds every connection slot (64)
 //!   with uploads that declare 64 MiB, send 1 MiB and stall, then with
 //!   connections that send nothing, then with idle keep-alive connections,
@@ -84,8 +90,8 @@ fn main() {
         .collect();
     for mode in &modes {
         assert!(
-            ["throughput", "latency", "s3", "hold", "download"].contains(&mode.as_str()),
-            "unknown scenario {mode:?}: use `throughput` (the default), `latency`, `s3`, `hold` and/or `download`"
+            ["throughput", "latency", "s3", "hold", "download", "tls"].contains(&mode.as_str()),
+            "unknown scenario {mode:?}: use `throughput` (the default), `latency`, `s3`, `hold`, `download` and/or `tls`"
         );
     }
     let throughput = modes.is_empty() || modes.iter().any(|m| m == "throughput");
@@ -93,6 +99,7 @@ fn main() {
     let s3 = modes.iter().any(|m| m == "s3");
     let hold = modes.iter().any(|m| m == "hold");
     let download = modes.iter().any(|m| m == "download");
+    let tls = modes.iter().any(|m| m == "tls");
 
     let work = std::env::var_os("BENCH_DIR")
         .map(PathBuf::from)
@@ -141,6 +148,9 @@ fn main() {
     }
     if download {
         download_scenario(&ours, &work);
+    }
+    if tls {
+        tls_scenario(&ours, &work);
     }
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -709,6 +719,7 @@ fn spawn(command: Command, marker: &'static str) -> Running {
                 let addr = rest
                     .trim()
                     .trim_start_matches('[')
+                    .trim_start_matches("https://")
                     .trim_start_matches("http://")
                     .trim_end_matches(']')
                     .trim_end_matches('/')
@@ -824,6 +835,228 @@ fn measure_downloads(
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
     (name, [per_gib(one), per_gib(many), per_gib(ranges)])
+}
+
+/// Uploads and downloads over HTTPS, ours and rclone's, one stream.
+fn tls_scenario(ours: &Path, work: &Path) {
+    println!("\n# HTTPS (HTTP/1.1), one stream");
+    let certs = work.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let generated = Command::new(ours)
+        .arg("--path")
+        .arg(&certs)
+        .args(["tls", "generate", "--name", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("tls generate");
+    assert!(generated.success(), "tls generate");
+    let (cert, key) = (certs.join("public_key"), certs.join("private_key"));
+    let client = tls_client(&cert);
+    println!("generating {CONCURRENT_STREAMS} blobs of 64 MiB...");
+    let blobs: Vec<Blob> = (0..CONCURRENT_STREAMS as u64).map(Blob::new).collect();
+    let mut rows = vec![measure_tls(
+        "rest-server --tls",
+        &blobs,
+        work,
+        &client,
+        |data| {
+            start_ours(
+                ours,
+                data,
+                &[
+                    "--tls",
+                    "--tls-cert",
+                    cert.to_str().unwrap(),
+                    "--tls-key",
+                    key.to_str().unwrap(),
+                ],
+            )
+        },
+    )];
+    if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") {
+        println!("(BENCH_PEER=0: rclone not measured)");
+    } else if tool_exists("rclone") {
+        rows.push(measure_tls(
+            "rclone serve restic --cert --key",
+            &blobs,
+            work,
+            &client,
+            |data| {
+                let mut command = Command::new("rclone");
+                command
+                    .args(["serve", "restic", "--addr", "127.0.0.1:0", "--cert"])
+                    .arg(&cert)
+                    .arg("--key")
+                    .arg(&key)
+                    .arg(data);
+                spawn(command, "Serving restic REST API on ")
+            },
+        ));
+    } else {
+        println!("(rclone is not installed: no peer figures; apt-get install rclone)");
+    }
+    println!();
+    println!(
+        "| server | cipher | upload MB/s | download MB/s | CPU s/GiB up / down | peak RSS up / down |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2} / {:.2} | {:.1} / {:.1} MiB |",
+            r.name,
+            r.cipher,
+            r.up.0,
+            r.down.0,
+            r.up.1,
+            r.down.1,
+            r.up.2 as f64 / 1024.0,
+            r.down.2 as f64 / 1024.0
+        );
+    }
+}
+
+struct TlsRow {
+    name: &'static str,
+    cipher: String,
+    /// (MB/s, CPU s/GiB, peak RSS KiB)
+    up: (f64, f64, u64),
+    down: (f64, f64, u64),
+}
+
+fn tls_client(cert: &Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_file_iter(cert).expect("certificate") {
+        roots.add(der.expect("certificate")).unwrap();
+    }
+    // AES-128-GCM first, as restic's (Go's) client offers it on a CPU with
+    // AES instructions; rustls's own order starts with AES-256.
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| !format!("{:?}", suite.suite()).contains("AES_128_GCM"));
+    let provider = std::sync::Arc::new(provider);
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_connect(addr: SocketAddr, client: &std::sync::Arc<rustls::ClientConfig>) -> Tls {
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(client.clone(), name).unwrap();
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_nodelay(true).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .expect("handshake");
+    }
+    stream
+}
+
+/// One request over its own TLS connection; the status and the body's length.
+fn tls_request(
+    addr: SocketAddr,
+    client: &std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, usize) {
+    let mut stream = tls_connect(addr, client);
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    stream.flush().unwrap();
+    let mut response = Vec::new();
+    // Servers may close without close_notify once the answer is complete.
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response[..response.len().min(64)]);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response.len())
+}
+
+fn measure_tls(
+    name: &'static str,
+    blobs: &[Blob],
+    work: &Path,
+    client: &std::sync::Arc<rustls::ClientConfig>,
+    start: impl Fn(&Path) -> Running,
+) -> TlsRow {
+    println!("\n## {name}");
+    let data = work.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let server = start(&data);
+    let (pid, addr) = (server.child.id(), server.addr);
+    assert_eq!(
+        tls_request(addr, client, "POST", "/bench/?create=true", &[]).0,
+        200,
+        "create repository"
+    );
+    let cipher = tls_connect(addr, client)
+        .conn
+        .negotiated_cipher_suite()
+        .map_or("?".into(), |s| format!("{:?}", s.suite()));
+    let total = (blobs.len() * BLOB_BYTES) as f64;
+    let gib = total / (1u64 << 30) as f64;
+    let per_gib = |(mbps, cpu, peak): (f64, f64, u64)| (mbps, cpu / gib, peak);
+    let upload = |blob: &Blob| {
+        let (status, _) = tls_request(addr, client, "POST", &blob_path(blob), &blob.data);
+        assert_eq!(status, 200, "upload of {}", blob.id);
+    };
+    let up = run_rounds(
+        pid,
+        "upload",
+        total,
+        || blobs.iter().for_each(upload),
+        || delete_all_tls(addr, client, blobs),
+    );
+    blobs.iter().for_each(upload);
+    let down = run_rounds(
+        pid,
+        "download",
+        total,
+        || {
+            for blob in blobs {
+                let (status, len) = tls_request(addr, client, "GET", &blob_path(blob), &[]);
+                assert!(status == 200 && len > BLOB_BYTES, "download of {}", blob.id);
+            }
+        },
+        || {},
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    TlsRow {
+        name,
+        cipher,
+        up: per_gib(up),
+        down: per_gib(down),
+    }
+}
+
+fn delete_all_tls(addr: SocketAddr, client: &std::sync::Arc<rustls::ClientConfig>, blobs: &[Blob]) {
+    for blob in blobs {
+        assert_eq!(
+            tls_request(addr, client, "DELETE", &blob_path(blob), &[]).0,
+            200
+        );
+    }
 }
 
 /// Connections that hold every slot of the default cap (64).
