@@ -802,20 +802,7 @@ fn measure_downloads(
     let total = (blobs.len() * BLOB_BYTES) as f64;
     let gib = total / (1u64 << 30) as f64;
     let per_gib = |(mbps, cpu, peak): (f64, f64, u64)| (mbps, cpu / gib, peak);
-    let one = run_rounds(
-        pid,
-        "whole, 1 stream",
-        total,
-        || blobs.iter().for_each(|b| download(addr, b)),
-        || {},
-    );
-    let many = run_rounds(
-        pid,
-        "whole, 8 streams",
-        total,
-        || on_streams(addr, blobs, &download),
-        || {},
-    );
+    let (one, many) = download_rounds(pid, addr, blobs);
     let ranges = run_rounds(
         pid,
         "1 MiB ranges",
@@ -1304,20 +1291,7 @@ fn measure_s3(name: &'static str, blobs: &[Blob], start: impl Fn() -> Running) -
         || delete_all(addr, blobs),
     );
     blobs.iter().for_each(|b| upload(addr, b));
-    let down1 = run_rounds(
-        pid,
-        "download, 1 stream",
-        total,
-        || blobs.iter().for_each(|b| download(addr, b)),
-        || {},
-    );
-    let down8 = run_rounds(
-        pid,
-        "download, 8 streams",
-        total,
-        || streams(&download),
-        || {},
-    );
+    let (down1, down8) = download_rounds(pid, addr, blobs);
     delete_all(addr, blobs);
     S3Row {
         name,
@@ -1329,6 +1303,31 @@ fn measure_s3(name: &'static str, blobs: &[Blob], start: impl Fn() -> Running) -
         up_peak_kib: up1.2.max(up8.2),
         down_peak_kib: down1.2.max(down8.2),
     }
+}
+
+/// Whole downloads of every blob, on one stream and then on 8: (MB/s, CPU
+/// seconds, peak RSS KiB) of each, as `run_rounds` gives them.
+fn download_rounds(
+    pid: u32,
+    addr: SocketAddr,
+    blobs: &[Blob],
+) -> ((f64, f64, u64), (f64, f64, u64)) {
+    let total = (blobs.len() * BLOB_BYTES) as f64;
+    let one = run_rounds(
+        pid,
+        "download, 1 stream",
+        total,
+        || blobs.iter().for_each(|b| download(addr, b)),
+        || {},
+    );
+    let many = run_rounds(
+        pid,
+        "download, 8 streams",
+        total,
+        || on_streams(addr, blobs, &download),
+        || {},
+    );
+    (one, many)
 }
 
 /// GETs a blob on its own connection and checks its length.
