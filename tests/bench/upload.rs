@@ -82,24 +82,36 @@ const LOAD_BLOB_BYTES: usize = 256 << 20;
 /// The loaded phase stops sampling after this long, with what it has.
 const LOADED_PHASE_LIMIT: Duration = Duration::from_secs(60);
 
+/// A scenario, given the server binary and the work directory.
+type Scenario = fn(&Path, &Path);
+
+/// Every scenario by name, in the order they run; the first is the default.
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("throughput", throughput_scenario),
+    ("latency", latency_scenario),
+    ("s3", s3_scenario),
+    ("hold", hold_scenario),
+    ("download", download_scenario),
+    ("tls", tls_scenario),
+];
+
 fn main() {
     // `cargo bench` passes `--bench`; other arguments name the scenarios.
-    let modes: Vec<String> = std::env::args()
+    let mut modes: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    let names: Vec<&str> = SCENARIOS.iter().map(|(name, _)| *name).collect();
     for mode in &modes {
         assert!(
-            ["throughput", "latency", "s3", "hold", "download", "tls"].contains(&mode.as_str()),
-            "unknown scenario {mode:?}: use `throughput` (the default), `latency`, `s3`, `hold`, `download` and/or `tls`"
+            names.contains(&mode.as_str()),
+            "unknown scenario {mode:?}: use one or more of {names:?} (default: {})",
+            names[0]
         );
     }
-    let throughput = modes.is_empty() || modes.iter().any(|m| m == "throughput");
-    let latency = modes.iter().any(|m| m == "latency");
-    let s3 = modes.iter().any(|m| m == "s3");
-    let hold = modes.iter().any(|m| m == "hold");
-    let download = modes.iter().any(|m| m == "download");
-    let tls = modes.iter().any(|m| m == "tls");
+    if modes.is_empty() {
+        modes.push(names[0].to_string());
+    }
 
     let work = std::env::var_os("BENCH_DIR")
         .map(PathBuf::from)
@@ -134,23 +146,10 @@ fn main() {
             num_cpus()
         ),
     }
-    if throughput {
-        throughput_scenario(&ours, &work);
-    }
-    if latency {
-        latency_scenario(&ours, &work);
-    }
-    if s3 {
-        s3_scenario(&ours, &work);
-    }
-    if hold {
-        hold_scenario(&ours, &work);
-    }
-    if download {
-        download_scenario(&ours, &work);
-    }
-    if tls {
-        tls_scenario(&ours, &work);
+    for (name, scenario) in SCENARIOS {
+        if modes.iter().any(|m| m == name) {
+            scenario(&ours, &work);
+        }
     }
     let _ = std::fs::remove_dir_all(&work);
 }
