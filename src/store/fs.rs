@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -61,7 +61,7 @@ const LARGE_READ_CHUNK_BYTES: u64 = 256 * 1024;
 /// How many readers may read in large pieces at once: 4 MiB in all.
 const LARGE_READERS: usize = 8;
 
-/// Large piece buffers kept for the next reader (1 MiB). A fresh buffer of
+/// Large piece buffers kept for the next read (1 MiB). A fresh buffer of
 /// that size is a fresh mapping whose every page faults in zeroed: reusing
 /// buffers took whole downloads from 1.6 to 0.5 CPU s/GiB.
 const SPARE_PIECES: usize = 4;
@@ -102,8 +102,8 @@ pub(crate) struct FsStore {
     modes: Modes,
     /// Large-piece grants left for readers (see [`LARGE_READERS`]).
     large_reads: Arc<AtomicUsize>,
-    /// Large piece buffers for readers to reuse (see [`SPARE_PIECES`]).
-    spare_pieces: Arc<Mutex<Vec<BytesMut>>>,
+    /// Large piece buffers for readers to reuse.
+    spares: Spares,
     /// The threads that write and fsync uploads. Not the I/O pool: four
     /// large uploads that fsync would keep a pool of four busy, and every
     /// other client's small read would wait behind them.
@@ -116,7 +116,7 @@ impl FsStore {
             root: Arc::new(root),
             modes,
             large_reads: Arc::new(AtomicUsize::new(LARGE_READERS)),
-            spare_pieces: Arc::default(),
+            spares: Spares::default(),
             writers,
         }
     }
@@ -180,8 +180,7 @@ impl super::Store for FsStore {
             file,
             (size, range),
             (offset, remaining),
-            grant,
-            self.spare_pieces.clone(),
+            grant.map(|grant| (grant, self.spares.clone())),
         ))
     }
 
@@ -646,24 +645,10 @@ pub(crate) struct FsReader {
     range: ByteRange,
     offset: u64,
     remaining: u64,
-    /// Bytes per read: [`READ_CHUNK_BYTES`], or [`LARGE_READ_CHUNK_BYTES`]
-    /// with a grant.
-    piece: u64,
-    _grant: Option<ReadGrant>,
+    /// With a grant, pieces of [`LARGE_READ_CHUNK_BYTES`] read into the
+    /// store's spare buffers; else of [`READ_CHUNK_BYTES`] in fresh ones.
+    large: Option<(ReadGrant, Spares)>,
     pending: Option<(u64, JoinHandle<Result<Bytes, StoreError>>)>,
-    /// The piece returned before the last: its buffer is read into again
-    /// once the connection is done with it (no allocation, no zeroing).
-    spare: Option<Bytes>,
-    /// The store's spare large buffers, taken from and given back to.
-    spares: Arc<Mutex<Vec<BytesMut>>>,
-}
-
-impl Drop for FsReader {
-    fn drop(&mut self) {
-        if let Some(Ok(buf)) = self.spare.take().map(Bytes::try_into_mut) {
-            self.give_back(buf);
-        }
-    }
 }
 
 impl super::ObjectReader for FsReader {
@@ -691,9 +676,8 @@ impl super::ObjectReader for FsReader {
         self.pending = None;
         // Read ahead: the next piece is read while this one is sent, so
         // that the socket does not wait for a pool round trip per piece.
-        if let Ok(piece) = &result {
+        if result.is_ok() {
             self.read_next();
-            self.spare = Some(piece.clone());
         }
         Poll::Ready(Some(result))
     }
@@ -706,8 +690,7 @@ impl FsReader {
         file: File,
         (size, range): (u64, ByteRange),
         (offset, remaining): (u64, u64),
-        grant: Option<ReadGrant>,
-        spares: Arc<Mutex<Vec<BytesMut>>>,
+        large: Option<(ReadGrant, Spares)>,
     ) -> FsReader {
         FsReader {
             file: Arc::new(file),
@@ -715,27 +698,8 @@ impl FsReader {
             range,
             offset,
             remaining,
-            piece: grant
-                .as_ref()
-                .map_or(READ_CHUNK_BYTES, |_| LARGE_READ_CHUNK_BYTES),
-            _grant: grant,
+            large,
             pending: None,
-            spare: None,
-            spares,
-        }
-    }
-
-    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<BytesMut>> {
-        self.spares.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Keeps a large buffer this reader is done with for the next reader.
-    fn give_back(&self, buf: BytesMut) {
-        if buf.len() as u64 == LARGE_READ_CHUNK_BYTES {
-            let mut spares = self.spares();
-            if spares.len() < SPARE_PIECES {
-                spares.push(buf);
-            }
         }
     }
 
@@ -744,38 +708,91 @@ impl FsReader {
         if self.remaining == 0 {
             return;
         }
-        let len = self.remaining.min(self.piece);
+        let spares = self.large.as_ref().map(|(_, spares)| spares.clone());
+        let piece = match spares {
+            Some(_) => LARGE_READ_CHUNK_BYTES,
+            None => READ_CHUNK_BYTES,
+        };
+        let len = self.remaining.min(piece);
         let (file, offset) = (self.file.clone(), self.offset);
         self.offset += len;
         self.remaining -= len;
-        let mut reuse = None;
-        if let Some(Ok(buf)) = self.spare.take().map(Bytes::try_into_mut) {
-            if buf.len() as u64 == len {
-                reuse = Some(buf);
-            } else {
-                self.give_back(buf);
-            }
-        }
-        if reuse.is_none() && len == LARGE_READ_CHUNK_BYTES {
-            reuse = self.spares().pop();
-        }
-        let handle = io_pool::spawn(move || read_exact_at(&file, offset, len, reuse));
+        let handle = io_pool::spawn(move || read_piece(&file, offset, len as usize, spares));
         self.pending = Some((len, handle));
     }
 }
 
-/// Reads `len` bytes at `offset`, into `reuse` when given (of that length).
-fn read_exact_at(
+/// Reads `len` bytes at `offset`: into one of `spares`' buffers when given
+/// (`len` at most [`LARGE_READ_CHUNK_BYTES`]), else into a fresh buffer.
+fn read_piece(
     file: &File,
     offset: u64,
-    len: u64,
-    reuse: Option<BytesMut>,
+    len: usize,
+    spares: Option<Spares>,
 ) -> Result<Bytes, StoreError> {
-    let mut buf = reuse.unwrap_or_else(|| BytesMut::zeroed(len as usize));
     // Fails only if the file shrank under us (it never should: objects are
     // immutable).
-    file.read_exact_at(&mut buf, offset).op("read")?;
-    Ok(buf.freeze())
+    let Some(spares) = spares else {
+        let mut buf = vec![0; len];
+        file.read_exact_at(&mut buf, offset).op("read")?;
+        return Ok(Bytes::from(buf));
+    };
+    let mut piece = SparePiece {
+        buf: spares.take(),
+        len,
+        spares,
+    };
+    file.read_exact_at(&mut piece.buf[..len], offset)
+        .op("read")?;
+    Ok(Bytes::from_owner(piece))
+}
+
+/// The store's spare large buffers (at most [`SPARE_PIECES`]).
+#[derive(Clone, Default)]
+pub(crate) struct Spares(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Spares {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A spare buffer, or a fresh one if none is left.
+    fn take(&self) -> Vec<u8> {
+        let spare = self.lock().pop();
+        spare.unwrap_or_else(|| vec![0; LARGE_READ_CHUNK_BYTES as usize])
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        let mut spares = self.lock();
+        if spares.len() < SPARE_PIECES && buf.len() as u64 == LARGE_READ_CHUNK_BYTES {
+            spares.push(buf);
+        }
+    }
+}
+
+/// A piece read into a spare buffer, which goes back to the spares when the
+/// piece is dropped: by the connection once it is sent, or on an error.
+/// Every buffer comes back, whoever drops its piece last. When the reader
+/// reused the buffer of the piece before the last itself, the connection
+/// still held the last piece when the reader was dropped: each 1 MiB ranged
+/// read took two spares and gave one back, and soon read into fresh,
+/// zeroed buffers (a fifth of the CPU of ranged reads).
+struct SparePiece {
+    buf: Vec<u8>,
+    len: usize,
+    spares: Spares,
+}
+
+impl AsRef<[u8]> for SparePiece {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for SparePiece {
+    fn drop(&mut self) {
+        self.spares.give_back(std::mem::take(&mut self.buf));
+    }
 }
 
 /// A listing, read one folder at a time on the I/O pool.
@@ -1047,11 +1064,12 @@ mod tests {
         offset: u64,
         len: u64,
         grant: Option<ReadGrant>,
-        spares: &Arc<Mutex<Vec<BytesMut>>>,
+        spares: &Spares,
     ) -> FsReader {
         let (file, size) = open_read(path).unwrap();
         let whole = Want::All.resolve(size).unwrap();
-        FsReader::new(file, (size, whole), (offset, len), grant, spares.clone())
+        let large = grant.map(|grant| (grant, spares.clone()));
+        FsReader::new(file, (size, whole), (offset, len), large)
     }
 
     /// Read ahead, in small or large pieces, buffers reused or not: the
@@ -1065,7 +1083,7 @@ mod tests {
             .collect();
         fs::write(&path, &content).unwrap();
         let left = Arc::new(AtomicUsize::new(1));
-        let spares = Arc::default();
+        let spares = Spares::default();
         let whole = content.len() as u64;
         for (offset, len, large, keep_pieces) in [
             (0, whole, true, false),
@@ -1094,11 +1112,38 @@ mod tests {
             let (start, end) = (offset as usize, (offset + len) as usize);
             assert!(got == content[start..end], "{offset}+{len}");
             drop(reader);
-            let kept = spares.lock().unwrap().len();
+            let kept = spares.lock().len();
             assert!(kept <= SPARE_PIECES);
             if large && !keep_pieces && len >= 2 * LARGE_READ_CHUNK_BYTES {
                 assert!(kept > 0, "a large buffer is kept for the next reader");
             }
+        }
+    }
+
+    /// The connection holds the last piece until after the reader is gone,
+    /// as hyper does: its buffer still comes back, so ranged reads one after
+    /// another keep reusing the same few buffers.
+    #[tokio::test(flavor = "current_thread")]
+    async fn ranged_reads_give_every_buffer_back() {
+        let dir = crate::testing::TempDir::new("spares");
+        let path = dir.path().join("object");
+        fs::write(&path, vec![7u8; 4 * LARGE_READ_CHUNK_BYTES as usize]).unwrap();
+        let left = Arc::new(AtomicUsize::new(1));
+        let spares = Spares::default();
+        for round in 0..5 {
+            let grant = ReadGrant::take(&left);
+            let mut reader = reader(&path, 100, 3 * LARGE_READ_CHUNK_BYTES, grant, &spares);
+            let mut last = None;
+            while let Some(piece) = std::future::poll_fn(|cx| reader.poll_chunk(cx)).await {
+                last = Some(piece.unwrap());
+            }
+            drop(reader);
+            // Two or three buffers go round (the one being sent, the one
+            // read ahead, and one more when a read starts before the piece
+            // before it is dropped).
+            assert!(!spares.lock().is_empty(), "round {round}");
+            drop(last);
+            assert!(spares.lock().len() >= 2, "round {round}");
         }
     }
 
