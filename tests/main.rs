@@ -14,5 +14,6 @@ mod mirror;
 mod modes;
 mod restic;
 mod s3;
+mod scrub;
 mod security;
 mod tls;

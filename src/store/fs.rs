@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{
-    Batch, ErrorKind, Incoming, Key, Op as _, OpenError, RepoStats, Scan, Space, StoreError,
+    Batch, ErrorKind, Incoming, Key, Op as _, OpenError, RepoStats, Repos, Scan, Space, StoreError,
     classify,
 };
 use crate::io_pool;
@@ -170,18 +170,24 @@ impl super::Store for FsStore {
 
     async fn open(&self, repo: &RepoPath, key: Key<'_>, want: Want) -> Result<FsReader, OpenError> {
         let path = self.path(repo, key);
-        let (file, size) = io_pool::run(move || open_read(&path)).await?;
-        let range = want.resolve(size)?;
-        let (offset, remaining) = range.span(size);
-        let grant = (remaining > READ_CHUNK_BYTES)
-            .then(|| ReadGrant::take(&self.large_reads))
-            .flatten();
-        Ok(FsReader::new(
-            file,
-            (size, range),
-            (offset, remaining),
-            grant.map(|grant| (grant, self.spares.clone())),
-        ))
+        let (large_reads, spares) = (self.large_reads.clone(), self.spares.clone());
+        // The first piece is read in the same trip to the pool as the open:
+        // a small object or range is then one trip, not two.
+        let open = move || -> Result<FsReader, OpenError> {
+            let (file, size) = open_read(&path)?;
+            let range = want.resolve(size)?;
+            let (offset, remaining) = range.span(size);
+            let grant = (remaining > READ_CHUNK_BYTES)
+                .then(|| ReadGrant::take(&large_reads))
+                .flatten();
+            let large = grant.map(|grant| (grant, spares));
+            let mut reader = FsReader::new(file, (size, range), (offset, remaining), large);
+            reader.read_first()?;
+            Ok(reader)
+        };
+        io_pool::spawn(open)
+            .await
+            .unwrap_or_else(|e| Err(StoreError::lost_task(e).into()))
     }
 
     async fn begin_upload(
@@ -229,9 +235,14 @@ impl super::Store for FsStore {
             let mut builder = DirBuilder::new();
             builder.recursive(true).mode(modes.dir);
             builder.create(root.as_path()).op("create data directory")?;
-            scan(&root)
+            scan(&root, Tidy::RemoveTemps)
         })
         .await
+    }
+
+    async fn repos(&self) -> Result<Repos, StoreError> {
+        let root = self.root.clone();
+        io_pool::run(move || Ok(scan(&root, Tidy::Leave)?.repos)).await
     }
 
     async fn space(&self) -> Option<Space> {
@@ -567,9 +578,17 @@ fn repo_of(relative: &Path) -> Option<(String, bool)> {
     None
 }
 
-/// Walks the data directory once at startup: removes upload temp files a
-/// crash left behind and counts the bytes stored (for `--max-size`).
-fn scan(root: &Path) -> Result<Scan, StoreError> {
+/// Whether a walk of the data directory removes temp files: only the one at
+/// startup may (later, they belong to uploads in progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tidy {
+    RemoveTemps,
+    Leave,
+}
+
+/// Walks the data directory: at startup removes upload temp files a crash
+/// left behind, and counts the bytes stored (for `--max-size`).
+fn scan(root: &Path, tidy: Tidy) -> Result<Scan, StoreError> {
     let mut report = Scan::default();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -596,8 +615,10 @@ fn scan(root: &Path) -> Result<Scan, StoreError> {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if name.starts_with(TEMP_PREFIX) || name.contains(GO_TEMP_MARKER) {
-                fs::remove_file(entry.path()).op("remove stale temp file")?;
-                report.temps_removed += 1;
+                if tidy == Tidy::RemoveTemps {
+                    fs::remove_file(entry.path()).op("remove stale temp file")?;
+                    report.temps_removed += 1;
+                }
                 continue;
             }
             let meta = entry.metadata().op("scan")?;
@@ -648,6 +669,8 @@ pub(crate) struct FsReader {
     /// With a grant, pieces of [`LARGE_READ_CHUNK_BYTES`] read into the
     /// store's spare buffers; else of [`READ_CHUNK_BYTES`] in fresh ones.
     large: Option<(ReadGrant, Spares)>,
+    /// The first piece, read when the file was opened.
+    first: Option<Bytes>,
     pending: Option<(u64, JoinHandle<Result<Bytes, StoreError>>)>,
 }
 
@@ -661,10 +684,15 @@ impl super::ObjectReader for FsReader {
     }
 
     fn remaining(&self) -> u64 {
-        self.remaining + self.pending.as_ref().map_or(0, |(len, _)| *len)
+        let first = self.first.as_ref().map_or(0, |piece| piece.len() as u64);
+        self.remaining + first + self.pending.as_ref().map_or(0, |(len, _)| *len)
     }
 
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StoreError>>> {
+        if let Some(piece) = self.first.take() {
+            self.read_next();
+            return Poll::Ready(Some(Ok(piece)));
+        }
         if self.pending.is_none() {
             self.read_next();
         }
@@ -699,14 +727,33 @@ impl FsReader {
             offset,
             remaining,
             large,
+            first: None,
             pending: None,
         }
     }
 
+    /// Reads the first piece here and now (on the I/O pool, at the open).
+    fn read_first(&mut self) -> Result<(), StoreError> {
+        if let Some((offset, len, spares)) = self.next_piece() {
+            self.first = Some(read_piece(&self.file, offset, len, spares)?);
+        }
+        Ok(())
+    }
+
     /// Starts reading the next piece on the I/O pool, if any is left.
     fn read_next(&mut self) {
+        if let Some((offset, len, spares)) = self.next_piece() {
+            let file = self.file.clone();
+            let handle = io_pool::spawn(move || read_piece(&file, offset, len, spares));
+            self.pending = Some((len as u64, handle));
+        }
+    }
+
+    /// Where the next piece starts, its length, and the buffers to read it
+    /// into; counted as read from here on.
+    fn next_piece(&mut self) -> Option<(u64, usize, Option<Spares>)> {
         if self.remaining == 0 {
-            return;
+            return None;
         }
         let spares = self.large.as_ref().map(|(_, spares)| spares.clone());
         let piece = match spares {
@@ -714,11 +761,10 @@ impl FsReader {
             None => READ_CHUNK_BYTES,
         };
         let len = self.remaining.min(piece);
-        let (file, offset) = (self.file.clone(), self.offset);
+        let offset = self.offset;
         self.offset += len;
         self.remaining -= len;
-        let handle = io_pool::spawn(move || read_piece(&file, offset, len as usize, spares));
-        self.pending = Some((len, handle));
+        Some((offset, len as usize, spares))
     }
 }
 
@@ -1069,7 +1115,10 @@ mod tests {
         let (file, size) = open_read(path).unwrap();
         let whole = Want::All.resolve(size).unwrap();
         let large = grant.map(|grant| (grant, spares.clone()));
-        FsReader::new(file, (size, whole), (offset, len), large)
+        let mut reader = FsReader::new(file, (size, whole), (offset, len), large);
+        // As the store's open does.
+        reader.read_first().unwrap();
+        reader
     }
 
     /// Read ahead, in small or large pieces, buffers reused or not: the
