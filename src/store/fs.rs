@@ -606,7 +606,12 @@ fn scan(root: &Path, tidy: Tidy) -> Result<Scan, StoreError> {
             let entry = entry.op("scan")?;
             let file_type = entry.file_type().op("scan")?;
             if file_type.is_dir() {
-                pending.push(entry.path());
+                // No repository lives in a dot folder (no path may name
+                // one): those are the server's own (`.scrub`, `.mirror`),
+                // not stored data, and do not count against --max-size.
+                if !entry.file_name().as_encoded_bytes().starts_with(b".") {
+                    pending.push(entry.path());
+                }
                 continue;
             }
             if !file_type.is_file() {
