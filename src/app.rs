@@ -201,15 +201,28 @@ pub fn scrub(
     let local = tokio::task::LocalSet::new();
     let compute = ComputePool::compute().map_err(|e| AppError(Cause::Threads(e)))?;
     let rate = rate_mb.unwrap_or(0).saturating_mul(1_000_000);
-    let counts = match &target.0 {
+    let outcome = match &target.storage {
         Storage::Local(dir) => {
             let writers =
                 WriterPool::start("upload-write", 1).map_err(|e| AppError(Cause::Threads(e)))?;
             let store = FsStore::new(dir.clone(), crate::store::fs::Modes::new(false), writers);
             let files = Some(crate::scrub::state::Files::new(dir));
+            let healer = match &target.mirror {
+                None => None,
+                Some(mirror) => {
+                    let settings = s3_settings(&mirror.location, mirror.settings_file.as_deref())
+                        .map_err(|e| AppError(Cause::S3Settings(e)))?;
+                    Some(crate::scrub::repair::Healer {
+                        local: store.clone(),
+                        remote: S3Store::new(settings)
+                            .map_err(|e| AppError(Cause::S3Settings(e.0)))?,
+                        compute: compute.clone(),
+                    })
+                }
+            };
             local.block_on(
                 &runtime,
-                crate::scrub::once(&store, files, compute, rate, repo),
+                crate::scrub::once(&store, files, compute, rate, repo, healer.as_ref()),
             )
         }
         Storage::S3 { location, settings } => {
@@ -218,18 +231,18 @@ pub fn scrub(
             let store = S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?;
             local.block_on(
                 &runtime,
-                crate::scrub::once(&store, None, compute, rate, repo),
+                crate::scrub::once(&store, None, compute, rate, repo, None),
             )
         }
     };
-    counts
-        .map(|counts| counts.damaged)
+    outcome
+        .map(|outcome| outcome.still_damaged)
         .map_err(|e| AppError(Cause::Scrub(e)))
 }
 
 /// `rest-server scrub --status`: the report, and whether damage is known.
 pub fn scrub_status(target: &crate::cli::ScrubTarget) -> Result<(String, bool), AppError> {
-    match &target.0 {
+    match &target.storage {
         Storage::Local(dir) => Ok(crate::scrub::status_report(
             &crate::scrub::state::Files::new(dir),
         )),

@@ -176,10 +176,19 @@ pub struct ScrubArgs {
     /// state file; exit code 1 if any is known
     #[argh(switch)]
     pub status: bool,
+    /// replace each damaged object by its copy in the offsite mirror (give
+    /// --mirror and --s3-config as the server has them), once that copy
+    /// matches the object's name
+    #[argh(switch)]
+    pub repair: bool,
 }
 
-/// Where `scrub` works (opaque outside the crate).
-pub struct ScrubTarget(pub(crate) Storage);
+/// Where `scrub` works, and the mirror it repairs from (opaque outside the
+/// crate).
+pub struct ScrubTarget {
+    pub(crate) storage: Storage,
+    pub(crate) mirror: Option<Mirror>,
+}
 
 /// The bucket `cleanup` works on (opaque outside the crate).
 pub struct CleanupTarget(pub(crate) Storage);
@@ -470,6 +479,7 @@ const SWITCHES: &[&str] = &[
     "group-accessible-repos",
     "version",
     "status",
+    "repair",
 ];
 
 /// Rewrites Go-style `--flag=value` into `--flag value`, `--switch=true` into
@@ -578,10 +588,21 @@ impl Flags {
         }
     }
 
-    /// Where `scrub` works: its own `--path`, or the one before it.
+    /// Where `scrub` works: its own `--path`, or the one before it; with
+    /// `--repair`, the mirror too.
     pub fn scrub_target(&self, args: &ScrubArgs) -> Result<ScrubTarget, CliError> {
-        self.storage_at(args.path.as_ref().or(self.path.as_ref()))
-            .map(ScrubTarget)
+        let storage = self.storage_at(args.path.as_ref().or(self.path.as_ref()))?;
+        let mirror = match args.repair {
+            false => None,
+            true => Some(self.mirror_settings(&storage)?.ok_or_else(|| {
+                CliError::Scrub(
+                    "scrub --repair heals from the offsite mirror: give --mirror (and \
+                     --s3-config) before `scrub`, as the server has them"
+                        .to_string(),
+                )
+            })?),
+        };
+        Ok(ScrubTarget { storage, mirror })
     }
 
     /// The background scrub: a data directory's, unless turned off.

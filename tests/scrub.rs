@@ -10,6 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::restic::make_tree;
+use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
 use crate::util::*;
 
 const PASS_TIMEOUT: Duration = Duration::from_secs(120);
@@ -283,4 +284,129 @@ fn a_killed_pass_resumes_where_it_stopped() {
         "{}",
         server.log()
     );
+}
+
+#[test]
+fn repair_heals_from_the_mirror_and_never_from_a_bad_copy() {
+    let test = "scrub::repair_heals_from_the_mirror_and_never_from_a_bad_copy";
+    if !require_tool("weed", test) || !require_tool("restic", test) {
+        return;
+    }
+    let store = SeaweedFs::start();
+    let dir = TempDir::new("scrub-repair");
+    let (data, source, cache) = (
+        dir.path().join("data"),
+        dir.path().join("source"),
+        dir.path().join("cache"),
+    );
+    make_tree(&source);
+    let mirror = format!("s3:{}/offsite/board", store.endpoint);
+    let with_keys = |command: &mut Command| {
+        command
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+            .env_remove("AWS_PROFILE");
+    };
+    let mut command = Command::new(binary());
+    command.arg("--path").arg(&data).args([
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--scrub-interval",
+        "0",
+        "--prometheus",
+        "--mirror",
+        &mirror,
+    ]);
+    with_keys(&mut command);
+    let server = Server::spawn(command, &data);
+    let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
+    ok(restic(&repo, &cache, &["init"]), "init");
+    ok(
+        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        "backup",
+    );
+    // Everything is in the bucket once the mirror has copied every file
+    // (locks are not mirrored), as its live counters say.
+    let files = files_below(&data.join("laptop"))
+        .iter()
+        .filter(|f| !f.starts_with("locks/"))
+        .count();
+    let copied = || {
+        metric(&server, "rest_server_mirror_uploaded_files_total") == files.to_string()
+            && metric(&server, "rest_server_mirror_backlog_files") == "0"
+    };
+    assert!(eventually(PASS_TIMEOUT, copied), "{}", server.log());
+    drop(server);
+
+    let repair = || {
+        let mut command = Command::new(binary());
+        command.arg("--path").arg(&data).args(["--mirror", &mirror]);
+        with_keys(&mut command);
+        command.args(["scrub", "--repair"]).output().unwrap()
+    };
+    let pack = largest_file(&data.join("laptop/data"));
+    let place = format!("/laptop/data/{}", name(&pack));
+    let original = std::fs::read(&pack).unwrap();
+    let flipped = |at: usize| {
+        let mut bytes = original.clone();
+        bytes[at] ^= 0x40;
+        bytes
+    };
+    std::fs::write(&pack, flipped(original.len() / 3)).unwrap();
+
+    // Healed: the local copy is the original again, and restic agrees.
+    let healed = repair();
+    let out = text(&healed);
+    assert_eq!(healed.status.code(), Some(0), "{out}");
+    assert!(out.contains(&format!("DAMAGED {place}: ")), "{out}");
+    assert!(out.contains(&format!("REPAIRED {place}: ")), "{out}");
+    assert!(std::fs::read(&pack).unwrap() == original, "byte-identical");
+    assert!(
+        files_below(&data).iter().all(|f| !f.contains("tmp")),
+        "no temp file left"
+    );
+    let server = Server::start(&data, &["--scrub-interval", "0"]);
+    let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
+    ok(
+        restic(&repo, &cache, &["check", "--read-data"]),
+        "check after repair",
+    );
+    drop(server);
+    assert_eq!(scrub(&data, &["--status"]).status.code(), Some(0));
+
+    // The mirror's copy is damaged too (put there through the bucket as a
+    // server without verification): nothing local is replaced.
+    let mut command = Command::new(binary());
+    command.arg("--path").arg(&mirror).args([
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-verify-upload",
+    ]);
+    with_keys(&mut command);
+    let bucket = Server::spawn(command, &data);
+    assert_eq!(bucket.request("DELETE", &place).status, 200);
+    let stored = bucket.send(&Request::new("POST", &place).body(flipped(7)));
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    drop(bucket);
+    let damaged_locally = flipped(original.len() / 2);
+    std::fs::write(&pack, &damaged_locally).unwrap();
+    let refused = repair();
+    let out = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "NOT REPAIRED {place}: the mirror's copy does not match its name either"
+        )),
+        "{out}"
+    );
+    assert!(
+        std::fs::read(&pack).unwrap() == damaged_locally,
+        "untouched"
+    );
+    let status = scrub(&data, &["--status"]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(text(&status).contains(&place), "{}", text(&status));
 }

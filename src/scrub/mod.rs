@@ -11,6 +11,7 @@
 //! counted in `/metrics`, and remembered in the state file until the object
 //! verifies again or is deleted.
 
+pub(crate) mod repair;
 pub(crate) mod state;
 
 use std::cell::{Cell, RefCell};
@@ -543,7 +544,8 @@ pub(crate) async fn once<S: Store>(
     compute: ComputePool,
     rate: u64,
     only: Option<&str>,
-) -> Result<Counts, ScrubError> {
+    healer: Option<&repair::Healer>,
+) -> Result<Outcome, ScrubError> {
     let lock = match &files {
         None => None,
         Some(files) => {
@@ -582,6 +584,7 @@ pub(crate) async fn once<S: Store>(
     let mut pace = Pace::new(rate, Rc::new(|| false));
     let mut walk = Walk::<S>::new(labels.clone(), None);
     let (mut counts, mut found, mut forget) = (Counts::default(), Vec::new(), Vec::new());
+    let mut repaired = 0;
     while let Some((repo, place)) = walk.next(store).await? {
         let verdict = verify(store, &compute, &repo, &place, &mut pace).await?;
         count(&mut counts, &verdict);
@@ -595,6 +598,15 @@ pub(crate) async fn once<S: Store>(
             }
             Verdict::Damaged(_, what) => {
                 progress.say(&format!("DAMAGED {place}: {what}"));
+                if let Some(healer) = healer {
+                    let healed = healer.heal(&repo, &place).await;
+                    progress.say(&healed.describe(&place));
+                    if healed.settled() {
+                        repaired += u64::from(healed == repair::Healed::Replaced);
+                        forget.push(place);
+                        continue;
+                    }
+                }
                 found.push(Damage {
                     place,
                     found: unix_now(),
@@ -607,12 +619,20 @@ pub(crate) async fn once<S: Store>(
     progress.done();
     let seconds = started.1.elapsed().as_secs_f64();
     println!(
-        "{} objects, {} bytes verified in {seconds:.1} s ({:.1} MB/s): {} damaged",
+        "{} objects, {} bytes verified in {seconds:.1} s ({:.1} MB/s): {} damaged{}",
         counts.objects,
         counts.bytes,
         counts.bytes as f64 / seconds.max(0.001) / 1e6,
-        counts.damaged
+        counts.damaged,
+        match healer {
+            Some(_) => format!(", {repaired} repaired"),
+            None => String::new(),
+        }
     );
+    let outcome = Outcome {
+        counts,
+        still_damaged: found.len() as u64,
+    };
     if let (Some(files), Some(lock)) = (files, lock) {
         // Known damage in what was scrubbed, and since deleted, is forgotten.
         for damage in &known.damaged {
@@ -641,7 +661,15 @@ pub(crate) async fn once<S: Store>(
         })
         .await?;
     }
-    Ok(counts)
+    Ok(outcome)
+}
+
+/// What `rest-server scrub` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) counts: Counts,
+    /// Damaged and not repaired.
+    pub(crate) still_damaged: u64,
 }
 
 /// `rest-server scrub --status`: the state file, for people; and whether

@@ -121,6 +121,41 @@ impl FsStore {
         }
     }
 
+    /// Starts writing a replacement for a damaged object (the scrub's
+    /// repair); it is put in place by [`FsUpload::replace_damaged`].
+    pub(crate) async fn begin_replacement(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+    ) -> Result<FsUpload, StoreError> {
+        self.upload_to(repo, key, Existing::Replace).await
+    }
+
+    async fn upload_to(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        existing: Existing,
+    ) -> Result<FsUpload, StoreError> {
+        let final_path = self.path(repo, key);
+        let create_parent = key.kind().is_some_and(is_fanned_out);
+        let (target, modes) = (final_path.clone(), self.modes);
+        let (file, temp_path) =
+            io_pool::run(move || begin_upload(&target, modes, create_parent, existing)).await?;
+        Ok(FsUpload {
+            final_path,
+            temp_path: Some(temp_path),
+            writer: Some(Writer {
+                file,
+                written: 0,
+                unflushed: 0,
+                in_writeback: None,
+            }),
+            in_flight: None,
+            writers: self.writers.clone(),
+        })
+    }
+
     fn repo_dir(&self, repo: &RepoPath) -> PathBuf {
         let mut path = PathBuf::from(self.root.as_path());
         path.extend(repo.segments());
@@ -196,23 +231,7 @@ impl super::Store for FsStore {
         key: Key<'_>,
         _incoming: Incoming,
     ) -> Result<FsUpload, StoreError> {
-        let final_path = self.path(repo, key);
-        let create_parent = key.kind().is_some_and(is_fanned_out);
-        let (target, modes) = (final_path.clone(), self.modes);
-        let (file, temp_path) =
-            io_pool::run(move || begin_upload(&target, modes, create_parent)).await?;
-        Ok(FsUpload {
-            final_path,
-            temp_path: Some(temp_path),
-            writer: Some(Writer {
-                file,
-                written: 0,
-                unflushed: 0,
-                in_writeback: None,
-            }),
-            in_flight: None,
-            writers: self.writers.clone(),
-        })
+        self.upload_to(repo, key, Existing::Refuse).await
     }
 
     async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
@@ -295,13 +314,24 @@ fn ensure_dir(path: &Path, modes: Modes) -> Result<(), StoreError> {
 /// Starts an upload in one trip to the I/O pool: refuses a name that is taken
 /// (AlreadyExists) and creates the temp file beside it. With `create_parent`
 /// (data packs), a missing fan-out folder is made, as long as `data/` exists.
+/// Whether an upload may start while its object exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// An upload: AlreadyExists (checked again at the commit).
+    Refuse,
+    /// A repair of a damaged object.
+    Replace,
+}
+
 fn begin_upload(
     final_path: &Path,
     modes: Modes,
     create_parent: bool,
+    existing: Existing,
 ) -> Result<(File, PathBuf), StoreError> {
     match file_len(final_path) {
-        Ok(_) => return Err(StoreError::exists("object exists")),
+        Ok(_) if existing == Existing::Refuse => return Err(StoreError::exists("object exists")),
+        Ok(_) => {}
         Err(e) if e.kind == ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -1005,6 +1035,71 @@ pub(crate) struct FsUpload {
     writer: Option<Writer>,
     in_flight: Option<oneshot::Receiver<(Writer, Result<(), StoreError>)>>,
     writers: WriterPool,
+}
+
+/// What [`FsUpload::replace_damaged`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replaced {
+    Done,
+    /// The local copy matched its name after all: left alone.
+    WasIntact,
+    /// The local copy was deleted meanwhile: not brought back.
+    Gone,
+}
+
+impl FsUpload {
+    /// Puts a verified replacement in place of a damaged object: fsync,
+    /// then, if the local copy still does not hash to `digest` (it is read
+    /// again, so good data is never replaced), an atomic rename over it and
+    /// an fsync of the folder. The temp file is gone when this returns.
+    pub(crate) async fn replace_damaged(
+        mut self,
+        digest: [u8; 32],
+    ) -> Result<Replaced, StoreError> {
+        self.settle().await?;
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| StoreError::internal("replace", "upload file missing"))?;
+        let temp = self.temp_path.take().unwrap_or_default();
+        let target = self.final_path.clone();
+        io_pool::run(move || {
+            let result = sync(&writer.file, false).and_then(|()| {
+                drop(writer);
+                match sha256_of(&target) {
+                    Err(e) if e.kind == ErrorKind::NotFound => return Ok(Replaced::Gone),
+                    Ok(local) if local == digest => return Ok(Replaced::WasIntact),
+                    // Damaged, or unreadable: replaced.
+                    _ => {}
+                }
+                fs::rename(&temp, &target).op("rename")?;
+                sync_dir(target.parent().unwrap_or(Path::new(".")))?;
+                Ok(Replaced::Done)
+            });
+            if !matches!(result, Ok(Replaced::Done)) {
+                remove_temp(&temp);
+            }
+            result
+        })
+        .await
+    }
+}
+
+/// The SHA-256 of a file, read in large pieces.
+fn sha256_of(path: &Path) -> Result<[u8; 32], StoreError> {
+    use std::io::Read as _;
+    let mut file = File::open(path).op("open")?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0; LARGE_READ_CHUNK_BYTES as usize];
+    loop {
+        match file.read(&mut buf).op("read")? {
+            0 => break,
+            n => context.update(&buf[..n]),
+        }
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    Ok(out)
 }
 
 /// The upload writers are gone: only when a write panicked.
