@@ -34,7 +34,7 @@ mod rate;
 mod reload;
 mod request;
 mod route;
-pub mod scrub;
+mod scrub;
 mod server;
 mod store;
 mod systemd;

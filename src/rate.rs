@@ -1,6 +1,9 @@
 //! Pacing bulk work to a byte rate: the mirror's uploads and the scrub's reads.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: tests with paused time see the waits they slept.
+use tokio::time::Instant;
 
 /// A shared byte budget per second: a chunk takes its bytes at once (the
 /// budget may go negative) and the next chunk waits until it is paid back.

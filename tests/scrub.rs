@@ -410,3 +410,50 @@ fn repair_heals_from_the_mirror_and_never_from_a_bad_copy() {
     assert_eq!(status.status.code(), Some(1));
     assert!(text(&status).contains(&place), "{}", text(&status));
 }
+
+#[test]
+fn restic_backs_up_and_restores_while_the_scrub_runs() {
+    if !require_tool(
+        "restic",
+        "restic_backs_up_and_restores_while_the_scrub_runs",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("scrub-beside");
+    let (data, source, cache) = (
+        dir.path().join("data"),
+        dir.path().join("source"),
+        dir.path().join("cache"),
+    );
+    make_tree(&source);
+    // Passes back to back, slowly: one is always under way.
+    let server = Server::start(
+        &data,
+        &[
+            "--prometheus",
+            "--scrub-interval",
+            "1s",
+            "--scrub-rate",
+            "1",
+        ],
+    );
+    let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
+    let run = |args: &[&str]| restic(&repo, &cache, args);
+    ok(run(&["init"]), "init");
+    ok(run(&["backup", source.to_str().unwrap()]), "backup");
+    assert!(
+        server.wait_for_log("scrub: pass started over 1 repositories", PASS_TIMEOUT),
+        "{}",
+        server.log()
+    );
+    ok(run(&["backup", source.to_str().unwrap()]), "second backup");
+    ok(run(&["check", "--read-data"]), "check --read-data");
+    restore_matches(run, &source, &dir.path().join("restore"));
+    ok(run(&["forget", "--keep-last", "1", "--prune"]), "prune");
+    ok(run(&["check"]), "check after prune");
+    let scrubbed: u64 = metric(&server, "rest_server_scrub_verified_bytes_total")
+        .parse()
+        .unwrap();
+    assert!(scrubbed > 0, "the scrub read meanwhile");
+    assert!(!server.log().contains("is damaged"), "{}", server.log());
+}

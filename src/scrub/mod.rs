@@ -46,11 +46,11 @@ const BUSY_SHARE: usize = 10;
 
 /// The server's scrub settings (`--scrub-rate`, `--scrub-interval`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     /// Bytes per second.
-    pub rate: u64,
+    pub(crate) rate: u64,
     /// From the start of one pass to the start of the next.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
 }
 
 /// What one object's check found.
@@ -126,6 +126,7 @@ async fn verify<S: Store>(
     repo: &RepoPath,
     place: &Place,
     pace: &mut Pace,
+    read_bytes: &dyn Fn(u64),
 ) -> Result<Verdict, ScrubError> {
     let id = ObjectId::parse(&place.id).expect("a place holds a valid id");
     let mut reader = match store
@@ -144,6 +145,7 @@ async fn verify<S: Store>(
             None => break,
             Some(Ok(chunk)) => {
                 read += chunk.len() as u64;
+                read_bytes(chunk.len() as u64);
                 pace.take(chunk.len()).await;
                 sha.push(chunk).await.map_err(|_| ScrubError::Stopping)?;
             }
@@ -272,9 +274,12 @@ impl Status {
         }
     }
 
-    fn verified(&self, bytes: u64) {
-        self.verified_objects.set(self.verified_objects.get() + 1);
+    fn read(&self, bytes: u64) {
         self.verified_bytes.set(self.verified_bytes.get() + bytes);
+    }
+
+    fn verified(&self) {
+        self.verified_objects.set(self.verified_objects.get() + 1);
     }
 
     pub(crate) fn render_metrics(&self, out: &mut String) {
@@ -443,19 +448,23 @@ impl<S: Store + Clone> Scrubber<S> {
             let Some((repo, place)) = walking.next(&self.store).await? else {
                 break true;
             };
-            let verdict = verify(&self.store, &self.compute, &repo, &place, pace).await?;
+            let status = &self.status;
+            let verdict = verify(&self.store, &self.compute, &repo, &place, pace, &|n| {
+                status.read(n)
+            })
+            .await?;
             count(&mut pass.counts, &verdict);
             match verdict {
                 Verdict::Gone => {}
-                Verdict::Intact(bytes) => {
-                    self.status.verified(bytes);
+                Verdict::Intact(_) => {
+                    self.status.verified();
                     if state.damaged.iter().any(|d| d.place == place) {
                         log::info!("scrub: {place} is intact again");
                         forget.push(place.clone());
                     }
                 }
-                Verdict::Damaged(bytes, what) => {
-                    self.status.verified(bytes);
+                Verdict::Damaged(_, what) => {
+                    self.status.verified();
                     report_damage(&state, &place, &what);
                     found.push(Damage {
                         place: place.clone(),
@@ -586,7 +595,7 @@ pub(crate) async fn once<S: Store>(
     let (mut counts, mut found, mut forget) = (Counts::default(), Vec::new(), Vec::new());
     let mut repaired = 0;
     while let Some((repo, place)) = walk.next(store).await? {
-        let verdict = verify(store, &compute, &repo, &place, &mut pace).await?;
+        let verdict = verify(store, &compute, &repo, &place, &mut pace, &|_| {}).await?;
         count(&mut counts, &verdict);
         match verdict {
             Verdict::Gone => {}
@@ -834,5 +843,31 @@ fn describe_interval(interval: Duration) -> String {
         format!("{} day(s)", secs / 86_400)
     } else {
         format!("{secs} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_pace_keeps_to_its_rate_and_to_a_tenth_while_clients_are_served() {
+        let busy = Rc::new(Cell::new(false));
+        let serving = busy.clone();
+        let mut pace = Pace::new(1000, Rc::new(move || serving.get()));
+        let start = tokio::time::Instant::now();
+        // A second's worth at once, then 1000 bytes a second.
+        for _ in 0..3 {
+            pace.take(1000).await;
+        }
+        assert_eq!(start.elapsed().as_secs(), 2);
+        busy.set(true);
+        let start = tokio::time::Instant::now();
+        pace.take(1000).await;
+        assert_eq!(start.elapsed().as_secs(), 10);
+        let mut unlimited = Pace::new(0, Rc::new(|| true));
+        let start = tokio::time::Instant::now();
+        unlimited.take(1 << 30).await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }

@@ -41,6 +41,13 @@
 //!   and prints the server's peak RSS and how long a new client's first
 //!   request takes meanwhile (the hostile and the crowded LAN of issue 13).
 //!
+//! - `cargo bench --bench upload -- scrub` stores 1 GiB, then measures the
+//!   scrub: `rest-server scrub` without a rate limit, the server's
+//!   background pass without a limit (MB/s, CPU s/GiB, peak RSS) and at
+//!   `--scrub-rate 40` on an idle server (does it keep to its limit?), and
+//!   one-stream uploads with that scrub running beside them and without it
+//!   (do uploads keep their speed, and does the scrub back off?).
+//!
 //! Each phase runs 3 rounds; the median is reported, with the spread. With
 //! at least 4 cores (and `taskset`), servers run on the first quarter of
 //! them and this client on the rest; the first lines say which.
@@ -93,6 +100,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("hold", hold_scenario),
     ("download", download_scenario),
     ("tls", tls_scenario),
+    ("scrub", scrub_scenario),
 ];
 
 fn main() {
@@ -1449,4 +1457,201 @@ fn tool_exists(name: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Blobs of 64 MiB stored before the scrub scenario: 1 GiB.
+const SCRUB_STORED_BLOBS: u64 = 16;
+/// The background scrub's rate in the scenario's limited phases, MB/s.
+const SCRUB_RATE_MB: u64 = 40;
+/// How long the scenario watches a background scrub.
+const SCRUB_WATCH: Duration = Duration::from_secs(15);
+
+fn scrub_scenario(ours: &Path, work: &Path) {
+    println!("\n## scrub");
+    let sha = sha256_speed();
+    println!("limit: ring SHA-256, one core: {sha:.0} MB/s (the data below is in the page cache)");
+    let data = work.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let stored: Vec<Blob> = (100..100 + SCRUB_STORED_BLOBS).map(Blob::new).collect();
+        let server = start_ours(ours, &data, &["--scrub-interval", "0"]);
+        assert_eq!(
+            request(server.addr, "POST", "/stored/?create=true", &[]),
+            200
+        );
+        for blob in &stored {
+            upload_to(server.addr, &format!("/stored/data/{}", blob.id), blob);
+        }
+    }
+    let stored_mb = (SCRUB_STORED_BLOBS as usize * BLOB_BYTES) as f64 / MIB;
+
+    // The command, as fast as it goes.
+    let mut speeds = Vec::new();
+    for round in 1..=ROUNDS {
+        let out = Command::new(ours)
+            .arg("scrub")
+            .arg("--path")
+            .arg(&data)
+            .output()
+            .expect("run rest-server scrub");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "scrub found damage: {text}");
+        let secs: f64 = text
+            .split(" verified in ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .expect("the summary line");
+        println!(
+            "rest-server scrub, round {round}: {secs:.2} s = {:.0} MB/s",
+            stored_mb / secs
+        );
+        speeds.push(stored_mb / secs);
+    }
+    let command_mbps = median(speeds);
+
+    // The server's background pass: unlimited, then at its rate on an idle
+    // server.
+    let unlimited = watch_scrub(ours, &data, 1_000_000, None);
+    let limited = watch_scrub(ours, &data, SCRUB_RATE_MB, None);
+
+    // Uploads beside the scrub, and without it.
+    let blobs: Vec<Blob> = (0..CONCURRENT_STREAMS as u64).map(Blob::new).collect();
+    let plain = {
+        let server = start_ours(ours, &data, &["--scrub-interval", "0"]);
+        assert_eq!(
+            request(server.addr, "POST", "/bench/?create=true", &[]),
+            200
+        );
+        let total = (blobs.len() * BLOB_BYTES) as f64;
+        let (mbps, _, _) = run_rounds(
+            server.child.id(),
+            "uploads, no scrub",
+            total,
+            || blobs.iter().for_each(|b| upload(server.addr, b)),
+            || delete_all(server.addr, &blobs),
+        );
+        mbps
+    };
+    let beside = watch_scrub(ours, &data, SCRUB_RATE_MB, Some(&blobs));
+
+    println!();
+    println!(
+        "| what | scrub MB/s | server CPU s/GiB scrubbed | peak RSS | uploads MB/s (1 stream) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    println!("| `rest-server scrub`, no limit | {command_mbps:.0} | | | |");
+    for (name, w) in [
+        ("background pass, no limit", &unlimited),
+        ("background pass, `--scrub-rate 40`, idle server", &limited),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.2} | {:.1} MiB | |",
+            w.mbps,
+            w.cpu_per_gib,
+            w.peak_kib as f64 / 1024.0
+        );
+    }
+    println!("| uploads, no scrub | | | | {plain:.0} |");
+    println!(
+        "| uploads beside the `--scrub-rate 40` scrub | {:.1} | | {:.1} MiB | {:.0} |",
+        beside.mbps,
+        beside.peak_kib as f64 / 1024.0,
+        beside.uploads_mbps
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// What [`watch_scrub`] saw.
+struct ScrubWatch {
+    mbps: f64,
+    cpu_per_gib: f64,
+    peak_kib: u64,
+    uploads_mbps: f64,
+}
+
+/// Starts the server with its background scrub at `rate_mb` MB/s, passes
+/// back to back, and watches it: for [`SCRUB_WATCH`] when idle, or while
+/// `uploads` run (1 stream, ROUNDS rounds). The scrub's MB/s is from its
+/// own counter in `/metrics`; the server's CPU is all of its work.
+fn watch_scrub(ours: &Path, data: &Path, rate_mb: u64, uploads: Option<&[Blob]>) -> ScrubWatch {
+    let rate = rate_mb.to_string();
+    let flags = [
+        "--prometheus",
+        "--scrub-interval",
+        "1s",
+        "--scrub-rate",
+        &rate,
+    ];
+    let server = start_ours(ours, data, &flags);
+    let pid = server.child.id();
+    let scrubbed = || {
+        let body = get_text(server.addr, "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix("rest_server_scrub_verified_bytes_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("the scrub's counter")
+    };
+    // The first pass has started once a byte is counted.
+    let deadline = Instant::now() + START_TIMEOUT;
+    while scrubbed() == 0.0 {
+        assert!(Instant::now() < deadline, "the scrub did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reset_peak_rss(pid);
+    let (bytes0, cpu0, started) = (scrubbed(), cpu_seconds(pid), Instant::now());
+    let mut uploads_mbps = 0.0;
+    match uploads {
+        None => std::thread::sleep(SCRUB_WATCH),
+        Some(blobs) => {
+            assert_eq!(
+                request(server.addr, "POST", "/bench/?create=true", &[]),
+                200
+            );
+            let total = (blobs.len() * BLOB_BYTES) as f64;
+            let label = format!("uploads beside a --scrub-rate {rate_mb} scrub");
+            (uploads_mbps, _, _) = run_rounds(
+                pid,
+                &label,
+                total,
+                || blobs.iter().for_each(|b| upload(server.addr, b)),
+                || delete_all(server.addr, blobs),
+            );
+        }
+    }
+    let (bytes, cpu, secs) = (
+        scrubbed() - bytes0,
+        cpu_seconds(pid) - cpu0,
+        started.elapsed().as_secs_f64(),
+    );
+    let watch = ScrubWatch {
+        mbps: bytes / 1e6 / secs,
+        cpu_per_gib: cpu / (bytes / (1u64 << 30) as f64).max(1e-9),
+        peak_kib: proc_status_kib(pid, "VmHWM:"),
+        uploads_mbps,
+    };
+    println!(
+        "background scrub at --scrub-rate {rate_mb}{}: {:.1} MB/s over {secs:.1} s, server CPU {cpu:.2} s, peak RSS {} KiB",
+        if uploads.is_some() {
+            " beside uploads"
+        } else {
+            ""
+        },
+        watch.mbps,
+        watch.peak_kib
+    );
+    watch
+}
+
+/// The body of a GET on its own connection.
+fn get_text(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response);
+    text.split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_string())
 }
