@@ -183,7 +183,8 @@ fn packages_hold_their_files_and_pass_lintian() {
     // Every tag lintian reports is either fixed or overridden with a reason
     // (board/deb/lintian-overrides), info and pedantic ones included.
     let out = Command::new("lintian")
-        .args(["--info", "--pedantic", "--fail-on", "error,warning,info,pedantic"])
+        .args(["--display-info", "--pedantic"])
+        .args(["--fail-on", "error,warning,info,pedantic"])
         .args(&debs)
         .output()
         .unwrap();

@@ -102,10 +102,11 @@ crates() {
 
 libc() {
     case "$1" in
-        # Two lines of the Comment field (awk -v makes a newline of \n).
-        armhf) printf '%s\\n%s' "the GNU C Library (LGPL-2.1-or-later, /usr/share/common-licenses/LGPL-2.1;" \
-            " to link it with another glibc, build this project with cargo build-armv7)" ;;
-        *) echo "musl (MIT)" ;;
+        # Lines of the Comment field (awk -v makes a newline of \n).
+        armhf) printf '%s\\n%s\\n%s' "the GNU C Library (LGPL-2.1-or-later, see" \
+            " /usr/share/common-licenses/LGPL-2.1); to link the program with another" \
+            " glibc, build it from this project's source (cargo build-armv7)." ;;
+        *) echo "musl (MIT)." ;;
     esac
 }
 
@@ -145,8 +146,8 @@ for pair in $pairs; do
     cat >"$work/changelog" <<EOF
 rest-server ($version-$revision) unstable; urgency=medium
 
-  * rest-server $version, commit $commit, from the static $(triple "$arch")
-    build (README.md, "Debian packages").
+  * rest-server $version, commit $commit, built for
+    $(triple "$arch") (README.md, "Debian packages").
 
  -- $maintainer  $(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")
 EOF
