@@ -106,9 +106,15 @@ fn man_page_names_every_flag_and_command_and_no_other() {
         .difference(&flags)
         .filter(|f| !others.contains(&f.as_str()))
         .collect();
-    assert!(stale.is_empty(), "rest-server.8 names unknown flags {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "rest-server.8 names unknown flags {stale:?}"
+    );
     for command in &commands {
-        assert!(page.contains(command.as_str()), "rest-server.8 lacks `{command}`");
+        assert!(
+            page.contains(command.as_str()),
+            "rest-server.8 lacks `{command}`"
+        );
     }
 }
 
@@ -174,11 +180,23 @@ fn packages_hold_their_files_and_pass_lintian() {
         let files: Vec<String> = String::from_utf8_lossy(&listing.stdout)
             .lines()
             .filter(|line| !line.starts_with('d'))
-            .map(|line| line.rsplit(' ').next().unwrap().trim_start_matches("./").to_string())
+            .map(|line| {
+                line.rsplit(' ')
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("./")
+                    .to_string()
+            })
             .collect();
         assert_eq!(files, FILES, "{name}");
-        let info = run(Command::new("dpkg-deb").arg("--info").arg(deb).arg("conffiles"));
-        assert_eq!(String::from_utf8_lossy(&info.stdout), "/etc/default/rest-server\n");
+        let info = run(Command::new("dpkg-deb")
+            .arg("--info")
+            .arg(deb)
+            .arg("conffiles"));
+        assert_eq!(
+            String::from_utf8_lossy(&info.stdout),
+            "/etc/default/rest-server\n"
+        );
     }
     // Every tag lintian reports is either fixed or overridden with a reason
     // (board/deb/lintian-overrides), info and pedantic ones included.
@@ -212,8 +230,6 @@ impl Root {
         command
             .arg(&self.path)
             .args(["env", "-i", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"])
-            // /usr/local/sbin first: the stand-ins for systemctl and
-            // deb-systemd-invoke (see stand_in_for_systemd).
             .arg("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             .args(args);
         command
@@ -236,7 +252,8 @@ impl Root {
     fn service_user(&self) -> Option<(u32, u32)> {
         self.read("/etc/passwd").lines().find_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
-            (fields[0] == "rest-server").then(|| (fields[2].parse().unwrap(), fields[3].parse().unwrap()))
+            (fields[0] == "rest-server")
+                .then(|| (fields[2].parse().unwrap(), fields[3].parse().unwrap()))
         })
     }
 
@@ -247,14 +264,15 @@ impl Root {
         self.ok(&["apt-get", "install", "-y", &format!("/tmp/{name}")])
     }
 
-    /// systemd in the root, as the maintainer scripts see it: /run/systemd/system
-    /// exists, and systemctl and deb-systemd-invoke only write down how they
-    /// were called (to /tmp/systemd-calls), so the test sees what would have
-    /// been started or restarted.
+    /// Stand-ins for systemctl and deb-systemd-invoke that only write down
+    /// how they were called (to /tmp/systemd-calls), so the test sees what
+    /// the maintainer scripts would have started or restarted. In /usr/sbin,
+    /// ahead of the real deb-systemd-invoke in /usr/bin on the PATH apt gives
+    /// dpkg (DPkg::Path); deb-systemd-helper looks for systemctl in /bin and
+    /// /usr/bin only, so it still makes the enable links itself.
     fn stand_in_for_systemd(&self) {
-        std::fs::create_dir_all(self.file("/run/systemd/system")).unwrap();
         for tool in ["systemctl", "deb-systemd-invoke"] {
-            let path = self.file("/usr/local/sbin").join(tool);
+            let path = self.file("/usr/sbin").join(tool);
             std::fs::write(
                 &path,
                 format!("#!/bin/sh\necho \"{tool} $*\" >>/tmp/systemd-calls\n"),
@@ -262,6 +280,12 @@ impl Root {
             .unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
+    }
+
+    /// From now on the maintainer scripts see systemd as PID 1: the folder
+    /// they look for, as debhelper's snippets do.
+    fn systemd_running(&self) {
+        std::fs::create_dir_all(self.file("/run/systemd/system")).unwrap();
     }
 
     /// The calls the stand-ins saw since the last time, one per line.
@@ -274,7 +298,8 @@ impl Root {
 
     fn enabled(&self) -> bool {
         let link = self.file("/etc/systemd/system/multi-user.target.wants/rest-server.service");
-        std::fs::read_link(link).is_ok_and(|target| target == Path::new("/lib/systemd/system/rest-server.service"))
+        std::fs::read_link(link)
+            .is_ok_and(|target| target == Path::new("/lib/systemd/system/rest-server.service"))
     }
 }
 
@@ -325,18 +350,31 @@ fn package_installs_upgrades_and_purges_in_a_debian_root() {
         .arg("--out")
         .arg(&v2_dir)
         .args(["--revision", "2"])
-        .arg(format!("amd64={}", unpacked.join("usr/bin/rest-server").display())));
-    let v2 = v2_dir.join(format!("rest-server_{}-2_amd64.deb", env!("CARGO_PKG_VERSION")));
+        .arg(format!(
+            "amd64={}",
+            unpacked.join("usr/bin/rest-server").display()
+        )));
+    let v2 = v2_dir.join(format!(
+        "rest-server_{}-2_amd64.deb",
+        env!("CARGO_PKG_VERSION")
+    ));
 
     // 1. A first install where systemd is not running (a chroot): the user
-    // and the data directory are made, nothing is enabled or started, and
-    // the output says what to do next.
+    // and the data directory are made, nothing is enabled or started (nor
+    // would be without users), and the output says what to do next.
+    root.stand_in_for_systemd();
     let out = root.install(&v1);
-    assert!(out.contains("not started") && out.contains("user add NAME"), "{out}");
+    assert!(
+        out.contains("not started") && out.contains("user add NAME"),
+        "{out}"
+    );
     let (uid, gid) = root.service_user().expect("the rest-server user");
     let data = std::fs::metadata(root.file("/srv/restic")).unwrap();
     assert!(data.is_dir());
-    assert_eq!((data.uid(), data.gid(), data.mode() & 0o777), (uid, gid, 0o700));
+    assert_eq!(
+        (data.uid(), data.gid(), data.mode() & 0o777),
+        (uid, gid, 0o700)
+    );
     for file in FILES {
         assert!(root.file(file).is_file(), "{file}");
     }
@@ -344,10 +382,18 @@ fn package_installs_upgrades_and_purges_in_a_debian_root() {
     // Installing it again changes nothing.
     root.install(&v1);
     assert_eq!(root.service_user(), Some((uid, gid)));
+    assert_eq!(root.systemd_calls(), "", "systemd is not running");
 
     // 2. The binary runs as the service user with the shipped settings, and
     // serves a user added as the README says.
-    let add = root.command(&["rest-server", "--path", "/srv/restic", "user", "add", "alice"]);
+    let add = root.command(&[
+        "rest-server",
+        "--path",
+        "/srv/restic",
+        "user",
+        "add",
+        "alice",
+    ]);
     let (code, _, err) = run_with_stdin(add, "alice pw\n");
     assert_eq!(code, 0, "{err}");
     let users = std::fs::metadata(root.file("/srv/restic/.htpasswd")).unwrap();
@@ -362,7 +408,13 @@ fn package_installs_upgrades_and_purges_in_a_debian_root() {
     server
         .arg(format!("--userspec={uid}:{gid}"))
         .arg(&root.path)
-        .args(["/usr/bin/rest-server", "--path", "/srv/restic", "--listen", "127.0.0.1:0"])
+        .args([
+            "/usr/bin/rest-server",
+            "--path",
+            "/srv/restic",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .args(args.split_whitespace());
     let mut server = Server::spawn(server, &root.file("/srv/restic"));
     let create = |user: &str| {
@@ -377,7 +429,7 @@ fn package_installs_upgrades_and_purges_in_a_debian_root() {
     // 3. An upgrade keeps the edited settings, the users and the data, and
     // restarts the service only if it was running (try-restart); it was
     // never enabled, so it stays so.
-    root.stand_in_for_systemd();
+    root.systemd_running();
     let edited = config.replace(
         "REST_SERVER_ARGS=--private-repos",
         "REST_SERVER_ARGS=--private-repos --append-only",
@@ -415,17 +467,27 @@ fn package_installs_upgrades_and_purges_in_a_debian_root() {
     assert_eq!(root.read("/srv/restic/.htpasswd"), htpasswd);
     assert!(root.file("/srv/restic/alice/laptop/keys").is_dir());
     assert_eq!(root.service_user(), Some((uid, gid)));
-    assert!(!root.file("/var/lib/systemd/deb-systemd-helper-enabled/rest-server.service.dsh-also").exists());
+    assert!(
+        !root
+            .file("/var/lib/systemd/deb-systemd-helper-enabled/rest-server.service.dsh-also")
+            .exists()
+    );
 
     // 5. Installed again over the kept data, which has users: the service is
     // enabled and started at once; the settings are the shipped ones again.
     let out = root.install(&v2);
     assert!(!out.contains("not started"), "{out}");
     assert!(root.enabled());
-    assert!(root.systemd_calls().contains("deb-systemd-invoke start rest-server.service\n"));
+    assert!(
+        root.systemd_calls()
+            .contains("deb-systemd-invoke start rest-server.service\n")
+    );
     assert_eq!(root.read("/etc/default/rest-server"), config);
     let data = std::fs::metadata(root.file("/srv/restic")).unwrap();
-    assert_eq!((data.uid(), data.gid(), data.mode() & 0o777), (uid, gid, 0o700));
+    assert_eq!(
+        (data.uid(), data.gid(), data.mode() & 0o777),
+        (uid, gid, 0o700)
+    );
 
     // What the test costs, for the README: the bootstrap is most of it.
     let _ = std::io::Write::write_all(
