@@ -406,7 +406,9 @@ fn package_installs_upgrades_and_purges_in_a_debian_root() {
     assert_eq!(args, "--private-repos");
     let mut server = Command::new("chroot");
     server
+        // Numbers: the names are the root's, not this machine's.
         .arg(format!("--userspec={uid}:{gid}"))
+        .arg(format!("--groups={gid}"))
         .arg(&root.path)
         .args([
             "/usr/bin/rest-server",
