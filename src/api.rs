@@ -249,6 +249,9 @@ async fn delete_file<S: Store>(
     if let Some(mirror) = &state.mirror {
         mirror.deleted(repo, key).await;
     }
+    if let Some(scrub) = &state.scrub {
+        scrub.deleted(repo, key);
+    }
     Ok(Reply::ok(Effect::Deleted(freed)))
 }
 

@@ -12,7 +12,7 @@ use crate::auth::htpasswd::Users;
 use crate::auth::{Auth, BasicAuth};
 use crate::config::Storage;
 use crate::config::{AuthMode, Config};
-use crate::connection::Shared;
+use crate::connection::{Registry, Shared};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
@@ -41,6 +41,8 @@ pub(crate) struct AppState<S> {
     pub(crate) compute: ComputePool,
     /// Some with `--mirror`: told of every commit and delete.
     pub(crate) mirror: Option<Rc<Mirror>>,
+    /// Some when the background scrub runs: told of deletes.
+    pub(crate) scrub: Option<Rc<crate::scrub::Status>>,
     /// Shared by all uploads: bounds their memory.
     pub(crate) upload_buffers: Rc<BufferBudget>,
 }
@@ -64,6 +66,9 @@ enum Cause {
     Htpasswd(PathBuf, ReloadError<io::Error>),
     Acl(PathBuf, ReloadError<io::Error>),
     Signals(io::Error),
+    Scrub(crate::scrub::ScrubError),
+    /// `scrub --status` of a bucket: its state is not kept.
+    NoScrubState,
 }
 
 impl fmt::Display for AppError {
@@ -87,6 +92,11 @@ impl fmt::Display for AppError {
                 path.display()
             ),
             Cause::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            Cause::Scrub(e) => write!(f, "scrub: {e}"),
+            Cause::NoScrubState => f.write_str(
+                "scrub --status reads the state file of a data directory; a bucket's \
+                 scrub keeps none (run `rest-server scrub` for its result)",
+            ),
         }
     }
 }
@@ -100,7 +110,8 @@ impl std::error::Error for AppError {
             | Cause::AccessLog(e)
             | Cause::Signals(e) => Some(e),
             Cause::Store(e) => Some(e),
-            Cause::S3Settings(_) => None,
+            Cause::S3Settings(_) | Cause::NoScrubState => None,
+            Cause::Scrub(e) => Some(e),
             Cause::Tls(e) => Some(e),
             Cause::Htpasswd(_, e) | Cause::Acl(_, e) => Some(e),
         }
@@ -140,14 +151,19 @@ async fn serve(config: Config) -> Result<(), AppError> {
                     })
                 }
             };
-            serve_store(config, AnyStore::Fs(store), mirror).await
+            let scrub = config.scrub.map(|schedule| ScrubParts {
+                files: crate::scrub::state::Files::new(dir),
+                store: store.clone(),
+                schedule,
+            });
+            serve_store(config, AnyStore::Fs(store), mirror, scrub).await
         }
         Storage::S3 { location, settings } => {
             let settings = s3_settings(location, settings.as_deref())
                 .map_err(|e| AppError(Cause::S3Settings(e)))?;
             let store = S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?;
             log::info!("repositories in {}", store.describe());
-            serve_store(config, AnyStore::S3(store), None).await
+            serve_store(config, AnyStore::S3(store), None, None).await
         }
     }
 }
@@ -169,6 +185,69 @@ pub fn cleanup(target: &crate::cli::CleanupTarget, min_age: u64) -> Result<u64, 
     local
         .block_on(&runtime, store.cleanup(min_age))
         .map_err(|e| AppError(Cause::Store(e)))
+}
+
+/// `rest-server scrub`: one pass now over the target's repositories (or
+/// one), at most `rate_mb` MB/s; returns how many objects are damaged.
+pub fn scrub(
+    target: &crate::cli::ScrubTarget,
+    repo: Option<&str>,
+    rate_mb: Option<u64>,
+) -> Result<u64, AppError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AppError(Cause::Runtime(e)))?;
+    let local = tokio::task::LocalSet::new();
+    let compute = ComputePool::compute().map_err(|e| AppError(Cause::Threads(e)))?;
+    let rate = rate_mb.unwrap_or(0).saturating_mul(1_000_000);
+    let outcome = match &target.storage {
+        Storage::Local(dir) => {
+            let writers =
+                WriterPool::start("upload-write", 1).map_err(|e| AppError(Cause::Threads(e)))?;
+            let store = FsStore::new(dir.clone(), crate::store::fs::Modes::new(false), writers);
+            let files = Some(crate::scrub::state::Files::new(dir));
+            let healer = match &target.mirror {
+                None => None,
+                Some(mirror) => {
+                    let settings = s3_settings(&mirror.location, mirror.settings_file.as_deref())
+                        .map_err(|e| AppError(Cause::S3Settings(e)))?;
+                    Some(crate::scrub::repair::Healer {
+                        local: store.clone(),
+                        remote: S3Store::new(settings)
+                            .map_err(|e| AppError(Cause::S3Settings(e.0)))?,
+                        compute: compute.clone(),
+                    })
+                }
+            };
+            local.block_on(
+                &runtime,
+                crate::scrub::once(&store, files, compute, rate, repo, healer.as_ref()),
+            )
+        }
+        Storage::S3 { location, settings } => {
+            let settings = s3_settings(location, settings.as_deref())
+                .map_err(|e| AppError(Cause::S3Settings(e)))?;
+            let store = S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?;
+            local.block_on(
+                &runtime,
+                crate::scrub::once(&store, None, compute, rate, repo, None),
+            )
+        }
+    };
+    outcome
+        .map(|outcome| outcome.still_damaged)
+        .map_err(|e| AppError(Cause::Scrub(e)))
+}
+
+/// `rest-server scrub --status`: the report, and whether damage is known.
+pub fn scrub_status(target: &crate::cli::ScrubTarget) -> Result<(String, bool), AppError> {
+    match &target.storage {
+        Storage::Local(dir) => Ok(crate::scrub::status_report(
+            &crate::scrub::state::Files::new(dir),
+        )),
+        Storage::S3 { .. } => Err(AppError(Cause::NoScrubState)),
+    }
 }
 
 /// The S3 settings: the location, the settings file if any, the
@@ -212,11 +291,19 @@ struct MirrorParts {
     run: crate::mirror::MirrorSettings,
 }
 
+/// What the background scrub starts from.
+struct ScrubParts {
+    files: crate::scrub::state::Files,
+    store: FsStore,
+    schedule: crate::scrub::Schedule,
+}
+
 /// Starts everything around `store` and serves until SIGINT or SIGTERM.
 async fn serve_store<S: Store>(
     config: Config,
     store: S,
     mirror: Option<MirrorParts>,
+    scrub: Option<ScrubParts>,
 ) -> Result<(), AppError> {
     let scan = store.scan().await.map_err(|e| AppError(Cause::Store(e)))?;
     if scan.temps_removed > 0 {
@@ -242,6 +329,17 @@ async fn serve_store<S: Store>(
             compute.clone(),
             parts.run,
             repos,
+        )
+    });
+    let registry = Rc::new(Registry::default());
+    let scrub = scrub.map(|parts| {
+        let connections = registry.clone();
+        crate::scrub::Scrubber::start(
+            parts.store,
+            parts.files,
+            compute.clone(),
+            parts.schedule,
+            Rc::new(move || connections.serving()),
         )
     });
     // Each watched file: loaded now (a broken one stops the server here),
@@ -314,11 +412,12 @@ async fn serve_store<S: Store>(
         metrics,
         compute,
         mirror,
+        scrub,
         upload_buffers: BufferBudget::new(BUFFERED_UPLOADS),
     });
     let shared = Rc::new(Shared::new(state, access_log, tls));
     let socket_path = listener.socket_path().map(Path::to_path_buf);
-    server::serve(listener, shared, shutdown).await;
+    server::serve(listener, shared, registry, shutdown).await;
     if let Some(path) = socket_path
         && let Err(e) = std::fs::remove_file(&path)
     {

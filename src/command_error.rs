@@ -44,6 +44,10 @@ pub enum CommandError {
     /// `mirror status`: the offsite copy is not current (its report is on
     /// stdout).
     MirrorNotCurrent,
+    /// `scrub` found damaged objects (listed on stdout).
+    ScrubFoundDamage(u64),
+    /// `scrub --status`: damaged objects are known (listed on stdout).
+    ScrubDamageKnown,
 }
 
 impl CommandError {
@@ -77,6 +81,8 @@ impl fmt::Display for CommandError {
                 file.display()
             ),
             CommandError::MirrorNotCurrent => f.write_str("the mirror is not current"),
+            CommandError::ScrubFoundDamage(n) => write!(f, "{n} damaged object(s) found"),
+            CommandError::ScrubDamageKnown => f.write_str("damaged objects are known"),
             CommandError::InvalidName(name) => write!(
                 f,
                 "invalid user name {name:?}: use letters, digits, '_', '-', '.', '@' \
@@ -103,7 +109,9 @@ impl Error for CommandError {
             | CommandError::FileExists(_)
             | CommandError::InvalidName(_)
             | CommandError::NoMirrorStatus(_)
-            | CommandError::MirrorNotCurrent => None,
+            | CommandError::MirrorNotCurrent
+            | CommandError::ScrubFoundDamage(_)
+            | CommandError::ScrubDamageKnown => None,
         }
     }
 }

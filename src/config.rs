@@ -123,6 +123,8 @@ impl Default for Limits {
 pub struct Config {
     pub(crate) storage: Storage,
     pub(crate) mirror: Option<Mirror>,
+    /// The background scrub; None when off.
+    pub(crate) scrub: Option<crate::scrub::Schedule>,
     pub(crate) listen: ListenAddr,
     pub(crate) access_log: Option<AccessLogTarget>,
     pub(crate) debug: bool,
@@ -151,6 +153,7 @@ impl Config {
         Config {
             storage: Storage::Local(path),
             mirror: None,
+            scrub: None,
             listen: ListenAddr::Tcp {
                 host: String::new(),
                 port: 8000,

@@ -202,6 +202,16 @@ impl Registry {
         activity
     }
 
+    /// Whether any connection has a request in flight (the scrub slows
+    /// down meanwhile).
+    pub(crate) fn serving(&self) -> bool {
+        self.connections
+            .borrow()
+            .iter()
+            .filter_map(std::rc::Weak::upgrade)
+            .any(|a| a.phase.get() == Phase::Busy)
+    }
+
     /// Asks one connection to close; false when none may be.
     pub(crate) fn make_room(&self) -> bool {
         let connections = self.connections.borrow();

@@ -61,6 +61,7 @@ fn state(store: &MemStore, setup: Setup) -> AppState<MemStore> {
         metrics: Some(Rc::new(Metrics::default())),
         compute: ComputePool::start("test", 1).unwrap(),
         mirror: None,
+        scrub: None,
         upload_buffers: crate::upload::BufferBudget::new(crate::upload::BUFFERED_UPLOADS),
     }
 }

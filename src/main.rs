@@ -140,6 +140,22 @@ fn run() -> Result<(), Failure> {
                 Err(CommandError::MirrorNotCurrent.into())
             }
         }
+        Some(Command::Scrub(args)) => {
+            let target = flags.scrub_target(args)?;
+            if args.status {
+                let (report, damaged) = rest_server::app::scrub_status(&target)?;
+                print!("{report}");
+                return match damaged {
+                    true => Err(CommandError::ScrubDamageKnown.into()),
+                    false => Ok(()),
+                };
+            }
+            rest_server::logging::init(flags.debug);
+            match rest_server::app::scrub(&target, args.repo.as_deref(), args.rate)? {
+                0 => Ok(()),
+                damaged => Err(CommandError::ScrubFoundDamage(damaged).into()),
+            }
+        }
         Some(Command::User(args)) => Ok(users::run(args.action.clone(), &flags.htpasswd_path()?)?),
         None => {
             rest_server::logging::init(flags.debug);

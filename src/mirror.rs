@@ -37,10 +37,11 @@ use crate::io_pool;
 use crate::pool::ComputePool;
 use crate::quota::Quota;
 use crate::range::Want;
+use crate::rate::TokenBucket;
 use crate::route::{ObjectId, ObjectType, RepoPath, Route, Target};
 use crate::store::fs::FsStore;
 use crate::store::s3::S3Store;
-use crate::store::{ErrorKind, Key, Listing, ObjectReader as _, Op as _, Store, StoreError};
+use crate::store::{ErrorKind, Key, ObjectReader as _, Op as _, Store, StoreError};
 use crate::upload::{BufferBudget, Received, Receiver, Rules};
 
 /// The mirror's own files, in the data directory (a dot name: never served).
@@ -457,7 +458,7 @@ impl Mirror {
         self.remote.prepare().await?;
         let mut queued = 0;
         for label in repos {
-            let Some(repo) = repo_path(label) else {
+            let Some(repo) = RepoPath::from_label(label) else {
                 continue;
             };
             if let Ok(size) = self.local.size(&repo, Key::Config).await
@@ -481,18 +482,19 @@ impl Mirror {
                 ObjectType::Snapshots,
             ] {
                 let local = match self.local.list(&repo, kind).await {
-                    Ok(listing) => collect(listing).await?,
+                    Ok(listing) => crate::store::collect(listing).await?,
                     Err(e) if e.kind == ErrorKind::NotFound => continue,
                     Err(e) => return Err(e),
                 };
                 if local.is_empty() {
                     continue;
                 }
-                let remote: HashSet<String> = collect(self.remote.list(&repo, kind).await?)
-                    .await?
-                    .into_iter()
-                    .map(|(id, _)| id.as_str().to_string())
-                    .collect();
+                let remote: HashSet<String> =
+                    crate::store::collect(self.remote.list(&repo, kind).await?)
+                        .await?
+                        .into_iter()
+                        .map(|(id, _)| id.as_str().to_string())
+                        .collect();
                 for (id, size) in local {
                     if !remote.contains(id.as_str()) {
                         self.queue(Item {
@@ -838,24 +840,6 @@ impl Mirror {
     }
 }
 
-/// A repository's path from its label (`alice/laptop`; empty for the root).
-fn repo_path(label: &str) -> Option<RepoPath> {
-    let path = if label.is_empty() {
-        "/config".to_string()
-    } else {
-        format!("/{label}/config")
-    };
-    Route::parse(&path).ok().map(|route| route.repo)
-}
-
-async fn collect(mut listing: impl Listing) -> Result<Vec<(ObjectId, u64)>, StoreError> {
-    let mut all = Vec::new();
-    while let Some(batch) = std::future::poll_fn(|cx| listing.poll_batch(cx)).await {
-        all.extend(batch?);
-    }
-    Ok(all)
-}
-
 fn backoff(failures: u32) -> Duration {
     let secs = 1u64 << failures.saturating_sub(1).min(6);
     Duration::from_secs(secs).min(MAX_BACKOFF)
@@ -915,38 +899,6 @@ fn write_status(dir: &Path, text: &str) -> std::io::Result<()> {
     let temp = dir.join(".status.tmp");
     std::fs::write(&temp, text)?;
     std::fs::rename(&temp, dir.join(STATUS_FILE))
-}
-
-/// A shared byte budget per second: a chunk takes its bytes at once (the
-/// budget may go negative) and the next chunk waits until it is paid back.
-struct TokenBucket {
-    rate: u64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u64) -> TokenBucket {
-        TokenBucket {
-            rate: rate.max(1),
-            tokens: rate as f64,
-            at: Instant::now(),
-        }
-    }
-
-    /// Takes `n` bytes; returns how long to wait before the next chunk.
-    fn take(&mut self, n: usize) -> Duration {
-        let now = Instant::now();
-        let rate = self.rate as f64;
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
-        self.at = now;
-        self.tokens -= n as f64;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / rate)
-        }
-    }
 }
 
 /// A body that keeps to the bandwidth budget.
@@ -1104,8 +1056,8 @@ mod tests {
             class_of(&item(&format!("/r/locks/{}", "e".repeat(64))).name),
             None
         );
-        assert_eq!(repo_path("a/b").unwrap().label(), "a/b");
-        assert_eq!(repo_path("").unwrap().label(), "");
+        assert_eq!(RepoPath::from_label("a/b").unwrap().label(), "a/b");
+        assert_eq!(RepoPath::from_label("").unwrap().label(), "");
     }
 
     #[test]

@@ -241,6 +241,9 @@ async fn metrics<S: Store>(
     if let Some(mirror) = &state.mirror {
         mirror.render_metrics(&mut text);
     }
+    if let Some(scrub) = &state.scrub {
+        scrub.render_metrics(&mut text);
+    }
     let mut response = Response::new(Body::full(text));
     response.headers_mut().insert(
         CONTENT_TYPE,

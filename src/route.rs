@@ -144,6 +144,17 @@ impl RepoPath {
     pub(crate) fn label(&self) -> String {
         self.segments.join("/")
     }
+
+    /// The repository of a label (see [`RepoPath::label`]), checked as a
+    /// request path is.
+    pub(crate) fn from_label(label: &str) -> Option<RepoPath> {
+        let path = if label.is_empty() {
+            "/config".to_string()
+        } else {
+            format!("/{label}/config")
+        };
+        Route::parse(&path).ok().map(|route| route.repo)
+    }
 }
 
 impl fmt::Display for RepoPath {

@@ -26,6 +26,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) async fn serve<S: Store>(
     listener: Listener,
     shared: Rc<Shared<S>>,
+    registry: Rc<Registry>,
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = shared.state.config.limits;
@@ -33,7 +34,6 @@ pub(crate) async fn serve<S: Store>(
     // memory or file descriptors; extra clients wait in the kernel's backlog
     // (one, accepted, waits for room to be made).
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let registry = Rc::new(Registry::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {

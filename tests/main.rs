@@ -15,5 +15,6 @@ mod modes;
 mod packages;
 mod restic;
 mod s3;
+mod scrub;
 mod security;
 mod tls;

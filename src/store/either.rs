@@ -10,7 +10,8 @@ use bytes::Bytes;
 use super::fs::{FsListing, FsReader, FsStore, FsUpload};
 use super::s3::{S3Listing, S3Reader, S3Store, S3Upload};
 use super::{
-    Batch, Incoming, Key, Listing, ObjectReader, OpenError, Scan, Space, Store, StoreError, Upload,
+    Batch, Incoming, Key, Listing, ObjectReader, OpenError, Repos, Scan, Space, Store, StoreError,
+    Upload,
 };
 use crate::range::{ByteRange, Want};
 use crate::route::{ObjectType, RepoPath};
@@ -96,6 +97,13 @@ impl Store for AnyStore {
         match self {
             AnyStore::Fs(s) => s.scan().await,
             AnyStore::S3(s) => s.scan().await,
+        }
+    }
+
+    async fn repos(&self) -> Result<Repos, StoreError> {
+        match self {
+            AnyStore::Fs(s) => s.repos().await,
+            AnyStore::S3(s) => s.repos().await,
         }
     }
 

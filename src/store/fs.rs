@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{
-    Batch, ErrorKind, Incoming, Key, Op as _, OpenError, RepoStats, Scan, Space, StoreError,
+    Batch, ErrorKind, Incoming, Key, Op as _, OpenError, RepoStats, Repos, Scan, Space, StoreError,
     classify,
 };
 use crate::io_pool;
@@ -61,7 +61,7 @@ const LARGE_READ_CHUNK_BYTES: u64 = 256 * 1024;
 /// How many readers may read in large pieces at once: 4 MiB in all.
 const LARGE_READERS: usize = 8;
 
-/// Large piece buffers kept for the next reader (1 MiB). A fresh buffer of
+/// Large piece buffers kept for the next read (1 MiB). A fresh buffer of
 /// that size is a fresh mapping whose every page faults in zeroed: reusing
 /// buffers took whole downloads from 1.6 to 0.5 CPU s/GiB.
 const SPARE_PIECES: usize = 4;
@@ -102,8 +102,8 @@ pub(crate) struct FsStore {
     modes: Modes,
     /// Large-piece grants left for readers (see [`LARGE_READERS`]).
     large_reads: Arc<AtomicUsize>,
-    /// Large piece buffers for readers to reuse (see [`SPARE_PIECES`]).
-    spare_pieces: Arc<Mutex<Vec<BytesMut>>>,
+    /// Large piece buffers for readers to reuse.
+    spares: Spares,
     /// The threads that write and fsync uploads. Not the I/O pool: four
     /// large uploads that fsync would keep a pool of four busy, and every
     /// other client's small read would wait behind them.
@@ -116,9 +116,44 @@ impl FsStore {
             root: Arc::new(root),
             modes,
             large_reads: Arc::new(AtomicUsize::new(LARGE_READERS)),
-            spare_pieces: Arc::default(),
+            spares: Spares::default(),
             writers,
         }
+    }
+
+    /// Starts writing a replacement for a damaged object (the scrub's
+    /// repair); it is put in place by [`FsUpload::replace_damaged`].
+    pub(crate) async fn begin_replacement(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+    ) -> Result<FsUpload, StoreError> {
+        self.upload_to(repo, key, Existing::Replace).await
+    }
+
+    async fn upload_to(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        existing: Existing,
+    ) -> Result<FsUpload, StoreError> {
+        let final_path = self.path(repo, key);
+        let create_parent = key.kind().is_some_and(is_fanned_out);
+        let (target, modes) = (final_path.clone(), self.modes);
+        let (file, temp_path) =
+            io_pool::run(move || begin_upload(&target, modes, create_parent, existing)).await?;
+        Ok(FsUpload {
+            final_path,
+            temp_path: Some(temp_path),
+            writer: Some(Writer {
+                file,
+                written: 0,
+                unflushed: 0,
+                in_writeback: None,
+            }),
+            in_flight: None,
+            writers: self.writers.clone(),
+        })
     }
 
     fn repo_dir(&self, repo: &RepoPath) -> PathBuf {
@@ -170,19 +205,24 @@ impl super::Store for FsStore {
 
     async fn open(&self, repo: &RepoPath, key: Key<'_>, want: Want) -> Result<FsReader, OpenError> {
         let path = self.path(repo, key);
-        let (file, size) = io_pool::run(move || open_read(&path)).await?;
-        let range = want.resolve(size)?;
-        let (offset, remaining) = range.span(size);
-        let grant = (remaining > READ_CHUNK_BYTES)
-            .then(|| ReadGrant::take(&self.large_reads))
-            .flatten();
-        Ok(FsReader::new(
-            file,
-            (size, range),
-            (offset, remaining),
-            grant,
-            self.spare_pieces.clone(),
-        ))
+        let (large_reads, spares) = (self.large_reads.clone(), self.spares.clone());
+        // The first piece is read in the same trip to the pool as the open:
+        // a small object or range is then one trip, not two.
+        let open = move || -> Result<FsReader, OpenError> {
+            let (file, size) = open_read(&path)?;
+            let range = want.resolve(size)?;
+            let (offset, remaining) = range.span(size);
+            let grant = (remaining > READ_CHUNK_BYTES)
+                .then(|| ReadGrant::take(&large_reads))
+                .flatten();
+            let large = grant.map(|grant| (grant, spares));
+            let mut reader = FsReader::new(file, (size, range), (offset, remaining), large);
+            reader.read_first()?;
+            Ok(reader)
+        };
+        io_pool::spawn(open)
+            .await
+            .unwrap_or_else(|e| Err(StoreError::lost_task(e).into()))
     }
 
     async fn begin_upload(
@@ -191,23 +231,7 @@ impl super::Store for FsStore {
         key: Key<'_>,
         _incoming: Incoming,
     ) -> Result<FsUpload, StoreError> {
-        let final_path = self.path(repo, key);
-        let create_parent = key.kind().is_some_and(is_fanned_out);
-        let (target, modes) = (final_path.clone(), self.modes);
-        let (file, temp_path) =
-            io_pool::run(move || begin_upload(&target, modes, create_parent)).await?;
-        Ok(FsUpload {
-            final_path,
-            temp_path: Some(temp_path),
-            writer: Some(Writer {
-                file,
-                written: 0,
-                unflushed: 0,
-                in_writeback: None,
-            }),
-            in_flight: None,
-            writers: self.writers.clone(),
-        })
+        self.upload_to(repo, key, Existing::Refuse).await
     }
 
     async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
@@ -230,9 +254,14 @@ impl super::Store for FsStore {
             let mut builder = DirBuilder::new();
             builder.recursive(true).mode(modes.dir);
             builder.create(root.as_path()).op("create data directory")?;
-            scan(&root)
+            scan(&root, Tidy::RemoveTemps)
         })
         .await
+    }
+
+    async fn repos(&self) -> Result<Repos, StoreError> {
+        let root = self.root.clone();
+        io_pool::run(move || Ok(scan(&root, Tidy::Leave)?.repos)).await
     }
 
     async fn space(&self) -> Option<Space> {
@@ -285,13 +314,24 @@ fn ensure_dir(path: &Path, modes: Modes) -> Result<(), StoreError> {
 /// Starts an upload in one trip to the I/O pool: refuses a name that is taken
 /// (AlreadyExists) and creates the temp file beside it. With `create_parent`
 /// (data packs), a missing fan-out folder is made, as long as `data/` exists.
+/// Whether an upload may start while its object exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// An upload: AlreadyExists (checked again at the commit).
+    Refuse,
+    /// A repair of a damaged object.
+    Replace,
+}
+
 fn begin_upload(
     final_path: &Path,
     modes: Modes,
     create_parent: bool,
+    existing: Existing,
 ) -> Result<(File, PathBuf), StoreError> {
     match file_len(final_path) {
-        Ok(_) => return Err(StoreError::exists("object exists")),
+        Ok(_) if existing == Existing::Refuse => return Err(StoreError::exists("object exists")),
+        Ok(_) => {}
         Err(e) if e.kind == ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -568,9 +608,17 @@ fn repo_of(relative: &Path) -> Option<(String, bool)> {
     None
 }
 
-/// Walks the data directory once at startup: removes upload temp files a
-/// crash left behind and counts the bytes stored (for `--max-size`).
-fn scan(root: &Path) -> Result<Scan, StoreError> {
+/// Whether a walk of the data directory removes temp files: only the one at
+/// startup may (later, they belong to uploads in progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tidy {
+    RemoveTemps,
+    Leave,
+}
+
+/// Walks the data directory: at startup removes upload temp files a crash
+/// left behind, and counts the bytes stored (for `--max-size`).
+fn scan(root: &Path, tidy: Tidy) -> Result<Scan, StoreError> {
     let mut report = Scan::default();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -588,7 +636,12 @@ fn scan(root: &Path) -> Result<Scan, StoreError> {
             let entry = entry.op("scan")?;
             let file_type = entry.file_type().op("scan")?;
             if file_type.is_dir() {
-                pending.push(entry.path());
+                // No repository lives in a dot folder (no path may name
+                // one): those are the server's own (`.scrub`, `.mirror`),
+                // not stored data, and do not count against --max-size.
+                if !entry.file_name().as_encoded_bytes().starts_with(b".") {
+                    pending.push(entry.path());
+                }
                 continue;
             }
             if !file_type.is_file() {
@@ -597,8 +650,10 @@ fn scan(root: &Path) -> Result<Scan, StoreError> {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if name.starts_with(TEMP_PREFIX) || name.contains(GO_TEMP_MARKER) {
-                fs::remove_file(entry.path()).op("remove stale temp file")?;
-                report.temps_removed += 1;
+                if tidy == Tidy::RemoveTemps {
+                    fs::remove_file(entry.path()).op("remove stale temp file")?;
+                    report.temps_removed += 1;
+                }
                 continue;
             }
             let meta = entry.metadata().op("scan")?;
@@ -646,24 +701,12 @@ pub(crate) struct FsReader {
     range: ByteRange,
     offset: u64,
     remaining: u64,
-    /// Bytes per read: [`READ_CHUNK_BYTES`], or [`LARGE_READ_CHUNK_BYTES`]
-    /// with a grant.
-    piece: u64,
-    _grant: Option<ReadGrant>,
+    /// With a grant, pieces of [`LARGE_READ_CHUNK_BYTES`] read into the
+    /// store's spare buffers; else of [`READ_CHUNK_BYTES`] in fresh ones.
+    large: Option<(ReadGrant, Spares)>,
+    /// The first piece, read when the file was opened.
+    first: Option<Bytes>,
     pending: Option<(u64, JoinHandle<Result<Bytes, StoreError>>)>,
-    /// The piece returned before the last: its buffer is read into again
-    /// once the connection is done with it (no allocation, no zeroing).
-    spare: Option<Bytes>,
-    /// The store's spare large buffers, taken from and given back to.
-    spares: Arc<Mutex<Vec<BytesMut>>>,
-}
-
-impl Drop for FsReader {
-    fn drop(&mut self) {
-        if let Some(Ok(buf)) = self.spare.take().map(Bytes::try_into_mut) {
-            self.give_back(buf);
-        }
-    }
 }
 
 impl super::ObjectReader for FsReader {
@@ -676,10 +719,15 @@ impl super::ObjectReader for FsReader {
     }
 
     fn remaining(&self) -> u64 {
-        self.remaining + self.pending.as_ref().map_or(0, |(len, _)| *len)
+        let first = self.first.as_ref().map_or(0, |piece| piece.len() as u64);
+        self.remaining + first + self.pending.as_ref().map_or(0, |(len, _)| *len)
     }
 
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StoreError>>> {
+        if let Some(piece) = self.first.take() {
+            self.read_next();
+            return Poll::Ready(Some(Ok(piece)));
+        }
         if self.pending.is_none() {
             self.read_next();
         }
@@ -691,9 +739,8 @@ impl super::ObjectReader for FsReader {
         self.pending = None;
         // Read ahead: the next piece is read while this one is sent, so
         // that the socket does not wait for a pool round trip per piece.
-        if let Ok(piece) = &result {
+        if result.is_ok() {
             self.read_next();
-            self.spare = Some(piece.clone());
         }
         Poll::Ready(Some(result))
     }
@@ -706,8 +753,7 @@ impl FsReader {
         file: File,
         (size, range): (u64, ByteRange),
         (offset, remaining): (u64, u64),
-        grant: Option<ReadGrant>,
-        spares: Arc<Mutex<Vec<BytesMut>>>,
+        large: Option<(ReadGrant, Spares)>,
     ) -> FsReader {
         FsReader {
             file: Arc::new(file),
@@ -715,67 +761,119 @@ impl FsReader {
             range,
             offset,
             remaining,
-            piece: grant
-                .as_ref()
-                .map_or(READ_CHUNK_BYTES, |_| LARGE_READ_CHUNK_BYTES),
-            _grant: grant,
+            large,
+            first: None,
             pending: None,
-            spare: None,
-            spares,
         }
     }
 
-    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<BytesMut>> {
-        self.spares.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Keeps a large buffer this reader is done with for the next reader.
-    fn give_back(&self, buf: BytesMut) {
-        if buf.len() as u64 == LARGE_READ_CHUNK_BYTES {
-            let mut spares = self.spares();
-            if spares.len() < SPARE_PIECES {
-                spares.push(buf);
-            }
+    /// Reads the first piece here and now (on the I/O pool, at the open).
+    fn read_first(&mut self) -> Result<(), StoreError> {
+        if let Some((offset, len, spares)) = self.next_piece() {
+            self.first = Some(read_piece(&self.file, offset, len, spares)?);
         }
+        Ok(())
     }
 
     /// Starts reading the next piece on the I/O pool, if any is left.
     fn read_next(&mut self) {
-        if self.remaining == 0 {
-            return;
+        if let Some((offset, len, spares)) = self.next_piece() {
+            let file = self.file.clone();
+            let handle = io_pool::spawn(move || read_piece(&file, offset, len, spares));
+            self.pending = Some((len as u64, handle));
         }
-        let len = self.remaining.min(self.piece);
-        let (file, offset) = (self.file.clone(), self.offset);
+    }
+
+    /// Where the next piece starts, its length, and the buffers to read it
+    /// into; counted as read from here on.
+    fn next_piece(&mut self) -> Option<(u64, usize, Option<Spares>)> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let spares = self.large.as_ref().map(|(_, spares)| spares.clone());
+        let piece = match spares {
+            Some(_) => LARGE_READ_CHUNK_BYTES,
+            None => READ_CHUNK_BYTES,
+        };
+        let len = self.remaining.min(piece);
+        let offset = self.offset;
         self.offset += len;
         self.remaining -= len;
-        let mut reuse = None;
-        if let Some(Ok(buf)) = self.spare.take().map(Bytes::try_into_mut) {
-            if buf.len() as u64 == len {
-                reuse = Some(buf);
-            } else {
-                self.give_back(buf);
-            }
-        }
-        if reuse.is_none() && len == LARGE_READ_CHUNK_BYTES {
-            reuse = self.spares().pop();
-        }
-        let handle = io_pool::spawn(move || read_exact_at(&file, offset, len, reuse));
-        self.pending = Some((len, handle));
+        Some((offset, len as usize, spares))
     }
 }
 
-/// Reads `len` bytes at `offset`, into `reuse` when given (of that length).
-fn read_exact_at(
+/// Reads `len` bytes at `offset`: into one of `spares`' buffers when given
+/// (`len` at most [`LARGE_READ_CHUNK_BYTES`]), else into a fresh buffer.
+fn read_piece(
     file: &File,
     offset: u64,
-    len: u64,
-    reuse: Option<BytesMut>,
+    len: usize,
+    spares: Option<Spares>,
 ) -> Result<Bytes, StoreError> {
-    let mut buf = reuse.unwrap_or_else(|| BytesMut::zeroed(len as usize));
     // Fails only if the file shrank under us (it never should: objects are
     // immutable).
-    file.read_exact_at(&mut buf, offset).op("read")?;
-    Ok(buf.freeze())
+    let Some(spares) = spares else {
+        let mut buf = vec![0; len];
+        file.read_exact_at(&mut buf, offset).op("read")?;
+        return Ok(Bytes::from(buf));
+    };
+    let mut piece = SparePiece {
+        buf: spares.take(),
+        len,
+        spares,
+    };
+    file.read_exact_at(&mut piece.buf[..len], offset)
+        .op("read")?;
+    Ok(Bytes::from_owner(piece))
+}
+
+/// The store's spare large buffers (at most [`SPARE_PIECES`]).
+#[derive(Clone, Default)]
+pub(crate) struct Spares(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Spares {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A spare buffer, or a fresh one if none is left.
+    fn take(&self) -> Vec<u8> {
+        let spare = self.lock().pop();
+        spare.unwrap_or_else(|| vec![0; LARGE_READ_CHUNK_BYTES as usize])
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        let mut spares = self.lock();
+        if spares.len() < SPARE_PIECES && buf.len() as u64 == LARGE_READ_CHUNK_BYTES {
+            spares.push(buf);
+        }
+    }
+}
+
+/// A piece read into a spare buffer, which goes back to the spares when the
+/// piece is dropped: by the connection once it is sent, or on an error.
+/// Every buffer comes back, whoever drops its piece last. When the reader
+/// reused the buffer of the piece before the last itself, the connection
+/// still held the last piece when the reader was dropped: each 1 MiB ranged
+/// read took two spares and gave one back, and soon read into fresh,
+/// zeroed buffers (a fifth of the CPU of ranged reads).
+struct SparePiece {
+    buf: Vec<u8>,
+    len: usize,
+    spares: Spares,
+}
+
+impl AsRef<[u8]> for SparePiece {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for SparePiece {
+    fn drop(&mut self) {
+        self.spares.give_back(std::mem::take(&mut self.buf));
+    }
 }
 
 /// A listing, read one folder at a time on the I/O pool.
@@ -939,6 +1037,71 @@ pub(crate) struct FsUpload {
     writers: WriterPool,
 }
 
+/// What [`FsUpload::replace_damaged`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replaced {
+    Done,
+    /// The local copy matched its name after all: left alone.
+    WasIntact,
+    /// The local copy was deleted meanwhile: not brought back.
+    Gone,
+}
+
+impl FsUpload {
+    /// Puts a verified replacement in place of a damaged object: fsync,
+    /// then, if the local copy still does not hash to `digest` (it is read
+    /// again, so good data is never replaced), an atomic rename over it and
+    /// an fsync of the folder. The temp file is gone when this returns.
+    pub(crate) async fn replace_damaged(
+        mut self,
+        digest: [u8; 32],
+    ) -> Result<Replaced, StoreError> {
+        self.settle().await?;
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| StoreError::internal("replace", "upload file missing"))?;
+        let temp = self.temp_path.take().unwrap_or_default();
+        let target = self.final_path.clone();
+        io_pool::run(move || {
+            let result = sync(&writer.file, false).and_then(|()| {
+                drop(writer);
+                match sha256_of(&target) {
+                    Err(e) if e.kind == ErrorKind::NotFound => return Ok(Replaced::Gone),
+                    Ok(local) if local == digest => return Ok(Replaced::WasIntact),
+                    // Damaged, or unreadable: replaced.
+                    _ => {}
+                }
+                fs::rename(&temp, &target).op("rename")?;
+                sync_dir(target.parent().unwrap_or(Path::new(".")))?;
+                Ok(Replaced::Done)
+            });
+            if !matches!(result, Ok(Replaced::Done)) {
+                remove_temp(&temp);
+            }
+            result
+        })
+        .await
+    }
+}
+
+/// The SHA-256 of a file, read in large pieces.
+fn sha256_of(path: &Path) -> Result<[u8; 32], StoreError> {
+    use std::io::Read as _;
+    let mut file = File::open(path).op("open")?;
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0; LARGE_READ_CHUNK_BYTES as usize];
+    loop {
+        match file.read(&mut buf).op("read")? {
+            0 => break,
+            n => context.update(&buf[..n]),
+        }
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    Ok(out)
+}
+
 /// The upload writers are gone: only when a write panicked.
 fn writers_gone() -> StoreError {
     StoreError::internal("write", "the upload writer threads are gone")
@@ -1047,11 +1210,15 @@ mod tests {
         offset: u64,
         len: u64,
         grant: Option<ReadGrant>,
-        spares: &Arc<Mutex<Vec<BytesMut>>>,
+        spares: &Spares,
     ) -> FsReader {
         let (file, size) = open_read(path).unwrap();
         let whole = Want::All.resolve(size).unwrap();
-        FsReader::new(file, (size, whole), (offset, len), grant, spares.clone())
+        let large = grant.map(|grant| (grant, spares.clone()));
+        let mut reader = FsReader::new(file, (size, whole), (offset, len), large);
+        // As the store's open does.
+        reader.read_first().unwrap();
+        reader
     }
 
     /// Read ahead, in small or large pieces, buffers reused or not: the
@@ -1065,7 +1232,7 @@ mod tests {
             .collect();
         fs::write(&path, &content).unwrap();
         let left = Arc::new(AtomicUsize::new(1));
-        let spares = Arc::default();
+        let spares = Spares::default();
         let whole = content.len() as u64;
         for (offset, len, large, keep_pieces) in [
             (0, whole, true, false),
@@ -1094,11 +1261,38 @@ mod tests {
             let (start, end) = (offset as usize, (offset + len) as usize);
             assert!(got == content[start..end], "{offset}+{len}");
             drop(reader);
-            let kept = spares.lock().unwrap().len();
+            let kept = spares.lock().len();
             assert!(kept <= SPARE_PIECES);
             if large && !keep_pieces && len >= 2 * LARGE_READ_CHUNK_BYTES {
                 assert!(kept > 0, "a large buffer is kept for the next reader");
             }
+        }
+    }
+
+    /// The connection holds the last piece until after the reader is gone,
+    /// as hyper does: its buffer still comes back, so ranged reads one after
+    /// another keep reusing the same few buffers.
+    #[tokio::test(flavor = "current_thread")]
+    async fn ranged_reads_give_every_buffer_back() {
+        let dir = crate::testing::TempDir::new("spares");
+        let path = dir.path().join("object");
+        fs::write(&path, vec![7u8; 4 * LARGE_READ_CHUNK_BYTES as usize]).unwrap();
+        let left = Arc::new(AtomicUsize::new(1));
+        let spares = Spares::default();
+        for round in 0..5 {
+            let grant = ReadGrant::take(&left);
+            let mut reader = reader(&path, 100, 3 * LARGE_READ_CHUNK_BYTES, grant, &spares);
+            let mut last = None;
+            while let Some(piece) = std::future::poll_fn(|cx| reader.poll_chunk(cx)).await {
+                last = Some(piece.unwrap());
+            }
+            drop(reader);
+            // Two or three buffers go round (the one being sent, the one
+            // read ahead, and one more when a read starts before the piece
+            // before it is dropped).
+            assert!(!spares.lock().is_empty(), "round {round}");
+            drop(last);
+            assert!(spares.lock().len() >= 2, "round {round}");
         }
     }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    Batch, Incoming, Key, Listing, ObjectReader, OpenError, Scan, Space, Store, StoreError, Upload,
-    classify,
+    Batch, Incoming, Key, Listing, ObjectReader, OpenError, Repos, Scan, Space, Store, StoreError,
+    Upload, classify,
 };
 use crate::range::{ByteRange, Want};
 use crate::route::{ObjectId, ObjectType, RepoPath};
@@ -190,6 +190,10 @@ impl Store for MemStore {
             scan.repos.entry(repo.clone()).or_default().bytes += content.len() as u64;
         }
         Ok(scan)
+    }
+
+    async fn repos(&self) -> Result<Repos, StoreError> {
+        Ok(self.scan().await?.repos)
     }
 
     async fn space(&self) -> Option<Space> {

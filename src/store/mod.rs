@@ -167,6 +167,9 @@ pub(crate) struct RepoStats {
     pub(crate) newest_snapshot: Option<u64>,
 }
 
+/// Per repository, by label (`alice/laptop`; empty for the root one).
+pub(crate) type Repos = BTreeMap<String, RepoStats>;
+
 /// What the startup scan found.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Scan {
@@ -174,8 +177,7 @@ pub(crate) struct Scan {
     pub(crate) bytes: u64,
     /// Unfinished uploads a crash left behind, now removed.
     pub(crate) temps_removed: u64,
-    /// Per repository, by label (`alice/laptop`; empty for the root one).
-    pub(crate) repos: BTreeMap<String, RepoStats>,
+    pub(crate) repos: Repos,
 }
 
 /// Free and total bytes where the store keeps its data.
@@ -230,6 +232,9 @@ pub(crate) trait Store: 'static {
     /// left, and counts what is stored.
     async fn scan(&self) -> Result<Scan, StoreError>;
 
+    /// What is stored now, per repository (by label); changes nothing.
+    async fn repos(&self) -> Result<Repos, StoreError>;
+
     /// Free and total bytes, when the store can tell.
     async fn space(&self) -> Option<Space>;
 }
@@ -251,6 +256,20 @@ pub(crate) type Batch = Vec<(ObjectId, u64)>;
 /// A listing being read, batch by batch (a folder at a time, say).
 pub(crate) trait Listing: Unpin + 'static {
     fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Batch, StoreError>>>;
+}
+
+/// The next batch of a listing; None at its end.
+pub(crate) async fn next_batch(listing: &mut impl Listing) -> Option<Result<Batch, StoreError>> {
+    std::future::poll_fn(|cx| listing.poll_batch(cx)).await
+}
+
+/// A whole listing at once (for listings known to be short, or compared whole).
+pub(crate) async fn collect(mut listing: impl Listing) -> Result<Batch, StoreError> {
+    let mut all = Vec::new();
+    while let Some(batch) = next_batch(&mut listing).await {
+        all.extend(batch?);
+    }
+    Ok(all)
 }
 
 /// An upload in progress. Dropped before [`Upload::commit`], it is aborted

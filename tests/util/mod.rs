@@ -496,7 +496,7 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Every file below `dir`, relative, sorted.
+/// Every file below `dir`, relative, sorted; the scrub's state folder left out.
 pub fn files_below(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -506,6 +506,10 @@ pub fn files_below(dir: &Path) -> Vec<String> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
+            // The scrub's state (README, "Files"), not repository data.
+            if entry.file_name() == ".scrub" {
+                continue;
+            }
             if entry.file_type().unwrap().is_dir() {
                 pending.push(path);
             } else {

@@ -45,7 +45,9 @@ pub(crate) use self::settings::{
 };
 pub(crate) use self::upload::S3Upload;
 use self::upload::StreamedPut;
-use super::{Batch, ErrorKind, Incoming, Key, OpenError, RepoStats, Scan, Space, StoreError};
+use super::{
+    Batch, ErrorKind, Incoming, Key, OpenError, RepoStats, Repos, Scan, Space, StoreError,
+};
 use crate::range::{ByteRange, RangeError, Want};
 use crate::route::{ObjectId, ObjectType, RepoPath};
 
@@ -688,6 +690,11 @@ impl super::Store for S3Store {
                 None => return Ok(scan),
             }
         }
+    }
+
+    async fn repos(&self) -> Result<Repos, StoreError> {
+        // The scan only reads the bucket.
+        Ok(self.scan().await?.repos)
     }
 
     async fn space(&self) -> Option<Space> {
