@@ -117,3 +117,32 @@ if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-mu
 else
     skip "emulated tests for x86_64-unknown-linux-musl" "the Rust standard library is missing (rustup target add x86_64-unknown-linux-musl)"
 fi
+
+# The Debian packages of the static builds above (board/deb/build.sh), their
+# contents and lintian, and the amd64 one installed, upgraded and purged in a
+# throwaway Debian root (tests/packages.rs; mmdebstrap fetches the root's
+# packages from the Debian mirror image/build.sh uses).
+missing=""
+for tool in dpkg-deb lintian mmdebstrap; do
+    command -v "$tool" >/dev/null || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    skip "the Debian packages" "missing$missing (see .ci/run for the Debian packages)"
+else
+    target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+    debs=""
+    for pair in arm64=aarch64-unknown-linux-musl armhf=armv7-unknown-linux-gnueabihf amd64=x86_64-unknown-linux-musl; do
+        bin="$target_dir/${pair#*=}/release/rest-server"
+        # A target skipped above (and said so) has no binary.
+        if [ -x "$bin" ]; then debs="$debs ${pair%%=*}=$bin"; fi
+    done
+    if [ -z "$debs" ]; then
+        skip "the Debian packages" "no static binary was built"
+    else
+        echo "== the Debian packages: lintian, then install, upgrade and purge in a Debian root"
+        rm -rf "$target_dir/deb"
+        # shellcheck disable=SC2086
+        board/deb/build.sh --out "$target_dir/deb" $debs
+        REST_SERVER_DEB_DIR="$target_dir/deb" cargo test --test integration packages:: -- --include-ignored
+    fi
+fi

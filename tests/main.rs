@@ -12,6 +12,7 @@ mod lifecycle;
 mod metrics;
 mod mirror;
 mod modes;
+mod packages;
 mod restic;
 mod s3;
 mod scrub;
