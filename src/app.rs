@@ -220,6 +220,7 @@ pub fn scrub(
                     })
                 }
             };
+            let store = AnyStore::Fs(store);
             local.block_on(
                 &runtime,
                 crate::scrub::once(&store, files, compute, rate, repo, healer.as_ref()),
@@ -228,7 +229,8 @@ pub fn scrub(
         Storage::S3 { location, settings } => {
             let settings = s3_settings(location, settings.as_deref())
                 .map_err(|e| AppError(Cause::S3Settings(e)))?;
-            let store = S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?;
+            let store =
+                AnyStore::S3(S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?);
             local.block_on(
                 &runtime,
                 crate::scrub::once(&store, None, compute, rate, repo, None),
@@ -335,7 +337,7 @@ async fn serve_store<S: Store>(
     let scrub = scrub.map(|parts| {
         let connections = registry.clone();
         crate::scrub::Scrubber::start(
-            parts.store,
+            AnyStore::Fs(parts.store),
             parts.files,
             compute.clone(),
             parts.schedule,

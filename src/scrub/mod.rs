@@ -339,7 +339,7 @@ pub(crate) struct Scrubber<S> {
     status: Rc<Status>,
 }
 
-impl<S: Store + Clone> Scrubber<S> {
+impl<S: Store> Scrubber<S> {
     /// Starts the background scrub; `busy` tells whether clients are being
     /// served.
     pub(crate) fn start(
