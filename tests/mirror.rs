@@ -149,14 +149,9 @@ fn the_mirror_catches_up_after_an_outage_and_a_restart_and_restic_reads_it() {
     restore_matches(direct, &source, &dir.path().join("restore"));
 }
 
-/// Counts a metric's value from `/metrics`.
-fn metric(server: &Server, name: &str) -> u64 {
-    server
-        .request("GET", "/metrics")
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
+/// A counter's or gauge's value from `/metrics`.
+fn counted(server: &Server, name: &str) -> u64 {
+    metric(server, name).parse().expect("a whole number")
 }
 
 #[test]
@@ -189,8 +184,8 @@ fn deletes_reach_the_mirror_only_when_asked_and_locks_never() {
         let (lock, stored) = upload(&server, "locks", b"a lock");
         assert_eq!(stored.status, 200);
         assert!(eventually(DRAIN_TIMEOUT, || {
-            metric(&server, "rest_server_mirror_uploaded_files_total") == 1
-                && metric(&server, "rest_server_mirror_backlog_files") == 0
+            counted(&server, "rest_server_mirror_uploaded_files_total") == 1
+                && counted(&server, "rest_server_mirror_backlog_files") == 0
         }));
         let path = format!("/repo/data/{id}");
         assert_eq!(bucket.request("HEAD", &path).status, 200);
@@ -206,7 +201,7 @@ fn deletes_reach_the_mirror_only_when_asked_and_locks_never() {
         assert_eq!(server.request("DELETE", &path).status, 200);
         if deletes {
             assert!(eventually(DRAIN_TIMEOUT, || {
-                metric(&server, "rest_server_mirror_deleted_files_total") == 1
+                counted(&server, "rest_server_mirror_deleted_files_total") == 1
             }));
             assert_eq!(bucket.request("HEAD", &path).status, 404);
         } else {
@@ -214,10 +209,13 @@ fn deletes_reach_the_mirror_only_when_asked_and_locks_never() {
             // is copied and nothing waits, no delete was queued.
             assert_eq!(upload(&server, "data", b"later").1.status, 200);
             assert!(eventually(DRAIN_TIMEOUT, || {
-                metric(&server, "rest_server_mirror_uploaded_files_total") == 2
-                    && metric(&server, "rest_server_mirror_backlog_files") == 0
+                counted(&server, "rest_server_mirror_uploaded_files_total") == 2
+                    && counted(&server, "rest_server_mirror_backlog_files") == 0
             }));
-            assert_eq!(metric(&server, "rest_server_mirror_deleted_files_total"), 0);
+            assert_eq!(
+                counted(&server, "rest_server_mirror_deleted_files_total"),
+                0
+            );
             assert_eq!(bucket.request("HEAD", &path).status, 200);
         }
     }
@@ -244,7 +242,7 @@ fn the_mirror_keeps_to_its_bandwidth_limit() {
         assert_eq!(stored.status, 200);
     }
     assert!(eventually(DRAIN_TIMEOUT, || {
-        metric(&server, "rest_server_mirror_uploaded_files_total") == 2
+        counted(&server, "rest_server_mirror_uploaded_files_total") == 2
     }));
     // 3 MB at 1 MB/s over both uploads, with at most 1 s of burst: a lower
     // bound, which a slow machine cannot break (without the limit: 0.3 s).

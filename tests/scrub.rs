@@ -58,15 +58,6 @@ fn name(path: &Path) -> String {
     path.file_name().unwrap().to_str().unwrap().to_string()
 }
 
-fn metric(server: &Server, name: &str) -> String {
-    let metrics = server.request("GET", "/metrics").text();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-        .to_string()
-}
-
 #[test]
 fn the_scrub_finds_exactly_the_damaged_objects() {
     if !require_tool("restic", "the_scrub_finds_exactly_the_damaged_objects") {

@@ -815,6 +815,16 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 
 // The policy is a parameter here, not the environment variable: the variable
 // is process-wide and these run in parallel with the tests that read it.
+/// A metric's value as `/metrics` writes it (the series without labels).
+pub fn metric(server: &Server, name: &str) -> String {
+    let metrics = server.request("GET", "/metrics").text();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
