@@ -69,6 +69,9 @@ enum Cause {
     Scrub(crate::scrub::ScrubError),
     /// `scrub --status` of a bucket: its state is not kept.
     NoScrubState,
+    /// `scrub` of a data directory that is not there, or whose state file
+    /// cannot be read.
+    ScrubSetup(String),
 }
 
 impl fmt::Display for AppError {
@@ -93,6 +96,7 @@ impl fmt::Display for AppError {
             ),
             Cause::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             Cause::Scrub(e) => write!(f, "scrub: {e}"),
+            Cause::ScrubSetup(why) => write!(f, "scrub: {why}"),
             Cause::NoScrubState => f.write_str(
                 "scrub --status reads the state file of a data directory; a bucket's \
                  scrub keeps none (run `rest-server scrub` for its result)",
@@ -110,7 +114,7 @@ impl std::error::Error for AppError {
             | Cause::AccessLog(e)
             | Cause::Signals(e) => Some(e),
             Cause::Store(e) => Some(e),
-            Cause::S3Settings(_) | Cause::NoScrubState => None,
+            Cause::S3Settings(_) | Cause::NoScrubState | Cause::ScrubSetup(_) => None,
             Cause::Scrub(e) => Some(e),
             Cause::Tls(e) => Some(e),
             Cause::Htpasswd(_, e) | Cause::Acl(_, e) => Some(e),
@@ -203,6 +207,7 @@ pub fn scrub(
     let rate = rate_mb.unwrap_or(0).saturating_mul(1_000_000);
     let outcome = match &target.storage {
         Storage::Local(dir) => {
+            data_dir_exists(dir)?;
             let writers =
                 WriterPool::start("upload-write", 1).map_err(|e| AppError(Cause::Threads(e)))?;
             let store = FsStore::new(dir.clone(), crate::store::fs::Modes::new(false), writers);
@@ -245,10 +250,23 @@ pub fn scrub(
 /// `rest-server scrub --status`: the report, and whether damage is known.
 pub fn scrub_status(target: &crate::cli::ScrubTarget) -> Result<(String, bool), AppError> {
     match &target.storage {
-        Storage::Local(dir) => Ok(crate::scrub::status_report(
-            &crate::scrub::state::Files::new(dir),
-        )),
+        Storage::Local(dir) => {
+            data_dir_exists(dir)?;
+            crate::scrub::status_report(&crate::scrub::state::Files::new(dir))
+                .map_err(|why| AppError(Cause::ScrubSetup(why)))
+        }
         Storage::S3 { .. } => Err(AppError(Cause::NoScrubState)),
+    }
+}
+
+/// A mistyped `--path` is an error for `scrub`, not an empty data directory.
+fn data_dir_exists(dir: &Path) -> Result<(), AppError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        _ => Err(AppError(Cause::ScrubSetup(format!(
+            "no data directory at {}",
+            dir.display()
+        )))),
     }
 }
 
@@ -334,16 +352,20 @@ async fn serve_store<S: Store>(
         )
     });
     let registry = Rc::new(Registry::default());
-    let scrub = scrub.map(|parts| {
-        let connections = registry.clone();
-        crate::scrub::Scrubber::start(
-            AnyStore::Fs(parts.store),
-            parts.files,
-            compute.clone(),
-            parts.schedule,
-            Rc::new(move || connections.serving()),
-        )
-    });
+    let scrub = match scrub {
+        None => None,
+        Some(parts) => {
+            let connections = registry.clone();
+            let started = crate::scrub::Scrubber::start(
+                AnyStore::Fs(parts.store),
+                parts.files,
+                compute.clone(),
+                parts.schedule,
+                Rc::new(move || connections.serving()),
+            );
+            Some(started.await)
+        }
+    };
     // Each watched file: loaded now (a broken one stops the server here),
     // then watched; SIGHUP reloads them all at once.
     let mut reloads: Vec<Rc<dyn Fn()>> = Vec::new();

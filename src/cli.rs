@@ -633,10 +633,10 @@ impl Flags {
             }
             return Ok(None);
         }
-        Ok(Some(Schedule {
-            rate: rate * 1_000_000,
-            interval,
-        }))
+        let rate = rate
+            .checked_mul(1_000_000)
+            .ok_or_else(|| CliError::Scrub(format!("--scrub-rate {rate}: too large")))?;
+        Ok(Some(Schedule { rate, interval }))
     }
 
     /// The data directory, for `mirror status`.

@@ -1058,6 +1058,12 @@ mod tests {
         );
         assert_eq!(RepoPath::from_label("a/b").unwrap().label(), "a/b");
         assert_eq!(RepoPath::from_label("").unwrap().label(), "");
+        // Folder names as they are on disk: nothing is decoded.
+        assert_eq!(RepoPath::from_label("50%").unwrap().label(), "50%");
+        assert_eq!(RepoPath::from_label("a%41").unwrap().label(), "a%41");
+        for bad in ["a/b/c", "data", "a/keys", ".hidden", "a//b", "../x"] {
+            assert_eq!(RepoPath::from_label(bad), None, "{bad}");
+        }
     }
 
     #[test]

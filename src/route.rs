@@ -145,15 +145,21 @@ impl RepoPath {
         self.segments.join("/")
     }
 
-    /// The repository of a label (see [`RepoPath::label`]), checked as a
-    /// request path is.
+    /// The repository of a label (see [`RepoPath::label`]: folder names on
+    /// disk, already decoded), checked as a request's segments are.
     pub(crate) fn from_label(label: &str) -> Option<RepoPath> {
-        let path = if label.is_empty() {
-            "/config".to_string()
-        } else {
-            format!("/{label}/config")
-        };
-        Route::parse(&path).ok().map(|route| route.repo)
+        if label.is_empty() {
+            return Some(RepoPath::default());
+        }
+        let segments = label
+            .split('/')
+            .map(|s| {
+                check_repo_segment(s.to_string())
+                    .ok()
+                    .filter(|s| !is_reserved_name(s))
+            })
+            .collect::<Option<Vec<String>>>()?;
+        (segments.len() <= MAX_REPO_DEPTH).then_some(RepoPath { segments })
     }
 }
 

@@ -86,6 +86,10 @@ fn the_scrub_finds_exactly_the_damaged_objects() {
 
     let clean = scrub(&data, &[]);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+    // A mistyped --path is an error, and creates nothing.
+    let typo = dir.path().join("dat");
+    assert_eq!(scrub(&typo, &[]).status.code(), Some(1));
+    assert!(!typo.exists());
     assert!(text(&clean).contains(": 0 damaged"), "{}", text(&clean));
 
     // One byte flipped in a pack, one index file truncated.
@@ -266,8 +270,12 @@ fn a_killed_pass_resumes_where_it_stopped() {
         "the whole pass counted once: {status}"
     );
 
-    // A state file it cannot read is ignored: a new pass runs.
+    // A state file it cannot read: `--status` says so (exit code 1), the
+    // server ignores it and runs a new pass.
     std::fs::write(data.join(".scrub/state"), "not a state file\n").unwrap();
+    let status = scrub(&data, &["--status"]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&status.stderr).contains("is not a state file"));
     let server = Server::start(&data, &flags);
     assert!(server.wait_for_log("is not a state file this server can read", PASS_TIMEOUT));
     assert!(
@@ -346,6 +354,9 @@ fn repair_heals_from_the_mirror_and_never_from_a_bad_copy() {
         bytes
     };
     std::fs::write(&pack, flipped(original.len() / 3)).unwrap();
+    // The replacement takes the damaged file's mode (and owner).
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o640)).unwrap();
 
     // Healed: the local copy is the original again, and restic agrees.
     let healed = repair();
@@ -354,6 +365,8 @@ fn repair_heals_from_the_mirror_and_never_from_a_bad_copy() {
     assert!(out.contains(&format!("DAMAGED {place}: ")), "{out}");
     assert!(out.contains(&format!("REPAIRED {place}: ")), "{out}");
     assert!(std::fs::read(&pack).unwrap() == original, "byte-identical");
+    let mode = std::fs::metadata(&pack).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
     assert!(
         files_below(&data).iter().all(|f| !f.contains("tmp")),
         "no temp file left"

@@ -7,9 +7,11 @@
 //! hashes on the compute pool, keeps to `--scrub-rate` (a tenth of it while
 //! clients are being served), and works in slices of a few seconds between
 //! which it saves where it got to ([`state`]), so a restart resumes the pass.
-//! It never deletes, renames or rewrites anything: what it finds is logged,
-//! counted in `/metrics`, and remembered in the state file until the object
-//! verifies again or is deleted.
+//! The background scrub never deletes, renames or rewrites anything: what it
+//! finds is logged, counted in `/metrics`, and remembered in the state file
+//! until the object verifies again or is deleted. Only `rest-server scrub
+//! --repair` replaces a damaged object, with a verified copy from the mirror
+//! ([`repair`]).
 
 pub(crate) mod repair;
 pub(crate) mod state;
@@ -29,7 +31,9 @@ use crate::store::{ErrorKind, Key, ObjectReader as _, OpenError, Store, StoreErr
 use state::{Counts, Damage, Files, Finished, ORDER, Pass, Place, State};
 
 /// How long the background scrub works before it saves its position and
-/// lets go of the lock (so `rest-server scrub` waits at most this long).
+/// lets go of the lock. It is looked at between objects, so a slice ends
+/// with the object under way: `rest-server scrub` waits that long, which for
+/// a large pack at the busy rate is minutes.
 const SLICE: Duration = Duration::from_secs(5);
 
 /// How long the background scrub waits when the lock is taken or the store
@@ -135,7 +139,10 @@ async fn verify<S: Store>(
     {
         Ok(reader) => reader,
         Err(OpenError::Store(e)) if e.kind == ErrorKind::NotFound => return Ok(Verdict::Gone),
-        Err(OpenError::Store(e)) => return Ok(Verdict::Damaged(0, unreadable(&e))),
+        Err(OpenError::Store(e)) if is_damage(&e) => {
+            return Ok(Verdict::Damaged(0, unreadable(&e)));
+        }
+        Err(OpenError::Store(e)) => return Err(e.into()),
         Err(OpenError::Range(e)) => return Err(StoreError::internal("scrub", e.to_string()).into()),
     };
     let mut sha = Sha256::new(compute.clone());
@@ -149,7 +156,8 @@ async fn verify<S: Store>(
                 pace.take(chunk.len()).await;
                 sha.push(chunk).await.map_err(|_| ScrubError::Stopping)?;
             }
-            Some(Err(e)) => return Ok(Verdict::Damaged(read, unreadable(&e))),
+            Some(Err(e)) if is_damage(&e) => return Ok(Verdict::Damaged(read, unreadable(&e))),
+            Some(Err(e)) => return Err(e.into()),
         }
     }
     let digest = sha.finish().await.map_err(|_| ScrubError::Stopping)?;
@@ -158,6 +166,20 @@ async fn verify<S: Store>(
     } else {
         Verdict::Damaged(read, "does not match its name".to_string())
     })
+}
+
+/// Whether a read error says the stored bytes are bad (the disk or the file
+/// system reports damage, or the file ends before its size), rather than a
+/// passing trouble of the machine (no file descriptors, no memory) or of the
+/// network, which stops the slice or the command instead of being reported
+/// as damage.
+fn is_damage(e: &StoreError) -> bool {
+    use nix::errno::Errno;
+    e.source.kind() == std::io::ErrorKind::UnexpectedEof
+        || matches!(
+            e.source.raw_os_error().map(Errno::from_raw),
+            Some(Errno::EIO | Errno::EBADMSG | Errno::EUCLEAN | Errno::ENODATA)
+        )
 }
 
 fn unreadable(e: &dyn std::fmt::Display) -> String {
@@ -342,7 +364,9 @@ pub(crate) struct Scrubber<S> {
 impl<S: Store> Scrubber<S> {
     /// Starts the background scrub; `busy` tells whether clients are being
     /// served.
-    pub(crate) fn start(
+    /// The state is read before this returns, so that the delete handler
+    /// knows the damaged objects from the first request on.
+    pub(crate) async fn start(
         store: S,
         files: Files,
         compute: ComputePool,
@@ -350,6 +374,10 @@ impl<S: Store> Scrubber<S> {
         busy: Rc<dyn Fn() -> bool>,
     ) -> Rc<Status> {
         let status = Rc::new(Status::default());
+        let known = files.clone();
+        if let Ok(state) = io_pool::run(move || Ok(known.load())).await {
+            status.state.replace(state);
+        }
         let scrubber = Scrubber {
             store,
             files,
@@ -374,7 +402,10 @@ impl<S: Store> Scrubber<S> {
         loop {
             let wait = match self.slice(&mut walk, &mut pace).await {
                 Ok(wait) => wait,
-                Err(ScrubError::Stopping) => return,
+                Err(ScrubError::Stopping) => {
+                    log::error!("scrub: the hashing threads are gone; the background scrub stops");
+                    return;
+                }
                 Err(e) => {
                     log::warn!("scrub: {e}; trying again in {} s", RETRY.as_secs());
                     walk = None;
@@ -398,15 +429,27 @@ impl<S: Store> Scrubber<S> {
             *walk = None;
             return Ok(RETRY);
         };
-        let state = self.load().await?;
+        // Objects clients deleted are forgotten now, passes or not.
+        let deleted = std::mem::take(&mut *self.status.deleted.borrow_mut());
+        let files = self.files.clone();
+        let (lock, state) = io_pool::run(move || {
+            let state = files
+                .update_if(&lock, !deleted.is_empty(), |state| {
+                    deleted.iter().for_each(|p| state.clear_damage(p))
+                })
+                .op_state()?;
+            Ok((lock, state))
+        })
+        .await?;
         self.status.state.replace(state.clone());
         let now = unix_now();
         let mut pass = match state.pass.clone() {
             Some(pass) => pass,
             None => {
-                let due = state
-                    .last
-                    .map_or(0, |last| last.started + self.schedule.interval.as_secs());
+                let due = state.last.map_or(0, |last| {
+                    last.started
+                        .saturating_add(self.schedule.interval.as_secs())
+                });
                 if now < due {
                     return Ok(Duration::from_secs(due - now).min(LONGEST_SLEEP));
                 }
@@ -417,7 +460,7 @@ impl<S: Store> Scrubber<S> {
                 }
             }
         };
-        let mut forget = std::mem::take(&mut *self.status.deleted.borrow_mut());
+        let mut forget = Vec::new();
         let walking = match walk {
             Some(walk) => walk,
             None => {
@@ -513,13 +556,6 @@ impl<S: Store> Scrubber<S> {
         self.status.state.replace(saved);
         // A moment without the lock, for a `rest-server scrub` waiting for it.
         Ok(Duration::from_millis(50))
-    }
-
-    async fn load(&self) -> Result<State, ScrubError> {
-        let files = self.files.clone();
-        io_pool::run(move || Ok(files.load()))
-            .await
-            .map_err(ScrubError::Store)
     }
 
     /// Damaged objects deleted meanwhile: forgotten at the start of a pass.
@@ -683,8 +719,8 @@ pub(crate) struct Outcome {
 
 /// `rest-server scrub --status`: the state file, for people; and whether
 /// damaged objects are known.
-pub(crate) fn status_report(files: &Files) -> (String, bool) {
-    let state = files.load();
+pub(crate) fn status_report(files: &Files) -> Result<(String, bool), String> {
+    let state = files.read()?;
     let now = unix_now();
     let mut out = String::new();
     match &state.last {
@@ -725,7 +761,7 @@ pub(crate) fn status_report(files: &Files) -> (String, bool) {
         }
     }
     let _ = writeln!(out, "(from {})", files.path().display());
-    (out, !state.damaged.is_empty())
+    Ok((out, !state.damaged.is_empty()))
 }
 
 fn ago(secs: u64) -> String {

@@ -264,26 +264,56 @@ impl Files {
 
     /// Reads the state, applies `change` and writes it back, under the lock
     /// the caller holds.
-    pub(crate) fn update(
+    pub(crate) fn update(&self, lock: &Lock, change: impl FnOnce(&mut State)) -> io::Result<State> {
+        self.update_if(lock, true, change)
+    }
+
+    /// [`Files::update`] when `changed`; else only reads the state.
+    pub(crate) fn update_if(
         &self,
         _lock: &Lock,
+        changed: bool,
         change: impl FnOnce(&mut State),
     ) -> io::Result<State> {
         let mut state = self.load();
-        change(&mut state);
-        self.save(&state)?;
+        if changed {
+            change(&mut state);
+            self.save(&state)?;
+        }
         Ok(state)
+    }
+
+    /// The state for `rest-server scrub --status`: a file that cannot be
+    /// read or parsed is an error there, not an empty state.
+    pub(crate) fn read(&self) -> Result<State, String> {
+        let path = self.path();
+        match fs::read_to_string(&path) {
+            Ok(text) => State::parse(&text).ok_or_else(|| {
+                format!(
+                    "{} is not a state file this version can read",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
     }
 
     /// Takes the scrub lock of the data directory, waiting for it when
     /// `wait`; None when another scrub holds it and `wait` is false.
     pub(crate) fn lock(&self, wait: bool) -> io::Result<Option<Lock>> {
         self.ensure_dir()?;
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(LOCK_FILE))?;
+        // flock needs no write access: a lock file another user made (root,
+        // running the command) still locks.
+        let path = self.dir.join(LOCK_FILE);
+        let file = match File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?,
+            other => other?,
+        };
         let how = if wait {
             FlockArg::LockExclusive
         } else {
@@ -296,12 +326,14 @@ impl Files {
         }
     }
 
+    /// Makes the scrub's folder in the data directory, which must exist (a
+    /// mistyped `--path` is an error, not a new empty data directory).
     fn ensure_dir(&self) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt as _;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
+        match fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
     }
 }
 

@@ -58,7 +58,9 @@ const READ_CHUNK_BYTES: u64 = 64 * 1024;
 /// instead of 2.4, 800 MB/s instead of 550).
 const LARGE_READ_CHUNK_BYTES: u64 = 256 * 1024;
 
-/// How many readers may read in large pieces at once: 4 MiB in all.
+/// How many readers may read in large pieces at once: each holds two or three
+/// buffers of [`LARGE_READ_CHUNK_BYTES`] while it reads (the one being sent,
+/// the one read ahead, and one the connection has not let go of yet).
 const LARGE_READERS: usize = 8;
 
 /// Large piece buffers kept for the next read (1 MiB). A fresh buffer of
@@ -311,9 +313,6 @@ fn ensure_dir(path: &Path, modes: Modes) -> Result<(), StoreError> {
     }
 }
 
-/// Starts an upload in one trip to the I/O pool: refuses a name that is taken
-/// (AlreadyExists) and creates the temp file beside it. With `create_parent`
-/// (data packs), a missing fan-out folder is made, as long as `data/` exists.
 /// Whether an upload may start while its object exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Existing {
@@ -323,6 +322,10 @@ enum Existing {
     Replace,
 }
 
+/// Starts an upload in one trip to the I/O pool: refuses a name that is taken
+/// (AlreadyExists) unless it replaces a damaged object, and creates the temp
+/// file beside it. With `create_parent` (data packs), a missing fan-out
+/// folder is made, as long as `data/` exists.
 fn begin_upload(
     final_path: &Path,
     modes: Modes,
@@ -427,12 +430,22 @@ fn list_objects(dir: &Path) -> Result<Batch, StoreError> {
         Err(e) if classify(&e) == ErrorKind::NotFound => return Ok(Vec::new()),
         other => other.op("list")?,
     };
+    // In a fan-out folder (`data/ab`), only ids that start with its name:
+    // a file in the wrong folder cannot be fetched by its name, and would
+    // break the order the scrub resumes in.
+    let fan_out = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .filter(|name| name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit()));
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.op("list")?;
         let Some(id) = entry.file_name().to_str().and_then(ObjectId::parse) else {
             continue;
         };
+        if fan_out.is_some_and(|fan| !id.as_str().starts_with(fan)) {
+            continue;
+        }
         let meta = match entry.metadata() {
             Ok(meta) => meta,
             // Deleted between readdir and stat: simply not there any more.
@@ -1048,10 +1061,12 @@ pub(crate) enum Replaced {
 }
 
 impl FsUpload {
-    /// Puts a verified replacement in place of a damaged object: fsync,
-    /// then, if the local copy still does not hash to `digest` (it is read
-    /// again, so good data is never replaced), an atomic rename over it and
-    /// an fsync of the folder. The temp file is gone when this returns.
+    /// Puts a verified replacement in place of a damaged object: it takes
+    /// the damaged file's owner and mode (a repair run as root must not
+    /// leave a file the service user cannot read), fsync, then, if the local
+    /// copy still does not hash to `digest` (it is read again, so good data
+    /// is never replaced), an atomic rename over it and an fsync of the
+    /// folder. The temp file is gone when this returns.
     pub(crate) async fn replace_damaged(
         mut self,
         digest: [u8; 32],
@@ -1064,8 +1079,12 @@ impl FsUpload {
         let temp = self.temp_path.take().unwrap_or_default();
         let target = self.final_path.clone();
         io_pool::run(move || {
-            let result = sync(&writer.file, false).and_then(|()| {
-                drop(writer);
+            let replace = || {
+                match take_over(&writer.file, &target) {
+                    Err(e) if e.kind == ErrorKind::NotFound => return Ok(Replaced::Gone),
+                    other => other?,
+                }
+                sync(&writer.file, false)?;
                 match sha256_of(&target) {
                     Err(e) if e.kind == ErrorKind::NotFound => return Ok(Replaced::Gone),
                     Ok(local) if local == digest => return Ok(Replaced::WasIntact),
@@ -1075,7 +1094,9 @@ impl FsUpload {
                 fs::rename(&temp, &target).op("rename")?;
                 sync_dir(target.parent().unwrap_or(Path::new(".")))?;
                 Ok(Replaced::Done)
-            });
+            };
+            let result = replace();
+            drop(writer);
             if !matches!(result, Ok(Replaced::Done)) {
                 remove_temp(&temp);
             }
@@ -1085,7 +1106,20 @@ impl FsUpload {
     }
 }
 
-/// The SHA-256 of a file, read in large pieces.
+/// Gives `file` the owner and mode of `original`; NotFound when that is
+/// gone.
+fn take_over(file: &File, original: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::metadata(original).op("stat")?;
+    let ours = file.metadata().op("stat")?;
+    if (ours.uid(), ours.gid()) != (meta.uid(), meta.gid()) {
+        std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid())).op("chown")?;
+    }
+    file.set_permissions(meta.permissions()).op("chmod")
+}
+
+/// The SHA-256 of a file, read in large pieces (for a repair, on the I/O
+/// pool: rare, and the caller waits for it).
 fn sha256_of(path: &Path) -> Result<[u8; 32], StoreError> {
     use std::io::Read as _;
     let mut file = File::open(path).op("open")?;
