@@ -43,6 +43,8 @@ pub(crate) struct AppState<S> {
     pub(crate) mirror: Option<Rc<Mirror>>,
     /// Some when the background scrub runs: told of deletes.
     pub(crate) scrub: Option<Rc<crate::scrub::Status>>,
+    /// Why `/health` said 503 last time: a change is logged once.
+    pub(crate) unhealthy: std::cell::RefCell<Option<String>>,
     /// Shared by all uploads: bounds their memory.
     pub(crate) upload_buffers: Rc<BufferBudget>,
 }
@@ -437,6 +439,7 @@ async fn serve_store<S: Store>(
         compute,
         mirror,
         scrub,
+        unhealthy: Default::default(),
         upload_buffers: BufferBudget::new(BUFFERED_UPLOADS),
     });
     let shared = Rc::new(Shared::new(state, access_log, tls));

@@ -71,6 +71,10 @@ pub struct Flags {
     /// the maximum size of the data directory in bytes
     #[argh(option)]
     pub max_size: Option<u64>,
+    /// GET /health answers 503 when the data directory has fewer bytes free
+    /// (default 104857600)
+    #[argh(option)]
+    pub health_min_free: Option<u64>,
     /// do not verify that uploaded content matches its name (SHA-256)
     #[argh(switch)]
     pub no_verify_upload: bool,
@@ -433,6 +437,9 @@ impl std::error::Error for CliError {
 /// and a half, well inside the default interval, while the reads stay a
 /// small share of a USB disk's or SD card's speed.
 const DEFAULT_SCRUB_RATE_MB: u64 = 8;
+
+/// `--health-min-free` by default: 100 MiB, a few packs.
+const DEFAULT_HEALTH_MIN_FREE: u64 = 100 << 20;
 
 /// `--scrub-interval` by default.
 const DEFAULT_SCRUB_INTERVAL_DAYS: u64 = 30;
@@ -828,6 +835,7 @@ impl Flags {
             debug: self.debug,
             append_only: self.append_only,
             max_size,
+            health_min_free: self.health_min_free.unwrap_or(DEFAULT_HEALTH_MIN_FREE),
             verify_upload: !self.no_verify_upload,
             modes: Modes::new(self.group_accessible_repos),
             limits,

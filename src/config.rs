@@ -141,6 +141,8 @@ pub struct Config {
     pub(crate) prometheus_no_auth: bool,
     pub(crate) append_only: bool,
     pub(crate) max_size: Option<u64>,
+    /// `--health-min-free`: below this many free bytes, `/health` says 503.
+    pub(crate) health_min_free: u64,
     pub(crate) verify_upload: bool,
     pub(crate) modes: Modes,
     pub(crate) limits: Limits,
@@ -168,6 +170,7 @@ impl Config {
             prometheus_no_auth: false,
             append_only: false,
             max_size: None,
+            health_min_free: 0,
             verify_upload: true,
             modes: Modes::new(false),
             limits: Limits::default(),

@@ -62,6 +62,7 @@ fn state(store: &MemStore, setup: Setup) -> AppState<MemStore> {
         compute: ComputePool::start("test", 1).unwrap(),
         mirror: None,
         scrub: None,
+        unhealthy: Default::default(),
         upload_buffers: crate::upload::BufferBudget::new(crate::upload::BUFFERED_UPLOADS),
     }
 }

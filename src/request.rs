@@ -171,6 +171,11 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // Unauthenticated, for init scripts and watchdogs; restic never asks
+    // for it, and a repository named `health` is `/health/...`.
+    if parts.uri.path() == "/health" {
+        return health(state, &parts.method).await;
+    }
     let metrics_request = state.metrics.is_some() && parts.uri.path() == "/metrics";
     if !(metrics_request && state.config.prometheus_no_auth) {
         *user = state
@@ -222,6 +227,44 @@ where
 }
 
 /// `GET /metrics`.
+/// `GET /health`: 200 `ok` when the server serves and the store can take
+/// backups, 503 and the reason when it cannot; a change either way is
+/// logged once, not at every probe.
+async fn health<S: Store>(
+    state: &AppState<S>,
+    method: &Method,
+) -> Result<Response<Body<S>>, ApiError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    let reason = state.store.unhealthy(state.config.health_min_free).await;
+    let before = state.unhealthy.replace(reason.clone());
+    match (&before, &reason) {
+        (_, Some(now)) if before.as_ref() != Some(now) => log::warn!("health: unhealthy: {now}"),
+        (Some(_), None) => log::info!("health: healthy again"),
+        _ => {}
+    }
+    let (status, text) = match reason {
+        None => (hyper::StatusCode::OK, "ok\n".to_string()),
+        Some(why) => (
+            hyper::StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        ),
+    };
+    let mut response = Response::new(Body::full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
 async fn metrics<S: Store>(
     state: &AppState<S>,
     access_log: Option<&Rc<AccessLog>>,

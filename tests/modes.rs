@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -269,4 +270,68 @@ fn restic_over_the_quota_hears_507() {
             "restic did not hear the 507: {line}"
         );
     }
+}
+
+#[test]
+fn health_needs_no_credentials_and_says_why_the_disk_cannot_take_backups() {
+    let test = "health_needs_no_credentials_and_says_why_the_disk_cannot_take_backups";
+    let dir = TempDir::new("health");
+    let users = bcrypt_line("alice", "secret");
+    let server = Server::start_with_users(&dir.path().join("plain"), &users, &[]);
+    let health = server.request("GET", "/health");
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    assert_eq!(server.request("HEAD", "/health").status, 200);
+    assert_eq!(server.request("POST", "/health").status, 405);
+    assert_eq!(
+        server.request("GET", "/keys/").status,
+        401,
+        "the rest still needs them"
+    );
+    drop(server);
+
+    if !require_root(test) || !require_tool("mount", test) {
+        return;
+    }
+    let data = dir.path().join("data");
+    let Some(_disk) = SmallDisk::mount(&data, "8m") else {
+        skip_or_fail(test, "cannot mount a tmpfs, even as root");
+        return;
+    };
+    let server = Server::start(&data, &["--health-min-free", "4194304"]);
+    assert_eq!(server.request("GET", "/health").status, 200);
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    let (id, put) = upload(&server, "data", &pseudo_random(5 << 20, 3));
+    assert_eq!(put.status, 200);
+    let full = server.request("GET", "/health");
+    assert_eq!(full.status, 503);
+    assert!(
+        full.text().contains("below --health-min-free 4194304"),
+        "{}",
+        full.text()
+    );
+    assert!(server.wait_for_log("health: unhealthy:", Duration::from_secs(10)));
+    let deleted = server.request("DELETE", &format!("/repo/data/{id}"));
+    assert_eq!(deleted.status, 200);
+    assert_eq!(server.request("GET", "/health").status, 200);
+    assert!(server.wait_for_log("health: healthy again", Duration::from_secs(10)));
+
+    // A disk the kernel remounted read-only after errors.
+    let remount = |how: &str| {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {how}");
+    };
+    remount("ro");
+    let read_only = server.request("GET", "/health");
+    remount("rw");
+    assert_eq!(read_only.status, 503);
+    assert!(
+        read_only.text().contains("read-only"),
+        "{}",
+        read_only.text()
+    );
+    assert_eq!(server.request("GET", "/health").status, 200);
 }

@@ -113,6 +113,13 @@ impl Store for AnyStore {
             AnyStore::S3(s) => s.space().await,
         }
     }
+
+    async fn unhealthy(&self, min_free: u64) -> Option<String> {
+        match self {
+            AnyStore::Fs(s) => s.unhealthy(min_free).await,
+            AnyStore::S3(s) => s.unhealthy(min_free).await,
+        }
+    }
 }
 
 impl ObjectReader for AnyReader {

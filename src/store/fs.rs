@@ -273,6 +273,34 @@ impl super::Store for FsStore {
             .ok()
             .flatten()
     }
+
+    async fn unhealthy(&self, min_free: u64) -> Option<String> {
+        let root = self.root.clone();
+        io_pool::run(move || Ok(fs_unhealthy(&root, min_free)))
+            .await
+            .unwrap_or_else(|e| Some(e.to_string()))
+    }
+}
+
+/// Why the data directory cannot take backups, if it cannot.
+fn fs_unhealthy(root: &Path, min_free: u64) -> Option<String> {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    use nix::unistd::{AccessFlags, access};
+    let stat = match statvfs(root) {
+        Ok(stat) => stat,
+        Err(e) => return Some(format!("the data directory cannot be read: {e}")),
+    };
+    // A disk with errors is often remounted read-only by the kernel.
+    if stat.flags().contains(FsFlags::ST_RDONLY) {
+        return Some("the data directory's file system is read-only".to_string());
+    }
+    if let Err(e) = access(root, AccessFlags::W_OK) {
+        return Some(format!("the data directory is not writable: {e}"));
+    }
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    (free < min_free).then(|| {
+        format!("{free} bytes free in the data directory, below --health-min-free {min_free}")
+    })
 }
 
 /// Free and total bytes of the filesystem at `path`.

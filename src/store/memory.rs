@@ -199,6 +199,10 @@ impl Store for MemStore {
     async fn space(&self) -> Option<Space> {
         None
     }
+
+    async fn unhealthy(&self, _min_free: u64) -> Option<String> {
+        None
+    }
 }
 
 pub(crate) struct MemReader {

@@ -237,6 +237,11 @@ pub(crate) trait Store: 'static {
 
     /// Free and total bytes, when the store can tell.
     async fn space(&self) -> Option<Space>;
+
+    /// Why the store cannot take backups now, if it cannot (`/health`):
+    /// read-only, not writable, or under `min_free` bytes free. Writes
+    /// nothing (an SD card is probed every few seconds).
+    async fn unhealthy(&self, min_free: u64) -> Option<String>;
 }
 
 /// A stored file being read, chunk by chunk.

@@ -697,6 +697,12 @@ impl super::Store for S3Store {
         Ok(self.scan().await?.repos)
     }
 
+    /// A bucket has no free space to run out of, and its reachability
+    /// shows in every request's answer and in the log.
+    async fn unhealthy(&self, _min_free: u64) -> Option<String> {
+        None
+    }
+
     async fn space(&self) -> Option<Space> {
         None
     }
