@@ -44,6 +44,9 @@ const RETRY: Duration = Duration::from_secs(30);
 /// (a clock corrected by NTP after boot moves the next pass).
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 
+/// The longest wait after a pass that found nothing to verify.
+const EMPTY_PASS_INTERVAL: Duration = Duration::from_secs(86_400);
+
 /// While clients are being served, the scrub reads at this fraction of its
 /// rate.
 const BUSY_SHARE: usize = 10;
@@ -446,10 +449,7 @@ impl<S: Store> Scrubber<S> {
         let mut pass = match state.pass.clone() {
             Some(pass) => pass,
             None => {
-                let due = state.last.map_or(0, |last| {
-                    last.started
-                        .saturating_add(self.schedule.interval.as_secs())
-                });
+                let due = next_pass_due(state.last, self.schedule.interval);
                 if now < due {
                     return Ok(Duration::from_secs(due - now).min(LONGEST_SLEEP));
                 }
@@ -819,6 +819,21 @@ impl Progress {
     }
 }
 
+/// When the next pass starts (Unix seconds): an interval after the last
+/// one started, or at once when there was none. A pass that found nothing
+/// to verify (a new install) is followed within a day, so the first backups
+/// are not left unchecked for a whole interval.
+fn next_pass_due(last: Option<Finished>, interval: Duration) -> u64 {
+    let Some(last) = last else {
+        return 0;
+    };
+    let wait = match last.counts.objects {
+        0 => interval.as_secs().min(EMPTY_PASS_INTERVAL.as_secs()),
+        _ => interval.as_secs(),
+    };
+    last.started.saturating_add(wait)
+}
+
 fn count(counts: &mut Counts, verdict: &Verdict) {
     match verdict {
         Verdict::Gone => {}
@@ -885,6 +900,25 @@ fn describe_interval(interval: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_follow_each_other_by_the_interval_and_an_empty_one_within_a_day() {
+        let month = Duration::from_secs(30 * 86_400);
+        let finished = |objects| Finished {
+            started: 1000,
+            finished: 2000,
+            counts: Counts {
+                objects,
+                ..Counts::default()
+            },
+        };
+        assert_eq!(next_pass_due(None, month), 0);
+        assert_eq!(next_pass_due(Some(finished(5)), month), 1000 + 30 * 86_400);
+        assert_eq!(next_pass_due(Some(finished(0)), month), 1000 + 86_400);
+        let short = Duration::from_secs(60);
+        assert_eq!(next_pass_due(Some(finished(0)), short), 1060);
+        assert_eq!(next_pass_due(Some(finished(1)), Duration::MAX), u64::MAX);
+    }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn the_pace_keeps_to_its_rate_and_to_a_tenth_while_clients_are_served() {
