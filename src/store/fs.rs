@@ -1093,8 +1093,9 @@ impl FsUpload {
     /// the damaged file's owner and mode (a repair run as root must not
     /// leave a file the service user cannot read), fsync, then, if the local
     /// copy still does not hash to `digest` (it is read again, so good data
-    /// is never replaced), an atomic rename over it and an fsync of the
-    /// folder. The temp file is gone when this returns.
+    /// is never replaced), an atomic swap with it (an object a client
+    /// deleted meanwhile stays deleted), the damaged copy removed, and an
+    /// fsync of the folder. The temp file is gone when this returns.
     pub(crate) async fn replace_damaged(
         mut self,
         digest: [u8; 32],
@@ -1119,7 +1120,28 @@ impl FsUpload {
                     // Damaged, or unreadable: replaced.
                     _ => {}
                 }
-                fs::rename(&temp, &target).op("rename")?;
+                // A swap, not a rename: if a client deleted the object since
+                // it was hashed, the swap fails and nothing comes back.
+                match super::noreplace::exchange(&temp, &target) {
+                    // The temp name now holds the damaged copy.
+                    Ok(()) => remove_temp(&temp),
+                    Err(e) if classify(&e) == ErrorKind::NotFound => return Ok(Replaced::Gone),
+                    // No swap on this file system (FUSE ones that predate
+                    // it): a rename over it, the window left open.
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error().map(nix::errno::Errno::from_raw),
+                            Some(
+                                nix::errno::Errno::EINVAL
+                                    | nix::errno::Errno::ENOSYS
+                                    | nix::errno::Errno::EPERM
+                            )
+                        ) =>
+                    {
+                        fs::rename(&temp, &target).op("rename")?
+                    }
+                    Err(e) => return Err(e).op("exchange"),
+                }
                 sync_dir(target.parent().unwrap_or(Path::new(".")))?;
                 Ok(Replaced::Done)
             };

@@ -1,5 +1,7 @@
 //! `renameat2(RENAME_NOREPLACE)`, the atomic "rename unless the name is
-//! taken": the second module with `unsafe`, because nix offers `renameat2`
+//! taken", and `renameat2(RENAME_EXCHANGE)`, the atomic swap a repair uses
+//! (it fails if the damaged object was deleted meanwhile, instead of bringing
+//! it back): the second module with `unsafe`, because nix offers `renameat2`
 //! only on glibc and the release builds are static musl, so the syscall is
 //! made directly.
 //!
@@ -22,15 +24,22 @@ use nix::libc;
 /// changes). EINVAL when the file system does not take the flag (FUSE ones
 /// that predate it), ENOSYS on kernels older than 3.15; the caller falls back.
 pub(super) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    renameat2(from, to, libc::RENAME_NOREPLACE)
+}
+
+/// Swaps `from` and `to`, both of which must exist (ENOENT otherwise, and
+/// nothing changes). EINVAL, ENOSYS as for [`rename`].
+pub(super) fn exchange(from: &Path, to: &Path) -> io::Result<()> {
+    renameat2(from, to, libc::RENAME_EXCHANGE)
+}
+
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
     let from = CString::new(from.as_os_str().as_bytes())?;
     let to = CString::new(to.as_os_str().as_bytes())?;
     // `syscall` is variadic and reads every argument as a long: the integers
-    // are widened here, so no register half is left to chance (-100 and 1
-    // fit a long on every target).
-    let (cwd, flags) = (
-        libc::AT_FDCWD as libc::c_long,
-        libc::RENAME_NOREPLACE as libc::c_long,
-    );
+    // are widened here, so no register half is left to chance (-100, 1 and
+    // 2 fit a long on every target).
+    let (cwd, flags) = (libc::AT_FDCWD as libc::c_long, flags as libc::c_long);
     // SAFETY: see the module comment: both pointers are valid C strings for
     // the duration of the call, and renameat2 reads nothing else of ours.
     let result = unsafe {
@@ -66,6 +75,12 @@ mod tests {
         rename(&a, &c).unwrap();
         assert_eq!(std::fs::read(&c).unwrap(), b"a");
         assert!(!a.exists());
+        exchange(&b, &c).unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"a");
+        assert_eq!(std::fs::read(&c).unwrap(), b"b");
+        let gone = exchange(&b, &a).unwrap_err();
+        assert_eq!(gone.kind(), io::ErrorKind::NotFound, "{gone}");
+        assert_eq!(std::fs::read(&b).unwrap(), b"a");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
