@@ -299,6 +299,16 @@ impl Status {
         }
     }
 
+    /// Shows `state` as read from the file, less the deletes not written
+    /// to it yet: a delete that came while the file was being read is not
+    /// undone in `/metrics`.
+    fn publish(&self, mut state: State) {
+        for place in self.deleted.borrow().iter() {
+            state.clear_damage(place);
+        }
+        self.state.replace(state);
+    }
+
     fn read(&self, bytes: u64) {
         self.verified_bytes.set(self.verified_bytes.get() + bytes);
     }
@@ -379,7 +389,7 @@ impl<S: Store> Scrubber<S> {
         let status = Rc::new(Status::default());
         let known = files.clone();
         if let Ok(state) = io_pool::run(move || Ok(known.load())).await {
-            status.state.replace(state);
+            status.publish(state);
         }
         let scrubber = Scrubber {
             store,
@@ -444,7 +454,7 @@ impl<S: Store> Scrubber<S> {
             Ok((lock, state))
         })
         .await?;
-        self.status.state.replace(state.clone());
+        self.status.publish(state.clone());
         let now = unix_now();
         let mut pass = match state.pass.clone() {
             Some(pass) => pass,
@@ -553,7 +563,7 @@ impl<S: Store> Scrubber<S> {
                 end.finished.saturating_sub(end.started)
             );
         }
-        self.status.state.replace(saved);
+        self.status.publish(saved);
         // A moment without the lock, for a `rest-server scrub` waiting for it.
         Ok(Duration::from_millis(50))
     }
