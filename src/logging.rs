@@ -173,6 +173,14 @@ impl fmt::Display for Rfc3339 {
     }
 }
 
+/// Seconds since 1970 by the system clock (0 before it), for the times the
+/// metrics, the mirror's status and the scrub's state record.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
 /// Shared with the access log's dates.
 pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {

@@ -10,7 +10,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::ApiError;
 use crate::route::ObjectType;
@@ -134,7 +133,7 @@ impl Metrics {
             BlobOp::Write => {
                 stats.bytes += bytes;
                 if kind == ObjectType::Snapshots {
-                    stats.newest_snapshot = Some(unix_now());
+                    stats.newest_snapshot = Some(crate::logging::unix_now());
                 }
             }
             BlobOp::Delete => stats.bytes = stats.bytes.saturating_sub(bytes),
@@ -329,12 +328,6 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::Frame;
@@ -141,7 +141,7 @@ impl Item {
             repo: route.repo,
             name,
             size: 0,
-            since: unix_now(),
+            since: crate::logging::unix_now(),
         })
     }
 }
@@ -329,7 +329,7 @@ impl Mirror {
                 repo: repo.clone(),
                 name,
                 size,
-                since: unix_now(),
+                since: crate::logging::unix_now(),
             });
         }
     }
@@ -345,7 +345,7 @@ impl Mirror {
             repo: repo.clone(),
             name,
             size: 0,
-            since: unix_now(),
+            since: crate::logging::unix_now(),
         };
         // A copy still waiting is not needed any more.
         {
@@ -471,7 +471,7 @@ impl Mirror {
                     repo: repo.clone(),
                     name: Name::Config,
                     size,
-                    since: unix_now(),
+                    since: crate::logging::unix_now(),
                 });
                 queued += 1;
             }
@@ -501,7 +501,7 @@ impl Mirror {
                             repo: repo.clone(),
                             name: Name::Object(kind, id),
                             size,
-                            since: unix_now(),
+                            since: crate::logging::unix_now(),
                         });
                         queued += 1;
                     }
@@ -751,7 +751,7 @@ impl Mirror {
     }
 
     fn status_text(&self, state: &State) -> String {
-        let now = unix_now();
+        let now = crate::logging::unix_now();
         let mut out = String::new();
         let _ = writeln!(out, "updated {now}");
         let _ = writeln!(out, "target {}", self.target);
@@ -774,7 +774,7 @@ impl Mirror {
     /// The mirror's part of `/metrics`.
     pub(crate) fn render_metrics(&self, out: &mut String) {
         let state = self.state.borrow();
-        let now = unix_now();
+        let now = crate::logging::unix_now();
         let t = &state.totals;
         let oldest = state.oldest().map_or(0, |since| now.saturating_sub(since));
         for (name, help, kind, value) in [
@@ -843,12 +843,6 @@ impl Mirror {
 fn backoff(failures: u32) -> Duration {
     let secs = 1u64 << failures.saturating_sub(1).min(6);
     Duration::from_secs(secs).min(MAX_BACKOFF)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn ensure_dir(dir: &Path) -> std::io::Result<()> {
@@ -957,7 +951,7 @@ pub fn status_report(data_dir: &Path) -> Result<(String, bool), String> {
             .unwrap_or("")
     };
     let num = |name: &str| get(name).parse::<u64>().unwrap_or(0);
-    let now = unix_now();
+    let now = crate::logging::unix_now();
     let age = now.saturating_sub(num("updated"));
     let files = num("backlog_files");
     let compared = get("compared") == "true";

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::restic::make_tree;
-use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs, with_credentials};
 use crate::util::*;
 
 /// Long enough for a backlog to drain on a loaded CI machine; the wait ends
@@ -22,11 +22,8 @@ fn mirrored_server(store: &SeaweedFs, data: &Path, extra: &[&str]) -> Server {
         .args(["--no-auth", "--listen", "127.0.0.1:0", "--prometheus"])
         .arg("--mirror")
         .arg(format!("s3:{}/offsite/board", store.endpoint))
-        .args(extra)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env_remove("AWS_SHARED_CREDENTIALS_FILE")
-        .env_remove("AWS_PROFILE");
+        .args(extra);
+    with_credentials(&mut command);
     Server::spawn(command, data)
 }
 

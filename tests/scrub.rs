@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::restic::make_tree;
-use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use crate::util::seaweed::{SeaweedFs, with_credentials};
 use crate::util::*;
 
 const PASS_TIMEOUT: Duration = Duration::from_secs(120);
@@ -300,13 +300,6 @@ fn repair_heals_from_the_mirror_and_never_from_a_bad_copy() {
     );
     make_tree(&source);
     let mirror = format!("s3:{}/offsite/board", store.endpoint);
-    let with_keys = |command: &mut Command| {
-        command
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env_remove("AWS_SHARED_CREDENTIALS_FILE")
-            .env_remove("AWS_PROFILE");
-    };
     let mut command = Command::new(binary());
     command.arg("--path").arg(&data).args([
         "--no-auth",
@@ -318,7 +311,7 @@ fn repair_heals_from_the_mirror_and_never_from_a_bad_copy() {
         "--mirror",
         &mirror,
     ]);
-    with_keys(&mut command);
+    with_credentials(&mut command);
     let server = Server::spawn(command, &data);
     let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
     ok(restic(&repo, &cache, &["init"]), "init");
@@ -342,7 +335,7 @@ fn repair_heals_from_the_mirror_and_never_from_a_bad_copy() {
     let repair = || {
         let mut command = Command::new(binary());
         command.arg("--path").arg(&data).args(["--mirror", &mirror]);
-        with_keys(&mut command);
+        with_credentials(&mut command);
         command.args(["scrub", "--repair"]).output().unwrap()
     };
     let pack = largest_file(&data.join("laptop/data"));
@@ -389,7 +382,7 @@ fn repair_heals_from_the_mirror_and_never_from_a_bad_copy() {
         "127.0.0.1:0",
         "--no-verify-upload",
     ]);
-    with_keys(&mut command);
+    with_credentials(&mut command);
     let bucket = Server::spawn(command, &data);
     assert_eq!(bucket.request("DELETE", &place).status, 200);
     let stored = bucket.send(&Request::new("POST", &place).body(flipped(7)));

@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::io_pool;
 use crate::pool::{ComputePool, Sha256};
@@ -455,7 +455,7 @@ impl<S: Store> Scrubber<S> {
         })
         .await?;
         self.status.publish(state.clone());
-        let now = unix_now();
+        let now = crate::logging::unix_now();
         let mut pass = match state.pass.clone() {
             Some(pass) => pass,
             None => {
@@ -521,7 +521,7 @@ impl<S: Store> Scrubber<S> {
                     report_damage(&state, &place, &what);
                     found.push(Damage {
                         place: place.clone(),
-                        found: unix_now(),
+                        found: crate::logging::unix_now(),
                         what,
                     });
                 }
@@ -530,7 +530,7 @@ impl<S: Store> Scrubber<S> {
         };
         let end = finished.then(|| Finished {
             started: pass.started,
-            finished: unix_now(),
+            finished: crate::logging::unix_now(),
             counts: pass.counts,
         });
         let files = self.files.clone();
@@ -634,7 +634,7 @@ pub(crate) async fn once<S: Store>(
         }
         None => State::default(),
     };
-    let started = (unix_now(), Instant::now());
+    let started = (crate::logging::unix_now(), Instant::now());
     let mut progress = Progress::new(total);
     let mut pace = Pace::new(rate, Rc::new(|| false));
     let mut walk = Walk::<S>::new(labels.clone(), None);
@@ -664,7 +664,7 @@ pub(crate) async fn once<S: Store>(
                 }
                 found.push(Damage {
                     place,
-                    found: unix_now(),
+                    found: crate::logging::unix_now(),
                     what,
                 });
             }
@@ -700,7 +700,7 @@ pub(crate) async fn once<S: Store>(
         let whole = only.is_none();
         let end = Finished {
             started: started.0,
-            finished: unix_now(),
+            finished: crate::logging::unix_now(),
             counts,
         };
         io_pool::run(move || {
@@ -731,7 +731,7 @@ pub(crate) struct Outcome {
 /// damaged objects are known.
 pub(crate) fn status_report(files: &Files) -> Result<(String, bool), String> {
     let state = files.read()?;
-    let now = unix_now();
+    let now = crate::logging::unix_now();
     let mut out = String::new();
     match &state.last {
         Some(last) => {
@@ -878,12 +878,6 @@ impl<T> OpState<T> for std::io::Result<T> {
         use crate::store::Op as _;
         self.op("scrub state")
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `2026-11-30 12:00 UTC`.

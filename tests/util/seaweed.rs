@@ -167,6 +167,16 @@ impl SeaweedFs {
     }
 }
 
+/// Gives `command` this store's identity in the environment, and none of
+/// the machine's own AWS settings.
+pub fn with_credentials(command: &mut Command) -> &mut Command {
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+        .env_remove("AWS_PROFILE")
+}
+
 /// A SeaweedFS cluster on loopback: a master, three volume servers (each
 /// file kept on two of them), and a filer with the S3 gateway; volume servers
 /// can be killed and started again. Stopped on drop.
