@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::mirror::Mirror;
 use crate::pool::ComputePool;
 use crate::quota::Quota;
+use crate::quota::rules::QuotaRules;
 use crate::reload::{ReloadError, Watched};
 use crate::server;
 use crate::store::either::AnyStore;
@@ -26,6 +27,7 @@ use crate::store::s3::{self, S3Store};
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsConfig, TlsError};
 use crate::upload::{BUFFERED_UPLOADS, BufferBudget};
+use crate::usage::Usage;
 
 /// What every request needs; shared by all connections on the one thread.
 pub(crate) struct AppState<S> {
@@ -37,6 +39,14 @@ pub(crate) struct AppState<S> {
     pub(crate) quota: Rc<Quota>,
     /// Some with `--prometheus`.
     pub(crate) metrics: Option<Rc<Metrics>>,
+    /// What each repository holds.
+    pub(crate) usage: Rc<Usage>,
+    /// Recent refused logins, for the status page.
+    pub(crate) refused: crate::status::refused::Refused,
+    /// For the status page's uptime.
+    pub(crate) started: std::time::Instant,
+    /// The machine's name, for the status page.
+    pub(crate) host: String,
     /// Hashing and bcrypt, apart from file I/O.
     pub(crate) compute: ComputePool,
     /// Some with `--mirror`: told of every commit and delete.
@@ -67,6 +77,7 @@ enum Cause {
     /// The htpasswd file cannot be read; the server never serves without it.
     Htpasswd(PathBuf, ReloadError<io::Error>),
     Acl(PathBuf, ReloadError<io::Error>),
+    QuotaFile(PathBuf, ReloadError<io::Error>),
     Signals(io::Error),
     Scrub(crate::scrub::ScrubError),
     /// `scrub --status` of a bucket: its state is not kept.
@@ -87,6 +98,9 @@ impl fmt::Display for AppError {
             Cause::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
             Cause::Tls(e) => write!(f, "TLS: {e}"),
             Cause::Acl(path, e) => write!(f, "cannot read the ACL file {}: {e}", path.display()),
+            Cause::QuotaFile(path, e) => {
+                write!(f, "cannot read the quota file {}: {e}", path.display())
+            }
             Cause::Htpasswd(path, e) => write!(
                 f,
                 "cannot read the password file {}: {e}. Create a user with \
@@ -119,7 +133,7 @@ impl std::error::Error for AppError {
             Cause::S3Settings(_) | Cause::NoScrubState | Cause::ScrubSetup(_) => None,
             Cause::Scrub(e) => Some(e),
             Cause::Tls(e) => Some(e),
-            Cause::Htpasswd(_, e) | Cause::Acl(_, e) => Some(e),
+            Cause::Htpasswd(_, e) | Cause::Acl(_, e) | Cause::QuotaFile(_, e) => Some(e),
         }
     }
 }
@@ -334,9 +348,11 @@ async fn serve_store<S: Store>(
             scan.temps_removed
         );
     }
-    let quota = Rc::new(Quota::new(config.max_size, scan.bytes));
     let repos: Vec<String> = scan.repos.keys().cloned().collect();
-    let metrics = config.prometheus.then(|| Rc::new(Metrics::new(scan.repos)));
+    let metrics = config
+        .prometheus
+        .then(|| Rc::new(Metrics::new(repos.clone())));
+    let usage = Rc::new(Usage::new(scan.repos));
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
@@ -398,6 +414,15 @@ async fn serve_store<S: Store>(
         }
         None => None,
     };
+    let mut quota = Quota::new(config.max_size, scan.bytes);
+    if let Some(file) = &config.quota_file {
+        let rules = Watched::<QuotaRules>::load(file.clone())
+            .await
+            .map_err(|e| AppError(Cause::QuotaFile(file.clone(), e)))?;
+        reloads.push(watch(&rules));
+        quota = quota.with_rules(rules, usage.clone());
+    }
+    let quota = Rc::new(quota);
     let tls = match &config.tls {
         Some(settings) => {
             let tls = Watched::<TlsConfig>::load(settings.clone())
@@ -436,6 +461,10 @@ async fn serve_store<S: Store>(
         store,
         quota,
         metrics,
+        usage,
+        refused: Default::default(),
+        started: std::time::Instant::now(),
+        host: crate::status::hostname(),
         compute,
         mirror,
         scrub,

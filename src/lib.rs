@@ -36,10 +36,12 @@ mod request;
 mod route;
 mod scrub;
 mod server;
+mod status;
 mod store;
 mod systemd;
 #[cfg(test)]
 mod testing;
 mod tls;
 mod upload;
+mod usage;
 pub mod users;

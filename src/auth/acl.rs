@@ -171,14 +171,31 @@ impl Acl {
     pub(crate) fn access(&self, user: &str, repo: &RepoPath) -> Option<Access> {
         self.rules
             .iter()
-            .find(|rule| {
-                let user_matches = match &rule.user {
-                    UserPattern::Anyone => true,
-                    UserPattern::Named(name) => name == user,
-                };
-                user_matches && rule.repo.matches(user, repo)
-            })
+            .find(|rule| rule.user.matches(user) && rule.repo.matches(user, repo))
             .map(|rule| rule.access)
+    }
+
+    /// Whether a rule gives `user` every repository. Every level includes
+    /// reading, so whatever rule comes first for a repository, the user may
+    /// read them all: an administrator, for the status page.
+    pub(crate) fn covers_everything(&self, user: &str) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.user.matches(user)
+                && match &rule.repo {
+                    RepoPattern::Any => true,
+                    RepoPattern::AndBelow(p) => p.is_empty(),
+                    RepoPattern::Exactly(_) => false,
+                }
+        })
+    }
+}
+
+impl UserPattern {
+    fn matches(&self, user: &str) -> bool {
+        match self {
+            UserPattern::Anyone => true,
+            UserPattern::Named(name) => name == user,
+        }
     }
 }
 
