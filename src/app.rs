@@ -19,7 +19,7 @@ use crate::mirror::Mirror;
 use crate::pool::ComputePool;
 use crate::quota::Quota;
 use crate::quota::rules::QuotaRules;
-use crate::reload::{ReloadError, Watched};
+use crate::reload::{ReloadError, Watch, Watched};
 use crate::server;
 use crate::store::either::AnyStore;
 use crate::store::fs::{FsStore, WriterPool};
@@ -386,7 +386,7 @@ async fn serve_store<S: Store>(
     };
     // Each watched file: loaded now (a broken one stops the server here),
     // then watched; SIGHUP reloads them all at once.
-    let mut reloads: Vec<Rc<dyn Fn()>> = Vec::new();
+    let mut reloads: Vec<Rc<dyn Watch>> = Vec::new();
     let auth = match &config.auth {
         AuthMode::Off => Auth::Off,
         AuthMode::ProxyHeader(header) => Auth::Proxy(header.clone()),
@@ -400,7 +400,7 @@ async fn serve_store<S: Store>(
                     file.display()
                 );
             }
-            reloads.push(watch(&users));
+            reloads.push(users.clone());
             Auth::Basic(BasicAuth::new(users, compute.clone()))
         }
     };
@@ -409,7 +409,7 @@ async fn serve_store<S: Store>(
             let acl = Watched::<Acl>::load(file.clone())
                 .await
                 .map_err(|e| AppError(Cause::Acl(file.clone(), e)))?;
-            reloads.push(watch(&acl));
+            reloads.push(acl.clone());
             Some(acl)
         }
         None => None,
@@ -419,7 +419,7 @@ async fn serve_store<S: Store>(
         let rules = Watched::<QuotaRules>::load(file.clone())
             .await
             .map_err(|e| AppError(Cause::QuotaFile(file.clone(), e)))?;
-        reloads.push(watch(&rules));
+        reloads.push(rules.clone());
         quota = quota.with_rules(rules, usage.clone());
     }
     let quota = Rc::new(quota);
@@ -428,7 +428,7 @@ async fn serve_store<S: Store>(
             let tls = Watched::<TlsConfig>::load(settings.clone())
                 .await
                 .map_err(|e| AppError(Cause::Tls(e)))?;
-            reloads.push(watch(&tls));
+            reloads.push(tls.clone());
             Some(tls)
         }
         None => None,
@@ -448,7 +448,7 @@ async fn serve_store<S: Store>(
     };
     crate::logging::bare(&format!("start server on {}", listener.describe()));
     let shutdown = shutdown_signal().map_err(|e| AppError(Cause::Signals(e)))?;
-    watch_sighup(reloads).map_err(|e| AppError(Cause::Signals(e)))?;
+    crate::reload::watch_all(reloads).map_err(|e| AppError(Cause::Signals(e)))?;
     let policy = Policy::new(
         acl,
         config.private_repos && config.auth != AuthMode::Off,
@@ -480,29 +480,6 @@ async fn serve_store<S: Store>(
         log::warn!("could not remove socket {}: {e}", path.display());
     }
     log::info!("stopped");
-    Ok(())
-}
-
-/// Starts watching a reloadable file; returns what SIGHUP calls.
-fn watch<T: crate::reload::Reloadable>(watched: &Rc<Watched<T>>) -> Rc<dyn Fn()> {
-    tokio::task::spawn_local(watched.clone().watch());
-    let watched = watched.clone();
-    Rc::new(move || watched.reload_now())
-}
-
-/// SIGHUP reloads the htpasswd and ACL files and the TLS certificate and key
-/// at once; a reload that fails keeps what is in use.
-fn watch_sighup(reloads: Vec<Rc<dyn Fn()>>) -> io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = signal(SignalKind::hangup())?;
-    tokio::task::spawn_local(async move {
-        while hangup.recv().await.is_some() {
-            log::info!("received SIGHUP: reloading");
-            for reload in &reloads {
-                reload();
-            }
-        }
-    });
     Ok(())
 }
 

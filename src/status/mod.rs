@@ -14,7 +14,10 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use hyper::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{
+    ACCEPT, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderMap, HeaderValue,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::{Method, Response};
 
 use crate::app::AppState;
@@ -109,15 +112,12 @@ pub(crate) async fn page<S: Store>(state: &AppState<S>, user: Option<&str>) -> R
     // SECURITY: no script, frame or outside resource, even if a name ever
     // slipped past the escaping; the page only needs its own inline style.
     headers.insert(
-        "content-security-policy",
+        CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
             "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
         ),
     );
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 
