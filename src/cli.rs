@@ -166,7 +166,15 @@ pub enum Command {
     Mirror(MirrorArgs),
     Cleanup(Cleanup),
     Scrub(ScrubArgs),
+    Health(HealthArgs),
 }
+
+/// ask the running server's GET /health at --listen (over TLS with --tls,
+/// pinning --tls-cert) and print its answer; exit code 0 when healthy
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "health")]
+pub struct HealthArgs {}
 
 /// verify every stored object against its name now; exit code 1 if any is
 /// damaged (README, "Scrub")

@@ -28,6 +28,7 @@ pub mod logging;
 mod metrics;
 pub mod mirror;
 mod pool;
+pub mod probe;
 mod quota;
 mod range;
 mod rate;

@@ -105,10 +105,10 @@ fn quota_file_budgets_per_repository_and_per_tree() {
         507
     );
     assert_eq!(files_below(&data.join("alice/laptop/data")).len(), 1);
+    // The log line is written after the answer: waited for, not raced.
+    let laptop = "the quota of /alice/laptop (/alice/laptop 2048 bytes) would be exceeded";
     assert!(
-        server
-            .log()
-            .contains("the quota of /alice/laptop (/alice/laptop 2048 bytes) would be exceeded"),
+        server.wait_for_log(laptop, Duration::from_secs(10)),
         "{}",
         server.log()
     );
@@ -122,9 +122,12 @@ fn quota_file_budgets_per_repository_and_per_tree() {
         507
     );
     assert!(
-        server
-            .log()
-            .contains("the quota of /alice (/alice/* 3072 bytes)")
+        server.wait_for_log(
+            "the quota of /alice (/alice/* 3072 bytes)",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
     );
     // bob has no budget but the disk.
     assert_eq!(
@@ -421,6 +424,25 @@ fn health_needs_no_credentials_and_says_why_the_disk_cannot_take_backups() {
     assert_eq!(put.status, 200);
     let full = server.request("GET", "/health");
     assert_eq!(full.status, 503);
+    // As an init script's status asks it.
+    let probe = || {
+        let out = Command::new(binary())
+            .arg("--path")
+            .arg(&data)
+            .args([
+                "--no-auth",
+                "--listen",
+                &server.tcp_addr().to_string(),
+                "health",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
+    let (code, text) = probe();
+    assert_eq!(code, Some(1));
+    assert!(text.starts_with("unhealthy: "), "{text}");
     assert!(
         full.text().contains("below --health-min-free 4194304"),
         "{}",
@@ -431,6 +453,7 @@ fn health_needs_no_credentials_and_says_why_the_disk_cannot_take_backups() {
     assert_eq!(deleted.status, 200);
     assert_eq!(server.request("GET", "/health").status, 200);
     assert!(server.wait_for_log("health: healthy again", Duration::from_secs(10)));
+    assert_eq!(probe(), (Some(0), "ok\n".to_string()));
 
     // A disk the kernel remounted read-only after errors.
     let remount = |how: &str| {
