@@ -772,6 +772,8 @@ impl Flags {
     }
 
     /// Checks the flags and builds the configuration.
+    // Called for the server and for `health`: one copy (it is large).
+    #[inline(never)]
     pub fn resolve(self) -> Result<Config, CliError> {
         let unsupported = [(self.cpu_profile.is_some(), "--cpu-profile")];
         if let Some((_, name)) = unsupported.iter().find(|(given, _)| *given) {

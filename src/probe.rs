@@ -2,30 +2,34 @@
 //! `--listen` address, for init scripts' `status` and watchdogs: no curl or
 //! wget needed, and TLS works without a CA.
 //!
-//! Runs once, blocking (no event loop): connect, one request, read the
-//! answer, each bounded by [`PROBE_TIMEOUT`]. Over TLS the server must
+//! Runs once, on a runtime of its own: connect, one request, read the
+//! answer, all within [`PROBE_TIMEOUT`]. Over TLS the server must
 //! present exactly the certificate in its `--tls-cert` file (the probe
 //! pins it; names are not checked, since `localhost` is rarely among them),
 //! and the handshake's signature is verified with it.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
 
 use crate::config::{Config, ListenAddr};
 
-/// Longest the connect, the request and the answer may each take.
+/// Longest the whole probe may take: connect, handshake, request, answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most of an answer read: `/health` says a line.
-const MAX_ANSWER_BYTES: u64 = 4096;
+const MAX_ANSWER_BYTES: usize = 4096;
 
 /// What the server said: healthy (200) or not, and its text.
 pub struct Answer {
@@ -38,8 +42,10 @@ pub struct Answer {
 pub enum ProbeError {
     /// Nothing answers at the address (the server is not running?).
     Connect(String, io::Error),
-    /// The certificate file cannot be read, or holds no certificate.
+    /// The certificate file cannot be read, or TLS cannot be set up.
     Certificate(String),
+    /// TLS on a Unix socket: not asked (the probe speaks TLS over TCP only).
+    TlsOnUnixSocket,
     /// The exchange failed or timed out, or the answer is not HTTP.
     Exchange(io::Error),
 }
@@ -49,6 +55,9 @@ impl fmt::Display for ProbeError {
         match self {
             ProbeError::Connect(addr, _) => write!(f, "nothing answers at {addr}"),
             ProbeError::Certificate(why) => f.write_str(why),
+            ProbeError::TlsOnUnixSocket => {
+                f.write_str("cannot ask over TLS on a Unix socket (only over TCP)")
+            }
             ProbeError::Exchange(_) => f.write_str("asking GET /health failed"),
         }
     }
@@ -58,38 +67,61 @@ impl std::error::Error for ProbeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ProbeError::Connect(_, e) | ProbeError::Exchange(e) => Some(e),
-            ProbeError::Certificate(_) => None,
+            ProbeError::Certificate(_) | ProbeError::TlsOnUnixSocket => None,
         }
     }
 }
 
-/// Asks the server that `config` describes.
+/// Asks the server that `config` describes. Runs its own small runtime: a
+/// command, not the server. (On tokio and tokio-rustls, which the server
+/// and its S3 client have anyway: a blocking std and rustls version cost
+/// 33 KiB of binary.)
 pub fn health(config: &Config) -> Result<Answer, ProbeError> {
-    let mut stream: Box<dyn ReadWrite> = match &config.listen {
-        ListenAddr::Tcp { host, port } => {
-            let addr = local_address(host, *port);
-            Box::new(connect_tcp(&addr).map_err(|e| ProbeError::Connect(addr, e))?)
-        }
-        ListenAddr::Unix(path) => {
-            let stream = UnixStream::connect(path)
-                .and_then(|s| {
-                    s.set_read_timeout(Some(PROBE_TIMEOUT))?;
-                    s.set_write_timeout(Some(PROBE_TIMEOUT))?;
-                    Ok(s)
-                })
-                .map_err(|e| ProbeError::Connect(path.display().to_string(), e))?;
-            Box::new(stream)
-        }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ProbeError::Exchange)?;
+    let timed_out = || {
+        let why = io::Error::new(io::ErrorKind::TimedOut, "no answer within 10 s");
+        ProbeError::Exchange(why)
     };
-    if let Some(tls) = &config.tls {
-        let pinned = CertificateDer::from_pem_file(&tls.cert).map_err(|e| {
-            ProbeError::Certificate(format!("cannot read {}: {e}", tls.cert.display()))
-        })?;
-        let client = rustls::ClientConnection::new(client_config(pinned), name())
-            .map_err(|e| ProbeError::Exchange(io::Error::other(e)))?;
-        stream = Box::new(rustls::StreamOwned::new(client, stream));
-    }
-    exchange(&mut *stream).map_err(ProbeError::Exchange)
+    // The timer is made inside the runtime, which it needs.
+    runtime
+        .block_on(async { tokio::time::timeout(PROBE_TIMEOUT, ask(config)).await })
+        .map_err(|_| timed_out())?
+}
+
+async fn ask(config: &Config) -> Result<Answer, ProbeError> {
+    let exchanged = match (&config.listen, &config.tls) {
+        (ListenAddr::Tcp { host, port }, tls) => {
+            let addr = local_address(host, *port);
+            let tcp = TcpStream::connect(addr.as_str())
+                .await
+                .map_err(|e| ProbeError::Connect(addr, e))?;
+            match tls {
+                None => exchange(tcp).await,
+                Some(tls) => {
+                    let pinned = CertificateDer::from_pem_file(&tls.cert).map_err(|e| {
+                        ProbeError::Certificate(format!("cannot read {}: {e}", tls.cert.display()))
+                    })?;
+                    let connector = TlsConnector::from(client_config(pinned)?);
+                    let stream = connector
+                        .connect(name(), tcp)
+                        .await
+                        .map_err(ProbeError::Exchange)?;
+                    exchange(stream).await
+                }
+            }
+        }
+        (ListenAddr::Unix(path), None) => {
+            let stream = UnixStream::connect(path)
+                .await
+                .map_err(|e| ProbeError::Connect(path.display().to_string(), e))?;
+            exchange(stream).await
+        }
+        (ListenAddr::Unix(_), Some(_)) => return Err(ProbeError::TlsOnUnixSocket),
+    };
+    exchanged.map_err(ProbeError::Exchange)
 }
 
 /// Where to reach a server listening on `host:port`: an empty or wildcard
@@ -106,36 +138,38 @@ fn local_address(host: &str, port: u16) -> String {
     }
 }
 
-fn connect_tcp(addr: &str) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    for candidate in addr.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&candidate, PROBE_TIMEOUT) {
-            Ok(stream) => {
-                stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
-                stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
-                return Ok(stream);
-            }
-            Err(e) => last = e,
+/// One request, and the answer read (at most [`MAX_ANSWER_BYTES`]).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> io::Result<Answer> {
+    // (By hand: tokio's io-util helpers are not compiled in.)
+    let mut request: &[u8] =
+        b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    while !request.is_empty() {
+        let n = poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, request)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        request = &request[n..];
+    }
+    poll_fn(|cx| Pin::new(&mut stream).poll_flush(cx)).await?;
+    let mut answer = vec![0u8; MAX_ANSWER_BYTES];
+    let mut filled = 0;
+    while filled < answer.len() {
+        let mut buf = ReadBuf::new(&mut answer[filled..]);
+        let read = poll_fn(|cx| Pin::new(&mut stream).poll_read(cx, &mut buf)).await;
+        match read.map(|()| buf.filled().len()) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            // A TLS server may close without close_notify once it has answered.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && filled > 0 => break,
+            Err(e) => return Err(e),
         }
     }
-    Err(last)
+    parse(&answer[..filled])
 }
 
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
-/// One request, and the status line and body of the answer.
-fn exchange(stream: &mut dyn ReadWrite) -> io::Result<Answer> {
-    stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    stream.flush()?;
-    let mut answer = Vec::new();
-    match stream.take(MAX_ANSWER_BYTES).read_to_end(&mut answer) {
-        Ok(_) => {}
-        // A TLS server may close without close_notify once it has answered.
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
-        Err(e) => return Err(e),
-    }
-    let text = String::from_utf8_lossy(&answer);
+/// The status line and body of an answer.
+fn parse(answer: &[u8]) -> io::Result<Answer> {
+    let text = String::from_utf8_lossy(answer);
     let not_http = || io::Error::new(io::ErrorKind::InvalidData, "the answer is not HTTP");
     let status = text
         .strip_prefix("HTTP/1.1 ")
@@ -156,7 +190,7 @@ fn name() -> ServerName<'static> {
     ServerName::try_from("localhost").expect("a valid DNS name")
 }
 
-fn client_config(pinned: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+fn client_config(pinned: CertificateDer<'static>) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(Pinned {
         pinned,
@@ -164,19 +198,25 @@ fn client_config(pinned: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
     });
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
+        .map_err(|e| ProbeError::Certificate(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    Arc::new(config)
+    Ok(Arc::new(config))
 }
 
 /// Accepts exactly one certificate, and checks the handshake was signed
 /// with its key.
-#[derive(Debug)]
 struct Pinned {
     pinned: CertificateDer<'static>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+/// rustls wants it; a derived one would print the certificate's bytes.
+impl fmt::Debug for Pinned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pinned")
+    }
 }
 
 impl ServerCertVerifier for Pinned {
@@ -246,46 +286,19 @@ mod tests {
         assert_eq!(local_address("nas.local", 5), "nas.local:5");
     }
 
-    /// A server that answers `answer` to whatever it is sent.
-    struct Canned {
-        answer: io::Cursor<&'static [u8]>,
-        sent: Vec<u8>,
-    }
-
-    impl Read for Canned {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.answer.read(buf)
-        }
-    }
-
-    impl Write for Canned {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.sent.write(buf)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn ask(answer: &'static [u8]) -> io::Result<Answer> {
-        let mut server = Canned {
-            answer: io::Cursor::new(answer),
-            sent: Vec::new(),
-        };
-        let got = exchange(&mut server);
-        assert!(server.sent.starts_with(b"GET /health HTTP/1.1\r\n"));
-        got
-    }
-
     #[test]
     fn reads_the_status_and_the_reason() {
-        let got =
-            ask(b"HTTP/1.1 503 Service Unavailable\r\nx: y\r\n\r\nunhealthy: read-only\n").unwrap();
+        let got = parse(b"HTTP/1.1 503 Service Unavailable\r\nx: y\r\n\r\nunhealthy: read-only\n")
+            .unwrap();
         assert!(!got.healthy);
         assert_eq!(got.text, "unhealthy: read-only");
-        let got = ask(b"HTTP/1.1 200 OK\r\n\r\nok\n").unwrap();
+        let got = parse(b"HTTP/1.1 200 OK\r\n\r\nok\n").unwrap();
         assert!(got.healthy);
         assert_eq!(got.text, "ok");
-        assert!(ask(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert!(parse(b"SSH-2.0-OpenSSH\r\n").is_err());
+        assert_eq!(
+            parse(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").unwrap().text,
+            "HTTP status 502"
+        );
     }
 }
