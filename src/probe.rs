@@ -20,10 +20,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
-use tokio_rustls::TlsConnector;
+use tokio::net::UnixStream;
 
 use crate::config::{Config, ListenAddr};
+use crate::store::s3::http::{Client, ClientError, Endpoint, OutBody, Trust};
 
 /// Longest the whole probe may take: connect, handshake, request, answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,24 +94,28 @@ pub fn health(config: &Config) -> Result<Answer, ProbeError> {
 async fn ask(config: &Config) -> Result<Answer, ProbeError> {
     let exchanged = match (&config.listen, &config.tls) {
         (ListenAddr::Tcp { host, port }, tls) => {
-            let addr = local_address(host, *port);
-            let tcp = TcpStream::connect(addr.as_str())
-                .await
-                .map_err(|e| ProbeError::Connect(addr, e))?;
-            match tls {
-                None => exchange(tcp).await,
+            // The S3 store's client: its code is in the binary anyway.
+            let trust = match tls {
+                None => None,
                 Some(tls) => {
                     let pinned = CertificateDer::from_pem_file(&tls.cert).map_err(|e| {
                         ProbeError::Certificate(format!("cannot read {}: {e}", tls.cert.display()))
                     })?;
-                    let connector = TlsConnector::from(client_config(pinned)?);
-                    let stream = connector
-                        .connect(name(), tcp)
-                        .await
-                        .map_err(ProbeError::Exchange)?;
-                    exchange(stream).await
+                    let provider = Arc::new(rustls::crypto::ring::default_provider());
+                    Some(Trust::Verifier(Arc::new(Pinned { pinned, provider })))
                 }
-            }
+            };
+            let endpoint = Endpoint {
+                https: tls.is_some(),
+                host: local_host(host),
+                port: *port,
+            };
+            let addr = endpoint.authority();
+            let client = Client::new(endpoint, trust).map_err(ProbeError::Certificate)?;
+            return over_http(&client).await.map_err(|e| match e {
+                ClientError::Connect(e) => ProbeError::Connect(addr, e),
+                other => ProbeError::Exchange(io::Error::other(other.to_string())),
+            });
         }
         (ListenAddr::Unix(path), None) => {
             let stream = UnixStream::connect(path)
@@ -124,18 +128,46 @@ async fn ask(config: &Config) -> Result<Answer, ProbeError> {
     exchanged.map_err(ProbeError::Exchange)
 }
 
-/// Where to reach a server listening on `host:port`: an empty or wildcard
-/// host means every interface, so loopback.
-fn local_address(host: &str, port: u16) -> String {
+/// Where to reach a server listening on `host`: an empty or wildcard host
+/// means every interface, so loopback.
+fn local_host(host: &str) -> String {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     match host.parse::<IpAddr>() {
-        Ok(ip) if ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) => format!("127.0.0.1:{port}"),
-        Ok(ip) if ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => format!("[::1]:{port}"),
-        Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
-        Ok(IpAddr::V4(ip)) => format!("{ip}:{port}"),
-        Err(_) if host.is_empty() => format!("127.0.0.1:{port}"),
-        Err(_) => format!("{host}:{port}"),
+        Ok(ip) if ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) => "127.0.0.1".to_string(),
+        Ok(ip) if ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => "::1".to_string(),
+        _ if host.is_empty() => "127.0.0.1".to_string(),
+        _ => host.to_string(),
     }
+}
+
+/// `GET /health` through the client, and the answer.
+async fn over_http(client: &Client) -> Result<Answer, ClientError> {
+    let response = client
+        .send(|| {
+            let mut request = hyper::Request::new(OutBody::empty());
+            *request.uri_mut() = hyper::Uri::from_static("/health");
+            request.headers_mut().insert(
+                hyper::header::HOST,
+                hyper::header::HeaderValue::from_static("localhost"),
+            );
+            request
+        })
+        .await?;
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while text.len() < MAX_ANSWER_BYTES {
+        match http_body_util::BodyExt::frame(&mut body).await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    text.extend_from_slice(data);
+                }
+            }
+            Some(Err(e)) => return Err(ClientError::Http(e)),
+            None => break,
+        }
+    }
+    Ok(answer(status, &text))
 }
 
 /// One request, and the answer read (at most [`MAX_ANSWER_BYTES`]).
@@ -167,42 +199,28 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> io::Resul
     parse(&answer[..filled])
 }
 
-/// The status line and body of an answer.
-fn parse(answer: &[u8]) -> io::Result<Answer> {
-    let text = String::from_utf8_lossy(answer);
+/// The status line and body of an answer read whole.
+fn parse(raw: &[u8]) -> io::Result<Answer> {
+    let text = String::from_utf8_lossy(raw);
     let not_http = || io::Error::new(io::ErrorKind::InvalidData, "the answer is not HTTP");
     let status = text
         .strip_prefix("HTTP/1.1 ")
         .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
         .ok_or_else(not_http)?;
     let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    Ok(Answer {
-        healthy: status == "200",
+    Ok(answer(status, body.as_bytes()))
+}
+
+fn answer(status: u16, body: &[u8]) -> Answer {
+    let body = String::from_utf8_lossy(body);
+    Answer {
+        healthy: status == 200,
         text: match body.trim() {
             "" => format!("HTTP status {status}"),
             body => body.to_string(),
         },
-    })
-}
-
-/// A name for the handshake (SNI); the certificate is pinned instead.
-fn name() -> ServerName<'static> {
-    ServerName::try_from("localhost").expect("a valid DNS name")
-}
-
-fn client_config(pinned: CertificateDer<'static>) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(Pinned {
-        pinned,
-        provider: provider.clone(),
-    });
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ProbeError::Certificate(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    }
 }
 
 /// Accepts exactly one certificate, and checks the handshake was signed
@@ -278,12 +296,12 @@ mod tests {
 
     #[test]
     fn wildcard_hosts_are_asked_on_loopback() {
-        assert_eq!(local_address("", 8000), "127.0.0.1:8000");
-        assert_eq!(local_address("0.0.0.0", 1), "127.0.0.1:1");
-        assert_eq!(local_address("[::]", 2), "[::1]:2");
-        assert_eq!(local_address("[::1]", 3), "[::1]:3");
-        assert_eq!(local_address("192.168.1.5", 4), "192.168.1.5:4");
-        assert_eq!(local_address("nas.local", 5), "nas.local:5");
+        assert_eq!(local_host(""), "127.0.0.1");
+        assert_eq!(local_host("0.0.0.0"), "127.0.0.1");
+        assert_eq!(local_host("[::]"), "::1");
+        assert_eq!(local_host("[::1]"), "::1");
+        assert_eq!(local_host("192.168.1.5"), "192.168.1.5");
+        assert_eq!(local_host("nas.local"), "nas.local");
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! store completes. `If-None-Match: *` keeps two servers on one bucket from
 //! replacing each other's files where the store honours it.
 
-mod http;
+pub(crate) mod http;
 mod multipart;
 mod settings;
 mod sign;
@@ -71,7 +71,7 @@ struct Inner {
 impl S3Store {
     pub(crate) fn new(settings: Settings) -> Result<S3Store, SettingsError> {
         let roots = if settings.endpoint.https {
-            Some(load_roots(settings.ca_file.as_deref())?)
+            Some(http::Trust::Roots(load_roots(settings.ca_file.as_deref())?))
         } else {
             None
         };
