@@ -63,6 +63,33 @@ pub(crate) trait Reloadable: Sized + Send + 'static {
     }
 }
 
+/// The rule files' common shape (the ACL, the quota file): one rule per
+/// line, whitespace-separated fields, `#` to the end of a line a comment.
+/// Each line's fields go to `rule`; a line it refuses is skipped with a
+/// warning that names the line and shows `expected`.
+pub(crate) fn parse_rules<R>(
+    text: &str,
+    expected: &str,
+    mut rule: impl FnMut(&[&str]) -> Option<R>,
+) -> (Vec<R>, Vec<String>) {
+    let (mut rules, mut warnings) = (Vec::new(), Vec::new());
+    for (index, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match rule(&fields) {
+            Some(parsed) => rules.push(parsed),
+            None => warnings.push(format!(
+                "line {}: expected {expected}; skipped: {line}",
+                index + 1
+            )),
+        }
+    }
+    (rules, warnings)
+}
+
 /// A file's identity and version, to notice that it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {

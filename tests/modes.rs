@@ -425,23 +425,14 @@ fn health_needs_no_credentials_and_says_why_the_disk_cannot_take_backups() {
     let full = server.request("GET", "/health");
     assert_eq!(full.status, 503);
     // As an init script's status asks it.
+    let listen = server.tcp_addr().to_string();
     let probe = || {
-        let out = Command::new(binary())
-            .arg("--path")
-            .arg(&data)
-            .args([
-                "--no-auth",
-                "--listen",
-                &server.tcp_addr().to_string(),
-                "health",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        (out.status.code(), text)
+        let path = data.to_str().unwrap();
+        let (code, out, _) = run_cli(&["--path", path, "--no-auth", "--listen", &listen, "health"]);
+        (code, out)
     };
     let (code, text) = probe();
-    assert_eq!(code, Some(1));
+    assert_eq!(code, 1);
     assert!(text.starts_with("unhealthy: "), "{text}");
     assert!(
         full.text().contains("below --health-min-free 4194304"),
@@ -453,7 +444,7 @@ fn health_needs_no_credentials_and_says_why_the_disk_cannot_take_backups() {
     assert_eq!(deleted.status, 200);
     assert_eq!(server.request("GET", "/health").status, 200);
     assert!(server.wait_for_log("health: healthy again", Duration::from_secs(10)));
-    assert_eq!(probe(), (Some(0), "ok\n".to_string()));
+    assert_eq!(probe(), (0, "ok\n".to_string()));
 
     // A disk the kernel remounted read-only after errors.
     let remount = |how: &str| {

@@ -167,19 +167,18 @@ fn serves_https_with_rsa_ecdsa_and_ed25519_keys() {
 
 /// `rest-server health` with the server's flags: (exit code, stdout, stderr).
 fn probe(data: &Path, listen: &str, cert: &Path) -> (i32, String, String) {
-    let out = Command::new(binary())
-        .arg("--path")
-        .arg(data)
-        .args(["--no-auth", "--listen", listen, "--tls", "--tls-cert"])
-        .arg(cert)
-        .arg("health")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (data, cert) = (data.to_str().unwrap(), cert.to_str().unwrap());
+    run_cli(&[
+        "--path",
+        data,
+        "--no-auth",
+        "--listen",
+        listen,
+        "--tls",
+        "--tls-cert",
+        cert,
+        "health",
+    ])
 }
 
 #[test]

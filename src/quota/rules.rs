@@ -64,35 +64,20 @@ pub(crate) struct QuotaRules {
 impl QuotaRules {
     /// Parses the file; bad lines are skipped and reported as warnings.
     pub(crate) fn parse(text: &str) -> (QuotaRules, Vec<String>) {
-        let mut parsed = QuotaRules::default();
-        let mut warnings = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let rule = match fields.as_slice() {
-                [repo, size] => {
-                    Pattern::parse(repo)
-                        .zip(parse_size(size))
-                        .map(|(pattern, limit)| Rule {
-                            pattern,
-                            limit,
-                            text: (*repo).to_string(),
-                        })
-                }
-                _ => None,
+        let expected = "`REPOSITORY SIZE` (e.g. `/alice/* 200G`)";
+        let (rules, warnings) = crate::reload::parse_rules(text, expected, |fields| {
+            let [repo, size] = fields else {
+                return None;
             };
-            match rule {
-                Some(rule) => parsed.rules.push(rule),
-                None => warnings.push(format!(
-                    "line {}: expected `REPOSITORY SIZE` (`/alice/* 200G`), skipped: {line}",
-                    index + 1
-                )),
-            }
-        }
-        (parsed, warnings)
+            Pattern::parse(repo)
+                .zip(parse_size(size))
+                .map(|(pattern, limit)| Rule {
+                    pattern,
+                    limit,
+                    text: (*repo).to_string(),
+                })
+        });
+        (QuotaRules { rules }, warnings)
     }
 
     pub(crate) fn len(&self) -> usize {
