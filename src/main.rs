@@ -8,6 +8,7 @@ use argh::FromArgs;
 use rest_server::app::AppError;
 use rest_server::cli::{CliError, Command, Flags, TlsAction, TlsGenerate, normalize_args};
 use rest_server::command_error::CommandError;
+use rest_server::probe::ProbeError;
 use rest_server::{certgen, users};
 
 fn main() -> ExitCode {
@@ -52,10 +53,13 @@ impl From<AppError> for Failure {
 
 impl Failure {
     /// 2 for a command line to fix (as argh and Go's flag package do), 1 for
-    /// everything that failed while running.
+    /// everything that failed while running; 3 for a `health` that cannot
+    /// ask in this setup (the init script then reports the server running,
+    /// its health unchecked).
     fn exit_code(&self) -> u8 {
         match self {
             Failure::Usage(_) => 2,
+            Failure::Command(CommandError::Probe(ProbeError::CannotAsk(_))) => 3,
             Failure::Command(_) | Failure::App(_) => 1,
         }
     }

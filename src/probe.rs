@@ -44,8 +44,9 @@ pub enum ProbeError {
     Connect(String, io::Error),
     /// The certificate file cannot be read, or TLS cannot be set up.
     Certificate(String),
-    /// TLS on a Unix socket: not asked (the probe speaks TLS over TCP only).
-    TlsOnUnixSocket,
+    /// The setup cannot be asked: the server wants client certificates, or
+    /// TLS on a Unix socket (the probe speaks TLS over TCP only).
+    CannotAsk(&'static str),
     /// The exchange failed or timed out, or the answer is not HTTP.
     Exchange(io::Error),
 }
@@ -55,9 +56,7 @@ impl fmt::Display for ProbeError {
         match self {
             ProbeError::Connect(addr, _) => write!(f, "nothing answers at {addr}"),
             ProbeError::Certificate(why) => f.write_str(why),
-            ProbeError::TlsOnUnixSocket => {
-                f.write_str("cannot ask over TLS on a Unix socket (only over TCP)")
-            }
+            ProbeError::CannotAsk(why) => write!(f, "health not checked: {why}"),
             ProbeError::Exchange(_) => f.write_str("asking GET /health failed"),
         }
     }
@@ -67,7 +66,7 @@ impl std::error::Error for ProbeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ProbeError::Connect(_, e) | ProbeError::Exchange(e) => Some(e),
-            ProbeError::Certificate(_) | ProbeError::TlsOnUnixSocket => None,
+            ProbeError::Certificate(_) | ProbeError::CannotAsk(_) => None,
         }
     }
 }
@@ -77,6 +76,15 @@ impl std::error::Error for ProbeError {
 /// and its S3 client have anyway: a blocking std and rustls version cost
 /// 33 KiB of binary.)
 pub fn health(config: &Config) -> Result<Answer, ProbeError> {
+    if let Some(tls) = &config.tls {
+        if tls.client_ca.is_some() {
+            let why = "the server requires client certificates (--tls-client-ca)";
+            return Err(ProbeError::CannotAsk(why));
+        }
+        if matches!(config.listen, ListenAddr::Unix(_)) {
+            return Err(ProbeError::CannotAsk("TLS on a Unix socket"));
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -117,13 +125,13 @@ async fn ask(config: &Config) -> Result<Answer, ProbeError> {
                 other => ProbeError::Exchange(io::Error::other(other.to_string())),
             });
         }
-        (ListenAddr::Unix(path), None) => {
+        // (TLS on a Unix socket was refused above.)
+        (ListenAddr::Unix(path), _) => {
             let stream = UnixStream::connect(path)
                 .await
                 .map_err(|e| ProbeError::Connect(path.display().to_string(), e))?;
             exchange(stream).await
         }
-        (ListenAddr::Unix(_), Some(_)) => return Err(ProbeError::TlsOnUnixSocket),
     };
     exchanged.map_err(ProbeError::Exchange)
 }

@@ -1,11 +1,12 @@
 //! Files the server reloads while it runs: the htpasswd file, the `--acl`
-//! file, and the TLS certificate and key.
+//! file, the `--quota-file`, and the TLS certificate and key.
 //!
 //! Each is a [`Watched`] value: loaded at startup (a broken file stops the
 //! server there), then checked every [`RELOAD_CHECK_INTERVAL`] and reloaded
-//! when its files changed, or at once on SIGHUP. A reload that fails keeps
-//! the value in use and says why in the log. The watcher owns the value and
-//! swaps it; users take the current one with [`Watched::get`].
+//! when its files changed, or at once on SIGHUP; one task ([`watch_all`])
+//! does that for all of them. A reload that fails keeps the value in use
+//! and says why in the log. The watcher owns the value and swaps it; users
+//! take the current one with [`Watched::get`].
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -21,6 +22,9 @@ use crate::io_pool;
 
 /// How often watched files are checked for changes.
 pub(crate) const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Longest one file's check and reload may take before the others go on.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a file parsed into, with warnings about lines that were skipped.
 pub(crate) struct Loaded<T> {
@@ -264,7 +268,14 @@ pub(crate) fn watch_all(files: Vec<Rc<dyn Watch>>) -> io::Result<()> {
                 }
             };
             for file in &files {
-                file.clone().check(forced).await;
+                // A read stuck on a hung mount must not hold up the others'
+                // reloads: given up on (its pool task finishes on its own).
+                let check = file.clone().check(forced);
+                if tokio::time::timeout(RELOAD_TIMEOUT, check).await.is_err() {
+                    log::error!(
+                        "a watched file took over {RELOAD_TIMEOUT:?} to read; skipped this time"
+                    );
+                }
             }
         }
     });

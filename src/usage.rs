@@ -12,7 +12,8 @@ use crate::store::{RepoStats, Repos};
 
 /// Repositories tracked at most. Each one is a folder tree on the disk, so
 /// this only bounds memory (about 100 bytes each) against a disk holding an
-/// absurd number of them; past it, new ones are not shown or limited.
+/// absurd number of them; past it, new ones are not shown on the status
+/// page or in the metrics, and no `--quota-file` budget applies to them.
 pub(crate) const MAX_REPOS: usize = 10_000;
 
 #[derive(Debug, Default)]
@@ -79,6 +80,12 @@ impl Usage {
         if kind.is_some() {
             stats.objects = stats.objects.saturating_sub(1);
         }
+    }
+
+    /// Whether `repo` is tracked, or would be once it holds something.
+    pub(crate) fn can_track(&self, repo: &str) -> bool {
+        let repos = self.repos.borrow();
+        repos.contains_key(repo) || repos.len() < MAX_REPOS
     }
 
     /// Every tracked repository, by label, in order.

@@ -152,12 +152,20 @@ fn quota_file_budgets_per_repository_and_per_tree() {
     );
 
     // Reloaded on SIGHUP like the ACL: a larger budget takes effect at once.
+    // 2,900 of 3,072 bytes are used: 500 more fit only under the new rule.
+    assert_eq!(used(&server), "2900");
+    assert_eq!(
+        upload_to(&server, "alice/desktop", &pseudo_random(500, 8), false).1,
+        507
+    );
     std::fs::write(&rules, "/alice/* 1M\n").unwrap();
     let mark = server.log_mark();
     nix::sys::signal::kill(server.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
     assert!(server.wait_for_log_since(mark, "loaded 1 rule(s)", Duration::from_secs(20)));
+    let limit = "rest_server_quota_limit_bytes{group=\"/alice\",rule=\"/alice/*\"}";
+    assert_eq!(metric(&server, limit), (1u64 << 20).to_string());
     assert_eq!(
-        upload_to(&server, "alice/desktop", &pseudo_random(100, 5), true).1,
+        upload_to(&server, "alice/desktop", &pseudo_random(500, 8), false).1,
         200
     );
     assert!(

@@ -111,7 +111,11 @@ fn a_browser_shows_each_repository_its_last_backup_and_refused_logins() {
             .unwrap();
         file.set_modified(five_days_ago).unwrap();
     }
-    let server = Server::start_with_users(&data, &users, &["--private-repos"]);
+    // Budgets: each user's, and the whole server's (which sums everyone's).
+    let quotas = dir.path().join("quotas");
+    std::fs::write(&quotas, "/$user/* 10M\n/* 100M\n").unwrap();
+    let quota_flag = ["--private-repos", "--quota-file", quotas.to_str().unwrap()];
+    let server = Server::start_with_users(&data, &users, &quota_flag);
 
     // A password guess from another machine on the LAN.
     let mut guess = connect_from([127, 0, 0, 2].into(), server.tcp_addr());
@@ -171,6 +175,9 @@ fn a_browser_shows_each_repository_its_last_backup_and_refused_logins() {
     assert!(guess.contains("wrong password"), "{guess}");
     assert!(!guess.contains("bob"), "{guess}");
     assert!(admin.contains("signed in as metrics"));
+    for group in ["/alice", "/bob", "/"] {
+        assert!(row(&admin, group).contains("MiB</td>"), "{admin}");
+    }
 
     // Alice sees her own repository, and nothing of the server's.
     let own = rendered(&profile, &server, "alice", "alice-pw");
@@ -178,6 +185,12 @@ fn a_browser_shows_each_repository_its_last_backup_and_refused_logins() {
     assert!(!own.contains("bob/desktop"), "{own}");
     assert!(!own.contains("Refused logins"), "{own}");
     assert!(own.contains("only the repositories you may read"), "{own}");
+    // Her own budget, not the server's: its use would tell of bob's.
+    assert!(
+        row(&own, "/alice").contains("<code>/$user/*</code>"),
+        "{own}"
+    );
+    assert!(!own.contains("<td>/</td>"), "{own}");
 
     // As a phone shows it.
     let shot = artifacts().join("status-page.png");

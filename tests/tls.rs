@@ -201,6 +201,27 @@ fn the_health_command_asks_over_tls_pinning_the_servers_certificate() {
     let (code, _, err) = probe(&data, &listen, &other);
     assert_eq!(code, 1);
     assert!(err.contains("not the one in --tls-cert"), "{err}");
+    // A server that wants client certificates cannot be asked: exit code 3,
+    // which the init script reports as running, health not checked.
+    let (data_arg, cert_arg) = (data.to_str().unwrap(), cert.to_str().unwrap());
+    let (code, _, err) = run_cli(&[
+        "--path",
+        data_arg,
+        "--no-auth",
+        "--listen",
+        &listen,
+        "--tls",
+        "--tls-cert",
+        cert_arg,
+        "--tls-client-ca",
+        cert_arg,
+        "health",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("health not checked: the server requires client certificates"),
+        "{err}"
+    );
     drop(server);
     let (code, _, err) = probe(&data, &listen, &cert);
     assert_eq!(code, 1);

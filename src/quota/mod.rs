@@ -30,6 +30,9 @@ struct Budgets {
     rules: Rc<Watched<QuotaRules>>,
     usage: Rc<Usage>,
     counted: RefCell<Counted>,
+    /// Bytes of uploads in progress, per repository (by label): counted
+    /// again with what is stored when the rules are reloaded.
+    in_flight: RefCell<BTreeMap<String, u64>>,
 }
 
 /// Bytes used per group, stored and reserved, for one version of the rules.
@@ -92,6 +95,7 @@ impl Quota {
             rules,
             usage,
             counted: RefCell::default(),
+            in_flight: RefCell::default(),
         });
         self
     }
@@ -200,9 +204,11 @@ impl Budgets {
         let mut counted = self.counted.borrow_mut();
         if counted.version != Some(version) {
             let mut used = BTreeMap::new();
-            for (label, stats) in self.usage.snapshot() {
+            let stored = self.usage.snapshot().into_iter().map(|(l, s)| (l, s.bytes));
+            let in_flight = self.in_flight.borrow().clone();
+            for (label, bytes) in stored.chain(in_flight) {
                 for (group, _) in rules.groups(&label) {
-                    *used.entry(group).or_default() += stats.bytes;
+                    *used.entry(group).or_default() += bytes;
                 }
             }
             *counted = Counted {
@@ -213,10 +219,34 @@ impl Budgets {
         rules
     }
 
+    /// The budgets of `repo`; none for a repository the usage cannot track
+    /// (past [`crate::usage::MAX_REPOS`]): its bytes could not be counted
+    /// again after a reload.
     fn groups(&self, repo: &str) -> (Rc<QuotaRules>, Vec<(Group, u64)>) {
         let rules = self.refresh();
-        let groups = rules.groups(repo);
+        let groups = match self.usage.can_track(repo) {
+            true => rules.groups(repo),
+            false => Vec::new(),
+        };
         (rules, groups)
+    }
+
+    /// Adds (or, `grow` false, takes away) `bytes` of an upload in progress.
+    fn in_flight(&self, repo: &str, bytes: u64, grow: bool) {
+        let mut in_flight = self.in_flight.borrow_mut();
+        match in_flight.get_mut(repo) {
+            Some(held) if grow => *held += bytes,
+            Some(held) => {
+                *held = held.saturating_sub(bytes);
+                if *held == 0 {
+                    in_flight.remove(repo);
+                }
+            }
+            None if grow && bytes > 0 => {
+                in_flight.insert(repo.to_string(), bytes);
+            }
+            None => {}
+        }
     }
 
     fn check(&self, rules: &QuotaRules, groups: &[(Group, u64)], bytes: u64) -> Result<(), Over> {
@@ -238,7 +268,11 @@ impl Budgets {
     fn add(&self, groups: &[(Group, u64)], bytes: u64, grow: bool) {
         let mut counted = self.counted.borrow_mut();
         for (group, _) in groups {
-            let used = counted.used.entry(group.clone()).or_default();
+            // Per chunk: no allocation once the group is known.
+            let used = match counted.used.get_mut(group) {
+                Some(used) => used,
+                None => counted.used.entry(group.clone()).or_default(),
+            };
             *used = if grow {
                 used.saturating_add(bytes)
             } else {
@@ -255,81 +289,72 @@ pub(crate) struct Reservation {
     quota: Rc<Quota>,
     repo: String,
     bytes: u64,
-    /// The quota file's budgets this upload counts in, and the version of
-    /// the rules they came from: after a reload the counts start again from
-    /// what is stored, without this upload.
+    /// The quota file's budgets this upload counts in, for the version of
+    /// the rules they came from (looked up again after a reload).
     groups: Vec<(Group, u64)>,
     version: Option<u64>,
 }
 
 impl Reservation {
     pub(crate) fn new(quota: Rc<Quota>, repo: String) -> Reservation {
-        let mut reservation = Reservation {
+        Reservation {
             quota,
             repo,
             bytes: 0,
             groups: Vec::new(),
             version: None,
-        };
-        reservation.update_groups();
-        reservation
+        }
     }
 
-    /// The groups of the rules in use; false if they changed since the
-    /// last call (the bytes taken so far are then no longer counted).
-    fn update_groups(&mut self) -> bool {
+    /// Looks the budgets up again after a reload of the rules (which
+    /// counted this upload's bytes in flight again).
+    fn update_groups(&mut self) {
         let Some(budgets) = &self.quota.budgets else {
-            return true;
+            return;
         };
         let version = Some(budgets.rules.version());
-        if self.version == version {
-            return true;
+        if self.version != version {
+            self.groups = budgets.groups(&self.repo).1;
+            self.version = version;
         }
-        let first = self.version.is_none();
-        self.groups = budgets.groups(&self.repo).1;
-        self.version = version;
-        first
     }
 
     /// Takes `bytes` more, or says which budget that would pass.
     pub(crate) fn grow(&mut self, bytes: u64) -> Result<(), Over> {
-        self.count_again_after_reload();
-        let quota = &self.quota;
-        quota.check_max_size(bytes)?;
-        if let Some(budgets) = &quota.budgets {
+        self.quota.check_max_size(bytes)?;
+        self.update_groups();
+        if let Some(budgets) = &self.quota.budgets {
             budgets.check(&budgets.rules.get(), &self.groups, bytes)?;
             budgets.add(&self.groups, bytes, true);
+            budgets.in_flight(&self.repo, bytes, true);
         }
-        quota.used.set(quota.used.get() + bytes);
+        self.quota.used.set(self.quota.used.get() + bytes);
         self.bytes += bytes;
         Ok(())
     }
 
-    /// After a reload of the rules, which counted only what is stored, the
-    /// bytes this upload holds count in its (new) groups again.
-    fn count_again_after_reload(&mut self) {
-        if !self.update_groups()
-            && let Some(budgets) = &self.quota.budgets
-        {
-            budgets.add(&self.groups, self.bytes, true);
-        }
-    }
-
-    /// The upload is stored: its bytes stay counted.
+    /// The upload is stored: its bytes stay counted (now as stored ones).
     pub(crate) fn keep(mut self) {
-        self.count_again_after_reload();
+        if let Some(budgets) = self.quota.budgets.as_ref() {
+            budgets.in_flight(&self.repo, self.bytes, false);
+        }
         self.bytes = 0;
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let quota = &self.quota;
-        quota.used.set(quota.used.get().saturating_sub(self.bytes));
-        if let Some(budgets) = &quota.budgets
-            && self.version == Some(budgets.rules.version())
-        {
-            budgets.add(&self.groups, self.bytes, false);
+        let bytes = self.bytes;
+        self.quota
+            .used
+            .set(self.quota.used.get().saturating_sub(bytes));
+        if bytes == 0 {
+            return;
+        }
+        self.update_groups();
+        if let Some(budgets) = &self.quota.budgets {
+            budgets.in_flight(&self.repo, bytes, false);
+            budgets.add(&self.groups, bytes, false);
         }
     }
 }
@@ -414,12 +439,14 @@ mod tests {
         quota.release("alice/laptop", 600);
         usage.deleted("alice/laptop", Some(ObjectType::Data), 600);
         assert_eq!(quota.check("alice/desktop", 400), Ok(()));
-        // Reloaded mid-upload: counted again from what is stored, and the
-        // upload in flight counts in its new groups from its next piece.
+        // Reloaded mid-upload: counted again from what is stored and what
+        // is in flight, before the paused upload sends another piece.
         let mut c = Reservation::new(quota.clone(), "alice/desktop".into());
         assert_eq!(c.grow(350), Ok(()));
         std::fs::write(&file, "/alice/* 1000\n").unwrap();
         rules.reload().await;
+        assert_eq!(quota.check("alice/x", 350), Ok(()));
+        assert!(quota.check("alice/x", 351).is_err());
         assert_eq!(c.grow(1), Ok(()));
         // 300 stored and 351 in flight.
         assert_eq!(quota.check("alice/x", 349), Ok(()));

@@ -10,7 +10,7 @@
 
 pub(crate) mod refused;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -69,20 +69,25 @@ struct View {
 pub(crate) async fn page<S: Store>(state: &AppState<S>, user: Option<&str>) -> Response<Body<S>> {
     let policy = &state.policy;
     let everything = policy.sees_everything(user);
-    let mut repos = state.usage.snapshot();
-    if !everything {
-        repos.retain(|(label, _)| {
-            RepoPath::from_label(label)
+    let readable = |label: &str| {
+        everything
+            || RepoPath::from_label(label)
                 .is_some_and(|repo| policy.authorize(user, &repo, Access::Read).is_ok())
-        });
-    }
+    };
+    let mut repos = state.usage.snapshot();
     let mut budgets = state.quota.budgets();
     if !everything {
-        let shown: BTreeSet<Group> = repos
-            .iter()
-            .flat_map(|(label, _)| state.quota.budgets_of(label))
-            .collect();
-        budgets.retain(|b| shown.contains(&b.group));
+        // A budget's use sums every repository in its group: shown only to
+        // a user who may read each of them.
+        let mut open: BTreeMap<Group, bool> = BTreeMap::new();
+        for (label, _) in &repos {
+            let may = readable(label);
+            for group in state.quota.budgets_of(label) {
+                *open.entry(group).or_insert(true) &= may;
+            }
+        }
+        budgets.retain(|b| open.get(&b.group) == Some(&true));
+        repos.retain(|(label, _)| readable(label));
     }
     let view = View {
         host: state.host.clone(),
