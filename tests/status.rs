@@ -140,7 +140,7 @@ fn a_browser_shows_each_repository_its_last_backup_and_refused_logins() {
     assert_eq!(raw.status, 200);
     assert_eq!(raw.header("content-type"), Some("text/html; charset=utf-8"));
     let size = raw.body.len();
-    eprintln!("status page: {size} bytes for 2 repositories");
+    eprintln!("status page: {size} bytes for 2 repositories, 3 budgets, 1 refused address");
     assert!(size < 8 * 1024, "the page should be a few KiB: {size}");
 
     let profile = dir.path().join("chromium");
