@@ -459,3 +459,202 @@ fn build_script_takes_the_mirror_from_its_option_the_environment_or_the_apt_sour
     assert!(!ok, "{out}");
     assert!(err.contains("is not a URI"), "{err}");
 }
+
+/// A network namespace this test made; dropping it ends the processes in it
+/// and removes it.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        let made = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(made.is_ok_and(|s| s.success()), "ip netns add {name}");
+        Netns(name)
+    }
+
+    /// `ip -n NAME args...`, which must succeed.
+    fn ip(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.0])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip -n {} {args:?}: {}",
+            self.0,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `program args...` inside the namespace, its output in `log`.
+    fn spawn(&self, args: &[&str], log: &Path) -> Child {
+        // One open file for both: they share its offset.
+        let out = std::fs::File::create(log).unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A process that is killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// busybox udhcpd for one address, with a lease of `LEASE_S` seconds.
+fn dhcp_server(ns: &Netns, dir: &Path, address: &str) -> Killed {
+    let conf = dir.join(format!("udhcpd-{address}.conf"));
+    let leases = dir.join(format!("leases-{address}"));
+    std::fs::write(
+        &conf,
+        format!(
+            "start {address}\nend {address}\ninterface veth0\n\
+             lease_file {}\npidfile {}\nmin_lease 4\n\
+             option subnet 255.255.255.0\noption router 192.0.2.1\n\
+             option dns 192.0.2.1\noption lease {LEASE_S}\n",
+            leases.display(),
+            dir.join(format!("udhcpd-{address}.pid")).display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&leases, b"").unwrap();
+    let log = dir.join(format!("udhcpd-{address}.log"));
+    Killed(ns.spawn(&["busybox", "udhcpd", "-f", conf.to_str().unwrap()], &log))
+}
+
+/// The lease the test's DHCP server gives: renewed every 4 s.
+const LEASE_S: u32 = 8;
+
+/// The image's DHCP client, for months: image/root/inittab's udhcpc command
+/// line and image/root/udhcpc.script, run against busybox udhcpd in a pair of
+/// network namespaces joined by a veth pair (192.0.2.0/24, TEST-NET-1: no
+/// packet leaves them). With an 8 s lease: the lease is renewed (and each
+/// renewal logged); a cable pulled for longer than the lease and plugged in
+/// again is survived; a new address from the server is taken and the change
+/// logged. About a minute: run with the image tests (tests/emulated.sh).
+#[test]
+#[ignore = "about a minute: tests/emulated.sh runs it with the image tests (--include-ignored)"]
+fn image_dhcp_client_renews_survives_a_pulled_cable_and_logs_address_changes() {
+    let test = "image_dhcp_client_renews_survives_a_pulled_cable_and_logs_address_changes";
+    if !require_root(test) || !require_tool("ip", test) || !require_tool("busybox", test) {
+        return;
+    }
+    let project = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let inittab = std::fs::read_to_string(project.join("image/root/inittab")).unwrap();
+    let command = inittab
+        .lines()
+        .find_map(|l| l.strip_prefix("::respawn:/bin/udhcpc "))
+        .expect("inittab starts udhcpc");
+    assert!(!command.split_whitespace().any(|w| w == "-q"), "{command}");
+    let script = project.join("image/root/udhcpc.script");
+    let command = command.replace("/etc/udhcpc.script", script.to_str().unwrap());
+
+    let dir = TempDir::new("dhcp");
+    let id = std::process::id();
+    let server = Netns::new(format!("rs-dhcp-server-{id}"));
+    let board = Netns::new(format!("rs-dhcp-board-{id}"));
+    server.ip(&[
+        "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", &board.0,
+    ]);
+    server.ip(&["addr", "add", "192.0.2.1/24", "dev", "veth0"]);
+    server.ip(&["link", "set", "veth0", "up"]);
+    board.ip(&["link", "set", "lo", "up"]);
+    board.ip(&["link", "set", "eth0", "up"]);
+    let mut udhcpd = dhcp_server(&server, dir.path(), "192.0.2.100");
+
+    // The board's /run (the script's state, resolv.conf) is a tmpfs of its
+    // own: `ip netns exec` gives the command a mount namespace.
+    let client_log = dir.path().join("udhcpc.log");
+    let _udhcpc = Killed(board.spawn(
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "mount -t tmpfs tmpfs /run && PATH=/usr/sbin:/usr/bin:/sbin:/bin exec busybox udhcpc {command}"
+            ),
+        ],
+        &client_log,
+    ));
+    let log = || std::fs::read_to_string(&client_log).unwrap_or_default();
+    let wait = |what: &str, count: usize| {
+        let seen = eventually(Duration::from_secs(40), || {
+            log().matches(what).count() >= count
+        });
+        assert!(
+            seen,
+            "no {count} × {what:?} in the client's output:\n{}",
+            log()
+        );
+    };
+    let address = || board.ip(&["-4", "addr", "show", "dev", "eth0"]);
+
+    let bound = "rest-server image: dhcp: lease of 192.0.2.100/24 on eth0 for 8s (router 192.0.2.1, DNS 192.0.2.1)";
+    wait(bound, 1);
+    assert!(address().contains("inet 192.0.2.100/24"), "{}", address());
+    // Renewed (busybox makes the lease at least some 30 s, and renews at
+    // half of it); without -q udhcpc stays.
+    let renewed = "rest-server image: dhcp: lease of 192.0.2.100 on eth0 renewed for 8s";
+    wait(renewed, 1);
+
+    // The cable pulled for a while. busybox udhcpc cannot read its socket
+    // then and tries again every few seconds (no busy loop), without moving
+    // on to expire the lease; once the cable is in again it renews (or, had
+    // the server given the address away, asks anew: below).
+    board.ip(&["link", "set", "eth0", "down"]);
+    let down = "udhcpc: read error: Network is down, reopening socket";
+    wait(down, 1);
+    let unplugged = Instant::now();
+    wait(down, 3);
+    assert!(
+        unplugged.elapsed() >= Duration::from_secs(4),
+        "udhcpc retries without pause:\n{}",
+        log()
+    );
+    let renewals = log().matches(renewed).count();
+    board.ip(&["link", "set", "eth0", "up"]);
+    wait(renewed, renewals + 1);
+    assert!(address().contains("inet 192.0.2.100/24"), "{}", address());
+
+    // The server now hands out another address (a new router, a reset
+    // lease table) and ignores the renewals of the old one: once it runs
+    // out, the new one is taken and the change logged.
+    let _ = udhcpd.0.kill();
+    let _ = udhcpd.0.wait();
+    udhcpd = dhcp_server(&server, dir.path(), "192.0.2.101");
+    wait(
+        "rest-server image: dhcp: lease of 192.0.2.100 on eth0 lost; asking again",
+        1,
+    );
+    wait(
+        "rest-server image: dhcp: address changed on eth0: 192.0.2.100 -> 192.0.2.101",
+        1,
+    );
+    let now = address();
+    assert!(
+        now.contains("inet 192.0.2.101/24") && !now.contains("192.0.2.100"),
+        "{now}"
+    );
+    drop(udhcpd);
+}
