@@ -19,6 +19,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 struct Vm {
     child: Child,
+    /// The serial console's input: the image's shell, after Enter.
+    input: std::process::ChildStdin,
     monitor: PathBuf,
     port: u16,
     console: PathBuf,
@@ -31,7 +33,7 @@ impl Vm {
         let _ = std::fs::remove_file(&monitor);
         let drive =
             |file: &Path, id: &str| format!("file={},if=none,id={id},format=raw", file.display());
-        let child = Command::new("qemu-system-aarch64")
+        let mut child = Command::new("qemu-system-aarch64")
             .args([
                 "-M",
                 "virt",
@@ -61,15 +63,19 @@ impl Vm {
             // Port 0: qemu picks a free port; `info usernet` tells which.
             .args(["-netdev", "user,id=n,hostfwd=tcp:127.0.0.1:0-:8000"])
             .args(["-device", "virtio-net-pci,netdev=n,romfile="])
+            // A hardware watchdog on qemu's PCI bus; it resets the machine.
+            .args(["-device", "i6300esb"])
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(std::fs::File::create(&console).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .expect("start qemu-system-aarch64");
+        let input = child.stdin.take().unwrap();
         let mut vm = Vm {
             child,
+            input,
             monitor,
             port: 0,
             console,
@@ -138,6 +144,35 @@ impl Vm {
             "the forwarded port does not answer; console:\n{}",
             self.console_text()
         );
+    }
+
+    /// Waits until the console shows `text` `count` times.
+    fn wait_for_console(&self, text: &str, count: usize, timeout: Duration) {
+        let seen = eventually(timeout, || {
+            self.console_text().matches(text).count() >= count
+        });
+        assert!(
+            seen,
+            "no {count} × {text:?} on the console:\n{}",
+            self.console_text()
+        );
+    }
+
+    /// Runs `line` in the root shell on the console of the `boot`-th boot:
+    /// Enter (which opens the shell, or gives a fresh prompt), then the line.
+    fn shell(&self, boot: usize, line: &str) {
+        self.wait_for_console(
+            "Please press Enter to activate this console.",
+            boot,
+            BOOT_TIMEOUT,
+        );
+        let prompt = "/ # ";
+        let prompts = self.console_text().matches(prompt).count();
+        (&self.input).write_all(b"\n").unwrap();
+        self.wait_for_console(prompt, prompts + 1, Duration::from_secs(30));
+        (&self.input)
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
     }
 
     fn console_text(&self) -> String {
@@ -220,6 +255,27 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     );
     assert!(console.contains("added user alice"), "{console}");
     assert!(console.contains("made a TLS certificate"), "{console}");
+    // busybox init runs the services: DHCP (the lease logged), and the
+    // watchdog feeder once the server answers.
+    assert!(
+        console.contains("rest-server image: dhcp: lease of 10.0.2.15/24 on eth0"),
+        "{console}"
+    );
+    vm.wait_for_console(
+        "rest-server image: watchdog: feeding /dev/watchdog while 127.0.0.1:8000 (TLS) answers",
+        1,
+        Duration::from_secs(60),
+    );
+    // PID 1 reaps orphans: a process whose parent is gone does not stay a
+    // zombie (its /proc entry goes once init has waited for it). The
+    // marker is written split so that the echoed command does not match.
+    vm.shell(
+        1,
+        "p=$(sh -c 'sleep 1 >/dev/null & echo $!'); t=0; \
+         while [ -e /proc/$p ] && [ $t -lt 100 ]; do sleep 0.1; t=$((t+1)); done; \
+         [ -e /proc/$p ] || echo orphan-\"\"reaped",
+    );
+    vm.wait_for_console("orphan-reaped", 1, Duration::from_secs(30));
     // The certificate made at first boot, from the boot partition.
     let ca = dir.path().join("rest-server.crt");
     let ca_arg = ca.to_str().unwrap();
@@ -331,6 +387,28 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     ok(
         restic(&repo, &cache, &["--cacert", ca_arg, "check"]),
         "check after the new backup",
+    );
+
+    // The watchdog: armed through all of the above (minutes, with a 30 s
+    // timeout) it reset nothing while the server answered; the two boots are
+    // the first and the power cut's.
+    let console = vm.console_text();
+    assert_eq!(console.matches("Booting Linux").count(), 2, "{console}");
+    // A hung server: stopped, its port takes connections and says nothing.
+    // The feeder stops feeding after 30 s and the i6300esb resets the
+    // machine, which boots and serves again.
+    vm.shell(2, "kill -STOP $(pidof rest-server)");
+    vm.wait_for_console(
+        "rest-server image: watchdog: stopped feeding /dev/watchdog: 127.0.0.1:8000 (TLS) has not answered for",
+        1,
+        Duration::from_secs(90),
+    );
+    vm.wait_until_serving(boots_before + 2);
+    let console = vm.console_text();
+    assert_eq!(console.matches("Booting Linux").count(), 3, "{console}");
+    ok(
+        restic(&repo, &cache, &["--cacert", ca_arg, "snapshots"]),
+        "snapshots after the watchdog's reset",
     );
 }
 
