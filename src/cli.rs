@@ -158,6 +158,21 @@ pub enum Command {
     Mirror(MirrorArgs),
     Cleanup(Cleanup),
     Scrub(ScrubArgs),
+    Ntp(NtpArgs),
+}
+
+/// keep the clock set from SNTP servers, for a board without a real-time
+/// clock (the flashable image runs it); logs each correction
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "ntp")]
+pub struct NtpArgs {
+    /// seconds between two syncs (default 3600)
+    #[argh(option, default = "3600")]
+    pub interval: u64,
+    /// servers (host, host:port, [v6 address]:port), tried in turn
+    #[argh(positional)]
+    pub servers: Vec<String>,
 }
 
 /// verify every stored object against its name now; exit code 1 if any is

@@ -27,6 +27,7 @@ mod listener;
 pub mod logging;
 mod metrics;
 pub mod mirror;
+pub mod ntp;
 mod pool;
 mod quota;
 mod range;

@@ -156,6 +156,14 @@ fn run() -> Result<(), Failure> {
                 damaged => Err(CommandError::ScrubFoundDamage(damaged).into()),
             }
         }
+        Some(Command::Ntp(args)) => {
+            if args.servers.is_empty() {
+                return Err(CliError::Parse("ntp: name at least one server".into()).into());
+            }
+            rest_server::logging::init(flags.debug);
+            let interval = std::time::Duration::from_secs(args.interval.max(1));
+            rest_server::ntp::run(&args.servers, interval)
+        }
         Some(Command::User(args)) => Ok(users::run(args.action.clone(), &flags.htpasswd_path()?)?),
         None => {
             rest_server::logging::init(flags.debug);
