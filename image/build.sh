@@ -215,7 +215,7 @@ install -m 0755 "$here/root/rc.boot" "$root/etc/rc.boot"
 install -m 0644 "$here/root/inittab" "$root/etc/inittab"
 install -m 0755 "$here/root/udhcpc.script" "$root/etc/udhcpc.script"
 install -m 0644 "$here/root/service/functions" "$root/etc/service/functions"
-for service in rest-server watchdog; do
+for service in rest-server ntp watchdog mdns; do
     install -m 0755 "$here/root/service/$service" "$root/etc/service/$service"
 done
 ln -s /run/resolv.conf "$root/etc/resolv.conf"

@@ -159,6 +159,18 @@ pub enum Command {
     Cleanup(Cleanup),
     Scrub(ScrubArgs),
     Ntp(NtpArgs),
+    Mdns(MdnsArgs),
+}
+
+/// answer multicast DNS queries for this board's name with its IPv4
+/// address (the flashable image runs it)
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "mdns")]
+pub struct MdnsArgs {
+    /// the name to answer for (default rest-server.local)
+    #[argh(option, default = "String::from(\"rest-server.local\")")]
+    pub name: String,
 }
 
 /// keep the clock set from SNTP servers, for a board without a real-time

@@ -25,6 +25,7 @@ mod io_pool;
 mod length_guard;
 mod listener;
 pub mod logging;
+pub mod mdns;
 mod metrics;
 pub mod mirror;
 pub mod ntp;

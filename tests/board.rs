@@ -28,6 +28,8 @@ const SCRIPTS: &[&str] = &[
     "image/root/rc.boot",
     "image/root/udhcpc.script",
     "image/root/service/functions",
+    "image/root/service/mdns",
+    "image/root/service/ntp",
     "image/root/service/rest-server",
     "image/root/service/watchdog",
     "tests/all.sh",

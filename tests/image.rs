@@ -65,6 +65,8 @@ impl Vm {
             .args(["-device", "virtio-net-pci,netdev=n,romfile="])
             // A hardware watchdog on qemu's PCI bus; it resets the machine.
             .args(["-device", "i6300esb"])
+            // A clock 25 years off, as a Pi's (it has none) would be.
+            .args(["-rtc", "base=2001-01-01T00:00:00"])
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
             .stdin(Stdio::piped())
@@ -195,6 +197,66 @@ impl Drop for Vm {
     }
 }
 
+/// A tiny SNTP server on 127.0.0.1 (the VM reaches it as 10.0.2.2), with
+/// this machine's time, until dropped.
+struct NtpServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NtpServer {
+    fn start() -> NtpServer {
+        use std::sync::atomic::Ordering;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if n < 48 || buf[0] & 7 != 3 {
+                    continue;
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                let ntp = ((now.as_secs() + 2_208_988_800) << 32)
+                    | ((u64::from(now.subsec_nanos()) << 32) / 1_000_000_000);
+                let mut reply = [0u8; 48];
+                reply[0] = 0x24; // version 4, server
+                reply[1] = 1; // stratum 1
+                reply[12..16].copy_from_slice(b"TEST");
+                reply[16..24].copy_from_slice(&ntp.to_be_bytes());
+                reply[24..32].copy_from_slice(&buf[40..48]);
+                reply[32..40].copy_from_slice(&ntp.to_be_bytes());
+                reply[40..48].copy_from_slice(&ntp.to_be_bytes());
+                let _ = socket.send_to(&reply, from);
+            }
+        });
+        NtpServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NtpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn mtools(args: &[&str]) -> std::process::Output {
     Command::new(args[0])
         .args(&args[1..])
@@ -225,7 +287,12 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     let users = dir.path().join("users");
     std::fs::write(&users, "alice:alice pw\n").unwrap();
     let conf = dir.path().join("rest-server.conf");
-    std::fs::write(&conf, "LISTEN=:8000\nTLS=yes\n").unwrap();
+    let ntp = NtpServer::start();
+    std::fs::write(
+        &conf,
+        format!("LISTEN=:8000\nTLS=yes\nNTP=10.0.2.2:{}\n", ntp.port),
+    )
+    .unwrap();
     let fat = format!("{}@@1M", system.display());
     for (file, name) in [(&users, "::/users"), (&conf, "::/rest-server.conf")] {
         let copied = mtools(&["mcopy", "-o", "-i", &fat, file.to_str().unwrap(), name]);
@@ -263,6 +330,13 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     );
     vm.wait_for_console(
         "rest-server image: watchdog: feeding /dev/watchdog while 127.0.0.1:8000 (TLS) answers",
+        1,
+        Duration::from_secs(60),
+    );
+    // The mDNS responder (qemu's user network carries no multicast; it is
+    // tested on a LAN of network namespaces below).
+    vm.wait_for_console(
+        "[INFO] mdns: rest-server.local is 10.0.2.15",
         1,
         Duration::from_secs(60),
     );
@@ -388,6 +462,23 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
         restic(&repo, &cache, &["--cacert", ca_arg, "check"]),
         "check after the new backup",
     );
+
+    // The clock, 25 years off at boot, was set from the NTP server, and the
+    // server's log lines since have this year's date.
+    let console = vm.console_text();
+    let corrected = console
+        .find("[INFO] ntp: clock corrected by +")
+        .unwrap_or_else(|| panic!("no clock correction on the console:\n{console}"));
+    let year = Command::new("date").args(["-u", "+%Y-"]).output().unwrap();
+    let year = String::from_utf8_lossy(&year.stdout).trim().to_string();
+    assert!(
+        console[corrected..]
+            .lines()
+            .skip(1)
+            .any(|l| l.starts_with(&year) && l.contains("[INFO] TLS handshake")),
+        "no server log line of {year} after the correction:\n{console}"
+    );
+    drop(ntp);
 
     // The watchdog: armed through all of the above (minutes, with a 30 s
     // timeout) it reset nothing while the server answered; the two boots are
@@ -735,4 +826,77 @@ fn image_dhcp_client_renews_survives_a_pulled_cable_and_logs_address_changes() {
         "{now}"
     );
     drop(udhcpd);
+}
+
+/// `rest-server mdns`, which the image runs, on a LAN of two network
+/// namespaces joined by a veth pair (192.0.2.0/24, TEST-NET-1): it announces
+/// `rest-server.local` when it starts, and answers a multicast question
+/// (QM), a unicast-response question (QU) and a plain DNS query from
+/// another port (legacy unicast: its id and a 10 s TTL back), from a Python
+/// asker (tests/mdns/ask.py); after the board's address changes, the
+/// answers carry the new one without a restart.
+#[test]
+fn mdns_responder_answers_for_the_board_name_on_the_lan() {
+    let test = "mdns_responder_answers_for_the_board_name_on_the_lan";
+    if !require_root(test) || !require_tool("ip", test) || !require_tool("python3", test) {
+        return;
+    }
+    let dir = TempDir::new("mdns");
+    let id = std::process::id();
+    let board = Netns::new(format!("rs-mdns-board-{id}"));
+    let asker = Netns::new(format!("rs-mdns-asker-{id}"));
+    board.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &asker.0,
+    ]);
+    for (ns, address) in [(&board, "192.0.2.1/24"), (&asker, "192.0.2.2/24")] {
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&["addr", "add", address, "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        // Multicast goes out on eth0, as the image's default route makes it.
+        ns.ip(&["route", "add", "224.0.0.0/4", "dev", "eth0"]);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mdns/ask.py");
+    let ask = |round: &str, args: &[&str]| -> (Killed, PathBuf) {
+        let out = dir.path().join(format!("ask-{round}.log"));
+        let mut command = vec!["python3", script.to_str().unwrap(), "rest-server.local"];
+        command.extend_from_slice(args);
+        (Killed(asker.spawn(&command, &out)), out)
+    };
+    let wait_for = |log: &Path, text: &str| {
+        let seen = eventually(Duration::from_secs(20), || {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains(text)
+        });
+        let text_now = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(seen, "no {text:?} from the asker:\n{text_now}");
+    };
+
+    let (_first, first_log) = ask("first", &["--announce"]);
+    wait_for(&first_log, "ready");
+    let bin = binary();
+    let responder_log = dir.path().join("responder.log");
+    let _responder = Killed(board.spawn(
+        &[bin.to_str().unwrap(), "mdns", "--name", "rest-server.local"],
+        &responder_log,
+    ));
+    wait_for(&first_log, "announce 192.0.2.1\n");
+    wait_for(&first_log, "multicast 192.0.2.1 120\n");
+    wait_for(&first_log, "unicast 192.0.2.1 120\n");
+    wait_for(&first_log, "legacy 0x4242 192.0.2.1 10\n");
+    let log = std::fs::read_to_string(&responder_log).unwrap();
+    assert!(
+        log.contains("mdns: rest-server.local is 192.0.2.1"),
+        "{log}"
+    );
+
+    // A new address (a new DHCP lease, whose script sets the route again:
+    // the kernel drops a device's routes with its last address): answered
+    // with at once.
+    board.ip(&["addr", "flush", "dev", "eth0"]);
+    board.ip(&["addr", "add", "192.0.2.9/24", "dev", "eth0"]);
+    board.ip(&["route", "add", "224.0.0.0/4", "dev", "eth0"]);
+    let (_second, second_log) = ask("second", &[]);
+    wait_for(&second_log, "multicast 192.0.2.9 120\n");
+    wait_for(&second_log, "legacy 0x4242 192.0.2.9 10\n");
 }

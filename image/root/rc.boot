@@ -25,6 +25,8 @@ DATA_LABEL=RESTIC
 APPEND_ONLY=no
 PRIVATE_REPOS=yes
 TLS=no
+NTP=
+MDNS_NAME=rest-server.local
 ARGS=
 if [ -r /run/boot/rest-server.conf ]; then
     while IFS='=' read -r key value; do
@@ -34,6 +36,8 @@ if [ -r /run/boot/rest-server.conf ]; then
             APPEND_ONLY) APPEND_ONLY=$value ;;
             PRIVATE_REPOS) PRIVATE_REPOS=$value ;;
             TLS) TLS=$value ;;
+            NTP) NTP=$value ;;
+            MDNS_NAME) MDNS_NAME=$value ;;
             ARGS) ARGS=$value ;;
         esac
     done </run/boot/rest-server.conf
@@ -106,4 +110,6 @@ setting() { printf "%s='%s'\n" "$1" "$(printf '%s' "$2" | sed "s/'/'\\\\''/g")";
     setting FLAGS "$flags $ARGS"
     setting LISTEN "$LISTEN"
     setting TLS "$TLS"
+    setting NTP "$NTP"
+    setting MDNS_NAME "$MDNS_NAME"
 } >/run/rest-server.env
