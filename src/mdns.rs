@@ -120,30 +120,42 @@ fn put_name(out: &mut Vec<u8>, name: &str) {
     out.push(0);
 }
 
-/// A response with `name`'s A record. `legacy`: to a plain DNS resolver
-/// (port not 5353), which gets its query's id and question back, a short
-/// TTL and no cache-flush bit (RFC 6762 section 6.7).
-fn response(out: &mut Vec<u8>, name: &str, address: Ipv4Addr, legacy: Option<u16>) {
+/// A response with the A record of `name` (in wire format, [`put_name`]).
+/// `legacy`: to a plain DNS resolver (port not 5353), which gets its query's
+/// id and question back, a short TTL and no cache-flush bit (RFC 6762
+/// section 6.7). Few, whole-slice appends: this is on a size budget.
+fn response(out: &mut Vec<u8>, name: &[u8], address: Ipv4Addr, legacy: Option<u16>) {
     out.clear();
-    let id = legacy.unwrap_or(0);
-    let questions = u16::from(legacy.is_some());
-    for word in [id, 0x8400, questions, 1, 0, 0] {
-        out.extend_from_slice(&word.to_be_bytes());
-    }
+    let [i0, i1] = legacy.unwrap_or(0).to_be_bytes();
+    let questions = u8::from(legacy.is_some());
+    out.extend_from_slice(&[i0, i1, 0x84, 0, 0, questions, 0, 1, 0, 0, 0, 0]);
     if legacy.is_some() {
-        put_name(out, name);
+        out.extend_from_slice(name);
         out.extend_from_slice(&[0, TYPE_A as u8, 0, CLASS_IN as u8]);
     }
-    put_name(out, name);
-    let (class, ttl) = match legacy {
-        Some(_) => (CLASS_IN, LEGACY_TTL_S),
-        None => (CLASS_IN | TOP_BIT, TTL_S),
+    out.extend_from_slice(name);
+    let (flush, ttl) = match legacy {
+        Some(_) => (0, LEGACY_TTL_S),
+        None => ((TOP_BIT >> 8) as u8, TTL_S),
     };
-    out.extend_from_slice(&TYPE_A.to_be_bytes());
-    out.extend_from_slice(&class.to_be_bytes());
-    out.extend_from_slice(&ttl.to_be_bytes());
-    out.extend_from_slice(&4u16.to_be_bytes());
-    out.extend_from_slice(&address.octets());
+    let [t0, t1, t2, t3] = ttl.to_be_bytes();
+    let [a0, a1, a2, a3] = address.octets();
+    out.extend_from_slice(&[
+        0,
+        TYPE_A as u8,
+        flush,
+        CLASS_IN as u8,
+        t0,
+        t1,
+        t2,
+        t3,
+        0,
+        4,
+        a0,
+        a1,
+        a2,
+        a3,
+    ]);
 }
 
 /// The address this board has towards `peer`: the source address the
@@ -165,10 +177,12 @@ pub fn run(name: &str) -> std::io::Result<()> {
     socket.join_multicast_v4(&MDNS_GROUP, &Ipv4Addr::UNSPECIFIED)?;
     // RFC 6762 section 11: mDNS packets are sent with IP TTL 255.
     socket.set_multicast_ttl_v4(255)?;
-    let mut out = Vec::with_capacity(2 * MAX_NAME_LEN + 64);
+    let mut wire = Vec::with_capacity(MAX_NAME_LEN);
+    put_name(&mut wire, name);
+    let mut out = Vec::with_capacity(2 * wire.len() + 40);
     let address = address_towards(group)?;
     log::info!("mdns: {name} is {address}");
-    response(&mut out, name, address, None);
+    response(&mut out, &wire, address, None);
     for _ in 0..2 {
         socket.send_to(&out, group)?;
         std::thread::sleep(Duration::from_secs(1));
@@ -183,7 +197,7 @@ pub fn run(name: &str) -> std::io::Result<()> {
             continue;
         };
         let legacy = from.port() != MDNS_PORT;
-        response(&mut out, name, address, legacy.then_some(question.id));
+        response(&mut out, &wire, address, legacy.then_some(question.id));
         let to = if legacy || question.unicast {
             from
         } else {
@@ -299,8 +313,10 @@ mod tests {
     #[test]
     fn responses_carry_the_address() {
         let mut out = Vec::new();
+        let mut wire = Vec::new();
+        put_name(&mut wire, NAME);
         let address = Ipv4Addr::new(192, 0, 2, 7);
-        response(&mut out, NAME, address, None);
+        response(&mut out, &wire, address, None);
         assert_eq!(&out[..12], &[0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
         let (after, matched) = read_name(&out, 12, NAME).unwrap();
         assert!(matched);
@@ -308,7 +324,7 @@ mod tests {
         assert_eq!(&out[after + 4..after + 8], &TTL_S.to_be_bytes());
         assert_eq!(&out[after + 8..], &[0, 4, 192, 0, 2, 7]);
         // Legacy: the id and the question back, no cache-flush bit.
-        response(&mut out, NAME, address, Some(0x1234));
+        response(&mut out, &wire, address, Some(0x1234));
         assert_eq!(&out[..6], &[0x12, 0x34, 0x84, 0, 0, 1]);
         let (after, _) = read_name(&out, 12, NAME).unwrap();
         let (after, matched) = read_name(&out, after + 4, NAME).unwrap();
