@@ -4,7 +4,7 @@ board's, it prints one line per answer it got for NAME:
   multicast ADDRESS TTL   the answer to a QM question, sent to the group
   unicast ADDRESS TTL     the answer to a QU question, sent to us
   legacy ID ADDRESS TTL   the answer to a plain DNS query from a random port
-and "ready" once it listens. Each wait is bounded (5 s)."""
+and "ready" once it listens. Each wait is bounded (10 s)."""
 import socket
 import struct
 import sys
@@ -48,7 +48,7 @@ def answer(p):
 
 
 def wait(sock):
-    sock.settimeout(5)
+    sock.settimeout(10)
     while True:
         data, _ = sock.recvfrom(9000)
         got = answer(data)
