@@ -88,6 +88,23 @@ impl Policy {
         Ok(())
     }
 
+    /// Whether the status page shows `user` the whole server (every
+    /// repository, the mirror, the scrub, refused logins) rather than only
+    /// the repositories they may read: without authentication or rules,
+    /// the user `metrics` under `--private-repos`, and, with an ACL, whoever
+    /// has a rule for every repository.
+    pub(crate) fn sees_everything(&self, user: Option<&str>) -> bool {
+        let Some(user) = user else {
+            return true;
+        };
+        match &self.rules {
+            Rules::Open => true,
+            _ if self.private_repos && user == METRICS_USER => true,
+            Rules::Fixed(acl) => acl.covers_everything(user),
+            Rules::File(acl) => acl.get().covers_everything(user),
+        }
+    }
+
     /// `/metrics` names every user and repository: with `--private-repos`,
     /// only the user `metrics` may read it (rest-server's rule).
     pub(crate) fn may_read_metrics(&self, user: Option<&str>) -> bool {
@@ -139,5 +156,25 @@ mod tests {
             })
         );
         assert!(Policy::new(None, false, false).may_read_metrics(Some("anyone")));
+    }
+
+    #[test]
+    fn the_whole_server_is_shown_to_administrators_only() {
+        assert!(Policy::new(None, false, false).sees_everything(Some("anyone")));
+        assert!(Policy::new(None, true, false).sees_everything(None));
+        let private = Policy::new(None, true, false);
+        assert!(!private.sees_everything(Some("alice")));
+        assert!(private.sees_everything(Some(METRICS_USER)));
+        let rules = "alice full /alice/*\nadmin read /alice\nadmin full /*\nroot append *\n";
+        let acl = Rules::Fixed(Acl::parse(rules).0);
+        let policy = Policy {
+            rules: acl,
+            append_only: false,
+            private_repos: false,
+        };
+        assert!(!policy.sees_everything(Some("alice")));
+        assert!(policy.sees_everything(Some("admin")));
+        assert!(policy.sees_everything(Some("root")));
+        assert!(!policy.sees_everything(Some(METRICS_USER)));
     }
 }

@@ -164,6 +164,7 @@ async fn create_repo<S: Store>(
         ));
     }
     state.store.create_repo(repo).await?;
+    state.usage.created(&repo.label());
     Ok(Reply::ok(Effect::Created))
 }
 
@@ -245,7 +246,9 @@ async fn delete_file<S: Store>(
     key: Key<'_>,
 ) -> Result<Reply<S>, ApiError> {
     let freed = state.store.delete(repo, key).await?;
-    state.quota.release(freed);
+    let label = repo.label();
+    state.quota.release(&label, freed);
+    state.usage.deleted(&label, key.kind(), freed);
     if let Some(mirror) = &state.mirror {
         mirror.deleted(repo, key).await;
     }
@@ -281,6 +284,7 @@ where
         .await?;
     match stored {
         Received::Stored(bytes) => {
+            state.usage.wrote(&repo.label(), key.kind(), bytes);
             if let Some(mirror) = &state.mirror {
                 mirror.committed(repo, key, bytes);
             }

@@ -18,7 +18,8 @@ use crate::metrics::Metrics;
 use crate::mirror::Mirror;
 use crate::pool::ComputePool;
 use crate::quota::Quota;
-use crate::reload::{ReloadError, Watched};
+use crate::quota::rules::QuotaRules;
+use crate::reload::{ReloadError, Watch, Watched};
 use crate::server;
 use crate::store::either::AnyStore;
 use crate::store::fs::{FsStore, WriterPool};
@@ -26,6 +27,7 @@ use crate::store::s3::{self, S3Store};
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsConfig, TlsError};
 use crate::upload::{BUFFERED_UPLOADS, BufferBudget};
+use crate::usage::Usage;
 
 /// What every request needs; shared by all connections on the one thread.
 pub(crate) struct AppState<S> {
@@ -37,6 +39,14 @@ pub(crate) struct AppState<S> {
     pub(crate) quota: Rc<Quota>,
     /// Some with `--prometheus`.
     pub(crate) metrics: Option<Rc<Metrics>>,
+    /// What each repository holds.
+    pub(crate) usage: Rc<Usage>,
+    /// Recent refused logins, for the status page.
+    pub(crate) refused: crate::status::refused::Refused,
+    /// For the status page's uptime.
+    pub(crate) started: std::time::Instant,
+    /// The machine's name, for the status page.
+    pub(crate) host: String,
     /// Hashing and bcrypt, apart from file I/O.
     pub(crate) compute: ComputePool,
     /// Some with `--mirror`: told of every commit and delete.
@@ -67,6 +77,7 @@ enum Cause {
     /// The htpasswd file cannot be read; the server never serves without it.
     Htpasswd(PathBuf, ReloadError<io::Error>),
     Acl(PathBuf, ReloadError<io::Error>),
+    QuotaFile(PathBuf, ReloadError<io::Error>),
     Signals(io::Error),
     Scrub(crate::scrub::ScrubError),
     /// `scrub --status` of a bucket: its state is not kept.
@@ -87,6 +98,9 @@ impl fmt::Display for AppError {
             Cause::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
             Cause::Tls(e) => write!(f, "TLS: {e}"),
             Cause::Acl(path, e) => write!(f, "cannot read the ACL file {}: {e}", path.display()),
+            Cause::QuotaFile(path, e) => {
+                write!(f, "cannot read the quota file {}: {e}", path.display())
+            }
             Cause::Htpasswd(path, e) => write!(
                 f,
                 "cannot read the password file {}: {e}. Create a user with \
@@ -119,7 +133,7 @@ impl std::error::Error for AppError {
             Cause::S3Settings(_) | Cause::NoScrubState | Cause::ScrubSetup(_) => None,
             Cause::Scrub(e) => Some(e),
             Cause::Tls(e) => Some(e),
-            Cause::Htpasswd(_, e) | Cause::Acl(_, e) => Some(e),
+            Cause::Htpasswd(_, e) | Cause::Acl(_, e) | Cause::QuotaFile(_, e) => Some(e),
         }
     }
 }
@@ -334,9 +348,11 @@ async fn serve_store<S: Store>(
             scan.temps_removed
         );
     }
-    let quota = Rc::new(Quota::new(config.max_size, scan.bytes));
     let repos: Vec<String> = scan.repos.keys().cloned().collect();
-    let metrics = config.prometheus.then(|| Rc::new(Metrics::new(scan.repos)));
+    let metrics = config
+        .prometheus
+        .then(|| Rc::new(Metrics::new(repos.clone())));
+    let usage = Rc::new(Usage::new(scan.repos));
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }
@@ -370,7 +386,7 @@ async fn serve_store<S: Store>(
     };
     // Each watched file: loaded now (a broken one stops the server here),
     // then watched; SIGHUP reloads them all at once.
-    let mut reloads: Vec<Rc<dyn Fn()>> = Vec::new();
+    let mut reloads: Vec<Rc<dyn Watch>> = Vec::new();
     let auth = match &config.auth {
         AuthMode::Off => Auth::Off,
         AuthMode::ProxyHeader(header) => Auth::Proxy(header.clone()),
@@ -384,7 +400,7 @@ async fn serve_store<S: Store>(
                     file.display()
                 );
             }
-            reloads.push(watch(&users));
+            reloads.push(users.clone());
             Auth::Basic(BasicAuth::new(users, compute.clone()))
         }
     };
@@ -393,17 +409,26 @@ async fn serve_store<S: Store>(
             let acl = Watched::<Acl>::load(file.clone())
                 .await
                 .map_err(|e| AppError(Cause::Acl(file.clone(), e)))?;
-            reloads.push(watch(&acl));
+            reloads.push(acl.clone());
             Some(acl)
         }
         None => None,
     };
+    let mut quota = Quota::new(config.max_size, scan.bytes);
+    if let Some(file) = &config.quota_file {
+        let rules = Watched::<QuotaRules>::load(file.clone())
+            .await
+            .map_err(|e| AppError(Cause::QuotaFile(file.clone(), e)))?;
+        reloads.push(rules.clone());
+        quota = quota.with_rules(rules, usage.clone());
+    }
+    let quota = Rc::new(quota);
     let tls = match &config.tls {
         Some(settings) => {
             let tls = Watched::<TlsConfig>::load(settings.clone())
                 .await
                 .map_err(|e| AppError(Cause::Tls(e)))?;
-            reloads.push(watch(&tls));
+            reloads.push(tls.clone());
             Some(tls)
         }
         None => None,
@@ -423,7 +448,7 @@ async fn serve_store<S: Store>(
     };
     crate::logging::bare(&format!("start server on {}", listener.describe()));
     let shutdown = shutdown_signal().map_err(|e| AppError(Cause::Signals(e)))?;
-    watch_sighup(reloads).map_err(|e| AppError(Cause::Signals(e)))?;
+    crate::reload::watch_all(reloads).map_err(|e| AppError(Cause::Signals(e)))?;
     let policy = Policy::new(
         acl,
         config.private_repos && config.auth != AuthMode::Off,
@@ -436,6 +461,10 @@ async fn serve_store<S: Store>(
         store,
         quota,
         metrics,
+        usage,
+        refused: Default::default(),
+        started: std::time::Instant::now(),
+        host: crate::status::hostname(),
         compute,
         mirror,
         scrub,
@@ -451,29 +480,6 @@ async fn serve_store<S: Store>(
         log::warn!("could not remove socket {}: {e}", path.display());
     }
     log::info!("stopped");
-    Ok(())
-}
-
-/// Starts watching a reloadable file; returns what SIGHUP calls.
-fn watch<T: crate::reload::Reloadable>(watched: &Rc<Watched<T>>) -> Rc<dyn Fn()> {
-    tokio::task::spawn_local(watched.clone().watch());
-    let watched = watched.clone();
-    Rc::new(move || watched.reload_now())
-}
-
-/// SIGHUP reloads the htpasswd and ACL files and the TLS certificate and key
-/// at once; a reload that fails keeps what is in use.
-fn watch_sighup(reloads: Vec<Rc<dyn Fn()>>) -> io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = signal(SignalKind::hangup())?;
-    tokio::task::spawn_local(async move {
-        while hangup.recv().await.is_some() {
-            log::info!("received SIGHUP: reloading");
-            for reload in &reloads {
-                reload();
-            }
-        }
-    });
     Ok(())
 }
 

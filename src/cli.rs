@@ -71,10 +71,18 @@ pub struct Flags {
     /// the maximum size of the data directory in bytes
     #[argh(option)]
     pub max_size: Option<u64>,
+    /// file of byte budgets per repository or per user (`/alice/* 200G`);
+    /// see README
+    #[argh(option)]
+    pub quota_file: Option<PathBuf>,
     /// GET /health answers 503 when the data directory has fewer bytes free
     /// (default 104857600)
     #[argh(option)]
     pub health_min_free: Option<u64>,
+    /// the status page (GET / from a browser) shows a repository red when
+    /// its newest snapshot is older than this many days; 0: never (default 3)
+    #[argh(option)]
+    pub stale_days: Option<u64>,
     /// do not verify that uploaded content matches its name (SHA-256)
     #[argh(switch)]
     pub no_verify_upload: bool,
@@ -158,6 +166,7 @@ pub enum Command {
     Mirror(MirrorArgs),
     Cleanup(Cleanup),
     Scrub(ScrubArgs),
+    Health(HealthArgs),
     Ntp(NtpArgs),
     Mdns(MdnsArgs),
 }
@@ -186,6 +195,13 @@ pub struct NtpArgs {
     #[argh(positional)]
     pub servers: Vec<String>,
 }
+
+/// ask the running server's GET /health at --listen (over TLS with --tls,
+/// pinning --tls-cert) and print its answer; exit code 0 when healthy
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "health")]
+pub struct HealthArgs {}
 
 /// verify every stored object against its name now; exit code 1 if any is
 /// damaged (README, "Scrub")
@@ -467,6 +483,10 @@ const DEFAULT_SCRUB_RATE_MB: u64 = 8;
 
 /// `--health-min-free` by default: 100 MiB, a few packs.
 const DEFAULT_HEALTH_MIN_FREE: u64 = 100 << 20;
+
+/// `--stale-days` by default: a laptop that backs up daily and has missed
+/// three days in a row has stopped, or its owner is away; worth a look.
+const DEFAULT_STALE_DAYS: u64 = 3;
 
 /// `--scrub-interval` by default.
 const DEFAULT_SCRUB_INTERVAL_DAYS: u64 = 30;
@@ -779,6 +799,8 @@ impl Flags {
     }
 
     /// Checks the flags and builds the configuration.
+    // Called for the server and for `health`: one copy (it is large).
+    #[inline(never)]
     pub fn resolve(self) -> Result<Config, CliError> {
         let unsupported = [(self.cpu_profile.is_some(), "--cpu-profile")];
         if let Some((_, name)) = unsupported.iter().find(|(given, _)| *given) {
@@ -849,6 +871,7 @@ impl Flags {
         }
         Ok(Config {
             acl: self.acl,
+            quota_file: self.quota_file,
             tls,
             storage,
             mirror,
@@ -863,6 +886,7 @@ impl Flags {
             append_only: self.append_only,
             max_size,
             health_min_free: self.health_min_free.unwrap_or(DEFAULT_HEALTH_MIN_FREE),
+            stale_days: self.stale_days.unwrap_or(DEFAULT_STALE_DAYS),
             verify_upload: !self.no_verify_upload,
             modes: Modes::new(self.group_accessible_repos),
             limits,

@@ -48,6 +48,10 @@ pub enum CommandError {
     ScrubFoundDamage(u64),
     /// `scrub --status`: damaged objects are known (listed on stdout).
     ScrubDamageKnown,
+    /// `health`: the server could not be asked.
+    Probe(crate::probe::ProbeError),
+    /// `health`: the server answered that it is unhealthy (on stdout).
+    Unhealthy,
 }
 
 impl CommandError {
@@ -83,6 +87,8 @@ impl fmt::Display for CommandError {
             CommandError::MirrorNotCurrent => f.write_str("the mirror is not current"),
             CommandError::ScrubFoundDamage(n) => write!(f, "{n} damaged object(s) found"),
             CommandError::ScrubDamageKnown => f.write_str("damaged objects are known"),
+            CommandError::Probe(e) => write!(f, "{e}"),
+            CommandError::Unhealthy => f.write_str("the server is unhealthy"),
             CommandError::InvalidName(name) => write!(
                 f,
                 "invalid user name {name:?}: use letters, digits, '_', '-', '.', '@' \
@@ -102,6 +108,7 @@ impl Error for CommandError {
             CommandError::Terminal(e) => Some(e),
             CommandError::Bcrypt(e) => Some(e),
             CommandError::Certificate(e) => Some(e),
+            CommandError::Probe(e) => e.source(),
             CommandError::PasswordsDiffer
             | CommandError::EmptyPassword
             | CommandError::NoSuchUser { .. }
@@ -111,7 +118,8 @@ impl Error for CommandError {
             | CommandError::NoMirrorStatus(_)
             | CommandError::MirrorNotCurrent
             | CommandError::ScrubFoundDamage(_)
-            | CommandError::ScrubDamageKnown => None,
+            | CommandError::ScrubDamageKnown
+            | CommandError::Unhealthy => None,
         }
     }
 }

@@ -135,6 +135,8 @@ pub struct Config {
     pub(crate) private_repos: bool,
     /// `--acl FILE`: per-user, per-repository access levels.
     pub(crate) acl: Option<PathBuf>,
+    /// `--quota-file FILE`: byte budgets per repository or tree.
+    pub(crate) quota_file: Option<PathBuf>,
     /// `--prometheus`: serve `/metrics`.
     pub(crate) prometheus: bool,
     /// `--prometheus-no-auth`: `/metrics` without credentials.
@@ -143,6 +145,9 @@ pub struct Config {
     pub(crate) max_size: Option<u64>,
     /// `--health-min-free`: below this many free bytes, `/health` says 503.
     pub(crate) health_min_free: u64,
+    /// `--stale-days`: the status page's age for a repository's newest
+    /// snapshot past which it is shown red; 0: never.
+    pub(crate) stale_days: u64,
     pub(crate) verify_upload: bool,
     pub(crate) modes: Modes,
     pub(crate) limits: Limits,
@@ -166,11 +171,13 @@ impl Config {
             auth: AuthMode::Off,
             private_repos: false,
             acl: None,
+            quota_file: None,
             prometheus: false,
             prometheus_no_auth: false,
             append_only: false,
             max_size: None,
             health_min_free: 0,
+            stale_days: 3,
             verify_upload: true,
             modes: Modes::new(false),
             limits: Limits::default(),

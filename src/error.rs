@@ -44,8 +44,8 @@ pub(crate) enum ApiError {
     RangeNotSatisfiable {
         size: u64,
     },
-    /// `--max-size` would be passed.
-    QuotaExceeded,
+    /// `--max-size` or a `--quota-file` budget would be passed.
+    QuotaExceeded(crate::quota::Over),
     /// The client stopped sending the body.
     BodyTimeout,
     /// The body could not be read from the connection (client went away).
@@ -71,7 +71,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Storage(e) => match e.kind {
                 ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -85,7 +85,7 @@ impl ApiError {
 
     /// Whether this is the server's fault (logged as an error, not a warning).
     pub(crate) fn is_server_fault(&self) -> bool {
-        self.status().is_server_error() && !matches!(self, ApiError::QuotaExceeded)
+        self.status().is_server_error() && !matches!(self, ApiError::QuotaExceeded(_))
     }
 
     /// A missing file or object: normal in restic's traffic, not bad input.
@@ -199,7 +199,7 @@ impl fmt::Display for ApiError {
             ApiError::RangeNotSatisfiable { size } => {
                 write!(f, "range not satisfiable for size {size}")
             }
-            ApiError::QuotaExceeded => f.write_str("--max-size would be exceeded"),
+            ApiError::QuotaExceeded(over) => write!(f, "{over}"),
             ApiError::BodyTimeout => f.write_str("client stopped sending the body"),
             ApiError::BodyRead(e) => write!(f, "reading body: {e}"),
             ApiError::Storage(e) => write!(f, "{e}"),
@@ -241,8 +241,9 @@ mod tests {
         assert_eq!(storage(ErrorKind::NoSpace).status(), 507);
         assert_eq!(storage(ErrorKind::Unexpected).status(), 500);
         assert_eq!(ApiError::HashMismatch.status(), 400);
-        assert_eq!(ApiError::QuotaExceeded.status(), 507);
-        assert!(!ApiError::QuotaExceeded.is_server_fault());
+        let over = ApiError::QuotaExceeded(crate::quota::Over::MaxSize);
+        assert_eq!(over.status(), 507);
+        assert!(!over.is_server_fault());
         assert!(storage(ErrorKind::Unexpected).is_server_fault());
     }
 

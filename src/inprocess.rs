@@ -59,6 +59,10 @@ fn state(store: &MemStore, setup: Setup) -> AppState<MemStore> {
         auth: setup.auth,
         quota: Rc::new(Quota::new(setup.max_size, 0)),
         metrics: Some(Rc::new(Metrics::default())),
+        usage: Rc::default(),
+        refused: Default::default(),
+        started: std::time::Instant::now(),
+        host: "test".to_string(),
         compute: ComputePool::start("test", 1).unwrap(),
         mirror: None,
         scrub: None,
@@ -187,7 +191,11 @@ async fn content_that_does_not_match_its_name_is_refused_and_not_stored() {
     let answer = send(&state, "POST", &format!("/r/data/{wrong}"), &data).await;
     assert_eq!(answer.status, 400);
     assert_eq!(store.file_count(), 0);
-    let text = state.metrics.as_ref().unwrap().render(None, &[]);
+    let text = state
+        .metrics
+        .as_ref()
+        .unwrap()
+        .render(&state.usage, None, &[]);
     assert!(text.contains("rest_server_upload_verification_failures_total 1"));
 
     // With --no-verify-upload the same upload is stored.
@@ -397,7 +405,11 @@ async fn metrics_are_recorded_once_per_request() {
     send(&state, "GET", &path, b"").await;
     send(&state, "GET", &path, b"").await;
     send(&state, "DELETE", &path, b"").await;
-    let text = state.metrics.as_ref().unwrap().render(None, &[]);
+    let text = state
+        .metrics
+        .as_ref()
+        .unwrap()
+        .render(&state.usage, None, &[]);
     for line in [
         "rest_server_blob_write_total{repo=\"r\",type=\"snapshots\",user=\"\"} 1",
         "rest_server_blob_write_bytes_total{repo=\"r\",type=\"snapshots\",user=\"\"} 2000",

@@ -156,6 +156,15 @@ fn run() -> Result<(), Failure> {
                 damaged => Err(CommandError::ScrubFoundDamage(damaged).into()),
             }
         }
+        Some(Command::Health(_)) => {
+            let config = flags.resolve()?;
+            let answer = rest_server::probe::health(&config).map_err(CommandError::Probe)?;
+            println!("{}", answer.text);
+            match answer.healthy {
+                true => Ok(()),
+                false => Err(CommandError::Unhealthy.into()),
+            }
+        }
         Some(Command::Ntp(args)) => {
             if args.servers.is_empty() {
                 return Err(CliError::Parse("ntp: name at least one server".into()).into());

@@ -2,18 +2,19 @@
 //!
 //! rest-server's blob counters keep their names and labels (`user`, `repo`,
 //! `type`), so existing dashboards keep working. Added for an appliance:
-//! bytes stored and the newest snapshot per repository (counted at startup,
-//! then kept up to date by uploads and deletes), free and total bytes of the
-//! data filesystem, failed logins and uploads refused by verification.
+//! bytes and objects stored and the newest snapshot per repository (from
+//! [`crate::usage`]), free and total bytes of the data filesystem, failed
+//! logins and uploads refused by verification.
 //! Everything lives on the event-loop thread, hence `RefCell`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::error::ApiError;
 use crate::route::ObjectType;
-use crate::store::{RepoStats, Space};
+use crate::store::Space;
+use crate::usage::Usage;
 
 /// What happened to a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,13 +65,14 @@ type BlobFamily = (&'static str, &'static str, fn(&BlobCounters) -> u64);
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     blobs: RefCell<BTreeMap<BlobKey, BlobCounters>>,
-    repos: RefCell<BTreeMap<String, RepoStats>>,
+    /// The repositories with series of their own.
+    repos: RefCell<BTreeSet<String>>,
     auth_failures: RefCell<BTreeMap<&'static str, u64>>,
     verification_failures: Cell<u64>,
 }
 
 impl Metrics {
-    pub(crate) fn new(repos: BTreeMap<String, RepoStats>) -> Metrics {
+    pub(crate) fn new(repos: Vec<String>) -> Metrics {
         if repos.len() > MAX_REPO_SERIES {
             log::warn!(
                 "metrics: {} repositories, series for the first {MAX_REPO_SERIES} only",
@@ -87,18 +89,18 @@ impl Metrics {
     /// up to [`MAX_REPO_SERIES`]. Whether it has them.
     pub(crate) fn repo_exists(&self, repo: &str) -> bool {
         let mut repos = self.repos.borrow_mut();
-        if repos.contains_key(repo) {
+        if repos.contains(repo) {
             return true;
         }
         if repos.len() >= MAX_REPO_SERIES {
             return false;
         }
-        repos.insert(repo.to_string(), RepoStats::default());
+        repos.insert(repo.to_string());
         true
     }
 
     fn known(&self, repo: &str) -> bool {
-        self.repos.borrow().contains_key(repo)
+        self.repos.borrow().contains(repo)
     }
 
     /// Counts a blob read, write or delete by `user` (empty without auth).
@@ -123,38 +125,6 @@ impl Metrics {
         };
         counter.count += 1;
         counter.bytes += bytes;
-        drop(blobs);
-        let mut repos = self.repos.borrow_mut();
-        let Some(stats) = repos.get_mut(repo) else {
-            return;
-        };
-        match op {
-            BlobOp::Read => {}
-            BlobOp::Write => {
-                stats.bytes += bytes;
-                if kind == ObjectType::Snapshots {
-                    stats.newest_snapshot = Some(crate::logging::unix_now());
-                }
-            }
-            BlobOp::Delete => stats.bytes = stats.bytes.saturating_sub(bytes),
-        }
-    }
-
-    /// Counts a config upload or delete in the repository's size (reads of
-    /// the config are not blob reads).
-    pub(crate) fn config(&self, op: BlobOp, repo: &str, bytes: u64) {
-        if op == BlobOp::Write {
-            self.repo_exists(repo);
-        }
-        let mut repos = self.repos.borrow_mut();
-        let Some(stats) = repos.get_mut(repo) else {
-            return;
-        };
-        match op {
-            BlobOp::Read => {}
-            BlobOp::Write => stats.bytes += bytes,
-            BlobOp::Delete => stats.bytes = stats.bytes.saturating_sub(bytes),
-        }
     }
 
     /// Counts the failures that have their own metric: refused logins and
@@ -176,7 +146,7 @@ impl Metrics {
     }
 
     /// The text exposition format, version 0.0.4.
-    pub(crate) fn render(&self, space: Option<Space>, logs: &[LogHealth]) -> String {
+    pub(crate) fn render(&self, usage: &Usage, space: Option<Space>, logs: &[LogHealth]) -> String {
         let mut out = String::with_capacity(4096);
         let blobs = self.blobs.borrow();
         let families: [BlobFamily; 6] = [
@@ -226,7 +196,12 @@ impl Metrics {
                 );
             }
         }
-        let repos = self.repos.borrow();
+        let labelled = self.repos.borrow();
+        let repos: Vec<_> = usage
+            .snapshot()
+            .into_iter()
+            .filter(|(repo, _)| labelled.contains(repo))
+            .collect();
         header(
             &mut out,
             "rest_server_repo_stored_bytes",
@@ -239,6 +214,20 @@ impl Metrics {
                 "rest_server_repo_stored_bytes{{repo=\"{}\"}} {}",
                 escape(repo),
                 stats.bytes
+            );
+        }
+        header(
+            &mut out,
+            "rest_server_repo_objects",
+            "Objects stored in the repository (its config not counted)",
+            "gauge",
+        );
+        for (repo, stats) in repos.iter() {
+            let _ = writeln!(
+                out,
+                "rest_server_repo_objects{{repo=\"{}\"}} {}",
+                escape(repo),
+                stats.objects
             );
         }
         header(
@@ -323,7 +312,7 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 }
 
 /// Label values may hold any UTF-8; the format needs `\`, `"` and newlines escaped.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -339,12 +328,16 @@ mod tests {
         let mut repos = BTreeMap::new();
         repos.insert(
             "alice".to_string(),
-            RepoStats {
-                bytes: 100,
+            crate::store::RepoStats {
+                bytes: 130,
+                objects: 3,
                 newest_snapshot: Some(5),
             },
         );
-        let metrics = Metrics::new(repos);
+        // Only repositories with series of their own are shown.
+        repos.insert("bob".to_string(), Default::default());
+        let usage = Usage::new(repos);
+        let metrics = Metrics::new(vec!["alice".to_string()]);
         metrics.blob(BlobOp::Write, "alice", "alice", ObjectType::Data, 50);
         metrics.blob(BlobOp::Read, "alice", "alice", ObjectType::Data, 20);
         metrics.blob(BlobOp::Delete, "alice", "alice", ObjectType::Data, 30);
@@ -352,13 +345,12 @@ mod tests {
             crate::auth::AuthError::WrongPassword,
         ));
         metrics.failed(&ApiError::HashMismatch);
-        metrics.config(BlobOp::Write, "alice", 10);
         let logs = [LogHealth {
             log: "access",
             dropped: 3,
             write_errors: 4,
         }];
-        let text = metrics.render(Some(Space { free: 1, total: 2 }), &logs);
+        let text = metrics.render(&usage, Some(Space { free: 1, total: 2 }), &logs);
         assert!(text.contains("rest_server_log_lines_dropped_total{log=\"access\"} 3"));
         assert!(text.contains("rest_server_log_write_errors_total{log=\"access\"} 4"));
         assert!(text.contains(
@@ -368,6 +360,8 @@ mod tests {
             "rest_server_blob_read_total{repo=\"alice\",type=\"data\",user=\"alice\"} 1"
         ));
         assert!(text.contains("rest_server_repo_stored_bytes{repo=\"alice\"} 130"));
+        assert!(text.contains("rest_server_repo_objects{repo=\"alice\"} 3"));
+        assert!(!text.contains("bob"), "{text}");
         assert!(
             text.contains("rest_server_repo_newest_snapshot_timestamp_seconds{repo=\"alice\"} 5")
         );
@@ -380,11 +374,12 @@ mod tests {
     #[test]
     fn paths_of_missing_repositories_get_no_series_of_their_own() {
         let metrics = Metrics::default();
+        let usage = Usage::default();
         for i in 0..50 {
             metrics.blob(BlobOp::Delete, "", &format!("nope{i}"), ObjectType::Data, 0);
             metrics.blob(BlobOp::Read, "", &format!("nope{i}"), ObjectType::Keys, 0);
         }
-        let text = metrics.render(None, &[]);
+        let text = metrics.render(&usage, None, &[]);
         assert!(!text.contains("nope"), "{text}");
         assert!(text.contains("rest_server_blob_delete_total{type=\"data\",user=\"\"} 50"));
         // Created repositories have them, up to the cap.
@@ -392,9 +387,11 @@ mod tests {
             metrics.repo_exists(&format!("r{i}"));
         }
         metrics.blob(BlobOp::Write, "", "r1", ObjectType::Data, 7);
+        usage.wrote("r1", Some(ObjectType::Data), 7);
         let extra = format!("r{}", MAX_REPO_SERIES + 5);
         metrics.blob(BlobOp::Write, "", &extra, ObjectType::Data, 7);
-        let text = metrics.render(None, &[]);
+        usage.wrote(&extra, Some(ObjectType::Data), 7);
+        let text = metrics.render(&usage, None, &[]);
         assert!(text.contains("rest_server_repo_stored_bytes{repo=\"r1\"} 7"));
         assert!(!text.contains(&format!("\"{extra}\"")));
         assert_eq!(metrics.repos.borrow().len(), MAX_REPO_SERIES);

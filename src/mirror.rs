@@ -233,6 +233,17 @@ impl State {
     }
 }
 
+/// The mirror at a glance, for the status page.
+pub(crate) struct MirrorSummary {
+    pub(crate) backlog_files: u64,
+    pub(crate) backlog_bytes: u64,
+    /// When the oldest file still waiting was committed (Unix seconds).
+    pub(crate) waiting_since: Option<u64>,
+    /// Whether the startup comparison with the bucket has finished.
+    pub(crate) compared: bool,
+    pub(crate) last_error: Option<String>,
+}
+
 /// What came of one attempt.
 enum Outcome {
     Done,
@@ -772,6 +783,18 @@ impl Mirror {
     }
 
     /// The mirror's part of `/metrics`.
+    /// What the status page shows.
+    pub(crate) fn summary(&self) -> MirrorSummary {
+        let state = self.state.borrow();
+        MirrorSummary {
+            backlog_files: state.backlog_files,
+            backlog_bytes: state.backlog_bytes,
+            waiting_since: state.oldest(),
+            compared: state.compared,
+            last_error: state.last_error.clone(),
+        }
+    }
+
     pub(crate) fn render_metrics(&self, out: &mut String) {
         let state = self.state.borrow();
         let now = crate::logging::unix_now();

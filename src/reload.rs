@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use std::future::Future;
+use std::pin::Pin;
 
 use crate::io_pool;
 
@@ -60,6 +61,33 @@ pub(crate) trait Reloadable: Sized + Send + 'static {
     fn kept(&self) -> String {
         self.summary()
     }
+}
+
+/// The rule files' common shape (the ACL, the quota file): one rule per
+/// line, whitespace-separated fields, `#` to the end of a line a comment.
+/// Each line's fields go to `rule`; a line it refuses is skipped with a
+/// warning that names the line and shows `expected`.
+pub(crate) fn parse_rules<R>(
+    text: &str,
+    expected: &str,
+    mut rule: impl FnMut(&[&str]) -> Option<R>,
+) -> (Vec<R>, Vec<String>) {
+    let (mut rules, mut warnings) = (Vec::new(), Vec::new());
+    for (index, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match rule(&fields) {
+            Some(parsed) => rules.push(parsed),
+            None => warnings.push(format!(
+                "line {}: expected {expected}; skipped: {line}",
+                index + 1
+            )),
+        }
+    }
+    (rules, warnings)
 }
 
 /// A file's identity and version, to notice that it changed.
@@ -123,7 +151,6 @@ pub(crate) struct Watched<T: Reloadable> {
     /// Counts the values loaded, so users can drop what they derived from an
     /// older one (cached credentials, say).
     version: Cell<u64>,
-    reload_now: Notify,
 }
 
 /// Reads the files on the I/O pool: their stamps first, so that a change
@@ -149,7 +176,6 @@ impl<T: Reloadable> Watched<T> {
             source,
             stamps: RefCell::new(stamps),
             version: Cell::new(0),
-            reload_now: Notify::new(),
         };
         watched.report(&loaded.warnings);
         Ok(Rc::new(watched))
@@ -171,26 +197,6 @@ impl<T: Reloadable> Watched<T> {
     /// Changes with every value loaded.
     pub(crate) fn version(&self) -> u64 {
         self.version.get()
-    }
-
-    /// Reloads at once, changed or not (SIGHUP).
-    pub(crate) fn reload_now(&self) {
-        self.reload_now.notify_one();
-    }
-
-    /// Checks the files every [`RELOAD_CHECK_INTERVAL`] and reloads them when
-    /// they changed or [`Watched::reload_now`] was called. Runs until the
-    /// server stops.
-    pub(crate) async fn watch(self: Rc<Self>) {
-        loop {
-            let forced = tokio::select! {
-                _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => false,
-                _ = self.reload_now.notified() => true,
-            };
-            if forced || self.changed().await {
-                self.reload().await;
-            }
-        }
     }
 
     /// Loads the files again and puts the new value in use; on failure,
@@ -221,4 +227,46 @@ impl<T: Reloadable> Watched<T> {
             _ => true,
         }
     }
+}
+
+/// A watched value of any type, as the one watcher task sees it.
+pub(crate) trait Watch {
+    /// Reloads the files when they changed since the last load, or always
+    /// when `forced`.
+    fn check(self: Rc<Self>, forced: bool) -> Pin<Box<dyn Future<Output = ()>>>;
+}
+
+impl<T: Reloadable> Watch for Watched<T> {
+    fn check(self: Rc<Self>, forced: bool) -> Pin<Box<dyn Future<Output = ()>>> {
+        Box::pin(async move {
+            if forced || self.changed().await {
+                self.reload().await;
+            }
+        })
+    }
+}
+
+/// Watches every file on one task (a task per type of file would cost
+/// about 10 KiB of binary each): each is checked every
+/// [`RELOAD_CHECK_INTERVAL`], and all are reloaded at once on SIGHUP, so
+/// the htpasswd file, the ACL, the quota file and the TLS files can be
+/// changed together. Runs until the server stops.
+pub(crate) fn watch_all(files: Vec<Rc<dyn Watch>>) -> io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::task::spawn_local(async move {
+        loop {
+            let forced = tokio::select! {
+                _ = tokio::time::sleep(RELOAD_CHECK_INTERVAL) => false,
+                Some(()) = hangup.recv() => {
+                    log::info!("received SIGHUP: reloading");
+                    true
+                }
+            };
+            for file in &files {
+                file.clone().check(forced).await;
+            }
+        }
+    });
+    Ok(())
 }

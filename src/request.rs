@@ -68,7 +68,12 @@ impl Counted {
         };
         match self.kind {
             Some(kind) => metrics.blob(op, &self.user, &self.repo, kind, bytes),
-            None => metrics.config(op, &self.repo, bytes),
+            // A config is no blob; its upload makes the repository known.
+            None => {
+                if op == BlobOp::Write {
+                    metrics.repo_exists(&self.repo);
+                }
+            }
         }
     }
 }
@@ -130,6 +135,11 @@ where
             if let Some(metrics) = &state.metrics {
                 metrics.failed(&e);
             }
+            if let ApiError::Unauthorized(why) = e {
+                state
+                    .refused
+                    .record(client.ip, why, crate::logging::unix_now());
+            }
             if let Some(body) = body {
                 let declared = api::declared_length(&parts.headers).ok().flatten();
                 drain_small_body(body, declared, state.config.limits.body_timeout).await;
@@ -189,6 +199,9 @@ where
     }
     if metrics_request {
         return metrics(state, access_log, &parts.method).await;
+    }
+    if parts.uri.path() == "/" && crate::status::wanted(&parts.method, &parts.headers) {
+        return Ok(crate::status::page(state, user.as_deref()).await);
     }
     let Route { repo, target } = Route::parse(parts.uri.path())?;
     let endpoint = Endpoint::select(&target, &parts.method)?;
@@ -279,7 +292,7 @@ async fn metrics<S: Store>(
     let mut text = state
         .metrics
         .as_ref()
-        .map(|m| m.render(space, &logs))
+        .map(|m| m.render(&state.usage, space, &logs))
         .unwrap_or_default();
     if let Some(mirror) = &state.mirror {
         mirror.render_metrics(&mut text);
@@ -287,6 +300,7 @@ async fn metrics<S: Store>(
     if let Some(scrub) = &state.scrub {
         scrub.render_metrics(&mut text);
     }
+    state.quota.render_metrics(&mut text);
     let mut response = Response::new(Body::full(text));
     response.headers_mut().insert(
         CONTENT_TYPE,

@@ -3,10 +3,13 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -79,20 +82,12 @@ pub(crate) async fn serve<S: Store>(
             // in the TLS handshake can also be closed to make room.
             let activity = registry.register();
             let handshake_timeout = shared.state.config.limits.header_timeout;
-            match (stream, tls) {
-                (Stream::Tcp(s), None) => {
-                    connection::serve(s, peer, shared, activity, stop_rx).await
-                }
-                (Stream::Unix(s), None) => {
-                    connection::serve(s, peer, shared, activity, stop_rx).await
-                }
-                (Stream::Tcp(s), Some(tls)) => {
-                    if let Some(s) = handshake(&tls, s, handshake_timeout, &peer, &activity).await {
-                        connection::serve(s, peer, shared, activity, stop_rx).await;
-                    }
-                }
-                (Stream::Unix(s), Some(tls)) => {
-                    if let Some(s) = handshake(&tls, s, handshake_timeout, &peer, &activity).await {
+            match tls {
+                None => connection::serve(stream, peer, shared, activity, stop_rx).await,
+                Some(tls) => {
+                    if let Some(s) =
+                        handshake(&tls, stream, handshake_timeout, &peer, &activity).await
+                    {
                         connection::serve(s, peer, shared, activity, stop_rx).await;
                     }
                 }
@@ -148,9 +143,71 @@ where
     }
 }
 
+/// A client connection of either kind. One type for both, so that the
+/// connection code (hyper's included) is compiled once for plain and once
+/// for TLS, not once per kind of socket as well: 15 KiB and more each on
+/// aarch64. A match per read or write costs nothing beside the syscall.
 enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 async fn accept(listener: &Listener) -> io::Result<(Stream, Peer)> {

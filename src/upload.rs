@@ -170,7 +170,7 @@ impl Receiver<'_> {
             budget: self.buffers.clone(),
             buffers: None,
         };
-        let mut reservation = Reservation::new(self.quota.clone());
+        let mut reservation = Reservation::new(self.quota.clone(), repo.label());
         let filled = self.fill(&mut sending, &mut reservation, body).await;
         let Sending { upload, .. } = sending;
         let refusal = match filled {
@@ -219,9 +219,7 @@ impl Receiver<'_> {
             if self.rules.max_bytes.is_some_and(|max| received + len > max) {
                 return Err(ApiError::PayloadTooLarge);
             }
-            if !reservation.grow(len) {
-                return Err(ApiError::QuotaExceeded);
-            }
+            reservation.grow(len).map_err(ApiError::QuotaExceeded)?;
             received += len;
             sending.take(data).await?;
         }
@@ -349,11 +347,13 @@ impl Receiver<'_> {
             Err(e) => Err(Begin::Refused(ApiError::Storage(e))),
             // The quota after the name: a retry of a stored upload takes no
             // new space.
-            Ok(upload) if declared.is_some_and(|len| self.quota.would_exceed(len)) => {
-                upload.abort().await;
-                Err(Begin::Refused(ApiError::QuotaExceeded))
-            }
-            Ok(upload) => Ok(upload),
+            Ok(upload) => match declared.map(|len| self.quota.check(&repo.label(), len)) {
+                Some(Err(over)) => {
+                    upload.abort().await;
+                    Err(Begin::Refused(ApiError::QuotaExceeded(over)))
+                }
+                _ => Ok(upload),
+            },
         }
     }
 }

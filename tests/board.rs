@@ -146,9 +146,6 @@ fn busybox_init_script_starts_reports_and_stops() {
         "{}",
         String::from_utf8_lossy(&started.stderr)
     );
-    let status = script("status");
-    assert_eq!(status.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&status.stdout).contains("is running"));
     // The server really serves, with the settings from the config file.
     let mut addr = None;
     assert!(eventually(Duration::from_secs(10), || {
@@ -167,6 +164,29 @@ fn busybox_init_script_starts_reports_and_stops() {
     assert_eq!(read_response(&mut stream, false).status, 200);
     let log = std::fs::read_to_string(&logfile).unwrap();
     assert!(log.contains("append-only mode: on"), "{log}");
+    // status asks GET /health, at the address the server took.
+    let Addr::Tcp(bound) = &addr else {
+        unreachable!()
+    };
+    let settings = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, settings.replace("127.0.0.1:0", &bound.to_string())).unwrap();
+    let status = script("status");
+    let said = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert_eq!(status.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("is running (pid ") && said.ends_with("): ok\n"),
+        "{said}"
+    );
+    // Running but not answering: not OK.
+    std::fs::write(&config, settings.replace("127.0.0.1:0", "127.0.0.1:1")).unwrap();
+    let status = script("status");
+    let said = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert_eq!(status.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("but not healthy: rest-server: nothing answers at 127.0.0.1:1"),
+        "{said}"
+    );
+    std::fs::write(&config, settings).unwrap();
     // Starting twice is harmless.
     assert!(script("start").status.success());
 

@@ -1,7 +1,7 @@
 //! Listening, timeouts, limits, startup cleanup, signals and the command line.
 
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -404,19 +404,6 @@ os.execve(sys.argv[1], sys.argv[1:], env)
     assert!(server.wait_for_log("systemd socket activation mode", Duration::from_secs(10)));
     assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
     assert!(data.join("repo/keys").is_dir());
-}
-
-fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -17,4 +17,5 @@ mod restic;
 mod s3;
 mod scrub;
 mod security;
+mod status;
 mod tls;

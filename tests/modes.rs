@@ -1,4 +1,4 @@
-//! --append-only, --max-size, --group-accessible-repos, and a full disk.
+//! --append-only, --max-size, --quota-file, --group-accessible-repos, and a full disk.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -60,6 +60,126 @@ fn append_only_refuses_deletes_but_locks() {
             .request("GET", &format!("/repo/data/{data_id}"))
             .text(),
         "pack"
+    );
+}
+
+/// Uploads `content` under its hash to `repo`'s `data`; chunked (no length
+/// declared) when `chunked`.
+fn upload_to(server: &Server, repo: &str, content: &[u8], chunked: bool) -> (String, u16) {
+    let id = sha256_hex(content);
+    let mut request = Request::new("POST", &format!("/{repo}/data/{id}")).body(content);
+    if chunked {
+        request = request.chunked();
+    }
+    (id, server.send(&request).status)
+}
+
+#[test]
+fn quota_file_budgets_per_repository_and_per_tree() {
+    let dir = TempDir::new("quota-file");
+    let data = dir.path().join("data");
+    let rules = dir.path().join("quotas");
+    std::fs::write(
+        &rules,
+        "# alice's laptop, and alice's repositories together\n\
+         /alice/laptop 2K\n\
+         /alice/* 3K\n",
+    )
+    .unwrap();
+    let args = ["--quota-file", rules.to_str().unwrap(), "--prometheus"];
+    let mut server = Server::start(&data, &args);
+    for repo in ["alice/laptop", "alice/desktop", "bob"] {
+        let created = server.request("POST", &format!("/{repo}/?create=true"));
+        assert_eq!(created.status, 200);
+    }
+    let (first, status) = upload_to(&server, "alice/laptop", &pseudo_random(1500, 1), false);
+    assert_eq!(status, 200);
+    // The laptop's own budget: refused before writing when the length says
+    // so, while streaming otherwise; nothing kept either way.
+    assert_eq!(
+        upload_to(&server, "alice/laptop", &pseudo_random(600, 2), false).1,
+        507
+    );
+    assert_eq!(
+        upload_to(&server, "alice/laptop", &pseudo_random(600, 3), true).1,
+        507
+    );
+    assert_eq!(files_below(&data.join("alice/laptop/data")).len(), 1);
+    // The log line is written after the answer: waited for, not raced.
+    let laptop = "the quota of /alice/laptop (/alice/laptop 2048 bytes) would be exceeded";
+    assert!(
+        server.wait_for_log(laptop, Duration::from_secs(10)),
+        "{}",
+        server.log()
+    );
+    // alice's tree: the desktop shares what the laptop left.
+    assert_eq!(
+        upload_to(&server, "alice/desktop", &pseudo_random(1500, 4), false).1,
+        200
+    );
+    assert_eq!(
+        upload_to(&server, "alice/desktop", &pseudo_random(100, 5), true).1,
+        507
+    );
+    assert!(
+        server.wait_for_log(
+            "the quota of /alice (/alice/* 3072 bytes)",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        server.log()
+    );
+    // bob has no budget but the disk.
+    assert_eq!(
+        upload_to(&server, "bob", &pseudo_random(10_000, 6), false).1,
+        200
+    );
+    let used = |server: &Server| {
+        metric(
+            server,
+            "rest_server_quota_used_bytes{group=\"/alice\",rule=\"/alice/*\"}",
+        )
+    };
+    assert_eq!(used(&server), "3000");
+
+    // A delete gives back.
+    let deleted = server.request("DELETE", &format!("/alice/laptop/data/{first}"));
+    assert_eq!(deleted.status, 200);
+    assert_eq!(used(&server), "1500");
+    assert_eq!(
+        upload_to(&server, "alice/laptop", &pseudo_random(1400, 7), true).1,
+        200
+    );
+
+    // Reloaded on SIGHUP like the ACL: a larger budget takes effect at once.
+    std::fs::write(&rules, "/alice/* 1M\n").unwrap();
+    let mark = server.log_mark();
+    nix::sys::signal::kill(server.pid(), nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(server.wait_for_log_since(mark, "loaded 1 rule(s)", Duration::from_secs(20)));
+    assert_eq!(
+        upload_to(&server, "alice/desktop", &pseudo_random(100, 5), true).1,
+        200
+    );
+    assert!(
+        server
+            .stop_with(nix::sys::signal::Signal::SIGTERM)
+            .success()
+    );
+
+    // Counted again from the disk at startup.
+    let server = Server::start(&data, &args);
+    let alice = data.join("alice");
+    let stored: u64 = files_below(&alice)
+        .iter()
+        .map(|f| std::fs::metadata(alice.join(f)).unwrap().len())
+        .sum();
+    assert_eq!(used(&server), stored.to_string());
+    assert_eq!(
+        metric(
+            &server,
+            "rest_server_quota_limit_bytes{group=\"/alice\",rule=\"/alice/*\"}"
+        ),
+        (1u64 << 20).to_string()
     );
 }
 
@@ -304,6 +424,16 @@ fn health_needs_no_credentials_and_says_why_the_disk_cannot_take_backups() {
     assert_eq!(put.status, 200);
     let full = server.request("GET", "/health");
     assert_eq!(full.status, 503);
+    // As an init script's status asks it.
+    let listen = server.tcp_addr().to_string();
+    let probe = || {
+        let path = data.to_str().unwrap();
+        let (code, out, _) = run_cli(&["--path", path, "--no-auth", "--listen", &listen, "health"]);
+        (code, out)
+    };
+    let (code, text) = probe();
+    assert_eq!(code, 1);
+    assert!(text.starts_with("unhealthy: "), "{text}");
     assert!(
         full.text().contains("below --health-min-free 4194304"),
         "{}",
@@ -314,6 +444,7 @@ fn health_needs_no_credentials_and_says_why_the_disk_cannot_take_backups() {
     assert_eq!(deleted.status, 200);
     assert_eq!(server.request("GET", "/health").status, 200);
     assert!(server.wait_for_log("health: healthy again", Duration::from_secs(10)));
+    assert_eq!(probe(), (0, "ok\n".to_string()));
 
     // A disk the kernel remounted read-only after errors.
     let remount = |how: &str| {

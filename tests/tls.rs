@@ -165,6 +165,51 @@ fn serves_https_with_rsa_ecdsa_and_ed25519_keys() {
     }
 }
 
+/// `rest-server health` with the server's flags: (exit code, stdout, stderr).
+fn probe(data: &Path, listen: &str, cert: &Path) -> (i32, String, String) {
+    let (data, cert) = (data.to_str().unwrap(), cert.to_str().unwrap());
+    run_cli(&[
+        "--path",
+        data,
+        "--no-auth",
+        "--listen",
+        listen,
+        "--tls",
+        "--tls-cert",
+        cert,
+        "health",
+    ])
+}
+
+#[test]
+fn the_health_command_asks_over_tls_pinning_the_servers_certificate() {
+    let test = "the_health_command_asks_over_tls_pinning_the_servers_certificate";
+    if !require_tool("openssl", test) {
+        return;
+    }
+    let dir = TempDir::new("tls-probe");
+    // The certificate names neither localhost nor 127.0.0.1: pinned, not
+    // checked by name.
+    let (cert, key) = self_signed(dir.path(), "nas.example", ECDSA);
+    let data = dir.path().join("data");
+    let server = tls_server(&data, &cert, &key, &[]);
+    let listen = server.tcp_addr().to_string();
+    let (code, out, err) = probe(&data, &listen, &cert);
+    assert_eq!((code, out.as_str()), (0, "ok\n"), "{err}");
+    // Another certificate in --tls-cert: not the server it means.
+    let (other, _) = self_signed(dir.path(), "other", ECDSA);
+    let (code, _, err) = probe(&data, &listen, &other);
+    assert_eq!(code, 1);
+    assert!(err.contains("not the one in --tls-cert"), "{err}");
+    drop(server);
+    let (code, _, err) = probe(&data, &listen, &cert);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("nothing answers at {listen}")),
+        "{err}"
+    );
+}
+
 #[test]
 fn minimum_version_and_bad_files() {
     if !require_tool("openssl", "minimum_version_and_bad_files") {

@@ -128,39 +128,20 @@ pub(crate) struct Acl {
 impl Acl {
     /// Parses the file; bad lines are skipped and reported as warnings.
     pub(crate) fn parse(text: &str) -> (Acl, Vec<String>) {
-        let mut acl = Acl::default();
-        let mut warnings = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let rule = match fields.as_slice() {
-                [user, level, repo] => {
-                    Access::parse(level)
-                        .zip(RepoPattern::parse(repo))
-                        .map(|(access, repo)| Rule {
-                            user: if *user == "*" {
-                                UserPattern::Anyone
-                            } else {
-                                UserPattern::Named(user.to_string())
-                            },
-                            access,
-                            repo,
-                        })
-                }
-                _ => None,
+        let expected = "`USER read|append|full REPOSITORY` (e.g. `alice append /alice/*`)";
+        let (rules, warnings) = crate::reload::parse_rules(text, expected, |fields| {
+            let [user, level, repo] = fields else {
+                return None;
             };
-            match rule {
-                Some(rule) => acl.rules.push(rule),
-                None => warnings.push(format!(
-                    "line {}: expected `USER read|append|full REPOSITORY` (e.g. `alice append /alice/*`); rule skipped",
-                    index + 1
-                )),
-            }
-        }
-        (acl, warnings)
+            let user = match *user {
+                "*" => UserPattern::Anyone,
+                name => UserPattern::Named(name.to_string()),
+            };
+            Access::parse(level)
+                .zip(RepoPattern::parse(repo))
+                .map(|(access, repo)| Rule { user, access, repo })
+        });
+        (Acl { rules }, warnings)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -171,14 +152,31 @@ impl Acl {
     pub(crate) fn access(&self, user: &str, repo: &RepoPath) -> Option<Access> {
         self.rules
             .iter()
-            .find(|rule| {
-                let user_matches = match &rule.user {
-                    UserPattern::Anyone => true,
-                    UserPattern::Named(name) => name == user,
-                };
-                user_matches && rule.repo.matches(user, repo)
-            })
+            .find(|rule| rule.user.matches(user) && rule.repo.matches(user, repo))
             .map(|rule| rule.access)
+    }
+
+    /// Whether a rule gives `user` every repository. Every level includes
+    /// reading, so whatever rule comes first for a repository, the user may
+    /// read them all: an administrator, for the status page.
+    pub(crate) fn covers_everything(&self, user: &str) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.user.matches(user)
+                && match &rule.repo {
+                    RepoPattern::Any => true,
+                    RepoPattern::AndBelow(p) => p.is_empty(),
+                    RepoPattern::Exactly(_) => false,
+                }
+        })
+    }
+}
+
+impl UserPattern {
+    fn matches(&self, user: &str) -> bool {
+        match self {
+            UserPattern::Anyone => true,
+            UserPattern::Named(name) => name == user,
+        }
     }
 }
 

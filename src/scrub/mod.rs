@@ -267,7 +267,18 @@ impl<S: Store> Walk<S> {
     }
 }
 
-/// What the server's scrub shows: in `/metrics`, and to the delete handler.
+/// The scrub at a glance, for the status page.
+pub(crate) struct ScrubSummary {
+    /// When the last full pass finished (Unix seconds).
+    pub(crate) last_finished: Option<u64>,
+    /// How far the pass under way is, 0 to 1.
+    pub(crate) progress: Option<f64>,
+    /// `/repo/type/id` of each damaged object.
+    pub(crate) damaged: Vec<String>,
+}
+
+/// What the server's scrub shows: in `/metrics`, on the status page, and to
+/// the delete handler.
 #[derive(Default)]
 pub(crate) struct Status {
     verified_objects: Cell<u64>,
@@ -315,6 +326,19 @@ impl Status {
 
     fn verified(&self) {
         self.verified_objects.set(self.verified_objects.get() + 1);
+    }
+
+    /// What the status page shows.
+    pub(crate) fn summary(&self) -> ScrubSummary {
+        let state = self.state.borrow();
+        ScrubSummary {
+            last_finished: state.last.map(|last| last.finished),
+            progress: state
+                .pass
+                .as_ref()
+                .map(|pass| pass.counts.bytes as f64 / pass.total_bytes.max(1) as f64),
+            damaged: state.damaged.iter().map(|d| d.place.to_string()).collect(),
+        }
     }
 
     pub(crate) fn render_metrics(&self, out: &mut String) {

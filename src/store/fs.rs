@@ -637,13 +637,13 @@ fn rename_if_free(temp: &Path, final_path: &Path) -> Result<(), StoreError> {
 
 /// The repository a file below the data directory belongs to, and whether it
 /// is a snapshot: the path up to the first type folder (or a final `config`).
-fn repo_of(relative: &Path) -> Option<(String, bool)> {
+fn repo_of(relative: &Path) -> Option<(String, Option<ObjectType>)> {
     let parts: Vec<&str> = relative.iter().filter_map(OsStr::to_str).collect();
     for (i, part) in parts.iter().enumerate().take(MAX_REPO_DEPTH + 1) {
         let last = i + 1 == parts.len();
         let kind = ObjectType::from_segment(part);
         if (last && *part == "config") || (!last && kind.is_some()) {
-            return Some((parts[..i].join("/"), kind == Some(ObjectType::Snapshots)));
+            return Some((parts[..i].join("/"), kind));
         }
     }
     None
@@ -700,10 +700,11 @@ fn scan(root: &Path, tidy: Tidy) -> Result<Scan, StoreError> {
             let meta = entry.metadata().op("scan")?;
             report.bytes += meta.len();
             let path = entry.path();
-            if let Some((repo, is_snapshot)) = path.strip_prefix(root).ok().and_then(repo_of) {
+            if let Some((repo, kind)) = path.strip_prefix(root).ok().and_then(repo_of) {
                 let stats: &mut RepoStats = report.repos.entry(repo).or_default();
                 stats.bytes += meta.len();
-                if is_snapshot {
+                stats.objects += u64::from(kind.is_some());
+                if kind == Some(ObjectType::Snapshots) {
                     let modified = meta
                         .modified()
                         .ok()
@@ -1404,15 +1405,18 @@ mod tests {
     fn files_are_attributed_to_their_repository() {
         let id = "ab".repeat(32);
         let cases = [
-            (format!("data/ab/{id}"), Some(("".to_string(), false))),
-            ("config".to_string(), Some(("".to_string(), false))),
+            (
+                format!("data/ab/{id}"),
+                Some(("".to_string(), Some(ObjectType::Data))),
+            ),
+            ("config".to_string(), Some(("".to_string(), None))),
             (
                 format!("alice/snapshots/{id}"),
-                Some(("alice".to_string(), true)),
+                Some(("alice".to_string(), Some(ObjectType::Snapshots))),
             ),
             (
                 "alice/laptop/config".to_string(),
-                Some(("alice/laptop".to_string(), false)),
+                Some(("alice/laptop".to_string(), None)),
             ),
             (".htpasswd".to_string(), None),
             ("a/b/c/config".to_string(), None),

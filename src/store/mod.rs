@@ -163,6 +163,8 @@ pub(crate) struct Incoming {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RepoStats {
     pub(crate) bytes: u64,
+    /// Objects of every type (the config is not one).
+    pub(crate) objects: u64,
     /// Modification time (Unix seconds) of the newest snapshot.
     pub(crate) newest_snapshot: Option<u64>,
 }

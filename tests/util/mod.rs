@@ -657,6 +657,20 @@ pub fn upload(server: &Server, kind: &str, content: &[u8]) -> (String, Response)
     (id, response)
 }
 
+/// Runs the binary with `args` and no input; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Runs `command` with `stdin` as its input; returns (exit code, stdout, stderr).
 pub fn run_with_stdin(mut command: Command, stdin: &str) -> (i32, String, String) {
     let mut child = command

@@ -17,7 +17,7 @@
 //! store completes. `If-None-Match: *` keeps two servers on one bucket from
 //! replacing each other's files where the store honours it.
 
-mod http;
+pub(crate) mod http;
 mod multipart;
 mod settings;
 mod sign;
@@ -71,7 +71,7 @@ struct Inner {
 impl S3Store {
     pub(crate) fn new(settings: Settings) -> Result<S3Store, SettingsError> {
         let roots = if settings.endpoint.https {
-            Some(load_roots(settings.ca_file.as_deref())?)
+            Some(http::Trust::Roots(load_roots(settings.ca_file.as_deref())?))
         } else {
             None
         };
@@ -511,12 +511,13 @@ async fn read_document(mut body: IncomingBody, op: &'static str) -> Result<Bytes
 
 /// The repository a key belongs to (relative to the store's prefix), and
 /// whether it is a snapshot.
-fn repo_of(relative: &str) -> Option<(String, bool)> {
+fn repo_of(relative: &str) -> Option<(String, Option<ObjectType>)> {
     let parts: Vec<&str> = relative.split('/').collect();
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        if (*part == "config" && last) || (!last && ObjectType::from_segment(part).is_some()) {
-            return Some((parts[..i].join("/"), *part == "snapshots"));
+        let kind = ObjectType::from_segment(part);
+        if (*part == "config" && last) || (!last && kind.is_some()) {
+            return Some((parts[..i].join("/"), kind));
         }
     }
     None
@@ -673,15 +674,15 @@ impl super::Store for S3Store {
         loop {
             let page = inner.list_page(&prefix, token.as_deref()).await?;
             for entry in page.entries {
-                let Some((repo, snapshot)) =
-                    entry.key.strip_prefix(prefix.as_str()).and_then(repo_of)
+                let Some((repo, kind)) = entry.key.strip_prefix(prefix.as_str()).and_then(repo_of)
                 else {
                     continue;
                 };
                 scan.bytes += entry.size;
                 let stats: &mut RepoStats = scan.repos.entry(repo).or_default();
                 stats.bytes += entry.size;
-                if snapshot {
+                stats.objects += u64::from(kind.is_some());
+                if kind == Some(ObjectType::Snapshots) {
                     stats.newest_snapshot = stats.newest_snapshot.max(entry.modified);
                 }
             }
@@ -843,10 +844,16 @@ mod tests {
 
     #[test]
     fn keys_are_attributed_to_their_repository() {
-        assert_eq!(repo_of("config"), Some((String::new(), false)));
-        assert_eq!(repo_of("a/b/config"), Some(("a/b".into(), false)));
-        assert_eq!(repo_of("a/data/ab/abcd"), Some(("a".into(), false)));
-        assert_eq!(repo_of("a/snapshots/x"), Some(("a".into(), true)));
+        assert_eq!(repo_of("config"), Some((String::new(), None)));
+        assert_eq!(repo_of("a/b/config"), Some(("a/b".into(), None)));
+        assert_eq!(
+            repo_of("a/data/ab/abcd"),
+            Some(("a".into(), Some(ObjectType::Data)))
+        );
+        assert_eq!(
+            repo_of("a/snapshots/x"),
+            Some(("a".into(), Some(ObjectType::Snapshots)))
+        );
         assert_eq!(repo_of("a/config/x"), None);
         assert_eq!(repo_of("a/b"), None);
     }

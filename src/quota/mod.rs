@@ -1,0 +1,430 @@
+//! Byte budgets: `--max-size` for the whole data directory, and the
+//! `--quota-file`'s per repository or per tree of repositories (see
+//! [`rules`]).
+//!
+//! Counted once at startup (the file's budgets from [`Usage`], again after
+//! each reload of the file), then kept up to date on the event-loop thread
+//! only (hence `Cell`): uploads reserve bytes as they stream, deletes give
+//! them back. An upload that would pass any budget is refused with 507,
+//! before writing when its length is declared, while streaming otherwise.
+
+pub(crate) mod rules;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::rc::Rc;
+
+use crate::reload::Watched;
+use crate::usage::Usage;
+use rules::{Group, QuotaRules};
+
+pub(crate) struct Quota {
+    limit: Option<u64>,
+    used: Cell<u64>,
+    budgets: Option<Budgets>,
+}
+
+/// The quota file's budgets and the bytes used in each.
+struct Budgets {
+    rules: Rc<Watched<QuotaRules>>,
+    usage: Rc<Usage>,
+    counted: RefCell<Counted>,
+}
+
+/// Bytes used per group, stored and reserved, for one version of the rules.
+#[derive(Debug, Default)]
+struct Counted {
+    /// None before the first count.
+    version: Option<u64>,
+    used: BTreeMap<Group, u64>,
+}
+
+/// Which budget an upload would pass, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Over {
+    MaxSize,
+    /// A quota file rule (as written) and the repository or tree it covers.
+    Rule {
+        rule: String,
+        group: String,
+        limit: u64,
+    },
+}
+
+impl fmt::Display for Over {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Over::MaxSize => f.write_str("--max-size would be exceeded"),
+            Over::Rule { rule, group, limit } => {
+                write!(
+                    f,
+                    "the quota of {group} ({rule} {limit} bytes) would be exceeded"
+                )
+            }
+        }
+    }
+}
+
+/// One budget as the status page and the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Budget {
+    /// The rule as written (`/$user/*`).
+    pub(crate) rule: String,
+    /// The repository or tree it is shared by (shown as `/alice`).
+    pub(crate) group: Group,
+    pub(crate) used: u64,
+    pub(crate) limit: u64,
+}
+
+impl Quota {
+    pub(crate) fn new(limit: Option<u64>, used: u64) -> Quota {
+        Quota {
+            limit,
+            used: Cell::new(used),
+            budgets: None,
+        }
+    }
+
+    /// Adds the `--quota-file`'s budgets, counted from `usage`.
+    pub(crate) fn with_rules(mut self, rules: Rc<Watched<QuotaRules>>, usage: Rc<Usage>) -> Quota {
+        self.budgets = Some(Budgets {
+            rules,
+            usage,
+            counted: RefCell::default(),
+        });
+        self
+    }
+
+    #[cfg(test)]
+    fn used(&self) -> u64 {
+        self.used.get()
+    }
+
+    /// Whether `bytes` more for the repository `repo` (by label) would pass
+    /// a budget (checked against a declared Content-Length before anything
+    /// is written).
+    pub(crate) fn check(&self, repo: &str, bytes: u64) -> Result<(), Over> {
+        self.check_max_size(bytes)?;
+        if let Some(budgets) = &self.budgets {
+            let (rules, groups) = budgets.groups(repo);
+            budgets.check(&rules, &groups, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn check_max_size(&self, bytes: u64) -> Result<(), Over> {
+        match self.limit {
+            Some(limit) if self.used.get().saturating_add(bytes) > limit => Err(Over::MaxSize),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives back the space of a file deleted from `repo`.
+    pub(crate) fn release(&self, repo: &str, bytes: u64) {
+        self.used.set(self.used.get().saturating_sub(bytes));
+        if let Some(budgets) = &self.budgets {
+            let (_, groups) = budgets.groups(repo);
+            budgets.add(&groups, bytes, false);
+        }
+    }
+
+    /// Every budget with bytes in it, for the status page and metrics.
+    pub(crate) fn budgets(&self) -> Vec<Budget> {
+        let Some(budgets) = &self.budgets else {
+            return Vec::new();
+        };
+        let rules = budgets.refresh();
+        let counted = budgets.counted.borrow();
+        counted
+            .used
+            .iter()
+            .filter_map(|(group, used)| {
+                let limit = rules.limit(group.rule)?;
+                Some(Budget {
+                    rule: rules.describe(group.rule).to_string(),
+                    group: group.clone(),
+                    used: *used,
+                    limit,
+                })
+            })
+            .collect()
+    }
+
+    /// The budgets the repository `repo` is in.
+    pub(crate) fn budgets_of(&self, repo: &str) -> Vec<Group> {
+        self.budgets.as_ref().map_or_else(Vec::new, |budgets| {
+            budgets.groups(repo).1.into_iter().map(|(g, _)| g).collect()
+        })
+    }
+
+    /// Each budget's limit and use, for `/metrics`.
+    pub(crate) fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        if self.budgets.is_none() {
+            return;
+        }
+        let budgets = self.budgets();
+        for (name, help, value) in [
+            (
+                "rest_server_quota_limit_bytes",
+                "Bytes a --quota-file budget allows",
+                (|b: &Budget| b.limit) as fn(&Budget) -> u64,
+            ),
+            (
+                "rest_server_quota_used_bytes",
+                "Bytes stored and being uploaded in a --quota-file budget",
+                |b: &Budget| b.used,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for budget in &budgets {
+                let _ = writeln!(
+                    out,
+                    "{name}{{group=\"{}\",rule=\"{}\"}} {}",
+                    crate::metrics::escape(&budget.group.to_string()),
+                    crate::metrics::escape(&budget.rule),
+                    value(budget)
+                );
+            }
+        }
+    }
+}
+
+impl Budgets {
+    /// The rules in use, with the bytes counted again if they changed.
+    fn refresh(&self) -> Rc<QuotaRules> {
+        let rules = self.rules.get();
+        let version = self.rules.version();
+        let mut counted = self.counted.borrow_mut();
+        if counted.version != Some(version) {
+            let mut used = BTreeMap::new();
+            for (label, stats) in self.usage.snapshot() {
+                for (group, _) in rules.groups(&label) {
+                    *used.entry(group).or_default() += stats.bytes;
+                }
+            }
+            *counted = Counted {
+                version: Some(version),
+                used,
+            };
+        }
+        rules
+    }
+
+    fn groups(&self, repo: &str) -> (Rc<QuotaRules>, Vec<(Group, u64)>) {
+        let rules = self.refresh();
+        let groups = rules.groups(repo);
+        (rules, groups)
+    }
+
+    fn check(&self, rules: &QuotaRules, groups: &[(Group, u64)], bytes: u64) -> Result<(), Over> {
+        let counted = self.counted.borrow();
+        for (group, limit) in groups {
+            let used = counted.used.get(group).copied().unwrap_or(0);
+            if used.saturating_add(bytes) > *limit {
+                return Err(Over::Rule {
+                    rule: rules.describe(group.rule).to_string(),
+                    group: group.to_string(),
+                    limit: *limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds (or, `grow` false, takes away) `bytes` in each group.
+    fn add(&self, groups: &[(Group, u64)], bytes: u64, grow: bool) {
+        let mut counted = self.counted.borrow_mut();
+        for (group, _) in groups {
+            let used = counted.used.entry(group.clone()).or_default();
+            *used = if grow {
+                used.saturating_add(bytes)
+            } else {
+                used.saturating_sub(bytes)
+            };
+        }
+    }
+}
+
+/// Bytes an upload in progress has taken from the budgets. Dropped without
+/// [`Reservation::keep`], it gives them back: an upload that fails or is
+/// abandoned leaves the counts as they were.
+pub(crate) struct Reservation {
+    quota: Rc<Quota>,
+    repo: String,
+    bytes: u64,
+    /// The quota file's budgets this upload counts in, and the version of
+    /// the rules they came from: after a reload the counts start again from
+    /// what is stored, without this upload.
+    groups: Vec<(Group, u64)>,
+    version: Option<u64>,
+}
+
+impl Reservation {
+    pub(crate) fn new(quota: Rc<Quota>, repo: String) -> Reservation {
+        let mut reservation = Reservation {
+            quota,
+            repo,
+            bytes: 0,
+            groups: Vec::new(),
+            version: None,
+        };
+        reservation.update_groups();
+        reservation
+    }
+
+    /// The groups of the rules in use; false if they changed since the
+    /// last call (the bytes taken so far are then no longer counted).
+    fn update_groups(&mut self) -> bool {
+        let Some(budgets) = &self.quota.budgets else {
+            return true;
+        };
+        let version = Some(budgets.rules.version());
+        if self.version == version {
+            return true;
+        }
+        let first = self.version.is_none();
+        self.groups = budgets.groups(&self.repo).1;
+        self.version = version;
+        first
+    }
+
+    /// Takes `bytes` more, or says which budget that would pass.
+    pub(crate) fn grow(&mut self, bytes: u64) -> Result<(), Over> {
+        self.count_again_after_reload();
+        let quota = &self.quota;
+        quota.check_max_size(bytes)?;
+        if let Some(budgets) = &quota.budgets {
+            budgets.check(&budgets.rules.get(), &self.groups, bytes)?;
+            budgets.add(&self.groups, bytes, true);
+        }
+        quota.used.set(quota.used.get() + bytes);
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// After a reload of the rules, which counted only what is stored, the
+    /// bytes this upload holds count in its (new) groups again.
+    fn count_again_after_reload(&mut self) {
+        if !self.update_groups()
+            && let Some(budgets) = &self.quota.budgets
+        {
+            budgets.add(&self.groups, self.bytes, true);
+        }
+    }
+
+    /// The upload is stored: its bytes stay counted.
+    pub(crate) fn keep(mut self) {
+        self.count_again_after_reload();
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let quota = &self.quota;
+        quota.used.set(quota.used.get().saturating_sub(self.bytes));
+        if let Some(budgets) = &quota.budgets
+            && self.version == Some(budgets.rules.version())
+        {
+            budgets.add(&self.groups, self.bytes, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::ObjectType;
+
+    #[test]
+    fn reservations_are_returned_unless_kept() {
+        let quota = Rc::new(Quota::new(Some(100), 10));
+        let mut a = Reservation::new(quota.clone(), String::new());
+        assert_eq!(a.grow(60), Ok(()));
+        assert_eq!(a.grow(31), Err(Over::MaxSize), "would reach 101");
+        assert_eq!(a.grow(30), Ok(()));
+        drop(a);
+        assert_eq!(quota.used(), 10);
+        let mut b = Reservation::new(quota.clone(), String::new());
+        assert_eq!(b.grow(90), Ok(()));
+        b.keep();
+        assert_eq!(quota.used(), 100);
+        assert_eq!(quota.check("", 1), Err(Over::MaxSize));
+        quota.release("", 50);
+        assert_eq!(quota.check("", 50), Ok(()));
+    }
+
+    #[test]
+    fn no_limit_never_refuses() {
+        let quota = Rc::new(Quota::new(None, 0));
+        let mut r = Reservation::new(quota.clone(), String::new());
+        assert_eq!(r.grow(u64::MAX / 2), Ok(()));
+        assert_eq!(quota.check("x", u64::MAX / 4), Ok(()));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_quota_files_budgets_count_stored_and_reserved_bytes() {
+        let dir = crate::testing::TempDir::new("quota-rules");
+        let file = dir.path().join("quotas");
+        std::fs::write(&file, "/alice/* 1000\n* 700\n").unwrap();
+        let rules = Watched::<QuotaRules>::load(file.clone()).await.unwrap();
+        let usage = Rc::new(Usage::default());
+        usage.wrote("alice/laptop", Some(ObjectType::Data), 600);
+        usage.wrote("bob", Some(ObjectType::Data), 650);
+        let quota = Rc::new(Quota::new(None, 0).with_rules(rules.clone(), usage.clone()));
+        // alice's tree has 400 left, and each repository at most 700.
+        assert_eq!(quota.check("alice/laptop", 100), Ok(()));
+        let over = quota.check("alice/laptop", 101).unwrap_err();
+        assert_eq!(
+            over.to_string(),
+            "the quota of /alice/laptop (* 700 bytes) would be exceeded"
+        );
+        assert!(quota.check("alice/desktop", 401).is_err());
+        assert_eq!(quota.check("bob", 50), Ok(()));
+        assert!(quota.check("bob", 51).is_err());
+        // Two uploads at once share what is left.
+        let mut a = Reservation::new(quota.clone(), "alice/desktop".into());
+        let mut b = Reservation::new(quota.clone(), "alice/phone".into());
+        assert_eq!(a.grow(300), Ok(()));
+        assert!(matches!(b.grow(101), Err(Over::Rule { ref group, .. }) if group == "/alice"));
+        assert_eq!(b.grow(100), Ok(()));
+        drop(b);
+        a.keep();
+        usage.wrote("alice/desktop", Some(ObjectType::Data), 300);
+        let shown = quota.budgets();
+        assert!(shown.contains(&Budget {
+            rule: "/alice/*".into(),
+            group: Group {
+                rule: 0,
+                label: "alice".into()
+            },
+            used: 900,
+            limit: 1000
+        }));
+        let mut text = String::new();
+        quota.render_metrics(&mut text);
+        assert!(
+            text.contains("rest_server_quota_used_bytes{group=\"/alice\",rule=\"/alice/*\"} 900"),
+            "{text}"
+        );
+        // A delete gives back.
+        quota.release("alice/laptop", 600);
+        usage.deleted("alice/laptop", Some(ObjectType::Data), 600);
+        assert_eq!(quota.check("alice/desktop", 400), Ok(()));
+        // Reloaded mid-upload: counted again from what is stored, and the
+        // upload in flight counts in its new groups from its next piece.
+        let mut c = Reservation::new(quota.clone(), "alice/desktop".into());
+        assert_eq!(c.grow(350), Ok(()));
+        std::fs::write(&file, "/alice/* 1000\n").unwrap();
+        rules.reload().await;
+        assert_eq!(c.grow(1), Ok(()));
+        // 300 stored and 351 in flight.
+        assert_eq!(quota.check("alice/x", 349), Ok(()));
+        assert!(quota.check("alice/x", 350).is_err());
+        drop(c);
+        assert_eq!(quota.check("alice/x", 700), Ok(()));
+    }
+}
