@@ -176,9 +176,10 @@ kernel_dir="$work/pkgs"
 depmod -b "$kernel_dir" "$kver"
 
 # Drivers, with their dependencies in load order: qemu's virt machine
-# (virtio), the Raspberry Pi 3/4 (SD card, USB disks, Ethernet), ext4 and FAT.
-modules="virtio_pci virtio_blk virtio_net ext4 vfat nls_cp437 nls_ascii nls_iso8859_1
-    sdhci_iproc bcm2835 xhci_pci usb_storage uas genet smsc95xx lan78xx"
+# (virtio, the i6300esb watchdog), the Raspberry Pi 3/4 (SD card, USB
+# disks, Ethernet, the bcm2835 watchdog), ext4 and FAT.
+modules="virtio_pci virtio_blk virtio_net i6300esb ext4 vfat nls_cp437 nls_ascii nls_iso8859_1
+    sdhci_iproc bcm2835 xhci_pci usb_storage uas genet smsc95xx lan78xx bcm2835_wdt"
 initramfs="$work/initramfs"
 mkdir -p "$initramfs/bin" "$initramfs/lib/modules" "$initramfs/proc" "$initramfs/sys" "$initramfs/dev"
 : >"$initramfs/modules.list"
@@ -198,17 +199,25 @@ install -m 0755 "$here/initramfs-init" "$initramfs/init"
 (cd "$initramfs" && find . | cpio -o -H newc --quiet | gzip -9) >"$out/initrd.img"
 cp "$kernel_dir/boot/vmlinuz-$kver" "$out/vmlinuz"
 
-# The root partition: busybox, rest-server, the boot script.
+# The root partition: busybox (init is PID 1), rest-server, the boot script
+# and the services init keeps running (image/root/inittab).
 root="$work/root"
-mkdir -p "$root/bin" "$root/usr/bin" "$root/etc" "$root/proc" "$root/sys" "$root/dev" \
-    "$root/run" "$root/tmp" "$root/data" "$root/var/lib"
+mkdir -p "$root/bin" "$root/sbin" "$root/usr/bin" "$root/etc/service" "$root/proc" "$root/sys" \
+    "$root/dev" "$root/run" "$root/tmp" "$root/data" "$root/var/lib"
 cp "$kernel_dir/bin/busybox" "$root/bin/busybox"
-for applet in sh mount umount ip udhcpc findfs hostname awk sleep mkdir rm sync cat; do
+for applet in sh mount umount ip udhcpc findfs hostname awk sed sleep mkdir rm sync cat \
+    reboot poweroff kill ps pidof nc timeout head tr date ls; do
     ln -s busybox "$root/bin/$applet"
 done
+ln -s ../bin/busybox "$root/sbin/init"
 install -m 0755 "$binary" "$root/usr/bin/rest-server"
 install -m 0755 "$here/root/rc.boot" "$root/etc/rc.boot"
+install -m 0644 "$here/root/inittab" "$root/etc/inittab"
 install -m 0755 "$here/root/udhcpc.script" "$root/etc/udhcpc.script"
+install -m 0644 "$here/root/service/functions" "$root/etc/service/functions"
+for service in rest-server ntp watchdog mdns; do
+    install -m 0755 "$here/root/service/$service" "$root/etc/service/$service"
+done
 ln -s /run/resolv.conf "$root/etc/resolv.conf"
 rm -f "$work/root.img"
 mkfs.ext4 -q -L rsroot -d "$root" "$work/root.img" 64M

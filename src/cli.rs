@@ -167,6 +167,33 @@ pub enum Command {
     Cleanup(Cleanup),
     Scrub(ScrubArgs),
     Health(HealthArgs),
+    Ntp(NtpArgs),
+    Mdns(MdnsArgs),
+}
+
+/// answer multicast DNS queries for this board's name with its IPv4
+/// address (the flashable image runs it)
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "mdns")]
+pub struct MdnsArgs {
+    /// the name to answer for (default rest-server.local)
+    #[argh(option, default = "String::from(\"rest-server.local\")")]
+    pub name: String,
+}
+
+/// keep the clock set from SNTP servers, for a board without a real-time
+/// clock (the flashable image runs it); logs each correction
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "ntp")]
+pub struct NtpArgs {
+    /// seconds between two syncs (default 3600)
+    #[argh(option, default = "3600")]
+    pub interval: u64,
+    /// servers (host, host:port, [v6 address]:port), tried in turn
+    #[argh(positional)]
+    pub servers: Vec<String>,
 }
 
 /// ask the running server's GET /health at --listen (over TLS with --tls,

@@ -169,6 +169,20 @@ fn run() -> Result<(), Failure> {
                 false => Err(CommandError::Unhealthy.into()),
             }
         }
+        Some(Command::Ntp(args)) => {
+            if args.servers.is_empty() {
+                return Err(CliError::Parse("ntp: name at least one server".into()).into());
+            }
+            rest_server::logging::init(flags.debug);
+            let interval = std::time::Duration::from_secs(args.interval.max(1));
+            rest_server::ntp::run(&args.servers, interval)
+        }
+        Some(Command::Mdns(args)) => {
+            rest_server::logging::init(flags.debug);
+            // The error names the port it is about, as a path would.
+            rest_server::mdns::run(&args.name).map_err(CommandError::io("mdns (udp port 5353)"))?;
+            Ok(())
+        }
         Some(Command::User(args)) => Ok(users::run(args.action.clone(), &flags.htpasswd_path()?)?),
         None => {
             rest_server::logging::init(flags.debug);

@@ -19,6 +19,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 struct Vm {
     child: Child,
+    /// The serial console's input: the image's shell, after Enter.
+    input: std::process::ChildStdin,
     monitor: PathBuf,
     port: u16,
     console: PathBuf,
@@ -31,7 +33,7 @@ impl Vm {
         let _ = std::fs::remove_file(&monitor);
         let drive =
             |file: &Path, id: &str| format!("file={},if=none,id={id},format=raw", file.display());
-        let child = Command::new("qemu-system-aarch64")
+        let mut child = Command::new("qemu-system-aarch64")
             .args([
                 "-M",
                 "virt",
@@ -61,15 +63,21 @@ impl Vm {
             // Port 0: qemu picks a free port; `info usernet` tells which.
             .args(["-netdev", "user,id=n,hostfwd=tcp:127.0.0.1:0-:8000"])
             .args(["-device", "virtio-net-pci,netdev=n,romfile="])
+            // A hardware watchdog on qemu's PCI bus; it resets the machine.
+            .args(["-device", "i6300esb"])
+            // A clock 25 years off, as a Pi's (it has none) would be.
+            .args(["-rtc", "base=2001-01-01T00:00:00"])
             .arg("-monitor")
             .arg(format!("unix:{},server,nowait", monitor.display()))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(std::fs::File::create(&console).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .expect("start qemu-system-aarch64");
+        let input = child.stdin.take().unwrap();
         let mut vm = Vm {
             child,
+            input,
             monitor,
             port: 0,
             console,
@@ -140,6 +148,35 @@ impl Vm {
         );
     }
 
+    /// Waits until the console shows `text` `count` times.
+    fn wait_for_console(&self, text: &str, count: usize, timeout: Duration) {
+        let seen = eventually(timeout, || {
+            self.console_text().matches(text).count() >= count
+        });
+        assert!(
+            seen,
+            "no {count} × {text:?} on the console:\n{}",
+            self.console_text()
+        );
+    }
+
+    /// Runs `line` in the root shell on the console of the `boot`-th boot:
+    /// Enter (which opens the shell, or gives a fresh prompt), then the line.
+    fn shell(&self, boot: usize, line: &str) {
+        self.wait_for_console(
+            "Please press Enter to activate this console.",
+            boot,
+            BOOT_TIMEOUT,
+        );
+        let prompt = "/ # ";
+        let prompts = self.console_text().matches(prompt).count();
+        (&self.input).write_all(b"\n").unwrap();
+        self.wait_for_console(prompt, prompts + 1, Duration::from_secs(30));
+        (&self.input)
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+
     fn console_text(&self) -> String {
         std::fs::read_to_string(&self.console).unwrap_or_default()
     }
@@ -157,6 +194,66 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A tiny SNTP server on 127.0.0.1 (the VM reaches it as 10.0.2.2), with
+/// this machine's time, until dropped.
+struct NtpServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NtpServer {
+    fn start() -> NtpServer {
+        use std::sync::atomic::Ordering;
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if n < 48 || buf[0] & 7 != 3 {
+                    continue;
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                let ntp = ((now.as_secs() + 2_208_988_800) << 32)
+                    | ((u64::from(now.subsec_nanos()) << 32) / 1_000_000_000);
+                let mut reply = [0u8; 48];
+                reply[0] = 0x24; // version 4, server
+                reply[1] = 1; // stratum 1
+                reply[12..16].copy_from_slice(b"TEST");
+                reply[16..24].copy_from_slice(&ntp.to_be_bytes());
+                reply[24..32].copy_from_slice(&buf[40..48]);
+                reply[32..40].copy_from_slice(&ntp.to_be_bytes());
+                reply[40..48].copy_from_slice(&ntp.to_be_bytes());
+                let _ = socket.send_to(&reply, from);
+            }
+        });
+        NtpServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NtpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -190,7 +287,12 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     let users = dir.path().join("users");
     std::fs::write(&users, "alice:alice pw\n").unwrap();
     let conf = dir.path().join("rest-server.conf");
-    std::fs::write(&conf, "LISTEN=:8000\nTLS=yes\n").unwrap();
+    let ntp = NtpServer::start();
+    std::fs::write(
+        &conf,
+        format!("LISTEN=:8000\nTLS=yes\nNTP=10.0.2.2:{}\n", ntp.port),
+    )
+    .unwrap();
     let fat = format!("{}@@1M", system.display());
     for (file, name) in [(&users, "::/users"), (&conf, "::/rest-server.conf")] {
         let copied = mtools(&["mcopy", "-o", "-i", &fat, file.to_str().unwrap(), name]);
@@ -220,6 +322,46 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     );
     assert!(console.contains("added user alice"), "{console}");
     assert!(console.contains("made a TLS certificate"), "{console}");
+    // busybox init runs the services: DHCP (the lease logged), and the
+    // watchdog feeder once the server answers.
+    assert!(
+        console.contains("rest-server image: dhcp: lease of 10.0.2.15/24 on eth0"),
+        "{console}"
+    );
+    vm.wait_for_console(
+        "rest-server image: watchdog: feeding /dev/watchdog while GET /health on :8000 (TLS) answers",
+        1,
+        Duration::from_secs(60),
+    );
+    // The mDNS responder (qemu's user network carries no multicast; it is
+    // tested on a LAN of network namespaces below).
+    vm.wait_for_console(
+        "[INFO] mdns: rest-server.local is 10.0.2.15",
+        1,
+        Duration::from_secs(60),
+    );
+    // The clock, 25 years off at boot, is set from the NTP server (within
+    // a retry or two: the first try may come before the DHCP lease), and
+    // the board then says this year.
+    vm.wait_for_console(
+        "[INFO] ntp: clock corrected by +",
+        1,
+        Duration::from_secs(120),
+    );
+    let year = Command::new("date").args(["-u", "+%Y"]).output().unwrap();
+    let year = String::from_utf8_lossy(&year.stdout).trim().to_string();
+    vm.shell(1, "echo clock-\"\"$(date -u +%Y)");
+    vm.wait_for_console(&format!("clock-{year}"), 1, Duration::from_secs(30));
+    // PID 1 reaps orphans: a process whose parent is gone does not stay a
+    // zombie (its /proc entry goes once init has waited for it). The
+    // marker is written split so that the echoed command does not match.
+    vm.shell(
+        1,
+        "p=$(sh -c 'sleep 1 >/dev/null & echo $!'); t=0; \
+         while [ -e /proc/$p ] && [ $t -lt 100 ]; do sleep 0.1; t=$((t+1)); done; \
+         [ -e /proc/$p ] || echo orphan-\"\"reaped",
+    );
+    vm.wait_for_console("orphan-reaped", 1, Duration::from_secs(30));
     // The certificate made at first boot, from the boot partition.
     let ca = dir.path().join("rest-server.crt");
     let ca_arg = ca.to_str().unwrap();
@@ -331,6 +473,28 @@ fn image_boots_serves_restic_and_survives_a_power_cut() {
     ok(
         restic(&repo, &cache, &["--cacert", ca_arg, "check"]),
         "check after the new backup",
+    );
+
+    // The watchdog: armed through all of the above (minutes, with a 30 s
+    // timeout) it reset nothing while the server answered; the two boots are
+    // the first and the power cut's.
+    let console = vm.console_text();
+    assert_eq!(console.matches("Booting Linux").count(), 2, "{console}");
+    // A hung server: stopped, its port takes connections and says nothing.
+    // The feeder stops feeding after 30 s and the i6300esb resets the
+    // machine, which boots and serves again.
+    vm.shell(2, "kill -STOP $(pidof rest-server)");
+    vm.wait_for_console(
+        "rest-server image: watchdog: stopped feeding /dev/watchdog: GET /health on :8000 (TLS) has not answered for",
+        1,
+        Duration::from_secs(90),
+    );
+    vm.wait_until_serving(boots_before + 2);
+    let console = vm.console_text();
+    assert_eq!(console.matches("Booting Linux").count(), 3, "{console}");
+    ok(
+        restic(&repo, &cache, &["--cacert", ca_arg, "snapshots"]),
+        "snapshots after the watchdog's reset",
     );
 }
 
@@ -458,4 +622,276 @@ fn build_script_takes_the_mirror_from_its_option_the_environment_or_the_apt_sour
     let (ok, out, err) = print_mirror(sources, None, &["--mirror", "not a uri"]);
     assert!(!ok, "{out}");
     assert!(err.contains("is not a URI"), "{err}");
+}
+
+/// A network namespace this test made; dropping it ends the processes in it
+/// and removes it.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        let made = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(made.is_ok_and(|s| s.success()), "ip netns add {name}");
+        Netns(name)
+    }
+
+    /// `ip -n NAME args...`, which must succeed.
+    fn ip(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.0])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip -n {} {args:?}: {}",
+            self.0,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `program args...` inside the namespace, its output in `log`.
+    fn spawn(&self, args: &[&str], log: &Path) -> Child {
+        // One open file for both: they share its offset.
+        let out = std::fs::File::create(log).unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("ip netns exec")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A process that is killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// busybox udhcpd for one address, with a lease of `LEASE_S` seconds.
+fn dhcp_server(ns: &Netns, dir: &Path, address: &str) -> Killed {
+    let conf = dir.join(format!("udhcpd-{address}.conf"));
+    let leases = dir.join(format!("leases-{address}"));
+    std::fs::write(
+        &conf,
+        format!(
+            "start {address}\nend {address}\ninterface veth0\n\
+             lease_file {}\npidfile {}\nmin_lease 4\n\
+             option subnet 255.255.255.0\noption router 192.0.2.1\n\
+             option dns 192.0.2.1\noption lease {LEASE_S}\n",
+            leases.display(),
+            dir.join(format!("udhcpd-{address}.pid")).display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&leases, b"").unwrap();
+    let log = dir.join(format!("udhcpd-{address}.log"));
+    Killed(ns.spawn(&["busybox", "udhcpd", "-f", conf.to_str().unwrap()], &log))
+}
+
+/// The lease the test's DHCP server gives: renewed every 4 s.
+const LEASE_S: u32 = 8;
+
+/// The image's DHCP client, for months: image/root/inittab's udhcpc command
+/// line and image/root/udhcpc.script, run against busybox udhcpd in a pair of
+/// network namespaces joined by a veth pair (192.0.2.0/24, TEST-NET-1: no
+/// packet leaves them). With an 8 s lease: the lease is renewed (and each
+/// renewal logged); a cable pulled for longer than the lease and plugged in
+/// again is survived; a new address from the server is taken and the change
+/// logged. About a minute: run with the image tests (tests/emulated.sh).
+#[test]
+#[ignore = "about a minute: tests/emulated.sh runs it with the image tests (--include-ignored)"]
+fn image_dhcp_client_renews_survives_a_pulled_cable_and_logs_address_changes() {
+    let test = "image_dhcp_client_renews_survives_a_pulled_cable_and_logs_address_changes";
+    if !require_root(test) || !require_tool("ip", test) || !require_tool("busybox", test) {
+        return;
+    }
+    let project = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let inittab = std::fs::read_to_string(project.join("image/root/inittab")).unwrap();
+    let command = inittab
+        .lines()
+        .find_map(|l| l.strip_prefix("::respawn:/bin/udhcpc "))
+        .expect("inittab starts udhcpc");
+    assert!(!command.split_whitespace().any(|w| w == "-q"), "{command}");
+    let script = project.join("image/root/udhcpc.script");
+    let command = command.replace("/etc/udhcpc.script", script.to_str().unwrap());
+
+    let dir = TempDir::new("dhcp");
+    let id = std::process::id();
+    let server = Netns::new(format!("rs-dhcp-server-{id}"));
+    let board = Netns::new(format!("rs-dhcp-board-{id}"));
+    server.ip(&[
+        "link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", &board.0,
+    ]);
+    server.ip(&["addr", "add", "192.0.2.1/24", "dev", "veth0"]);
+    server.ip(&["link", "set", "veth0", "up"]);
+    board.ip(&["link", "set", "lo", "up"]);
+    board.ip(&["link", "set", "eth0", "up"]);
+    let mut udhcpd = dhcp_server(&server, dir.path(), "192.0.2.100");
+
+    // The board's /run (the script's state, resolv.conf) is a tmpfs of its
+    // own: `ip netns exec` gives the command a mount namespace.
+    let client_log = dir.path().join("udhcpc.log");
+    let _udhcpc = Killed(board.spawn(
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "mount -t tmpfs tmpfs /run && PATH=/usr/sbin:/usr/bin:/sbin:/bin exec busybox udhcpc {command}"
+            ),
+        ],
+        &client_log,
+    ));
+    let log = || std::fs::read_to_string(&client_log).unwrap_or_default();
+    let wait = |what: &str, count: usize| {
+        let seen = eventually(Duration::from_secs(40), || {
+            log().matches(what).count() >= count
+        });
+        assert!(
+            seen,
+            "no {count} × {what:?} in the client's output:\n{}",
+            log()
+        );
+    };
+    let address = || board.ip(&["-4", "addr", "show", "dev", "eth0"]);
+
+    let bound = "rest-server image: dhcp: lease of 192.0.2.100/24 on eth0 for 8s (router 192.0.2.1, DNS 192.0.2.1)";
+    wait(bound, 1);
+    assert!(address().contains("inet 192.0.2.100/24"), "{}", address());
+    // Renewed (busybox makes the lease at least some 30 s, and renews at
+    // half of it); without -q udhcpc stays.
+    let renewed = "rest-server image: dhcp: lease of 192.0.2.100 on eth0 renewed for 8s";
+    wait(renewed, 1);
+
+    // The cable pulled for a while. busybox udhcpc cannot read its socket
+    // then and tries again every few seconds (no busy loop), without moving
+    // on to expire the lease; once the cable is in again it renews (or, had
+    // the server given the address away, asks anew: below).
+    board.ip(&["link", "set", "eth0", "down"]);
+    let down = "udhcpc: read error: Network is down, reopening socket";
+    wait(down, 1);
+    let unplugged = Instant::now();
+    wait(down, 3);
+    assert!(
+        unplugged.elapsed() >= Duration::from_secs(4),
+        "udhcpc retries without pause:\n{}",
+        log()
+    );
+    let renewals = log().matches(renewed).count();
+    board.ip(&["link", "set", "eth0", "up"]);
+    wait(renewed, renewals + 1);
+    assert!(address().contains("inet 192.0.2.100/24"), "{}", address());
+
+    // The server now hands out another address (a new router, a reset
+    // lease table) and ignores the renewals of the old one: once it runs
+    // out, the new one is taken and the change logged.
+    let _ = udhcpd.0.kill();
+    let _ = udhcpd.0.wait();
+    udhcpd = dhcp_server(&server, dir.path(), "192.0.2.101");
+    wait(
+        "rest-server image: dhcp: lease of 192.0.2.100 on eth0 lost; asking again",
+        1,
+    );
+    wait(
+        "rest-server image: dhcp: address changed on eth0: 192.0.2.100 -> 192.0.2.101",
+        1,
+    );
+    let now = address();
+    assert!(
+        now.contains("inet 192.0.2.101/24") && !now.contains("192.0.2.100"),
+        "{now}"
+    );
+    drop(udhcpd);
+}
+
+/// `rest-server mdns`, which the image runs, on a LAN of two network
+/// namespaces joined by a veth pair (192.0.2.0/24, TEST-NET-1): it announces
+/// `rest-server.local` when it starts, and answers a multicast question
+/// (QM), a unicast-response question (QU) and a plain DNS query from
+/// another port (legacy unicast: its id and a 10 s TTL back), from a Python
+/// asker (tests/mdns/ask.py); after the board's address changes, the
+/// answers carry the new one without a restart.
+#[test]
+fn mdns_responder_answers_for_the_board_name_on_the_lan() {
+    let test = "mdns_responder_answers_for_the_board_name_on_the_lan";
+    if !require_root(test) || !require_tool("ip", test) || !require_tool("python3", test) {
+        return;
+    }
+    let dir = TempDir::new("mdns");
+    let id = std::process::id();
+    let board = Netns::new(format!("rs-mdns-board-{id}"));
+    let asker = Netns::new(format!("rs-mdns-asker-{id}"));
+    board.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &asker.0,
+    ]);
+    for (ns, address) in [(&board, "192.0.2.1/24"), (&asker, "192.0.2.2/24")] {
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&["addr", "add", address, "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        // Multicast goes out on eth0, as the image's default route makes it.
+        ns.ip(&["route", "add", "224.0.0.0/4", "dev", "eth0"]);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mdns/ask.py");
+    let ask = |round: &str, args: &[&str]| -> (Killed, PathBuf) {
+        let out = dir.path().join(format!("ask-{round}.log"));
+        let mut command = vec!["python3", script.to_str().unwrap(), "rest-server.local"];
+        command.extend_from_slice(args);
+        (Killed(asker.spawn(&command, &out)), out)
+    };
+    let wait_for = |log: &Path, text: &str| {
+        let seen = eventually(Duration::from_secs(20), || {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains(text)
+        });
+        let text_now = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(seen, "no {text:?} from the asker:\n{text_now}");
+    };
+
+    let (_first, first_log) = ask("first", &["--announce"]);
+    wait_for(&first_log, "ready");
+    let bin = binary();
+    let responder_log = dir.path().join("responder.log");
+    let _responder = Killed(board.spawn(
+        &[bin.to_str().unwrap(), "mdns", "--name", "rest-server.local"],
+        &responder_log,
+    ));
+    wait_for(&first_log, "announce 192.0.2.1\n");
+    wait_for(&first_log, "multicast 192.0.2.1 120\n");
+    wait_for(&first_log, "unicast 192.0.2.1 120\n");
+    wait_for(&first_log, "legacy 0x4242 192.0.2.1 10\n");
+    let log = std::fs::read_to_string(&responder_log).unwrap();
+    assert!(
+        log.contains("mdns: rest-server.local is 192.0.2.1"),
+        "{log}"
+    );
+
+    // A new address (a new DHCP lease, whose script sets the route again:
+    // the kernel drops a device's routes with its last address): answered
+    // with at once.
+    board.ip(&["addr", "flush", "dev", "eth0"]);
+    board.ip(&["addr", "add", "192.0.2.9/24", "dev", "eth0"]);
+    board.ip(&["route", "add", "224.0.0.0/4", "dev", "eth0"]);
+    let (_second, second_log) = ask("second", &[]);
+    wait_for(&second_log, "multicast 192.0.2.9 120\n");
+    wait_for(&second_log, "legacy 0x4242 192.0.2.9 10\n");
 }

@@ -1,8 +1,10 @@
 #!/bin/sh
-# Second stage, PID 1 on the read-only root: read the settings the user put
-# on the boot partition, mount the data disk, add users, bring up the
-# network, and keep rest-server running.
-PATH=/usr/bin:/bin
+# Second stage, busybox init's sysinit step on the read-only root (see
+# /etc/inittab): read the settings the user put on the boot partition, mount
+# the data disk, add users, make a certificate, and leave the settings the
+# services need in /run/rest-server.env. init then starts the services
+# (/etc/service/*, udhcpc) and restarts them when they exit.
+PATH=/usr/bin:/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t tmpfs -o mode=0755 run /run
@@ -23,6 +25,8 @@ DATA_LABEL=RESTIC
 APPEND_ONLY=no
 PRIVATE_REPOS=yes
 TLS=no
+NTP=
+MDNS_NAME=rest-server.local
 ARGS=
 if [ -r /run/boot/rest-server.conf ]; then
     while IFS='=' read -r key value; do
@@ -32,6 +36,8 @@ if [ -r /run/boot/rest-server.conf ]; then
             APPEND_ONLY) APPEND_ONLY=$value ;;
             PRIVATE_REPOS) PRIVATE_REPOS=$value ;;
             TLS) TLS=$value ;;
+            NTP) NTP=$value ;;
+            MDNS_NAME) MDNS_NAME=$value ;;
             ARGS) ARGS=$value ;;
         esac
     done </run/boot/rest-server.conf
@@ -50,10 +56,11 @@ else
     log "no disk labelled $DATA_LABEL: data on the root partition ($data)"
 fi
 
-# Network: DHCP on the first Ethernet interface.
+# Network: DHCP on the first Ethernet interface, by the udhcpc that init
+# keeps running (/etc/inittab); only a first boot that has to put the
+# address in a new certificate waits for a lease here (below).
 ip link set lo up
 ip link set eth0 up
-udhcpc -i eth0 -s /etc/udhcpc.script -b -q -t 10 >/dev/null 2>&1 || log "no DHCP answer on eth0"
 
 # Changes to the boot partition: written, flushed, and read-only again.
 boot_write() {
@@ -80,6 +87,8 @@ tls_flag=
 if [ "$TLS" = yes ]; then
     tls_flag=--tls
     if [ ! -e "$data/public_key" ]; then
+        udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 5 -T 3 >/dev/null 2>&1 ||
+            log "no DHCP answer on eth0: the certificate names no address"
         address=$(ip -4 -o addr show eth0 | awk '{ split($4, a, "/"); print a[1]; exit }')
         set -- --name rest-server --name rest-server.local --name localhost
         [ -n "$address" ] && set -- "$@" --name "$address"
@@ -94,11 +103,13 @@ fi
 flags="--path $data --listen $LISTEN $tls_flag"
 [ "$APPEND_ONLY" = yes ] && flags="$flags --append-only"
 [ "$PRIVATE_REPOS" = yes ] && flags="$flags --private-repos"
-log "starting: rest-server $flags $ARGS"
-# Respawn if it ever exits; PID 1 must not.
-while true; do
-    # shellcheck disable=SC2086  # flags and ARGS hold several words
-    rest-server $flags $ARGS
-    log "rest-server exited ($?); restarting in 5 s"
-    sleep 5
-done
+# For the services: /etc/service/* read it as shell, each value in single
+# quotes (a quote inside one written as '\'').
+setting() { printf "%s='%s'\n" "$1" "$(printf '%s' "$2" | sed "s/'/'\\\\''/g")"; }
+{
+    setting FLAGS "$flags $ARGS"
+    setting LISTEN "$LISTEN"
+    setting TLS "$TLS"
+    setting NTP "$NTP"
+    setting MDNS_NAME "$MDNS_NAME"
+} >/run/rest-server.env
