@@ -151,7 +151,7 @@ fn local_host(host: &str) -> String {
 /// `GET /health` through the client, and the answer.
 async fn over_http(client: &Client) -> Result<Answer, ClientError> {
     let response = client
-        .send(|| {
+        .send(&|| {
             let mut request = hyper::Request::new(OutBody::empty());
             *request.uri_mut() = hyper::Uri::from_static("/health");
             request.headers_mut().insert(

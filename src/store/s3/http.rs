@@ -224,9 +224,11 @@ impl Client {
     /// headers. A reused connection that turns out closed (the store dropped
     /// it while idle) is retried once on a new one, as the body can be sent
     /// again.
+    /// (`make` is a `dyn`: one copy of this state machine for every caller,
+    /// not one per closure, which cost binary size.)
     pub(crate) async fn send(
         &self,
-        make: impl Fn() -> Request<OutBody>,
+        make: &dyn Fn() -> Request<OutBody>,
     ) -> Result<Response<Incoming>, ClientError> {
         let (conn, reused) = self.connection(IDLE_REUSE).await?;
         let request = make();

@@ -318,7 +318,7 @@ impl Inner {
     async fn call(
         &self,
         op: &'static str,
-        make: impl Fn() -> Request<OutBody>,
+        make: &dyn Fn() -> Request<OutBody>,
     ) -> Result<Response<IncomingBody>, StoreError> {
         let response = self
             .client
@@ -332,7 +332,7 @@ impl Inner {
         let mut headers = Vec::new();
         self.customer_key_headers(&mut headers);
         let response = self
-            .call(op, || {
+            .call(op, &|| {
                 self.request(
                     &Method::HEAD,
                     Some(key),
@@ -370,7 +370,7 @@ impl Inner {
         query: &[(&str, &str)],
     ) -> Result<String, StoreError> {
         let response = self
-            .call(op, || {
+            .call(op, &|| {
                 self.request(
                     &Method::GET,
                     None,
@@ -390,7 +390,7 @@ impl Inner {
     /// the bucket when it is missing (unless told not to).
     async fn check_bucket(&self) -> Result<(), StoreError> {
         let head = self
-            .call("check bucket", || {
+            .call("check bucket", &|| {
                 self.request(
                     &Method::HEAD,
                     None,
@@ -417,7 +417,7 @@ impl Inner {
                 if let Some(acl) = &self.settings.acl {
                     headers.push(("x-amz-acl", acl.clone()));
                 }
-                self.call("create bucket", || {
+                self.call("create bucket", &|| {
                     self.request(
                         &Method::PUT,
                         None,
@@ -560,7 +560,7 @@ impl super::Store for S3Store {
         }
         let response = inner
             .client
-            .send(|| {
+            .send(&|| {
                 inner.request(
                     &Method::GET,
                     Some(&name),
@@ -640,7 +640,7 @@ impl super::Store for S3Store {
             Err(e) => return Err(e),
         };
         inner
-            .call("remove", || {
+            .call("remove", &|| {
                 inner.request(
                     &Method::DELETE,
                     Some(&name),

@@ -49,7 +49,7 @@ impl Multipart {
             .await
             .map_err(|_| StoreError::internal("upload", "multipart slots closed"))?;
         let response = store
-            .call("start multipart upload", || {
+            .call("start multipart upload", &|| {
                 store.request(
                     &Method::POST,
                     Some(&name),
@@ -100,7 +100,7 @@ impl Multipart {
         self.store.customer_key_headers(&mut headers);
         let store = &self.store;
         let response = store
-            .call("upload part", || {
+            .call("upload part", &|| {
                 store.request(
                     &Method::PUT,
                     Some(&self.name),
@@ -140,7 +140,7 @@ impl Multipart {
         let payload = sign::hex(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
         let store = &self.store;
         let response = store
-            .call("complete multipart upload", || {
+            .call("complete multipart upload", &|| {
                 store.request(
                     &Method::POST,
                     Some(&self.name),
@@ -199,7 +199,7 @@ impl Drop for Multipart {
 /// AbortMultipartUpload.
 pub(super) async fn abort(store: &Inner, name: &str, upload_id: &str) -> Result<(), StoreError> {
     store
-        .call("abort multipart upload", || {
+        .call("abort multipart upload", &|| {
             store.request(
                 &Method::DELETE,
                 Some(name),
