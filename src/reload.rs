@@ -67,6 +67,16 @@ pub(crate) trait Reloadable: Sized + Send + 'static {
     }
 }
 
+/// Reads a rule file and parses it with `parse` (the ACL, the quota file).
+pub(crate) fn load_rules<T>(
+    path: &Path,
+    parse: fn(&str) -> (T, Vec<String>),
+) -> io::Result<Loaded<T>> {
+    let text = std::fs::read_to_string(path)?;
+    let (value, warnings) = parse(&text);
+    Ok(Loaded { value, warnings })
+}
+
 /// The rule files' common shape (the ACL, the quota file): one rule per
 /// line, whitespace-separated fields, `#` to the end of a line a comment.
 /// Each line's fields go to `rule`; a line it refuses is skipped with a

@@ -187,9 +187,7 @@ impl crate::reload::Reloadable for Acl {
     type Error = std::io::Error;
 
     fn load(source: &std::path::PathBuf) -> std::io::Result<crate::reload::Loaded<Acl>> {
-        let text = std::fs::read_to_string(source)?;
-        let (value, warnings) = Acl::parse(&text);
-        Ok(crate::reload::Loaded { value, warnings })
+        crate::reload::load_rules(source, Acl::parse)
     }
 
     fn summary(&self) -> String {

@@ -198,9 +198,7 @@ impl crate::reload::Reloadable for QuotaRules {
     type Error = std::io::Error;
 
     fn load(source: &std::path::PathBuf) -> std::io::Result<crate::reload::Loaded<QuotaRules>> {
-        let text = std::fs::read_to_string(source)?;
-        let (value, warnings) = QuotaRules::parse(&text);
-        Ok(crate::reload::Loaded { value, warnings })
+        crate::reload::load_rules(source, QuotaRules::parse)
     }
 
     fn summary(&self) -> String {
