@@ -107,6 +107,20 @@ fn which(name: &str) -> Option<PathBuf> {
         .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+/// Kills the server whose pid is in the file when the test ends, also when
+/// an assertion fails before the script's own `stop`.
+struct StopOnDrop<'a>(&'a Path);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.0).ok();
+        if let Some(pid) = pid.and_then(|p| p.trim().parse().ok()) {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 #[test]
 fn busybox_init_script_starts_reports_and_stops() {
     if !require_tool("busybox", "busybox_init_script_starts_reports_and_stops") {
@@ -140,6 +154,7 @@ fn busybox_init_script_starts_reports_and_stops() {
             .output()
             .unwrap()
     };
+    let _stop = StopOnDrop(&pidfile);
     let started = script("start");
     assert!(
         started.status.success(),
