@@ -30,6 +30,7 @@ mod metrics;
 pub mod mirror;
 pub mod ntp;
 mod pool;
+mod priority;
 pub mod probe;
 mod quota;
 mod range;

@@ -1,5 +1,6 @@
 //! Pools of our own threads, apart from tokio's file I/O pool
-//! ([`crate::io_pool`]), so that bulk work cannot starve small requests:
+//! ([`crate::io_pool`]) and at a lower CPU priority ([`crate::priority`]), so
+//! that bulk work cannot starve small requests:
 //!
 //! - the compute pool: the SHA-256 of uploads and bcrypt checks;
 //! - the upload writers: the writes and final fsync of uploads
@@ -10,15 +11,17 @@
 //! GET waited behind them (README, "Benchmark"). A job waits in its pool's
 //! queue, and a busy pool takes the next job without going to sleep.
 //!
-//! Jobs travel as a concrete enum over one channel: hashing, the per-chunk
+//! Jobs travel as a concrete enum through one queue: hashing, the per-chunk
 //! path, allocates nothing but its one-shot reply.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use ring::digest;
 use tokio::sync::oneshot;
+
+use crate::priority::BULK_NICE_INCREMENT;
 
 /// Most compute threads started, whatever the machine has: uploads beyond
 /// this many at once share them.
@@ -33,13 +36,44 @@ pub(crate) trait Job: Send + 'static {
 /// A handle to a pool; clones share it. The threads end when the last handle
 /// is dropped.
 pub(crate) struct Pool<J> {
-    jobs: mpsc::Sender<J>,
+    shared: Arc<Shared<J>>,
+}
+
+/// The queue a pool's threads take jobs from. Idle threads wait on one
+/// condition variable, so a job wakes one thread once (a receiver behind a
+/// mutex, as before, woke a second thread for the mutex with every job).
+struct Shared<J> {
+    state: Mutex<State<J>>,
+    job_ready: Condvar,
+}
+
+struct State<J> {
+    jobs: VecDeque<J>,
+    /// Threads waiting for a job.
+    idle: usize,
+    /// Threads running; none left only when jobs panicked.
+    alive: usize,
+    handles: usize,
 }
 
 impl<J> Clone for Pool<J> {
     fn clone(&self) -> Pool<J> {
+        if let Ok(mut state) = self.shared.state.lock() {
+            state.handles += 1;
+        }
         Pool {
-            jobs: self.jobs.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<J> Drop for Pool<J> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.shared.state.lock() {
+            state.handles -= 1;
+            if state.handles == 0 {
+                self.shared.job_ready.notify_all();
+            }
         }
     }
 }
@@ -60,34 +94,88 @@ impl std::error::Error for PoolGone {}
 impl<J: Job> Pool<J> {
     /// Starts `threads` threads (at least one) named `name-N`.
     pub(crate) fn start(name: &str, threads: usize) -> std::io::Result<Pool<J>> {
-        let (jobs, queue) = mpsc::channel::<J>();
-        let queue = Arc::new(Mutex::new(queue));
-        for n in 0..threads.max(1) {
-            let queue = queue.clone();
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                jobs: VecDeque::new(),
+                idle: 0,
+                alive: threads,
+                handles: 1,
+            }),
+            job_ready: Condvar::new(),
+        });
+        for n in 0..threads {
+            let worker = Worker(shared.clone());
+            let name = format!("{name}-{n}");
             std::thread::Builder::new()
-                .name(format!("{name}-{n}"))
-                .spawn(move || worker(&queue))?;
+                .name(name.clone())
+                .spawn(move || {
+                    // Bulk work yields the cores to small requests.
+                    if let Err(e) = crate::priority::lower_this_thread(BULK_NICE_INCREMENT) {
+                        log::warn!("thread {name}: could not lower its priority: {e}");
+                    }
+                    worker.run()
+                })?;
         }
-        Ok(Pool { jobs })
+        Ok(Pool { shared })
     }
 
     /// Queues `job`; a busy thread takes it next, an idle one wakes for it.
     pub(crate) fn send(&self, job: J) -> Result<(), PoolGone> {
-        self.jobs.send(job).map_err(|_| PoolGone)
+        let mut state = self.shared.state.lock().map_err(|_| PoolGone)?;
+        if state.alive == 0 {
+            return Err(PoolGone);
+        }
+        state.jobs.push_back(job);
+        if state.idle > 0 {
+            self.shared.job_ready.notify_one();
+        }
+        Ok(())
     }
 }
 
-fn worker<J: Job>(queue: &Mutex<mpsc::Receiver<J>>) {
-    loop {
-        // The lock is held only while waiting for the next job.
-        let job = match queue.lock() {
-            Ok(queue) => queue.recv(),
+/// One of a pool's threads.
+struct Worker<J>(Arc<Shared<J>>);
+
+impl<J: Job> Worker<J> {
+    fn run(&self) {
+        while let Some(job) = self.next() {
+            job.run();
+        }
+    }
+
+    /// The next job; None once every handle is dropped.
+    fn next(&self) -> Option<J> {
+        let mut state = self.0.state.lock().ok()?;
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.handles == 0 {
+                return None;
+            }
+            state.idle += 1;
+            state = self.0.job_ready.wait(state).ok()?;
+            state.idle -= 1;
+        }
+    }
+}
+
+/// Also when a job panics: the last thread to go drops the jobs left, so
+/// that their callers hear that the pool is gone rather than wait forever.
+impl<J> Drop for Worker<J> {
+    fn drop(&mut self) {
+        let left = match self.0.state.lock() {
+            Ok(mut state) => {
+                state.alive -= 1;
+                if state.alive > 0 {
+                    return;
+                }
+                std::mem::take(&mut state.jobs)
+            }
             Err(_) => return,
         };
-        match job {
-            Ok(job) => job.run(),
-            Err(_) => return,
-        }
+        drop(left);
     }
 }
 
@@ -227,5 +315,44 @@ mod tests {
         let expected = digest::digest(&digest::SHA256, &data);
         assert_eq!(sha.finish().await.unwrap().as_slice(), expected.as_ref());
         assert_eq!(pool.run(|| 6 * 7).await, Ok(42));
+    }
+
+    #[test]
+    fn queued_jobs_run_after_the_last_handle_is_dropped() {
+        let pool = ComputePool::start("test", 1).unwrap();
+        let (done, ran) = std::sync::mpsc::channel();
+        for i in 0..10 {
+            let done = done.clone();
+            let job = Compute::Run(Box::new(move || done.send(i).unwrap()));
+            pool.send(job).unwrap();
+        }
+        drop(pool);
+        let wait = std::time::Duration::from_secs(10);
+        let order: Vec<i32> = (0..10).map(|_| ran.recv_timeout(wait).unwrap()).collect();
+        assert_eq!(order, (0..10).collect::<Vec<_>>());
+    }
+
+    /// A job that panics ends its thread; with no thread left, callers hear
+    /// that the pool is gone, also those whose jobs were already queued.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pool_without_threads_is_gone() {
+        let pool = ComputePool::start("test", 1).unwrap();
+        let limit = std::time::Duration::from_secs(10);
+        let (go, gate) = std::sync::mpsc::channel::<()>();
+        let panicking = pool.run(move || -> u32 {
+            let _ = gate.recv();
+            panic!("a job panics (on purpose)")
+        });
+        let queued = pool.run(|| 1);
+        // Once both are queued (join polls in order), the first may panic.
+        let open = async {
+            tokio::task::yield_now().await;
+            go.send(()).unwrap();
+        };
+        let all = async { tokio::join!(panicking, queued, open) };
+        let (panicking, queued, ()) = tokio::time::timeout(limit, all).await.unwrap();
+        assert_eq!((panicking, queued), (Err(PoolGone), Err(PoolGone)));
+        let next = tokio::time::timeout(limit, pool.run(|| 1)).await;
+        assert_eq!(next, Ok(Err(PoolGone)));
     }
 }

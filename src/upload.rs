@@ -277,14 +277,30 @@ impl Receiver<'_> {
     {
         let mut received = 0u64;
         let first_wait = STALL_RELEASE.min(self.body_timeout);
+        // One timer for the whole body, moved on only when it fires early
+        // (a timer per piece cost a timer-wheel update, and often a wake-up
+        // of the event loop, per 32 KiB).
+        let mut stall = std::pin::pin!(tokio::time::sleep(first_wait));
         loop {
-            let next = match tokio::time::timeout(first_wait, next_data(&mut body)).await {
-                Ok(next) => next?,
-                // The body pauses (a frame not yet polled stays in the body).
-                Err(_) => {
-                    sending.release().await?;
-                    self.next_chunk(&mut body, self.body_timeout - first_wait)
-                        .await?
+            let waiting_since = tokio::time::Instant::now();
+            let next = loop {
+                tokio::select! {
+                    biased;
+                    next = next_data(&mut body) => break next?,
+                    () = &mut stall => {
+                        let pause_ends = waiting_since + first_wait;
+                        if tokio::time::Instant::now() < pause_ends {
+                            stall.as_mut().reset(pause_ends);
+                            continue;
+                        }
+                        // The body pauses (a frame not yet polled stays in
+                        // the body).
+                        sending.release().await?;
+                        let next = self.next_chunk(&mut body, self.body_timeout - first_wait);
+                        let next = next.await?;
+                        stall.as_mut().reset(tokio::time::Instant::now() + first_wait);
+                        break next;
+                    }
                 }
             };
             let Some(data) = next else { break };
@@ -649,9 +665,13 @@ mod tests {
             .collect()
     }
 
-    /// Uploads `content` in 10 KiB chunks, pausing `pause` after the first
-    /// 100 KiB; returns what the budget had free during the pause.
-    async fn upload(budget: &Rc<BufferBudget>, pause: Duration) -> (Vec<u8>, Bytes, usize) {
+    /// Uploads `content` in 10 KiB chunks, the first ten `drip` apart, then
+    /// pausing `pause`; returns what the budget had free during the pause.
+    async fn upload(
+        budget: &Rc<BufferBudget>,
+        drip: Duration,
+        pause: Duration,
+    ) -> (Vec<u8>, Bytes, usize) {
         let content = content();
         let id =
             ObjectId::parse(&hex(ring::digest::digest(&ring::digest::SHA256, &content))).unwrap();
@@ -673,10 +693,11 @@ mod tests {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let mut chunks = content.chunks(10 * 1024);
-        for chunk in chunks.by_ref().take(10) {
-            tx.send(Bytes::copy_from_slice(chunk)).unwrap();
-        }
         let feed = async {
+            for chunk in chunks.by_ref().take(10) {
+                tx.send(Bytes::copy_from_slice(chunk)).unwrap();
+                tokio::time::sleep(drip).await;
+            }
             tokio::time::sleep(pause / 2).await;
             let free = budget.free.get();
             tokio::time::sleep(pause / 2).await;
@@ -703,20 +724,34 @@ mod tests {
         let budget = BufferBudget::new(1);
         let all = budget.total;
         // Sending without a pause, the upload holds the whole budget.
-        let (_, _, free) = upload(&budget, STALL_RELEASE / 2).await;
+        let (_, _, free) = upload(&budget, Duration::ZERO, STALL_RELEASE / 2).await;
         assert_eq!(free, 0);
         assert_eq!(budget.free.get(), all, "returned at the end");
-        let (content, stored, free) = upload(&budget, STALL_RELEASE * 4).await;
+        let (content, stored, free) = upload(&budget, Duration::ZERO, STALL_RELEASE * 4).await;
         assert_eq!(free, all, "returned while the body pauses");
         assert_eq!(&stored[..], &content[..]);
         assert_eq!(budget.free.get(), all);
         assert_eq!((budget.holders.get(), budget.waiting.get()), (0, 0));
     }
 
+    /// A body that keeps coming for longer than the pause allowed, then
+    /// pauses: the pause is still seen (one timer serves the whole body).
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_pause_after_a_steady_start_gives_the_buffers_back() {
+        let budget = BufferBudget::new(1);
+        let drip = STALL_RELEASE / 3;
+        let (content, stored, free) = upload(&budget, drip, STALL_RELEASE * 4).await;
+        assert_eq!(free, budget.total, "returned while the body pauses");
+        assert_eq!(&stored[..], &content[..]);
+        // Nor is a steady body taken for a paused one.
+        let (_, _, free) = upload(&budget, drip, STALL_RELEASE / 2).await;
+        assert_eq!(free, 0);
+    }
+
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn with_the_budget_spent_chunks_go_through_unbuffered() {
         let budget = BufferBudget::new(0);
-        let (content, stored, free) = upload(&budget, Duration::ZERO).await;
+        let (content, stored, free) = upload(&budget, Duration::ZERO, Duration::ZERO).await;
         assert_eq!(free, 0);
         assert_eq!(&stored[..], &content[..]);
         assert_eq!(budget.waiting.get(), 0, "no longer waiting once ended");
