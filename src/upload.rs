@@ -541,6 +541,11 @@ impl<U: Upload> Sending<U> {
             buffers.filling.extend_from_slice(&now);
             if buffers.filling.len() == buffers.filling_size {
                 self.hand_over().await?;
+                // Let the other connections have the event loop: with its
+                // body's bytes always ready, an upload would otherwise run
+                // through tokio's whole cooperative budget (128 socket reads,
+                // 4 MiB) before a small GET got a turn.
+                tokio::task::yield_now().await;
             }
         }
         Ok(())
