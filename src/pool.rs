@@ -15,7 +15,7 @@
 //! path, allocates nothing but its one-shot reply.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use ring::digest;
@@ -58,9 +58,7 @@ struct State<J> {
 
 impl<J> Clone for Pool<J> {
     fn clone(&self) -> Pool<J> {
-        if let Ok(mut state) = self.shared.state.lock() {
-            state.handles += 1;
-        }
+        self.shared.state().handles += 1;
         Pool {
             shared: self.shared.clone(),
         }
@@ -69,11 +67,10 @@ impl<J> Clone for Pool<J> {
 
 impl<J> Drop for Pool<J> {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.shared.state.lock() {
-            state.handles -= 1;
-            if state.handles == 0 {
-                self.shared.job_ready.notify_all();
-            }
+        let mut state = self.shared.state();
+        state.handles -= 1;
+        if state.handles == 0 {
+            self.shared.job_ready.notify_all();
         }
     }
 }
@@ -99,15 +96,15 @@ impl<J: Job> Pool<J> {
             state: Mutex::new(State {
                 jobs: VecDeque::new(),
                 idle: 0,
-                alive: threads,
+                alive: 0,
                 handles: 1,
             }),
             job_ready: Condvar::new(),
         });
         for n in 0..threads {
-            let worker = Worker(shared.clone());
+            let worker = Worker::new(&shared);
             let name = format!("{name}-{n}");
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
                     // Bulk work yields the cores to small requests.
@@ -115,14 +112,21 @@ impl<J: Job> Pool<J> {
                         log::warn!("thread {name}: could not lower its priority: {e}");
                     }
                     worker.run()
-                })?;
+                });
+            if let Err(e) = spawned {
+                // The threads already started end (the failed one's worker
+                // was dropped with its closure).
+                shared.state().handles = 0;
+                shared.job_ready.notify_all();
+                return Err(e);
+            }
         }
         Ok(Pool { shared })
     }
 
     /// Queues `job`; a busy thread takes it next, an idle one wakes for it.
     pub(crate) fn send(&self, job: J) -> Result<(), PoolGone> {
-        let mut state = self.shared.state.lock().map_err(|_| PoolGone)?;
+        let mut state = self.shared.state();
         if state.alive == 0 {
             return Err(PoolGone);
         }
@@ -137,6 +141,14 @@ impl<J: Job> Pool<J> {
 /// One of a pool's threads.
 struct Worker<J>(Arc<Shared<J>>);
 
+impl<J> Worker<J> {
+    /// Counts a thread as running until the worker is dropped.
+    fn new(shared: &Arc<Shared<J>>) -> Worker<J> {
+        shared.state().alive += 1;
+        Worker(shared.clone())
+    }
+}
+
 impl<J: Job> Worker<J> {
     fn run(&self) {
         while let Some(job) = self.next() {
@@ -146,7 +158,7 @@ impl<J: Job> Worker<J> {
 
     /// The next job; None once every handle is dropped.
     fn next(&self) -> Option<J> {
-        let mut state = self.0.state.lock().ok()?;
+        let mut state = self.0.state();
         loop {
             if let Some(job) = state.jobs.pop_front() {
                 return Some(job);
@@ -155,27 +167,39 @@ impl<J: Job> Worker<J> {
                 return None;
             }
             state.idle += 1;
-            state = self.0.job_ready.wait(state).ok()?;
+            state = self
+                .0
+                .job_ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
             state.idle -= 1;
         }
     }
 }
 
-/// Also when a job panics: the last thread to go drops the jobs left, so
-/// that their callers hear that the pool is gone rather than wait forever.
+/// Also when a job panics (in tests: release builds abort on a panic): the
+/// last thread to go drops the jobs left, so that their callers hear that the
+/// pool is gone rather than wait forever.
 impl<J> Drop for Worker<J> {
     fn drop(&mut self) {
-        let left = match self.0.state.lock() {
-            Ok(mut state) => {
-                state.alive -= 1;
-                if state.alive > 0 {
-                    return;
-                }
-                std::mem::take(&mut state.jobs)
+        let left = {
+            let mut state = self.0.state();
+            state.alive -= 1;
+            if state.alive > 0 {
+                return;
             }
-            Err(_) => return,
+            std::mem::take(&mut state.jobs)
         };
         drop(left);
+    }
+}
+
+impl<J> Shared<J> {
+    /// The queue's state. No code panics while holding the lock (jobs run
+    /// and are dropped outside it), so a poisoned lock still holds a
+    /// consistent state.
+    fn state(&self) -> MutexGuard<'_, State<J>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

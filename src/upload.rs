@@ -12,7 +12,7 @@
 //! compute pool); the next one is handed over when both are done with the
 //! previous, and that previous buffer is then filled again. So receiving,
 //! hashing and writing overlap, with two buffers per upload; per buffer, only
-//! the two replies are allocated.
+//! the two replies are allocated (and a new buffer when its size changes).
 //!
 //! Memory is bounded however many uploads there are and however they behave
 //! ([`BufferBudget`]): the buffers come from a budget shared by all uploads;
@@ -73,8 +73,8 @@ pub(crate) const BUFFERED_UPLOADS: usize = 8;
 /// The upload buffers all uploads draw from (see the module docs), in bytes.
 /// Each upload holding buffers gets an equal share, between the smallest and
 /// the largest size; an upload that finds no room counts as waiting, and the
-/// others shrink to make room for it as they refill their buffers (every few
-/// milliseconds while they receive). There is never a wait for a buffer, so
+/// others shrink to make room for it with the next data they receive (a
+/// buffer over the new share is handed over then, full or not). There is never a wait for a buffer, so
 /// no upload can hold up another; a client trickling bytes to keep its
 /// buffers only pushes the others onto the unbuffered path.
 #[derive(Debug)]
@@ -135,6 +135,14 @@ struct Grant {
 }
 
 impl Grant {
+    /// Whether a buffer of `size` is larger than the share it would get
+    /// now, while an upload waits for room.
+    fn over_share(&self, size: usize) -> bool {
+        let budget = &self.budget;
+        let waiting = budget.waiting.get();
+        waiting > 0 && size > budget.share(budget.holders.get() + waiting)
+    }
+
     /// The size a buffer of `size` should have when it is filled again: the
     /// current share, when that is smaller or there is room to grow.
     fn resize(&mut self, size: usize) -> usize {
@@ -245,7 +253,17 @@ impl Receiver<'_> {
         let mut sending = Sending::new(upload, hash, self.buffers.clone());
         let mut reservation = Reservation::new(self.quota.clone(), repo.label());
         let filled = self.fill(&mut sending, &mut reservation, body).await;
-        let Sending { upload, .. } = sending;
+        // Only the upload goes on: the buffers, their room in the budget and
+        // a place among the waiting are given back before the commit's
+        // fsync (or the abort), which can take seconds on an SD card.
+        let Sending {
+            upload,
+            hash,
+            budget,
+            buffers,
+            waiting,
+        } = sending;
+        drop((hash, budget, buffers, waiting));
         let refusal = match filled {
             Ok((received, hash)) => match (self.rules.expected, hash) {
                 (Some(expected), Some(digest)) if expected != digest => ApiError::HashMismatch,
@@ -539,7 +557,15 @@ impl<U: Upload> Sending<U> {
             let room = buffers.filling_size - buffers.filling.len();
             let now = data.split_to(room.min(data.len()));
             buffers.filling.extend_from_slice(&now);
-            if buffers.filling.len() == buffers.filling_size {
+            let full = buffers.filling.len() == buffers.filling_size;
+            // With an upload waiting for room, a buffer over the new share
+            // goes now, full or not, so that it shrinks at once: else a
+            // client sending a byte now and then would keep large buffers.
+            let oversized = || {
+                let larger = buffers.filling_size.max(buffers.other_size);
+                !buffers.filling.is_empty() && buffers.grant.over_share(larger)
+            };
+            if full || oversized() {
                 self.hand_over().await?;
                 // Let the other connections have the event loop: with its
                 // body's bytes always ready, an upload would otherwise run
@@ -616,6 +642,8 @@ impl<U: Upload> Sending<U> {
     /// The body paused: hands over what is gathered and gives the buffers
     /// back (each is freed once its consumers are done with it).
     async fn release(&mut self) -> Result<(), ApiError> {
+        // Nor does a paused upload keep the others at a smaller share.
+        self.waiting = None;
         let Some(buffers) = self.buffers.take() else {
             return Ok(());
         };
@@ -760,6 +788,34 @@ mod tests {
         assert_eq!(free, 0);
         assert_eq!(&stored[..], &content[..]);
         assert_eq!(budget.waiting.get(), 0, "no longer waiting once ended");
+    }
+
+    /// An upload that receives a byte now and then still gives up its
+    /// large buffers as soon as another upload waits for room.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_trickling_upload_shrinks_for_one_that_waits() {
+        let budget = BufferBudget::new(BUFFERED_UPLOADS);
+        let store = MemStore::default();
+        let repo = RepoPath::default();
+        store.create_repo(&repo).await.unwrap();
+        let id = ObjectId::parse(&"ab".repeat(32)).unwrap();
+        let key = Key::Object(ObjectType::Data, &id);
+        let upload = store.begin_upload(&repo, key, Incoming::default());
+        let mut trickling = Sending::new(upload.await.unwrap(), None, budget.clone());
+        trickling.take(Bytes::from_static(b"x")).await.unwrap();
+        let held = |s: &Sending<_>| s.buffers.as_ref().map(|b| b.grant.held);
+        assert_eq!(held(&trickling), Some(2 * MAX_BUFFER_BYTES));
+        let others = [budget.grant(&mut None), budget.grant(&mut None)];
+        let mut waiting = None;
+        assert!(budget.grant(&mut waiting).is_none());
+        // Two more bytes: each hands over one oversized buffer, which
+        // comes back at the share of four.
+        trickling.take(Bytes::from_static(b"y")).await.unwrap();
+        trickling.take(Bytes::from_static(b"z")).await.unwrap();
+        let quarter = budget.total / 8;
+        assert_eq!(held(&trickling), Some(2 * quarter));
+        drop(others);
+        assert!(budget.grant(&mut waiting).is_some());
     }
 
     #[test]
