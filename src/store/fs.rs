@@ -1071,9 +1071,10 @@ impl Writer {
         let upto = end
             .max(self.allocated + WRITEBACK_INTERVAL_BYTES)
             .min(length);
+        // off_t: 32 bits on some 32-bit targets, where this stops at 2 GiB.
         let (Ok(offset), Ok(len)) = (
-            i64::try_from(self.allocated),
-            i64::try_from(upto - self.allocated),
+            nix::libc::off_t::try_from(self.allocated),
+            nix::libc::off_t::try_from(upto - self.allocated),
         ) else {
             return;
         };
