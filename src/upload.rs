@@ -7,19 +7,20 @@
 //! SHA-256 of their content) unless `--no-verify-upload`.
 //!
 //! Body chunks are gathered into one of two buffers (192 to 512 KiB, by how
-//! many uploads share the budget) on the event loop. A full buffer goes at once to the store (for the
-//! filesystem, a write on the upload writer threads) and to the hasher (the
-//! compute pool); the next one is handed over when both are done with the
-//! previous, and that previous buffer is then filled again. So receiving,
-//! hashing and writing overlap, with two buffers per upload; per buffer, only
-//! the two replies are allocated (and a new buffer when its size changes).
+//! many uploads share the budget) on the event loop. A full buffer goes at
+//! once to the store (for the filesystem, a write on the upload writer
+//! threads) and to the hasher (the compute pool); the next one is handed
+//! over when both are done with the previous, and that previous buffer is
+//! then filled again. So receiving, hashing and writing overlap, with two
+//! buffers per upload; per buffer, only the two replies are allocated (and a
+//! new buffer when its size changes).
 //!
 //! Memory is bounded however many uploads there are and however they behave
 //! ([`BufferBudget`]): the buffers come from a budget shared by all uploads;
-//! an upload that finds it spent hands hyper's chunks on as they come (no
-//! copy, more hand-offs, one chunk at a time), and an upload whose body pauses for
-//! [`STALL_RELEASE`] hands over what it has gathered and gives its buffers
-//! back. Stalled uploads hold no buffers of ours.
+//! an upload that finds no room hands hyper's chunks on as they come (no
+//! copy, more hand-offs, one chunk at a time), and an upload whose body
+//! pauses for [`STALL_RELEASE`] hands over what it has gathered and gives its
+//! buffers back. Stalled uploads hold no buffers of ours.
 //!
 //! Nothing is visible under the name until the whole body has arrived,
 //! matched its name and been committed: on any error the store upload is
@@ -74,8 +75,8 @@ pub(crate) const BUFFERED_UPLOADS: usize = 8;
 /// Each upload holding buffers gets an equal share, between the smallest and
 /// the largest size; an upload that finds no room counts as waiting, and the
 /// others shrink to make room for it with the next data they receive (a
-/// buffer over the new share is handed over then, full or not). There is never a wait for a buffer, so
-/// no upload can hold up another; a client trickling bytes to keep its
+/// buffer over the new share is handed over then, full or not). There is
+/// never a wait for a buffer, so no upload can hold up another; a client trickling bytes to keep its
 /// buffers only pushes the others onto the unbuffered path.
 #[derive(Debug)]
 pub(crate) struct BufferBudget {
@@ -98,6 +99,11 @@ impl BufferBudget {
             holders: Cell::new(0),
             waiting: Cell::new(0),
         })
+    }
+
+    /// The size of each buffer as the budget is shared now.
+    fn current_share(&self) -> usize {
+        self.share(self.holders.get() + self.waiting.get())
     }
 
     /// The size of each buffer when `uploads` share the budget.
@@ -138,16 +144,14 @@ impl Grant {
     /// Whether a buffer of `size` is larger than the share it would get
     /// now, while an upload waits for room.
     fn over_share(&self, size: usize) -> bool {
-        let budget = &self.budget;
-        let waiting = budget.waiting.get();
-        waiting > 0 && size > budget.share(budget.holders.get() + waiting)
+        self.budget.waiting.get() > 0 && size > self.budget.current_share()
     }
 
     /// The size a buffer of `size` should have when it is filled again: the
     /// current share, when that is smaller or there is room to grow.
     fn resize(&mut self, size: usize) -> usize {
         let budget = &self.budget;
-        let share = budget.share(budget.holders.get() + budget.waiting.get());
+        let share = budget.current_share();
         let free = budget.free.get();
         if share < size || share - size <= free {
             budget.free.set(free + size - share);
