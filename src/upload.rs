@@ -684,6 +684,8 @@ impl<U: Upload> Sending<U> {
 #[cfg(test)]
 mod tests {
     use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use std::task::{Context, Poll};
 
     use tokio::sync::mpsc;
@@ -837,13 +839,19 @@ mod tests {
     }
 
     /// An upload that keeps the pieces it is given, to see where they were
-    /// cut.
+    /// cut, and how many of the body's chunks were still alive each time
+    /// (each is a view of hyper's read buffer in the server).
     #[derive(Default)]
-    struct Pieces(Vec<Bytes>);
+    struct Pieces {
+        pieces: Vec<Bytes>,
+        live_chunks: Arc<AtomicUsize>,
+        live_at_push: Vec<usize>,
+    }
 
     impl Upload for Pieces {
         async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-            self.0.push(chunk);
+            self.pieces.push(chunk);
+            self.live_at_push.push(self.live_chunks.load(SeqCst));
             Ok(())
         }
 
@@ -852,13 +860,29 @@ mod tests {
         }
     }
 
-    /// hyper's chunks go into the buffers whole (a chunk cut at a buffer's
-    /// edge would pin hyper's read buffer through the hand-over), and the
-    /// buffers still go out nearly full.
+    /// A body chunk that counts itself as live until dropped.
+    struct Counted(Vec<u8>, Arc<AtomicUsize>);
+
+    impl AsRef<[u8]> for Counted {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// hyper's chunks go into the buffers whole and none is held while a
+    /// buffer is handed over (a held one would pin hyper's read buffer
+    /// while hyper reads on); the buffers still go out nearly full.
     #[tokio::test(flavor = "current_thread")]
-    async fn chunks_are_not_split_across_buffers() {
+    async fn no_chunk_is_held_through_a_hand_over() {
         let budget = BufferBudget::new(BUFFERED_UPLOADS);
         let mut sending = Sending::new(Pieces::default(), None, budget);
+        let live = sending.upload.live_chunks.clone();
         let content = content();
         // As hyper gives them: the body's first bytes, read with the
         // headers, then reads of its whole buffer.
@@ -869,13 +893,19 @@ mod tests {
                 break;
             }
             let end = (at + len).min(content.len());
-            let chunk = Bytes::copy_from_slice(&content[at..end]);
+            live.fetch_add(1, SeqCst);
+            let chunk = Bytes::from_owner(Counted(content[at..end].to_vec(), live.clone()));
             sending.take(chunk).await.unwrap();
             chunk_ends.push(end);
             at = end;
         }
         sending.finish().await.unwrap();
-        let pieces = &sending.upload.0;
+        let Pieces {
+            pieces,
+            live_at_push,
+            ..
+        } = &sending.upload;
+        assert!(live_at_push.iter().all(|&n| n == 0), "{live_at_push:?}");
         let mut end = 0;
         for piece in pieces {
             end += piece.len();
