@@ -125,13 +125,17 @@ impl<J: Job> Pool<J> {
     }
 
     /// Queues `job`; a busy thread takes it next, an idle one wakes for it.
+    /// The wake-up comes after the lock is let go: else the woken thread
+    /// would find it held and sleep again until the unlock woke it.
     pub(crate) fn send(&self, job: J) -> Result<(), PoolGone> {
         let mut state = self.shared.state();
         if state.alive == 0 {
             return Err(PoolGone);
         }
         state.jobs.push_back(job);
-        if state.idle > 0 {
+        let wake = state.idle > 0;
+        drop(state);
+        if wake {
             self.shared.job_ready.notify_one();
         }
         Ok(())
