@@ -7,11 +7,11 @@
 //! SHA-256 of their content) unless `--no-verify-upload`.
 //!
 //! Body chunks are gathered into one of two buffers (192 to 512 KiB, by how
-//! many uploads share the budget) on the event loop. A full buffer goes at
-//! once to the store (for the filesystem, a write on the upload writer
-//! threads) and to the hasher (the compute pool); the next one is handed
-//! over when both are done with the previous, and that previous buffer is
-//! then filled again. So receiving, hashing and writing overlap, with two
+//! many uploads share the budget) on the event loop. A buffer too full for
+//! another chunk goes at once to the store (for the filesystem, a write on
+//! the upload writer threads) and to the hasher (the compute pool); the
+//! next one is handed over when both are done with the previous, and that
+//! previous buffer is then filled again. So receiving, hashing and writing overlap, with two
 //! buffers per upload; per buffer, only the two replies are allocated (and a
 //! new buffer when its size changes).
 //!
@@ -60,15 +60,16 @@ const MAX_BUFFER_BYTES: usize = 512 * 1024;
 /// Buffer sizes are multiples of this.
 const BUFFER_STEP_BYTES: usize = 64 * 1024;
 
-/// Room for one more of hyper's chunks (at most its read buffer's size, by
-/// default): a buffer is handed over once it has less room than this left,
-/// so that no part of a chunk is held through the hand-over. A part held
-/// then (a view of hyper's read buffer) kept that buffer from being reused
-/// while hyper read on, and hyper allocated a fresh one for every buffer of
-/// ours: under musl a 36 KiB mmap, its page faults, and an munmap that
-/// flushes every core's TLB, which cost a seventh of a verified upload's CPU.
-/// Larger chunks are still split.
+/// hyper's largest read, unless `--max-header-size` is larger: a buffer
+/// goes out once it has less room than this left, so that no part of a
+/// chunk (a view of hyper's read buffer) is held through a hand-over. One
+/// held then kept hyper from reusing its buffer while it read ahead, and
+/// it allocated a fresh one for each of ours (README, "Where an upload's
+/// CPU goes").
 const CHUNK_ROOM: usize = crate::connection::READ_BUFFER_BYTES;
+
+// Else a buffer could be handed over empty.
+const _: () = assert!(CHUNK_ROOM < MIN_BUFFER_BYTES);
 
 /// How long a body may pause before its upload gives its buffers back to the
 /// budget (after handing over what they hold). A client that is sending does
