@@ -11,9 +11,9 @@
 //! another chunk goes at once to the store (for the filesystem, a write on
 //! the upload writer threads) and to the hasher (the compute pool); the
 //! next one is handed over when both are done with the previous, and that
-//! previous buffer is then filled again. So receiving, hashing and writing overlap, with two
-//! buffers per upload; per buffer, only the two replies are allocated (and a
-//! new buffer when its size changes).
+//! previous buffer is then filled again. So receiving, hashing and writing
+//! overlap, with two buffers per upload; per buffer, only the two replies
+//! are allocated (and a new buffer when its size changes).
 //!
 //! Memory is bounded however many uploads there are and however they behave
 //! ([`BufferBudget`]): the buffers come from a budget shared by all uploads;
