@@ -313,8 +313,11 @@ fn disconnect_mid_upload_leaves_nothing() {
         stream.write_all(&request.head_bytes()).unwrap();
         stream.write_all(&content[..content.len() / 2]).unwrap();
         stream.flush().unwrap();
-        // Give the server time to write part of it to a temp file.
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The upload is under way: part of it is in a temp file.
+        let pack_dir = dir.path().join(format!("data/repo/data/{}", &id[..2]));
+        assert!(eventually(std::time::Duration::from_secs(10), || {
+            !files_below(&pack_dir).is_empty()
+        }));
     } // dropped: the client goes away
     let data = dir.path().join("data");
     assert!(

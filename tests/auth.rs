@@ -423,9 +423,12 @@ fn user_add_on_a_terminal_asks_twice_without_echo() {
     let dir = TempDir::new("tty");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    // util-linux `script` gives the command a pseudo-terminal; the answers are
-    // typed after the prompts appear.
+    // util-linux `script` gives the command a pseudo-terminal. Each answer is
+    // typed once its prompt has appeared: the command turns echo off before
+    // it prompts, so typing earlier would be echoed by the terminal.
     let run = |user: &str, first: &str, second: &str| {
+        use std::io::{Read as _, Write as _};
+        use std::sync::{Arc, Mutex};
         let command_line = format!(
             "{} --path {} user add {user}",
             binary().display(),
@@ -435,19 +438,50 @@ fn user_add_on_a_terminal_asks_twice_without_echo() {
             .args(["-qfc", &command_line, "/dev/null"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        for answer in [first, second] {
-            std::thread::sleep(Duration::from_millis(700));
-            use std::io::Write as _;
-            stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(700));
+        let mut stdout = child.stdout.take().unwrap();
+        // (what the terminal showed, whether it has closed)
+        let shown = Arc::new(Mutex::new((Vec::new(), false)));
+        let reader = {
+            let shown = shown.clone();
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 256];
+                loop {
+                    let n = stdout.read(&mut buffer).unwrap_or(0);
+                    let mut shown = shown.lock().unwrap();
+                    if n == 0 {
+                        shown.1 = true;
+                        return;
+                    }
+                    shown.0.extend_from_slice(&buffer[..n]);
+                }
+            })
+        };
+        let text = || String::from_utf8_lossy(&shown.lock().unwrap().0).into_owned();
+        let mut wait = |what: &dyn Fn(&str, bool) -> bool, waiting_for: &str| {
+            let seen = eventually(Duration::from_secs(60), || {
+                let (bytes, closed) = &*shown.lock().unwrap();
+                what(&String::from_utf8_lossy(bytes), *closed)
+            });
+            if !seen {
+                let _ = child.kill();
+            }
+            assert!(seen, "no {waiting_for} on the terminal: {:?}", text());
+        };
+        let prompt = format!("password for {user}: ");
+        wait(&|t, _| t.contains(&prompt), &prompt);
+        stdin.write_all(format!("{first}\n").as_bytes()).unwrap();
+        wait(&|t, _| t.contains("again: "), "second prompt");
+        stdin.write_all(format!("{second}\n").as_bytes()).unwrap();
+        // The terminal stays open until the command has answered and exited.
+        wait(&|_, closed| closed, "end");
         drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        child.wait().unwrap();
+        reader.join().unwrap();
+        text()
     };
     let shown = run("bob", "typed secret", "typed secret");
     assert!(shown.contains("password for bob"), "{shown}");

@@ -140,10 +140,13 @@ fn idle_keep_alive_connections_are_closed() {
     let dir = TempDir::new("idle");
     let server = server_with_repo(&dir, &["--idle-timeout", "1"]);
     let mut conn = server.connect();
+    // The server's idle clock starts once the answer is handed to the
+    // socket, which is after the request is sent: a lower bound from here
+    // cannot be broken by this thread being slow to read the answer.
+    let started = Instant::now();
     conn.write_all(&Request::new("GET", "/repo/keys/").keep_alive().to_bytes())
         .unwrap();
     assert_eq!(read_response(&mut conn, false).status, 200);
-    let started = Instant::now();
     let mut buf = [0u8; 1];
     let n = read_once(&mut conn, &mut buf).unwrap_or(0);
     assert_eq!(n, 0, "server closes the idle connection");

@@ -280,7 +280,7 @@ fn s3_uploads_are_verified_and_never_overwritten() {
         404
     );
     assert!(
-        cutoff.log().contains("multipart upload of"),
+        cutoff.wait_for_log("multipart upload of", Duration::from_secs(10)),
         "{}",
         cutoff.log()
     );
