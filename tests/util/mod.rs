@@ -733,7 +733,9 @@ pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
         &SockaddrIn::from(target),
     )
     .unwrap();
-    TcpStream::from(fd)
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
 }
 
 /// `-newkey` arguments for an ECDSA P-256 key.
