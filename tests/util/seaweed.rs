@@ -5,7 +5,8 @@
 //! `weed` cannot bind port 0 and report what it got, so each instance takes a
 //! block of fixed ports: a base from this process's id and a counter, below
 //! the kernel's ephemeral range (32768 and up), plus SeaweedFS's gRPC ports at
-//! base + 10000. Instances of one test run never share a block.
+//! base + 10000. Instances of one test run never share a block, and a block
+//! with a port already taken is skipped.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -41,8 +42,19 @@ fn next_base() -> u16 {
     // 10000..=21999 leaves the gRPC ports (base + 10000) below 32768.
     let slots = 12000 / PORTS_PER_INSTANCE;
     let start = (std::process::id() % u32::from(slots)) as u16;
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    10000 + ((start + n) % slots) * PORTS_PER_INSTANCE
+    // A block some other program listens on (another test run's store, say)
+    // is passed over: a connection to the S3 port would reach that program.
+    for _ in 0..slots {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = 10000 + ((start + n) % slots) * PORTS_PER_INSTANCE;
+        let free = (0..PORTS_PER_INSTANCE)
+            .flat_map(|i| [base + i, base + 10000 + i])
+            .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no free block of {PORTS_PER_INSTANCE} ports for SeaweedFS");
 }
 
 impl SeaweedFs {
