@@ -562,15 +562,11 @@ fn concurrent_guessing_gets_the_bucket_and_another_address_gets_in() {
     let users = bcrypt_line_with_cost("alice", "right", 10);
     let server = Server::start_with_users(&data, &users, &["--prometheus", "--prometheus-no-auth"]);
     // Read without credentials: no check of its own.
-    let failures = |reason: &str| -> u64 {
-        let needle = format!("rest_server_auth_failures_total{{reason=\"{reason}\"}} ");
-        server
-            .request("GET", "/metrics")
-            .text()
-            .lines()
-            .find_map(|l| l.strip_prefix(needle.as_str()))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+    let failures = |reason: &str| {
+        counter(
+            &server,
+            &format!("rest_server_auth_failures_total{{reason=\"{reason}\"}}"),
+        )
     };
     let attacker = std::net::Ipv4Addr::new(127, 0, 0, 1);
     let other = std::net::Ipv4Addr::new(127, 0, 0, 2);

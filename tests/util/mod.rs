@@ -831,14 +831,26 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 
 // The policy is a parameter here, not the environment variable: the variable
 // is process-wide and these run in parallel with the tests that read it.
-/// A metric's value as `/metrics` writes it (the series without labels).
+/// A metric's value as `/metrics` writes it (`name` is the series, with its
+/// labels if it has any).
 pub fn metric(server: &Server, name: &str) -> String {
     let metrics = server.request("GET", "/metrics").text();
+    find_metric(&metrics, name)
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+        .to_string()
+}
+
+/// A counter's value, 0 while `/metrics` does not list it yet (a labelled
+/// series appears with its first count).
+pub fn counter(server: &Server, name: &str) -> u64 {
+    let metrics = server.request("GET", "/metrics").text();
+    find_metric(&metrics, name).map_or(0, |v| v.parse().unwrap())
+}
+
+fn find_metric<'a>(metrics: &'a str, name: &str) -> Option<&'a str> {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-        .to_string()
 }
 
 #[cfg(test)]
