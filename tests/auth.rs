@@ -427,44 +427,26 @@ fn user_add_on_a_terminal_asks_twice_without_echo() {
     // typed once its prompt has appeared: the command turns echo off before
     // it prompts, so typing earlier would be echoed by the terminal.
     let run = |user: &str, first: &str, second: &str| {
-        use std::io::{Read as _, Write as _};
-        use std::sync::{Arc, Mutex};
+        use std::io::Write as _;
         let command_line = format!(
             "{} --path {} user add {user}",
             binary().display(),
             data.display()
         );
+        let screen = dir.path().join(format!("{user}.tty"));
         let mut child = Command::new("script")
             .args(["-qfc", &command_line, "/dev/null"])
             .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stdout(std::fs::File::create(&screen).unwrap())
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        // (what the terminal showed, whether it has closed)
-        let shown = Arc::new(Mutex::new((Vec::new(), false)));
-        let reader = {
-            let shown = shown.clone();
-            std::thread::spawn(move || {
-                let mut buffer = [0u8; 256];
-                loop {
-                    let n = stdout.read(&mut buffer).unwrap_or(0);
-                    let mut shown = shown.lock().unwrap();
-                    if n == 0 {
-                        shown.1 = true;
-                        return;
-                    }
-                    shown.0.extend_from_slice(&buffer[..n]);
-                }
-            })
-        };
-        let text = || String::from_utf8_lossy(&shown.lock().unwrap().0).into_owned();
+        let text = || String::from_utf8_lossy(&std::fs::read(&screen).unwrap()).into_owned();
+        // Waits until `what` holds for the screen and whether `script` exited.
         let mut wait = |what: &dyn Fn(&str, bool) -> bool, waiting_for: &str| {
             let seen = eventually(Duration::from_secs(60), || {
-                let (bytes, closed) = &*shown.lock().unwrap();
-                what(&String::from_utf8_lossy(bytes), *closed)
+                let exited = child.try_wait().unwrap().is_some();
+                what(&text(), exited)
             });
             if !seen {
                 let _ = child.kill();
@@ -477,10 +459,8 @@ fn user_add_on_a_terminal_asks_twice_without_echo() {
         wait(&|t, _| t.contains("again: "), "second prompt");
         stdin.write_all(format!("{second}\n").as_bytes()).unwrap();
         // The terminal stays open until the command has answered and exited.
-        wait(&|_, closed| closed, "end");
+        wait(&|_, exited| exited, "end");
         drop(stdin);
-        child.wait().unwrap();
-        reader.join().unwrap();
         text()
     };
     let shown = run("bob", "typed secret", "typed secret");
@@ -522,12 +502,12 @@ fn the_throttle_refills_however_fast_failures_arrive() {
         conn.write_all(&guess).unwrap();
         assert_eq!(read_response(&mut conn, false).status, 401);
     }
-    let metrics = server.request("GET", "/metrics").text();
-    let checked: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("rest_server_auth_failures_total{reason=\"wrong password\"} "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no wrong-password count:\n{metrics}"));
+    let checked: u64 = metric(
+        &server,
+        "rest_server_auth_failures_total{reason=\"wrong password\"}",
+    )
+    .parse()
+    .unwrap();
     assert!((7..=9).contains(&checked), "{checked} passwords checked");
 }
 
