@@ -19,10 +19,7 @@ pub fn promtool_accepts(text: &str, test: &str) {
 }
 
 fn value(text: &str, series: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    find_metric(text, series).and_then(|v| v.parse().ok())
 }
 
 #[test]

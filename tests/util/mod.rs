@@ -829,8 +829,6 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
-// The policy is a parameter here, not the environment variable: the variable
-// is process-wide and these run in parallel with the tests that read it.
 /// A metric's value as `/metrics` writes it (`name` is the series, with its
 /// labels if it has any).
 pub fn metric(server: &Server, name: &str) -> String {
@@ -847,12 +845,15 @@ pub fn counter(server: &Server, name: &str) -> u64 {
     find_metric(&metrics, name).map_or(0, |v| v.parse().unwrap())
 }
 
-fn find_metric<'a>(metrics: &'a str, name: &str) -> Option<&'a str> {
+/// The value of series `name` in a `/metrics` text.
+pub fn find_metric<'a>(metrics: &'a str, name: &str) -> Option<&'a str> {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
 }
 
+// The policy is a parameter here, not the environment variable: the variable
+// is process-wide and these run in parallel with the tests that read it.
 #[cfg(test)]
 mod tests {
     use super::*;
