@@ -13,7 +13,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::range::{ByteRange, Want};
 use crate::route::{ObjectType, RepoPath, Target};
-use crate::store::{Key, ObjectReader as _, Store};
+use crate::store::{Key, KeyBuf, ObjectReader as _, Store};
 use crate::upload::{Received, Receiver, Rules};
 
 /// restic's media type for the v1 listing (names only).
@@ -279,18 +279,32 @@ where
         buffers: &state.upload_buffers,
         body_timeout: state.config.limits.body_timeout,
     };
+    // Counted and queued for the mirror once committed, before the answer,
+    // also if the client is gone by then (see Receiver::receive).
+    let (usage, mirror) = (state.usage.clone(), state.mirror.clone());
+    let (owned_repo, owned_key) = (repo.clone(), KeyBuf::of(key));
+    let after = move |bytes| async move {
+        usage.wrote(&owned_repo.label(), owned_key.key().kind(), bytes);
+        if let Some(mirror) = mirror {
+            mirror.committed(&owned_repo, owned_key.key(), bytes).await;
+        }
+    };
     let stored = receiver
-        .receive(&state.store, repo, key, declared, body)
+        .receive(&state.store, repo, key, declared, body, after)
         .await?;
     match stored {
-        Received::Stored(bytes) => {
-            state.usage.wrote(&repo.label(), key.kind(), bytes);
-            if let Some(mirror) = &state.mirror {
-                mirror.committed(repo, key, bytes);
+        Received::Stored(bytes) => Ok(Reply::ok(Effect::Wrote(bytes))),
+        Received::Same => {
+            // restic retries an upload whose answer it did not get with the
+            // same bytes: the first try may have been committed without its
+            // answer, so the mirror is asked to make sure of it.
+            if let Some(mirror) = &state.mirror
+                && let Ok(size) = state.store.size(repo, key).await
+            {
+                mirror.committed(repo, key, size).await;
             }
-            Ok(Reply::ok(Effect::Wrote(bytes)))
+            Ok(Reply::ok(Effect::Nothing))
         }
-        Received::Same => Ok(Reply::ok(Effect::Nothing)),
     }
 }
 

@@ -82,7 +82,11 @@ where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (response, mut record) = request::serve(state, None, request, &CLIENT).await;
+    // A commit runs in a task of its own (see upload::Receiver::receive).
+    let local = tokio::task::LocalSet::new();
+    let (response, mut record) = local
+        .run_until(request::serve(state, None, request, &CLIENT))
+        .await;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     crate::body::Completion::complete(&mut record, body.len() as u64);

@@ -43,7 +43,7 @@ use crate::pool::{ComputePool, Sha256};
 use crate::quota::{Quota, Reservation};
 use crate::range::Want;
 use crate::route::RepoPath;
-use crate::store::{Incoming, Key, ObjectReader as _, Store, Upload};
+use crate::store::{Incoming, Key, ObjectReader as _, Store, StoreError, Upload};
 
 /// Smallest upload buffer: what each of [`BUFFERED_UPLOADS`] uploads at once
 /// gets from the budget.
@@ -236,19 +236,24 @@ pub(crate) struct Receiver<'a> {
 impl Receiver<'_> {
     /// Streams `body` into a new upload of `key` and commits it; returns the
     /// bytes stored. `declared` is the Content-Length, checked before
-    /// anything is written.
-    pub(crate) async fn receive<S, B>(
+    /// anything is written. `after` runs once the file is committed, with
+    /// its size, also when this future has been dropped meanwhile (must run
+    /// inside a `LocalSet`).
+    pub(crate) async fn receive<S, B, A, F>(
         &self,
         store: &S,
         repo: &RepoPath,
         key: Key<'_>,
         declared: Option<u64>,
         body: B,
+        after: A,
     ) -> Result<Received, ApiError>
     where
         S: Store,
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
+        A: FnOnce(u64) -> F + 'static,
+        F: Future<Output = ()> + 'static,
     {
         let upload = match self.begin(store, repo, key, declared).await {
             Ok(upload) => upload,
@@ -283,8 +288,17 @@ impl Receiver<'_> {
             Ok((received, hash)) => match (self.rules.expected, hash) {
                 (Some(expected), Some(digest)) if expected != digest => ApiError::HashMismatch,
                 _ => {
-                    upload.commit().await?;
-                    reservation.keep();
+                    // The commit and what follows it run in a task of their
+                    // own: a client gone meanwhile (hyper then drops this
+                    // future) must not leave a file in place that the quota
+                    // does not count or the mirror never queues.
+                    let commit = tokio::task::spawn_local(async move {
+                        upload.commit().await?;
+                        reservation.keep();
+                        after(received).await;
+                        Ok::<(), StoreError>(())
+                    });
+                    commit.await.map_err(StoreError::lost_task)??;
                     return Ok(Received::Stored(received));
                 }
             },
@@ -763,8 +777,10 @@ mod tests {
             drop(tx);
             free
         };
-        let receive = receiver.receive(&store, &repo, key, None, ChannelBody(rx));
-        let (received, free_while_paused) = tokio::join!(receive, feed);
+        let receive = receiver.receive(&store, &repo, key, None, ChannelBody(rx), |_| async {});
+        let local = tokio::task::LocalSet::new();
+        let (received, free_while_paused) =
+            local.run_until(async { tokio::join!(receive, feed) }).await;
         assert_eq!(received.unwrap(), Received::Stored(content.len() as u64));
         (content, store.get(&repo, key).unwrap(), free_while_paused)
     }

@@ -42,6 +42,30 @@ impl Key<'_> {
     }
 }
 
+/// A [`Key`] that owns its id: for work that outlives the request that
+/// named the file (the mirror's queue, what follows a commit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyBuf {
+    Config,
+    Object(ObjectType, ObjectId),
+}
+
+impl KeyBuf {
+    pub(crate) fn of(key: Key<'_>) -> KeyBuf {
+        match key {
+            Key::Config => KeyBuf::Config,
+            Key::Object(kind, id) => KeyBuf::Object(kind, id.clone()),
+        }
+    }
+
+    pub(crate) fn key(&self) -> Key<'_> {
+        match self {
+            KeyBuf::Config => Key::Config,
+            KeyBuf::Object(kind, id) => Key::Object(*kind, id),
+        }
+    }
+}
+
 /// What went wrong in a store, as far as a client needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
