@@ -417,18 +417,25 @@ impl Inner {
                 if let Some(acl) = &self.settings.acl {
                     headers.push(("x-amz-acl", acl.clone()));
                 }
-                self.call("create bucket", &|| {
-                    self.request(
-                        &Method::PUT,
-                        None,
-                        &[],
-                        &headers,
-                        &payload,
-                        OutBody::Full(Some(body.clone())),
-                    )
-                })
-                .await?;
-                log::info!("created bucket {:?}", self.settings.bucket);
+                let created = self
+                    .call("create bucket", &|| {
+                        self.request(
+                            &Method::PUT,
+                            None,
+                            &[],
+                            &headers,
+                            &payload,
+                            OutBody::Full(Some(body.clone())),
+                        )
+                    })
+                    .await;
+                match created {
+                    Ok(_) => log::info!("created bucket {:?}", self.settings.bucket),
+                    // Another server (or this one's mirror) created it since
+                    // the HEAD: it is ours all the same.
+                    Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
                 Ok(())
             }
             Err(e) => Err(e),
@@ -469,6 +476,7 @@ async fn check(
         (_, "NoSuchBucket") => ErrorKind::Unexpected,
         (StatusCode::NOT_FOUND, _) => ErrorKind::NotFound,
         (StatusCode::PRECONDITION_FAILED, _) => ErrorKind::AlreadyExists,
+        (_, "BucketAlreadyOwnedByYou") => ErrorKind::AlreadyExists,
         (StatusCode::INSUFFICIENT_STORAGE, _) => ErrorKind::NoSpace,
         (_, "QuotaExceeded" | "XMinioStorageFull" | "StorageFull") => ErrorKind::NoSpace,
         _ => ErrorKind::Unexpected,
