@@ -255,17 +255,22 @@ impl Upload for MemUpload {
         Ok(())
     }
 
+    /// In place at once, then the delay: as on disk, where the rename runs
+    /// on a writer thread whatever becomes of the caller, and the folder's
+    /// fsync after it is what takes time.
     async fn commit(self) -> Result<(), StoreError> {
         self.store.check(Op::Commit, "fsync")?;
-        let delay = self.store.inner.borrow().commit_delay;
+        let delay = {
+            let mut inner = self.store.inner.borrow_mut();
+            if inner.files.contains_key(&self.at) {
+                return Err(StoreError::exists("link"));
+            }
+            inner.files.insert(self.at, self.content.freeze());
+            inner.commit_delay
+        };
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
-        let mut inner = self.store.inner.borrow_mut();
-        if inner.files.contains_key(&self.at) {
-            return Err(StoreError::exists("link"));
-        }
-        inner.files.insert(self.at, self.content.freeze());
         Ok(())
     }
 }
