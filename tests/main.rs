@@ -11,6 +11,7 @@ mod image;
 mod lifecycle;
 mod metrics;
 mod mirror;
+mod mirror_random;
 mod modes;
 mod packages;
 mod restic;
