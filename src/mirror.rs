@@ -50,6 +50,11 @@ pub(crate) const STATE_DIR: &str = ".mirror";
 const DELETES_FILE: &str = "deletes";
 /// What `rest-server mirror status` reads.
 pub(crate) const STATUS_FILE: &str = "status";
+/// Locked by the running server for as long as it mirrors: `mirror status`
+/// trusts the status file only while someone holds it (a pid or the file's
+/// age cannot tell: pids repeat on a board that boots alike every time or
+/// in a container, and a board without a clock starts in the past).
+const LOCK_FILE: &str = "lock";
 /// Shortest time between two writes of the status file: it follows the
 /// backlog closely without a write per file copied.
 const STATUS_MIN_INTERVAL: Duration = Duration::from_millis(250);
@@ -161,13 +166,19 @@ struct State {
     /// `delete `), with the time since when it waits.
     known: HashMap<String, u64>,
     in_flight: [usize; 3],
-    /// Files ([`Item::id`]) with an upload or a delete in flight: a second
-    /// operation on the same name waits for it, so that a delete sent
-    /// before a re-upload cannot land after it.
-    busy: HashSet<String>,
-    /// Files committed again while their upload was in flight: queued once
-    /// more unless that upload put them in the bucket.
+    /// Files ([`Item::id`]) with an upload or a delete in flight, and which:
+    /// a second operation on the same name waits for it, so that a delete
+    /// sent before a re-upload cannot land after it.
+    busy: HashMap<String, Class>,
+    /// Operations ([`State::known_id`]) asked for again while the same one
+    /// was in flight: a file committed again during its upload, deleted
+    /// again during its delete. Queued once more unless the one in flight
+    /// did the job.
     again: HashSet<String>,
+    /// Files that could not be copied (the local copy does not match its
+    /// name, or the bucket holds other content under it), by
+    /// [`Item::id`]: the mirror is not current while there are any.
+    failed: HashSet<String>,
     /// Files and bytes queued or in flight.
     backlog_files: u64,
     backlog_bytes: u64,
@@ -217,9 +228,9 @@ impl State {
         // The first whose name has nothing in flight.
         let at = self.queues[i]
             .iter()
-            .position(|item| !self.busy.contains(&item.id()))?;
+            .position(|item| !self.busy.contains_key(&item.id()))?;
         let item = self.queues[i].remove(at)?;
-        self.busy.insert(item.id());
+        self.busy.insert(item.id(), class);
         self.in_flight[i] += 1;
         Some((item, class))
     }
@@ -247,9 +258,23 @@ impl State {
         }
     }
 
-    /// What `mirror status` may call current: compared, and nothing waits.
+    /// What `mirror status` may call current: compared, nothing waits, and
+    /// nothing failed for good.
     fn current(&self) -> bool {
-        self.compared && self.backlog_files == 0
+        self.compared && self.backlog_files == 0 && self.failed.is_empty()
+    }
+
+    /// Notes that `class`'s operation on `item` is asked for again while
+    /// the same operation is in flight (the queue holds one of each).
+    fn again_if_in_flight(&mut self, class: Class, item: &Item) {
+        let in_flight = match self.busy.get(&item.id()) {
+            Some(Class::Delete) => class == Class::Delete,
+            Some(_) => class != Class::Delete,
+            None => false,
+        };
+        if in_flight {
+            self.again.insert(State::known_id(class, item));
+        }
     }
 
     fn oldest(&self) -> Option<u64> {
@@ -265,6 +290,8 @@ pub(crate) struct MirrorSummary {
     pub(crate) waiting_since: Option<u64>,
     /// Whether the startup comparison with the bucket has finished.
     pub(crate) compared: bool,
+    /// Files that could not be copied (corrupt, or other content offsite).
+    pub(crate) failed_files: usize,
     pub(crate) last_error: Option<String>,
 }
 
@@ -302,8 +329,8 @@ pub(crate) struct Mirror {
     /// No quota applies to the copy; the receiver wants one.
     unlimited: Rc<Quota>,
     /// The mirror's own upload buffers, one grant per upload it runs at once;
-    /// none with a bandwidth limit, so that the paced pieces go on to the
-    /// store as they come instead of gathering into 192 KiB bursts.
+    /// none with a low bandwidth limit, so that the paced pieces go on to
+    /// the store as they come instead of gathering into 192 KiB bursts.
     buffers: Rc<BufferBudget>,
     /// Held while the delete journal is written or cleared.
     journal: tokio::sync::Mutex<()>,
@@ -313,6 +340,8 @@ pub(crate) struct Mirror {
     /// What the status file says: the generation written, and whether it
     /// says current.
     published: Cell<(u64, bool)>,
+    /// Held while the server runs (see [`LOCK_FILE`]).
+    _running: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 impl Mirror {
@@ -327,12 +356,30 @@ impl Mirror {
         repos: Vec<String>,
     ) -> Rc<Mirror> {
         let target = remote.describe();
+        let dir = data_dir.join(STATE_DIR);
+        let running = match hold_lock(&dir) {
+            Ok(lock) => {
+                // A status an earlier run left says nothing of this one,
+                // which has not compared yet (written again within moments).
+                if let Err(e) = remove_if_there(&dir.join(STATUS_FILE)) {
+                    log::warn!("mirror: cannot remove the old status file: {e}");
+                }
+                Some(lock)
+            }
+            Err(e) => {
+                log::error!(
+                    "mirror: cannot lock {}: {e}; `mirror status` will say UNKNOWN",
+                    dir.join(LOCK_FILE).display()
+                );
+                None
+            }
+        };
         let mirror = Rc::new(Mirror {
             local,
             remote,
             compute,
             settings,
-            dir: data_dir.join(STATE_DIR),
+            dir,
             target,
             state: RefCell::new(State::default()),
             changed: Notify::new(),
@@ -341,13 +388,14 @@ impl Mirror {
                 .bandwidth
                 .map(|rate| Rc::new(RefCell::new(TokenBucket::new(rate)))),
             unlimited: Rc::new(Quota::new(None, 0)),
-            buffers: BufferBudget::new(match settings.bandwidth {
-                Some(_) => 0,
-                None => settings.uploads,
+            buffers: BufferBudget::new(match paced_piece(&settings) {
+                Some(piece) if piece < BUFFERED_PIECE => 0,
+                _ => settings.uploads,
             }),
             journal: tokio::sync::Mutex::new(()),
             status: tokio::sync::Mutex::new(()),
             published: Cell::new((u64::MAX, false)),
+            _running: running,
         });
         log::info!(
             "mirror: copying committed files to {} ({} uploads at once{}{})",
@@ -392,9 +440,10 @@ impl Mirror {
             // (restic retries a failed upload by deleting the name and
             // sending the same bytes again). One in flight is waited for.
             state.cancel(Class::Delete, &item);
-            let id = item.id();
-            if state.busy.contains(&id) && state.known.contains_key(&id) {
-                state.again.insert(id);
+            // A file that failed is given another chance.
+            state.failed.remove(&item.id());
+            if let Some(class) = class_of(&item.name) {
+                state.again_if_in_flight(class, &item);
             }
         }
         self.queue(item);
@@ -414,12 +463,16 @@ impl Mirror {
             size: 0,
             since: crate::logging::unix_now(),
         };
-        // A copy still waiting is not needed any more.
+        // A copy still waiting is not needed any more, nor one that failed.
         {
             let mut state = self.state.borrow_mut();
             for class in [Class::First, Class::Snapshot] {
                 state.cancel(class, &item);
             }
+            if state.failed.remove(&item.id()) {
+                state.generation += 1;
+            }
+            state.again_if_in_flight(Class::Delete, &item);
         }
         // Queued before the journal write, so that a client that leaves
         // meanwhile does not take the delete with it; the journal lock keeps
@@ -614,7 +667,7 @@ impl Mirror {
         let size = reader.size();
         let body = Throttled::new(
             Body::<FsStore>::object(reader),
-            self.settings.bandwidth.zip(self.bandwidth.clone()),
+            paced_piece(&self.settings).zip(self.bandwidth.clone()),
         );
         let receiver = Receiver {
             rules: Rules {
@@ -649,10 +702,12 @@ impl Mirror {
             }
             Err(ApiError::HashMismatch) => Outcome::Corrupt("does not match its name"),
             // The local file could not be read: a disk problem, reported;
-            // the next start's comparison queues it again.
-            Err(ApiError::BodyRead(_) | ApiError::BodyTimeout) => {
-                Outcome::Corrupt("could not be read")
-            }
+            // the next start's comparison queues it again, and so does a
+            // new upload of it.
+            Err(ApiError::BodyRead(_)) => Outcome::Corrupt("could not be read"),
+            // A disk that stalls (an SD card's garbage collection) may
+            // answer again: tried again after the backoff.
+            Err(ApiError::BodyTimeout) => Outcome::Retry("the local disk stalled".to_string()),
             Err(e) => Outcome::Retry(e.to_string()),
         }
     }
@@ -699,9 +754,9 @@ impl Mirror {
         state.generation += 1;
         let id = State::known_id(class, &item);
         state.busy.remove(&item.id());
-        // Committed again while this upload ran: queued once more unless the
-        // bucket now holds it (same name, same bytes).
-        let again = state.again.remove(&item.id())
+        // Asked for again while this one ran: queued once more unless this
+        // one did the job (the bucket holds the file, or it is deleted).
+        let again = state.again.remove(&id)
             && !matches!(
                 outcome,
                 Outcome::Done | Outcome::AlreadyThere | Outcome::Retry(_)
@@ -735,6 +790,7 @@ impl Mirror {
                     }
                     Outcome::Corrupt(why) => {
                         state.totals.corrupt_files += 1;
+                        state.failed.insert(item.id());
                         log::error!(
                             "mirror: {} {why} on the local disk: not copied \
                              (run restic check --read-data)",
@@ -743,6 +799,7 @@ impl Mirror {
                     }
                     Outcome::Conflict => {
                         state.totals.corrupt_files += 1;
+                        state.failed.insert(item.id());
                         log::error!(
                             "mirror: the bucket holds other content under {}: not replaced \
                              (is another repository at this prefix?)",
@@ -762,10 +819,13 @@ impl Mirror {
                 state.backlog_bytes -= item.size;
                 if again {
                     drop(state);
-                    self.queue(Item {
-                        since: crate::logging::unix_now(),
-                        ..item
-                    });
+                    self.queue_class(
+                        Item {
+                            since: crate::logging::unix_now(),
+                            ..item
+                        },
+                        class,
+                    );
                     state = self.state.borrow_mut();
                 }
                 if state.current() {
@@ -799,8 +859,11 @@ impl Mirror {
     /// client is answered, so that `mirror status` never says current
     /// while a file the client was told is stored waits for the bucket.
     async fn publish_if_current(&self) {
+        // Looked at under the lock: a write of "current" under way now
+        // lands before this one.
+        let _held = self.status.lock().await;
         if self.published.get().1 {
-            self.publish(false).await;
+            self.write_status(false).await;
         }
     }
 
@@ -808,6 +871,11 @@ impl Mirror {
     /// is held, if it changed since the last write (or `always`).
     async fn publish(&self, always: bool) {
         let _held = self.status.lock().await;
+        self.write_status(always).await;
+    }
+
+    /// [`Mirror::publish`] with the status lock held.
+    async fn write_status(&self, always: bool) {
         let (generation, text, current) = {
             let state = self.state.borrow();
             if !always && state.generation == self.published.get().0 {
@@ -818,7 +886,20 @@ impl Mirror {
         let dir = self.dir.clone();
         match io_pool::run(move || write_status(&dir, &text).op("write the status")).await {
             Ok(()) => self.published.set((generation, current)),
-            Err(e) => log::warn!("mirror: cannot write the status file: {e}"),
+            Err(e) => {
+                // An old "current" must not stay behind (removing a file
+                // needs no free space).
+                log::warn!("mirror: cannot write the status file: {e}");
+                let dir = self.dir.clone();
+                let removed = io_pool::run(move || {
+                    remove_if_there(&dir.join(STATUS_FILE)).op("remove the status")
+                })
+                .await;
+                if let Err(e) = removed {
+                    log::error!("mirror: cannot remove the status file either: {e}");
+                }
+                self.published.set((u64::MAX, false));
+            }
         }
     }
 
@@ -858,11 +939,11 @@ impl Mirror {
         let now = crate::logging::unix_now();
         let mut out = String::new();
         let _ = writeln!(out, "updated {now}");
-        let _ = writeln!(out, "pid {}", std::process::id());
         let _ = writeln!(out, "target {}", self.target);
         let _ = writeln!(out, "compared {}", state.compared);
         let _ = writeln!(out, "backlog_files {}", state.backlog_files);
         let _ = writeln!(out, "backlog_bytes {}", state.backlog_bytes);
+        let _ = writeln!(out, "failed_files {}", state.failed.len());
         let _ = writeln!(out, "oldest {}", state.oldest().unwrap_or(0));
         let t = &state.totals;
         let _ = writeln!(out, "uploaded_files {}", t.uploaded_files);
@@ -885,6 +966,7 @@ impl Mirror {
             backlog_bytes: state.backlog_bytes,
             waiting_since: state.oldest(),
             compared: state.compared,
+            failed_files: state.failed.len(),
             last_error: state.last_error.clone(),
         }
     }
@@ -912,6 +994,12 @@ impl Mirror {
                 "Age of the oldest file waiting for the mirror; 0 when none.",
                 "gauge",
                 oldest,
+            ),
+            (
+                "rest_server_mirror_failed_files",
+                "Files that could not be copied: corrupt on the local disk, or other content in the bucket under the name.",
+                "gauge",
+                state.failed.len() as u64,
             ),
             (
                 "rest_server_mirror_compared",
@@ -998,7 +1086,11 @@ fn read_journal(dir: &Path) -> std::io::Result<Vec<Item>> {
 }
 
 fn clear_journal(dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(dir.join(DELETES_FILE)) {
+    remove_if_there(&dir.join(DELETES_FILE))
+}
+
+fn remove_if_there(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -1019,7 +1111,7 @@ fn write_status(dir: &Path, text: &str) -> std::io::Result<()> {
 struct Throttled<B> {
     inner: B,
     bucket: Option<Rc<RefCell<TokenBucket>>>,
-    /// Largest piece sent at once: a quarter of a second at the rate.
+    /// Largest piece sent at once (see [`paced_piece`]).
     piece: usize,
     /// What is left of the frame being sent.
     rest: Bytes,
@@ -1029,16 +1121,28 @@ struct Throttled<B> {
 /// Smallest piece [`Throttled`] cuts: below it, the headers of each TLS
 /// record and TCP segment would cost more than the pause saves.
 const MIN_PACED_PIECE: usize = 1024;
+/// Pieces at least this large go through the mirror's upload buffers: at
+/// such rates the buffers' overlap of reading, hashing and sending pays,
+/// and a buffer fills in about a second.
+const BUFFERED_PIECE: usize = 192 * 1024;
+
+/// The largest piece a paced upload sends at once: a quarter of a second
+/// of its share of the rate, since all uploads take from one bucket (each
+/// upload then pauses about a quarter of a second between pieces).
+fn paced_piece(settings: &MirrorSettings) -> Option<usize> {
+    let rate = settings.bandwidth?;
+    let share = rate / (4 * settings.uploads.max(1) as u64);
+    Some(
+        usize::try_from(share)
+            .unwrap_or(usize::MAX)
+            .max(MIN_PACED_PIECE),
+    )
+}
 
 impl<B> Throttled<B> {
-    fn new(inner: B, bandwidth: Option<(u64, Rc<RefCell<TokenBucket>>)>) -> Throttled<B> {
-        let (piece, bucket) = match bandwidth {
-            Some((rate, bucket)) => (
-                usize::try_from(rate / 4)
-                    .unwrap_or(usize::MAX)
-                    .max(MIN_PACED_PIECE),
-                Some(bucket),
-            ),
+    fn new(inner: B, pacing: Option<(usize, Rc<RefCell<TokenBucket>>)>) -> Throttled<B> {
+        let (piece, bucket) = match pacing {
+            Some((piece, bucket)) => (piece, Some(bucket)),
             None => (usize::MAX, None),
         };
         Throttled {
@@ -1099,14 +1203,32 @@ impl<B: http_body::Body<Data = Bytes> + Unpin> http_body::Body for Throttled<B> 
     }
 }
 
-/// Whether a process with this id runs (one of another user's counts).
-fn process_runs(pid: u64) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
+/// Creates and locks the lock file; the lock lasts as long as the value.
+fn hold_lock(dir: &Path) -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    ensure_dir(dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+        nix::errno::Errno::EWOULDBLOCK => {
+            std::io::Error::other("another server mirrors this data directory")
+        }
+        errno => std::io::Error::from(errno),
+    })
+}
+
+/// Whether a running server holds the lock file.
+fn lock_held(dir: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    let Ok(file) = std::fs::File::open(dir.join(LOCK_FILE)) else {
         return false;
     };
-    !matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
+    matches!(
+        Flock::lock(file, FlockArg::LockSharedNonblock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK))
     )
 }
 
@@ -1133,15 +1255,20 @@ pub fn status_report(data_dir: &Path) -> Result<(String, bool), String> {
     let stale = age > STATUS_STALE.as_secs();
     // The server that wrote it has stopped: it may have committed a file
     // after its last write (a kill -9 between the commit and the answer).
-    let pid = num("pid");
-    let gone = pid > 0 && !process_runs(pid);
-    let current = !stale && !gone && compared && files == 0;
+    let gone = !lock_held(&data_dir.join(STATE_DIR));
+    let failed = num("failed_files");
+    let current = !stale && !gone && compared && files == 0 && failed == 0;
     let mut out = String::new();
     let _ = writeln!(out, "mirror to {}", get("target"));
     let verdict = if stale {
         format!("UNKNOWN: the status is {age} s old; the server is not running or not mirroring")
     } else if gone {
-        format!("UNKNOWN: the server that wrote the status (pid {pid}) is not running")
+        "UNKNOWN: no running server mirrors this data directory".to_string()
+    } else if failed > 0 && files == 0 && compared {
+        format!(
+            "INCOMPLETE: {failed} file(s) could not be copied (see the log: a local file \
+             that does not match its name, or other content in the bucket under the name)"
+        )
     } else if !compared {
         "BEHIND: still comparing the data directory with the bucket".to_string()
     } else if files == 0 {

@@ -296,6 +296,13 @@ fn render_mirror(out: &mut String, mirror: &MirrorSummary, now: u64) {
         out.push_str("; still comparing with the bucket");
     }
     out.push_str(".</p>");
+    if mirror.failed_files > 0 {
+        let _ = write!(
+            out,
+            "<p class=\"bad\">{} file(s) could not be copied: see the log.</p>",
+            mirror.failed_files
+        );
+    }
     if let Some(error) = &mirror.last_error {
         let _ = write!(out, "<p class=\"bad\">Last error: {}</p>", escape(error));
     }
