@@ -136,6 +136,8 @@ pub(crate) enum ClientError {
     Tls(io::Error),
     Http(hyper::Error),
     Timeout(&'static str),
+    /// The request could not be made (a header value HTTP cannot carry).
+    Request(String),
 }
 
 impl fmt::Display for ClientError {
@@ -145,6 +147,7 @@ impl fmt::Display for ClientError {
             ClientError::Tls(e) => write!(f, "TLS with the store: {e}"),
             ClientError::Http(e) => write!(f, "HTTP with the store: {e}"),
             ClientError::Timeout(what) => write!(f, "the store did not answer in time ({what})"),
+            ClientError::Request(why) => write!(f, "cannot make the request: {why}"),
         }
     }
 }
@@ -154,7 +157,7 @@ impl std::error::Error for ClientError {
         match self {
             ClientError::Connect(e) | ClientError::Tls(e) => Some(e),
             ClientError::Http(e) => Some(e),
-            ClientError::Timeout(_) => None,
+            ClientError::Timeout(_) | ClientError::Request(_) => None,
         }
     }
 }
@@ -228,10 +231,12 @@ impl Client {
     /// not one per closure, which cost binary size.)
     pub(crate) async fn send(
         &self,
-        make: &dyn Fn() -> Request<OutBody>,
+        make: &dyn Fn() -> Result<Request<OutBody>, ClientError>,
     ) -> Result<Response<Incoming>, ClientError> {
+        // Built before connecting: a request that cannot be made costs no
+        // connection.
+        let request = make()?;
         let (conn, reused) = self.connection(IDLE_REUSE).await?;
-        let request = make();
         // A POST (completing a multipart upload, say) may have been carried
         // out though its answer was lost: sent again only if it never left.
         let post = request.method() == hyper::Method::POST;
@@ -241,7 +246,7 @@ impl Client {
             {
                 log::debug!("store connection closed while idle; sending again: {e}");
                 let (conn, _) = self.connection(Duration::ZERO).await?;
-                self.start(conn, make()).finish(self).await
+                self.start(conn, make()?).finish(self).await
             }
             other => other,
         }

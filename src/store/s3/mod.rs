@@ -34,10 +34,10 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use http_body::Body as _;
 use hyper::body::Incoming as IncomingBody;
-use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST};
+use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use self::http::{BODY_STALL_TIMEOUT, Client, OutBody};
+use self::http::{BODY_STALL_TIMEOUT, Client, ClientError, OutBody};
 use self::multipart::Multipart;
 pub(crate) use self::settings::{
     Encryption, Location, ProcessEnvironment, Settings, SettingsError, is_location, parse_file,
@@ -201,7 +201,7 @@ impl Inner {
         headers: &[(&'static str, String)],
         payload: &str,
         body: OutBody,
-    ) -> Request<OutBody> {
+    ) -> Result<Request<OutBody>, ClientError> {
         let s = &self.settings;
         let mut path = String::with_capacity(128);
         path.push('/');
@@ -249,20 +249,25 @@ impl Inner {
                 headers: &signed,
                 payload,
             };
+            let authorization = sign::authorization(credentials, &s.region, &date, &canonical);
             builder = builder.header(
                 "authorization",
-                sign::authorization(credentials, &s.region, &date, &canonical),
+                header_value("authorization", &authorization)?,
             );
         }
         for (name, value) in &signed {
-            builder = builder.header(if *name == "host" { HOST.as_str() } else { name }, *value);
+            let name = if *name == "host" { HOST.as_str() } else { name };
+            builder = builder.header(name, header_value(name, value)?);
         }
         if method == Method::PUT || method == Method::POST {
             builder = builder.header(CONTENT_LENGTH, http_body::Body::size_hint(&body).lower());
         }
+        // A request that cannot be built is an error: sent as something
+        // else (an unsigned `GET /`, as a default request would be), a 200
+        // to it would pass for the success of a DELETE or a HEAD.
         builder
             .body(body)
-            .unwrap_or_else(|_| Request::new(OutBody::empty()))
+            .map_err(|e| ClientError::Request(format!("{method} request: {e}")))
     }
 
     /// The headers a new object is created with: storage class (data packs
@@ -318,7 +323,7 @@ impl Inner {
     async fn call(
         &self,
         op: &'static str,
-        make: &dyn Fn() -> Request<OutBody>,
+        make: &dyn Fn() -> Result<Request<OutBody>, ClientError>,
     ) -> Result<Response<IncomingBody>, StoreError> {
         let response = self
             .client
@@ -436,7 +441,19 @@ impl Inner {
     }
 }
 
-/// A store that could not be reached, or did not answer in time.
+/// `value` as a header value; the error names the header, never the value
+/// (it may be a secret, such as a session token).
+fn header_value(name: &str, value: &str) -> Result<HeaderValue, ClientError> {
+    HeaderValue::from_str(value).map_err(|_| {
+        ClientError::Request(format!(
+            "the {name} header's value cannot be sent (a control character or a \
+             non-ASCII byte in it?)"
+        ))
+    })
+}
+
+/// A request that got no answer: the store could not be reached or did
+/// not answer in time, or the request could not be made.
 fn unreachable_store(op: &'static str, err: http::ClientError) -> StoreError {
     StoreError::new(ErrorKind::Unexpected, op, io::Error::other(err.to_string()))
 }
@@ -623,7 +640,7 @@ impl super::Store for S3Store {
         let headers = inner.object_headers(key);
         match incoming.length {
             Some(length) if length <= inner.settings.upload_cutoff => Ok(S3Upload::Put(Box::new(
-                StreamedPut::begin(&self.inner, &name, headers, incoming.sha256, length),
+                StreamedPut::begin(&self.inner, &name, headers, incoming.sha256, length)?,
             ))),
             _ => Ok(S3Upload::Parts(
                 Multipart::begin(&self.inner, name, headers).await?,

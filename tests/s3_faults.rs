@@ -1,0 +1,218 @@
+//! S3 faults found by reading (issue 23, section 3, and the wrong-key
+//! message of section 2): what the user sees when the bucket, the
+//! credentials, the region or a header is wrong. Some run on SeaweedFS;
+//! where a store's particular answer is the point (AWS's region redirect), a
+//! scripted fake store on 127.0.0.1 gives it.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY};
+use crate::util::*;
+
+/// A store that answers from a script: each request's head (request line
+/// and headers, as received) goes to `answer`, which returns the whole
+/// response. Every head is kept for the test to look at. Stopped on drop.
+struct FakeStore {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+type Answer = dyn Fn(&str) -> String + Send + Sync;
+
+impl FakeStore {
+    fn start(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> FakeStore {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let answer: Arc<Answer> = Arc::new(answer);
+        let (seen, stopping) = (heads.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (seen, answer) = (seen.clone(), answer.clone());
+                std::thread::spawn(move || serve_fake(stream, &seen, &*answer));
+            }
+        });
+        FakeStore { addr, heads, stop }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeStore {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// One connection: requests (bodies read by Content-Length and dropped)
+/// until the client closes it.
+fn serve_fake(stream: TcpStream, seen: &Mutex<Vec<String>>, answer: &Answer) {
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let length: u64 = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink()).is_err() {
+            return;
+        }
+        seen.lock().unwrap().push(head.clone());
+        if writer.write_all(answer(&head).as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// An HTTP response with `headers` (lines ending in CRLF) and `body`.
+fn response(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The answer of a store that takes everything and stores nothing: 200, and
+/// an empty listing for a ListObjectsV2.
+fn accept_all(head: &str) -> String {
+    if head.starts_with("GET ") && head.contains("list-type=2") {
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult>\
+                    <IsTruncated>false</IsTruncated></ListBucketResult>";
+        response("200 OK", "Content-Type: application/xml\r\n", body)
+    } else {
+        response("200 OK", "", "")
+    }
+}
+
+/// What a started server or a command did: whether the server came up (it
+/// is then stopped at once), and its stderr up to then.
+struct Outcome {
+    started: bool,
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Runs `command` until it says it serves (then kills it) or exits.
+fn start_or_exit(mut command: Command) -> Outcome {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rest-server");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let mut started = false;
+    while let Ok(line) = rx.recv_timeout(START_TIMEOUT) {
+        started = line.contains("start server on");
+        lines.push(line);
+        if started {
+            break;
+        }
+    }
+    if started {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    Outcome {
+        started,
+        code: if started { None } else { status.code() },
+        stderr: lines.join("\n"),
+    }
+}
+
+/// The server on `s3:<endpoint>/<location>` with the environment's AWS
+/// settings removed; the caller adds credentials.
+fn s3_command(endpoint: &str, location: &str, dir: &std::path::Path) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .arg("--path")
+        .arg(format!("s3:{endpoint}/{location}"))
+        .args(["--no-auth", "--listen", "127.0.0.1:0"])
+        .env("HOME", dir)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SECRET_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_SHARED_CREDENTIALS_FILE")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION");
+    command
+}
+
+#[test]
+fn a_header_that_cannot_be_built_is_an_error_not_an_unsigned_request() {
+    let store = FakeStore::start(accept_all);
+    let dir = TempDir::new("s3-bad-header");
+    let mut command = s3_command(&store.endpoint(), "bucket", dir.path());
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        // A control character cannot be in a header value.
+        .env("AWS_SESSION_TOKEN", "token\u{1}with-a-control-character");
+    let outcome = start_or_exit(command);
+    for head in store.heads() {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\nauthorization: aws4-hmac-sha256"),
+            "an unsigned request reached the store:\n{head}\nserver said:\n{}",
+            outcome.stderr
+        );
+    }
+    assert!(
+        !outcome.started && outcome.code == Some(1),
+        "the server started (or exited oddly: {:?}) with a session token it cannot send:\n{}",
+        outcome.code,
+        outcome.stderr
+    );
+    assert!(
+        outcome.stderr.contains("x-amz-security-token"),
+        "the error does not name the header:\n{}",
+        outcome.stderr
+    );
+}
