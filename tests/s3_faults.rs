@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY};
+use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
 use crate::util::*;
 
 /// A store that answers from a script: each request's head (request line
@@ -215,4 +215,92 @@ fn a_header_that_cannot_be_built_is_an_error_not_an_unsigned_request() {
         "the error does not name the header:\n{}",
         outcome.stderr
     );
+}
+
+#[test]
+fn a_wrong_secret_names_the_stores_error_and_what_to_check() {
+    let test = "s3_faults::a_wrong_secret_names_the_stores_error_and_what_to_check";
+    if !require_tool("weed", test) {
+        return;
+    }
+    let store = SeaweedFs::start();
+    let dir = TempDir::new("s3-wrong-secret");
+    let mut command = s3_command(&store.endpoint, "bucket", dir.path());
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
+    let outcome = start_or_exit(command);
+    assert!(
+        !outcome.started && outcome.code == Some(1),
+        "a wrong secret was accepted:\n{}",
+        outcome.stderr
+    );
+    // The HEAD's 403 has no body: the store's code comes from asking again.
+    let said = outcome.stderr;
+    assert!(
+        said.contains("403 Forbidden SignatureDoesNotMatch"),
+        "the store's error code is not named:\n{said}"
+    );
+    assert!(
+        said.contains("secret access key"),
+        "the message does not say what to check:\n{said}"
+    );
+}
+
+/// The answers of AWS to a request signed for the wrong region: the bucket
+/// is in eu-west-1. `redirect`: a 301 PermanentRedirect (a request to the
+/// global endpoint); else a 400 AuthorizationHeaderMalformed (a request to
+/// a regional one), whose body names the region.
+fn wrong_region(head: &str, redirect: bool) -> String {
+    let region = "x-amz-bucket-region: eu-west-1\r\n";
+    let xml = "Content-Type: application/xml\r\n";
+    match (head.starts_with("HEAD "), redirect) {
+        (true, true) => response("301 Moved Permanently", region, ""),
+        (true, false) => response("400 Bad Request", region, ""),
+        (false, true) => response(
+            "301 Moved Permanently",
+            &format!("{region}{xml}"),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PermanentRedirect</Code>\
+             <Message>The bucket you are attempting to access must be addressed using the \
+             specified endpoint. Please send all future requests to this endpoint.</Message>\
+             <Endpoint>bucket.s3.eu-west-1.amazonaws.com</Endpoint><Bucket>bucket</Bucket>\
+             </Error>",
+        ),
+        (false, false) => response(
+            "400 Bad Request",
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error>\
+             <Code>AuthorizationHeaderMalformed</Code><Message>The authorization header is \
+             malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message>\
+             <Region>eu-west-1</Region></Error>",
+        ),
+    }
+}
+
+#[test]
+fn a_wrong_region_names_the_buckets_region() {
+    for redirect in [true, false] {
+        let store = FakeStore::start(move |head| wrong_region(head, redirect));
+        let dir = TempDir::new("s3-wrong-region");
+        let mut command = s3_command(&store.endpoint(), "bucket", dir.path());
+        command
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        let outcome = start_or_exit(command);
+        let said = outcome.stderr;
+        assert!(
+            !outcome.started && outcome.code == Some(1),
+            "started against a bucket in another region:\n{said}"
+        );
+        assert!(
+            said.contains("region = eu-west-1"),
+            "(redirect: {redirect}) the bucket's region is not named:\n{said}"
+        );
+        // The bucket exists: it must not be created (a 301 or 400 is not 404).
+        assert!(
+            !store.heads().iter().any(|h| h.starts_with("PUT ")),
+            "tried to create the bucket: {:?}",
+            store.heads()
+        );
+    }
 }

@@ -17,6 +17,7 @@
 //! store completes. `If-None-Match: *` keeps two servers on one bucket from
 //! replacing each other's files where the store honours it.
 
+mod advice;
 pub(crate) mod http;
 mod multipart;
 mod settings;
@@ -394,8 +395,10 @@ impl Inner {
     /// Checks that the bucket is there and the credentials work; creates
     /// the bucket when it is missing (unless told not to).
     async fn check_bucket(&self) -> Result<(), StoreError> {
-        let head = self
-            .call("check bucket", &|| {
+        const OP: &str = "check bucket";
+        let response = self
+            .client
+            .send(&|| {
                 self.request(
                     &Method::HEAD,
                     None,
@@ -405,9 +408,23 @@ impl Inner {
                     OutBody::empty(),
                 )
             })
-            .await;
-        match head {
+            .await
+            .map_err(|e| unreachable_store(OP, e))?;
+        let status = response.status();
+        match check(OP, response).await {
             Ok(_) => Ok(()),
+            // The answer to a HEAD has no body, so no S3 error code: a
+            // refusal is asked once more as a one-key listing, whose answer
+            // names the code (SignatureDoesNotMatch, AccessDenied...).
+            Err(e) if status.is_client_error() && status != StatusCode::NOT_FOUND => {
+                match self
+                    .bucket_document(OP, &[("list-type", "2"), ("max-keys", "1")])
+                    .await
+                {
+                    Err(listed) => Err(listed),
+                    Ok(_) => Err(e),
+                }
+            }
             Err(e) if e.kind == ErrorKind::NotFound && !self.settings.no_check_bucket => {
                 let body = match &self.settings.location_constraint {
                     None => Bytes::new(),
@@ -478,10 +495,18 @@ async fn check(
     if status.is_success() {
         return Ok(response);
     }
+    // AWS names the bucket's region in this header on a wrong-region
+    // answer, also to a HEAD, which has no body.
+    let region_header = response
+        .headers()
+        .get("x-amz-bucket-region")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = read_document(response.into_body(), op)
         .await
         .unwrap_or_default();
     let error = xml::error(&String::from_utf8_lossy(&body));
+    let region = error.region.as_deref().or(region_header.as_deref());
     let kind = match (status, error.code.as_str()) {
         (_, "NoSuchBucket") => ErrorKind::Unexpected,
         (StatusCode::NOT_FOUND, _) => ErrorKind::NotFound,
@@ -490,7 +515,7 @@ async fn check(
         (_, "QuotaExceeded" | "XMinioStorageFull" | "StorageFull") => ErrorKind::NoSpace,
         _ => ErrorKind::Unexpected,
     };
-    let reason = if error.code.is_empty() {
+    let mut reason = if error.code.is_empty() {
         format!("the store answered {status}")
     } else {
         format!(
@@ -498,6 +523,10 @@ async fn check(
             error.code, error.message
         )
     };
+    if let Some(advice) = advice::advice(status, &error.code, region) {
+        reason.push_str(" => ");
+        reason.push_str(&advice);
+    }
     Err(StoreError::new(kind, op, io::Error::other(reason)))
 }
 
