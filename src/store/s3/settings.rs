@@ -26,6 +26,7 @@ pub(crate) enum Provider {
     Alibaba,
     Ceph,
     DigitalOcean,
+    Garage,
     IbmCos,
     Minio,
     Scaleway,
@@ -41,15 +42,25 @@ impl Provider {
             "alibaba" => Provider::Alibaba,
             "ceph" => Provider::Ceph,
             "digitalocean" => Provider::DigitalOcean,
+            "garage" => Provider::Garage,
             "ibmcos" => Provider::IbmCos,
             "minio" => Provider::Minio,
             "scaleway" => Provider::Scaleway,
             "tencentcos" => Provider::TencentCos,
             "wasabi" => Provider::Wasabi,
-            "other" | "seaweedfs" | "garage" => Provider::Other,
+            "other" | "seaweedfs" => Provider::Other,
             _ => return None,
         };
         Some(provider)
+    }
+
+    /// The region requests are signed for when none is set: Garage checks
+    /// it against its own `s3_region`, `garage` unless configured.
+    fn default_region(self) -> &'static str {
+        match self {
+            Provider::Garage => "garage",
+            _ => "us-east-1",
+        }
     }
 
     /// Path-style addressing unless the provider serves buckets only (or by
@@ -294,8 +305,8 @@ pub(crate) fn resolve(
         None => Provider::Other,
         Some(name) => Provider::parse(name).ok_or_else(|| {
             bad(format!(
-                "provider = {name}: one of AWS, Alibaba, Ceph, DigitalOcean, IBMCOS, Minio, \
-                 Scaleway, TencentCOS, Wasabi, Other"
+                "provider = {name}: one of AWS, Alibaba, Ceph, DigitalOcean, Garage, IBMCOS, \
+                 Minio, Scaleway, TencentCOS, Wasabi, Other"
             ))
         })?,
     };
@@ -303,7 +314,7 @@ pub(crate) fn resolve(
         .map(str::to_string)
         .or_else(|| env.var("AWS_REGION"))
         .or_else(|| env.var("AWS_DEFAULT_REGION"))
-        .unwrap_or_else(|| "us-east-1".to_string());
+        .unwrap_or_else(|| provider.default_region().to_string());
     let location_constraint = match get("location_constraint") {
         Some(c) => Some(c.to_string()),
         // AWS creates a bucket outside us-east-1 only when told where.
@@ -647,6 +658,12 @@ mod tests {
         assert_eq!(s.location_constraint.as_deref(), Some("eu-west-1"));
         let s = settings("provider = AWS\nforce_path_style = true\n", &env).unwrap();
         assert!(s.path_style);
+        // Garage's default region is `garage`; a region set wins.
+        let s = settings("provider = Garage\n", &env).unwrap();
+        assert_eq!((s.region.as_str(), s.path_style), ("garage", true));
+        assert_eq!(s.location_constraint, None);
+        let s = settings("provider = Garage\nregion = home\n", &env).unwrap();
+        assert_eq!(s.region, "home");
         assert!(settings("provider = Nope\n", &env).is_err());
         assert!(settings("force_path_style = yes\n", &env).is_err());
         assert!(settings("colour = blue\n", &env).is_err());
