@@ -306,12 +306,8 @@ fn s3_settings(location: &s3::Location, file: Option<&Path>) -> Result<s3::Setti
             .iter()
             .any(|name| values.contains_key(*name));
             let mode = std::fs::metadata(path).map(|m| m.mode()).unwrap_or(0);
-            if secret && mode & 0o077 != 0 {
-                return Err(format!(
-                    "{} holds a secret but others may read it (mode {:o}): chmod 600 it",
-                    path.display(),
-                    mode & 0o777
-                ));
+            if secret {
+                s3::private(path, mode).map_err(|e| e.0)?;
             }
             values
         }

@@ -6,6 +6,7 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -303,4 +304,56 @@ fn a_wrong_region_names_the_buckets_region() {
             store.heads()
         );
     }
+}
+
+#[test]
+fn a_shared_credentials_file_others_may_read_is_refused() {
+    let store = FakeStore::start(accept_all);
+    let dir = TempDir::new("s3-shared-credentials");
+    let aws = dir.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    let file = aws.join("credentials");
+    std::fs::write(
+        &file,
+        "[default]\naws_access_key_id = AKIAFROMTHEFILE\naws_secret_access_key = s3cr3t\n",
+    )
+    .unwrap();
+    let run = |mode: u32, by_variable: bool| {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut command = s3_command(&store.endpoint(), "bucket", dir.path());
+        if by_variable {
+            command.env("AWS_SHARED_CREDENTIALS_FILE", &file);
+        }
+        start_or_exit(command)
+    };
+    for by_variable in [true, false] {
+        for mode in [0o644, 0o640, 0o604] {
+            let outcome = run(mode, by_variable);
+            assert!(
+                !outcome.started && outcome.code == Some(1),
+                "started with credentials others may read (mode {mode:o}):\n{}",
+                outcome.stderr
+            );
+            assert!(
+                outcome.stderr.contains("chmod 600") && !outcome.stderr.contains("s3cr3t"),
+                "the refusal does not say what to do:\n{}",
+                outcome.stderr
+            );
+        }
+        assert!(
+            store.heads().is_empty(),
+            "the store was asked with refused credentials"
+        );
+    }
+    // Kept private, the file is used.
+    let outcome = run(0o600, false);
+    assert!(outcome.started, "{}", outcome.stderr);
+    assert!(
+        store
+            .heads()
+            .iter()
+            .all(|h| h.contains("Credential=AKIAFROMTHEFILE/")),
+        "{:?}",
+        store.heads()
+    );
 }

@@ -42,7 +42,7 @@ use self::http::{BODY_STALL_TIMEOUT, Client, ClientError, OutBody};
 use self::multipart::Multipart;
 pub(crate) use self::settings::{
     Encryption, Location, ProcessEnvironment, Settings, SettingsError, is_location, parse_file,
-    parse_location, resolve,
+    parse_location, private, resolve,
 };
 pub(crate) use self::upload::S3Upload;
 use self::upload::StreamedPut;

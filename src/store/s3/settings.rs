@@ -270,7 +270,8 @@ const KNOWN: &[&str] = &[
 /// What the credentials chain reads from outside the settings file.
 pub(crate) trait Environment {
     fn var(&self, name: &str) -> Option<String>;
-    fn read(&self, path: &Path) -> Option<String>;
+    /// A file's text and its permission bits (read from one open file).
+    fn read(&self, path: &Path) -> Option<(String, u32)>;
 }
 
 /// The process's environment and files.
@@ -281,9 +282,29 @@ impl Environment for ProcessEnvironment {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }
 
-    fn read(&self, path: &Path) -> Option<String> {
-        std::fs::read_to_string(path).ok()
+    fn read(&self, path: &Path) -> Option<(String, u32)> {
+        use std::io::Read as _;
+        use std::os::unix::fs::MetadataExt as _;
+        let mut file = std::fs::File::open(path).ok()?;
+        let mode = file.metadata().ok()?.mode();
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        Some((text, mode))
     }
+}
+
+/// Refuses a file holding a secret that others than its owner may read:
+/// it would give the bucket away. The same rule for the `--s3-config` file
+/// and the shared credentials file.
+pub(crate) fn private(path: &Path, mode: u32) -> Result<(), SettingsError> {
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "{} holds a secret but others may read it (mode {:o}): chmod 600 it",
+        path.display(),
+        mode & 0o777
+    )))
 }
 
 /// Builds the settings from the location and the file's values.
@@ -471,9 +492,11 @@ fn credentials(
     let profile = get("profile")
         .or_else(|| env.var("AWS_PROFILE"))
         .unwrap_or_else(|| "default".to_string());
-    if let Some(text) = path.and_then(|p| env.read(&p))
+    if let Some(path) = path
+        && let Some((text, mode)) = env.read(&path)
         && let Some(found) = shared_file_profile(&text, &profile)
     {
+        private(&path, mode)?;
         return Ok((Some(found), "the shared credentials file"));
     }
     Ok((None, "nowhere (anonymous requests)"))
@@ -561,14 +584,17 @@ mod tests {
     struct FakeEnv {
         vars: HashMap<&'static str, &'static str>,
         files: HashMap<PathBuf, &'static str>,
+        /// Modes of files; 0o600 when not given.
+        modes: HashMap<PathBuf, u32>,
     }
 
     impl Environment for FakeEnv {
         fn var(&self, name: &str) -> Option<String> {
             self.vars.get(name).map(|v| v.to_string())
         }
-        fn read(&self, path: &Path) -> Option<String> {
-            self.files.get(path).map(|v| v.to_string())
+        fn read(&self, path: &Path) -> Option<(String, u32)> {
+            let mode = self.modes.get(path).copied().unwrap_or(0o100600);
+            self.files.get(path).map(|v| (v.to_string(), mode))
         }
     }
 
@@ -641,6 +667,26 @@ mod tests {
 
         let s = settings("", &FakeEnv::default()).unwrap();
         assert!(s.credentials.is_none());
+    }
+
+    #[test]
+    fn a_shared_credentials_file_others_may_read_is_refused() {
+        let mut env = FakeEnv::default();
+        env.vars.insert("HOME", "/home/u");
+        env.files.insert(
+            "/home/u/.aws/credentials".into(),
+            "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n",
+        );
+        env.modes
+            .insert("/home/u/.aws/credentials".into(), 0o100640);
+        let refused = settings("", &env).unwrap_err().0;
+        assert!(
+            refused.contains("chmod 600") && !refused.contains("DS"),
+            "{refused}"
+        );
+        env.modes
+            .insert("/home/u/.aws/credentials".into(), 0o100600);
+        assert!(settings("", &env).unwrap().credentials.is_some());
     }
 
     #[test]
