@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
-use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs, with_credentials};
 use crate::util::*;
 
 /// A store that answers from a script: each request's head (request line
@@ -355,5 +355,61 @@ fn a_shared_credentials_file_others_may_read_is_refused() {
             .all(|h| h.contains("Credential=AKIAFROMTHEFILE/")),
         "{:?}",
         store.heads()
+    );
+}
+
+/// `rest-server scrub --path s3:<store>/<location>` with the test identity.
+fn scrub_s3(store: &SeaweedFs, location: &str, dir: &std::path::Path) -> (i32, String) {
+    let mut command = s3_command(&store.endpoint, location, dir);
+    // The subcommand after the server's own flags (those are not needed).
+    let command = with_credentials(command.arg("scrub"));
+    let output = command.stdin(Stdio::null()).output().expect("run scrub");
+    (
+        output.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_scrub_of_a_missing_bucket_or_an_empty_prefix_fails_and_creates_nothing() {
+    let test =
+        "s3_faults::a_scrub_of_a_missing_bucket_or_an_empty_prefix_fails_and_creates_nothing";
+    if !require_tool("weed", test) {
+        return;
+    }
+    let store = SeaweedFs::start();
+    let dir = TempDir::new("s3-scrub-typo");
+    // Twice: had the first created the bucket, the second would find it.
+    for attempt in 1..=2 {
+        let (code, said) = scrub_s3(&store, "typo/board", dir.path());
+        assert_ne!(
+            code, 0,
+            "(attempt {attempt}) a missing bucket passed as clean:\n{said}"
+        );
+        assert!(
+            said.contains("no bucket \"typo\""),
+            "(attempt {attempt}) the missing bucket is not named:\n{said}"
+        );
+    }
+    // A bucket that exists, with nothing under the prefix scrubbed.
+    let mut server = s3_command(&store.endpoint, "real/used", dir.path());
+    with_credentials(&mut server);
+    let server = Server::spawn(server, dir.path());
+    let created = server.request("POST", "/repo/?create=true");
+    assert_eq!(created.status, 200, "{}", created.text());
+    let config = server.send(&Request::new("POST", "/repo/config").body("config"));
+    assert_eq!(config.status, 200, "{}", config.text());
+    drop(server);
+    let (code, said) = scrub_s3(&store, "real/used", dir.path());
+    assert_eq!(code, 0, "{said}");
+    let (code, said) = scrub_s3(&store, "real/typo", dir.path());
+    assert_ne!(code, 0, "an empty prefix passed as clean:\n{said}");
+    assert!(
+        said.contains("no repository"),
+        "the message does not say nothing was found:\n{said}"
     );
 }

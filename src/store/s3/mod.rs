@@ -95,7 +95,7 @@ impl S3Store {
 
     /// Checks the bucket (creating it when missing and allowed).
     pub(crate) async fn prepare(&self) -> Result<(), StoreError> {
-        self.inner.check_bucket().await
+        self.inner.check_bucket(true).await
     }
 
     /// What the log says of where repositories are.
@@ -393,8 +393,8 @@ impl Inner {
     }
 
     /// Checks that the bucket is there and the credentials work; creates
-    /// the bucket when it is missing (unless told not to).
-    async fn check_bucket(&self) -> Result<(), StoreError> {
+    /// the bucket when it is missing if `create` (and the settings allow).
+    async fn check_bucket(&self, create: bool) -> Result<(), StoreError> {
         const OP: &str = "check bucket";
         let response = self
             .client
@@ -425,7 +425,17 @@ impl Inner {
                     Ok(_) => Err(e),
                 }
             }
-            Err(e) if e.kind == ErrorKind::NotFound && !self.settings.no_check_bucket => {
+            Err(e) if e.kind == ErrorKind::NotFound && !create => Err(no_bucket(
+                &self.settings.bucket,
+                "nothing was created: check the bucket's name",
+            )),
+            Err(e) if e.kind == ErrorKind::NotFound && self.settings.no_check_bucket => {
+                Err(no_bucket(
+                    &self.settings.bucket,
+                    "not created, as no_check_bucket = true",
+                ))
+            }
+            Err(e) if e.kind == ErrorKind::NotFound => {
                 let body = match &self.settings.location_constraint {
                     None => Bytes::new(),
                     Some(location) => Bytes::from(format!(
@@ -456,6 +466,15 @@ impl Inner {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A missing bucket that is not to be created.
+fn no_bucket(bucket: &str, why: &str) -> StoreError {
+    StoreError::new(
+        ErrorKind::NotFound,
+        "check bucket",
+        io::Error::other(format!("no bucket {bucket:?} in the store ({why})")),
+    )
 }
 
 /// `value` as a header value; the error names the header, never the value
@@ -711,9 +730,36 @@ impl super::Store for S3Store {
         })
     }
 
+    /// Creates the bucket when missing (and allowed): the server starts
+    /// on a new bucket.
     async fn scan(&self) -> Result<Scan, StoreError> {
+        self.inner.check_bucket(true).await?;
+        self.tally().await
+    }
+
+    /// Never creates the bucket: a missing one is an error (`rest-server
+    /// scrub` of a mistyped location must change nothing).
+    async fn repos(&self) -> Result<Repos, StoreError> {
+        self.inner.check_bucket(false).await?;
+        Ok(self.tally().await?.repos)
+    }
+
+    /// A bucket has no free space to run out of, and its reachability
+    /// shows in every request's answer and in the log.
+    async fn unhealthy(&self, _min_free: u64) -> Option<String> {
+        None
+    }
+
+    async fn space(&self) -> Option<Space> {
+        None
+    }
+}
+
+impl S3Store {
+    /// What is stored under the prefix, per repository: the bucket's
+    /// listing, read a page at a time.
+    async fn tally(&self) -> Result<Scan, StoreError> {
         let inner = &self.inner;
-        inner.check_bucket().await?;
         let prefix = inner.repo_prefix(&RepoPath::default());
         let mut scan = Scan::default();
         let mut token: Option<String> = None;
@@ -737,21 +783,6 @@ impl super::Store for S3Store {
                 None => return Ok(scan),
             }
         }
-    }
-
-    async fn repos(&self) -> Result<Repos, StoreError> {
-        // The scan only reads the bucket.
-        Ok(self.scan().await?.repos)
-    }
-
-    /// A bucket has no free space to run out of, and its reachability
-    /// shows in every request's answer and in the log.
-    async fn unhealthy(&self, _min_free: u64) -> Option<String> {
-        None
-    }
-
-    async fn space(&self) -> Option<Space> {
-        None
     }
 }
 
