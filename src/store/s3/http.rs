@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
+use super::resolve::Resolver;
+
 /// Longest wait for a TCP connection and TLS handshake to the store.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a response's headers once the request is sent. A store
@@ -171,7 +173,8 @@ struct Idle {
 
 /// The connections to one endpoint.
 pub(crate) struct Client {
-    endpoint: Endpoint,
+    /// The endpoint's addresses, looked up off the file-I/O pool.
+    resolver: Resolver,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     idle: RefCell<Vec<Idle>>,
 }
@@ -217,7 +220,7 @@ impl Client {
             }
         };
         Ok(Client {
-            endpoint,
+            resolver: Resolver::new(&endpoint.host, endpoint.port),
             tls,
             idle: RefCell::new(Vec::new()),
         })
@@ -303,11 +306,15 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<Conn, ClientError> {
-        let address = (self.endpoint.host.as_str(), self.endpoint.port);
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-            .await
-            .map_err(|_| ClientError::Timeout("connect"))?
-            .map_err(ClientError::Connect)?;
+        // The lookup is inside the timeout: a hanging one is given up on
+        // (and left to finish on its own thread) like a hanging connect.
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let addresses = self.resolver.resolve().await?;
+            TcpStream::connect(&addresses[..]).await
+        })
+        .await
+        .map_err(|_| ClientError::Timeout("connect"))?
+        .map_err(ClientError::Connect)?;
         let _ = tcp.set_nodelay(true);
         let builder = http1::Builder::new();
         match &self.tls {
@@ -354,5 +361,71 @@ impl Sent {
             .map_err(ClientError::Http)?;
         client.keep(self.conn);
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store on 127.0.0.1 that answers every request with an empty 200.
+    async fn answering_store() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::task::spawn_local(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::task::spawn_local(async move {
+                    let service = hyper::service::service_fn(|_| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<
+                            Bytes,
+                        >::new(
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    /// The store's name is looked up apart from the file-I/O pool: with
+    /// every I/O thread busy (an fsync on a slow card, a stuck disk), a
+    /// connection to the store by name is still made.
+    #[test]
+    fn a_lookup_needs_no_io_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let port = answering_store().await;
+            let (release, busy) = std::sync::mpsc::channel::<()>();
+            let held = tokio::task::spawn_blocking(move || busy.recv());
+            let endpoint = Endpoint {
+                https: false,
+                host: "localhost".into(),
+                port,
+            };
+            let client = Client::new(endpoint, None).unwrap();
+            let request = || {
+                Request::builder()
+                    .uri("/")
+                    .header(hyper::header::HOST, "localhost")
+                    .body(OutBody::empty())
+                    .map_err(|e| ClientError::Request(e.to_string()))
+            };
+            let answered =
+                tokio::time::timeout(Duration::from_secs(5), client.send(&request)).await;
+            release.send(()).unwrap();
+            held.await.unwrap().unwrap();
+            let response = answered
+                .expect("the lookup waited for the I/O pool")
+                .unwrap();
+            assert_eq!(response.status(), hyper::StatusCode::OK);
+        });
     }
 }

@@ -20,6 +20,7 @@
 mod advice;
 pub(crate) mod http;
 mod multipart;
+mod resolve;
 mod settings;
 mod sign;
 mod upload;
