@@ -244,29 +244,19 @@ pub fn scrub(
             let store = AnyStore::Fs(store);
             local.block_on(
                 &runtime,
-                crate::scrub::once(&store, files, compute, rate, repo, healer.as_ref()),
+                crate::scrub::once(&store, files, compute, rate, repo, healer.as_ref(), false),
             )
         }
         Storage::S3 { location, settings } => {
             let settings = s3_settings(location, settings.as_deref())
                 .map_err(|e| AppError(Cause::S3Settings(e)))?;
-            let store = S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?;
-            // A location with no repository verified nothing: not "clean"
-            // (a mistyped prefix). The listing is asked again by the pass;
-            // a page per 1000 objects is little beside reading them all.
-            let repos = local
-                .block_on(&runtime, crate::store::Store::repos(&store))
-                .map_err(|e| AppError(Cause::Scrub(e.into())))?;
-            if repos.is_empty() {
-                return Err(AppError(Cause::ScrubSetup(format!(
-                    "no repository in {}: nothing to verify",
-                    store.describe()
-                ))));
-            }
-            let store = AnyStore::S3(store);
+            let store =
+                AnyStore::S3(S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?);
+            // A bucket location with no repository verified nothing: not
+            // "clean" (a mistyped prefix).
             local.block_on(
                 &runtime,
-                crate::scrub::once(&store, None, compute, rate, repo, None),
+                crate::scrub::once(&store, None, compute, rate, repo, None, true),
             )
         }
     };

@@ -36,7 +36,7 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use http_body::Body as _;
 use hyper::body::Incoming as IncomingBody;
-use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST, HeaderValue};
+use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 
 use self::http::{BODY_STALL_TIMEOUT, Client, ClientError, OutBody};
@@ -251,15 +251,22 @@ impl Inner {
                 headers: &signed,
                 payload,
             };
-            let authorization = sign::authorization(credentials, &s.region, &date, &canonical);
             builder = builder.header(
                 "authorization",
-                header_value("authorization", &authorization)?,
+                sign::authorization(credentials, &s.region, &date, &canonical),
             );
         }
         for (name, value) in &signed {
-            let name = if *name == "host" { HOST.as_str() } else { name };
-            builder = builder.header(name, header_value(name, value)?);
+            if !value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+            {
+                return Err(ClientError::Request(format!(
+                    "the {name} header's value cannot be sent (a control character or a \
+                     non-ASCII byte in it?)"
+                )));
+            }
+            builder = builder.header(if *name == "host" { HOST.as_str() } else { name }, *value);
         }
         if method == Method::PUT || method == Method::POST {
             builder = builder.header(CONTENT_LENGTH, http_body::Body::size_hint(&body).lower());
@@ -269,7 +276,7 @@ impl Inner {
         // to it would pass for the success of a DELETE or a HEAD.
         builder
             .body(body)
-            .map_err(|e| ClientError::Request(format!("{method} request: {e}")))
+            .map_err(|_| ClientError::Request("not a valid HTTP request".into()))
     }
 
     /// The headers a new object is created with: storage class (data packs
@@ -476,17 +483,6 @@ fn no_bucket(bucket: &str, why: &str) -> StoreError {
         "check bucket",
         io::Error::other(format!("no bucket {bucket:?} in the store ({why})")),
     )
-}
-
-/// `value` as a header value; the error names the header, never the value
-/// (it may be a secret, such as a session token).
-fn header_value(name: &str, value: &str) -> Result<HeaderValue, ClientError> {
-    HeaderValue::from_str(value).map_err(|_| {
-        ClientError::Request(format!(
-            "the {name} header's value cannot be sent (a control character or a \
-             non-ASCII byte in it?)"
-        ))
-    })
 }
 
 /// A request that got no answer: the store could not be reached or did
