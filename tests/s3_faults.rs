@@ -391,7 +391,7 @@ fn a_scrub_of_a_missing_bucket_or_an_empty_prefix_fails_and_creates_nothing() {
             "(attempt {attempt}) a missing bucket passed as clean:\n{said}"
         );
         assert!(
-            said.contains("no bucket \"typo\""),
+            said.contains("NoSuchBucket") && said.contains("check the bucket's name"),
             "(attempt {attempt}) the missing bucket is not named:\n{said}"
         );
     }

@@ -36,7 +36,7 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use http_body::Body as _;
 use hyper::body::Incoming as IncomingBody;
-use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST};
+use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST, HeaderName};
 use hyper::{Method, Request, Response, StatusCode};
 
 use self::http::{BODY_STALL_TIMEOUT, Client, ClientError, OutBody};
@@ -96,7 +96,7 @@ impl S3Store {
 
     /// Checks the bucket (creating it when missing and allowed).
     pub(crate) async fn prepare(&self) -> Result<(), StoreError> {
-        self.inner.check_bucket(true).await
+        self.inner.check_bucket().await
     }
 
     /// What the log says of where repositories are.
@@ -401,8 +401,8 @@ impl Inner {
     }
 
     /// Checks that the bucket is there and the credentials work; creates
-    /// the bucket when it is missing if `create` (and the settings allow).
-    async fn check_bucket(&self, create: bool) -> Result<(), StoreError> {
+    /// the bucket when it is missing (unless told not to).
+    async fn check_bucket(&self) -> Result<(), StoreError> {
         const OP: &str = "check bucket";
         let response = self
             .client
@@ -433,17 +433,7 @@ impl Inner {
                     Ok(_) => Err(e),
                 }
             }
-            Err(e) if e.kind == ErrorKind::NotFound && !create => Err(no_bucket(
-                &self.settings.bucket,
-                "nothing was created: check the bucket's name",
-            )),
-            Err(e) if e.kind == ErrorKind::NotFound && self.settings.no_check_bucket => {
-                Err(no_bucket(
-                    &self.settings.bucket,
-                    "not created, as no_check_bucket = true",
-                ))
-            }
-            Err(e) if e.kind == ErrorKind::NotFound => {
+            Err(e) if e.kind == ErrorKind::NotFound && !self.settings.no_check_bucket => {
                 let body = match &self.settings.location_constraint {
                     None => Bytes::new(),
                     Some(location) => Bytes::from(format!(
@@ -476,15 +466,6 @@ impl Inner {
     }
 }
 
-/// A missing bucket that is not to be created.
-fn no_bucket(bucket: &str, why: &str) -> StoreError {
-    StoreError::new(
-        ErrorKind::NotFound,
-        "check bucket",
-        io::Error::other(format!("no bucket {bucket:?} in the store ({why})")),
-    )
-}
-
 /// A request that got no answer: the store could not be reached or did
 /// not answer in time, or the request could not be made.
 fn unreachable_store(op: &'static str, err: http::ClientError) -> StoreError {
@@ -512,17 +493,16 @@ async fn check(
         return Ok(response);
     }
     // AWS names the bucket's region in this header on a wrong-region
-    // answer, also to a HEAD, which has no body.
-    let region_header = response
-        .headers()
-        .get("x-amz-bucket-region")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = read_document(response.into_body(), op)
-        .await
-        .unwrap_or_default();
+    // answer, also to a HEAD, which has no body. (A constant name: a
+    // `&str` key would be parsed at run time, and that parser is large.)
+    const BUCKET_REGION: HeaderName = HeaderName::from_static("x-amz-bucket-region");
+    let (parts, body) = response.into_parts();
+    let body = read_document(body, op).await.unwrap_or_default();
     let error = xml::error(&String::from_utf8_lossy(&body));
-    let region = error.region.as_deref().or(region_header.as_deref());
+    let region = error.region.as_deref().or(parts
+        .headers
+        .get(BUCKET_REGION)
+        .and_then(|v| v.to_str().ok()));
     let kind = match (status, error.code.as_str()) {
         (_, "NoSuchBucket") => ErrorKind::Unexpected,
         (StatusCode::NOT_FOUND, _) => ErrorKind::NotFound,
@@ -730,14 +710,14 @@ impl super::Store for S3Store {
     /// Creates the bucket when missing (and allowed): the server starts
     /// on a new bucket.
     async fn scan(&self) -> Result<Scan, StoreError> {
-        self.inner.check_bucket(true).await?;
+        self.inner.check_bucket().await?;
         self.tally().await
     }
 
-    /// Never creates the bucket: a missing one is an error (`rest-server
-    /// scrub` of a mistyped location must change nothing).
+    /// Never creates the bucket: the listing of a missing one is the
+    /// store's NoSuchBucket (`rest-server scrub` of a mistyped location
+    /// must change nothing).
     async fn repos(&self) -> Result<Repos, StoreError> {
-        self.inner.check_bucket(false).await?;
         Ok(self.tally().await?.repos)
     }
 

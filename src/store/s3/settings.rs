@@ -270,7 +270,7 @@ const KNOWN: &[&str] = &[
 /// What the credentials chain reads from outside the settings file.
 pub(crate) trait Environment {
     fn var(&self, name: &str) -> Option<String>;
-    /// A file's text and its permission bits (read from one open file).
+    /// A file's text and its permission bits.
     fn read(&self, path: &Path) -> Option<(String, u32)>;
 }
 
@@ -283,13 +283,11 @@ impl Environment for ProcessEnvironment {
     }
 
     fn read(&self, path: &Path) -> Option<(String, u32)> {
-        use std::io::Read as _;
         use std::os::unix::fs::MetadataExt as _;
-        let mut file = std::fs::File::open(path).ok()?;
-        let mode = file.metadata().ok()?.mode();
-        let mut text = String::new();
-        file.read_to_string(&mut text).ok()?;
-        Some((text, mode))
+        // Two calls on the path, as the --s3-config file is read: the same
+        // code, and a mode changed between them is the user's own doing.
+        let text = std::fs::read_to_string(path).ok()?;
+        Some((text, std::fs::metadata(path).ok()?.mode()))
     }
 }
 
