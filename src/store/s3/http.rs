@@ -138,8 +138,11 @@ pub(crate) enum ClientError {
     Tls(io::Error),
     Http(hyper::Error),
     Timeout(&'static str),
-    /// The request could not be made (a header value HTTP cannot carry).
-    Request(String),
+    /// The value of this header cannot be carried by HTTP (a control
+    /// character, say in a session token from the environment).
+    BadHeader(&'static str),
+    /// The request could not be built otherwise.
+    BadRequest,
 }
 
 impl fmt::Display for ClientError {
@@ -149,7 +152,12 @@ impl fmt::Display for ClientError {
             ClientError::Tls(e) => write!(f, "TLS with the store: {e}"),
             ClientError::Http(e) => write!(f, "HTTP with the store: {e}"),
             ClientError::Timeout(what) => write!(f, "the store did not answer in time ({what})"),
-            ClientError::Request(why) => write!(f, "cannot make the request: {why}"),
+            ClientError::BadHeader(name) => write!(
+                f,
+                "cannot make the request: the {name} header's value cannot be sent (a \
+                 control character or a non-ASCII byte in it?)"
+            ),
+            ClientError::BadRequest => f.write_str("cannot make the request"),
         }
     }
 }
@@ -159,7 +167,7 @@ impl std::error::Error for ClientError {
         match self {
             ClientError::Connect(e) | ClientError::Tls(e) => Some(e),
             ClientError::Http(e) => Some(e),
-            ClientError::Timeout(_) | ClientError::Request(_) => None,
+            ClientError::Timeout(_) | ClientError::BadHeader(_) | ClientError::BadRequest => None,
         }
     }
 }
@@ -416,7 +424,7 @@ mod tests {
                     .uri("/")
                     .header(hyper::header::HOST, "localhost")
                     .body(OutBody::empty())
-                    .map_err(|e| ClientError::Request(e.to_string()))
+                    .map_err(|_| ClientError::BadRequest)
             };
             let answered =
                 tokio::time::timeout(Duration::from_secs(5), client.send(&request)).await;

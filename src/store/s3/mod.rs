@@ -221,7 +221,7 @@ impl Inner {
         }
         let query = sign::query(query);
         let date = sign::amz_date(SystemTime::now());
-        let mut signed: Vec<(&str, &str)> = vec![
+        let mut signed: Vec<(&'static str, &str)> = vec![
             ("host", &host),
             ("x-amz-content-sha256", payload),
             ("x-amz-date", &date),
@@ -261,10 +261,7 @@ impl Inner {
                 .bytes()
                 .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
             {
-                return Err(ClientError::Request(format!(
-                    "the {name} header's value cannot be sent (a control character or a \
-                     non-ASCII byte in it?)"
-                )));
+                return Err(ClientError::BadHeader(name));
             }
             builder = builder.header(if *name == "host" { HOST.as_str() } else { name }, *value);
         }
@@ -274,9 +271,7 @@ impl Inner {
         // A request that cannot be built is an error: sent as something
         // else (an unsigned `GET /`, as a default request would be), a 200
         // to it would pass for the success of a DELETE or a HEAD.
-        builder
-            .body(body)
-            .map_err(|_| ClientError::Request("not a valid HTTP request".into()))
+        builder.body(body).map_err(|_| ClientError::BadRequest)
     }
 
     /// The headers a new object is created with: storage class (data packs
