@@ -413,3 +413,65 @@ fn a_scrub_of_a_missing_bucket_or_an_empty_prefix_fails_and_creates_nothing() {
         "the message does not say nothing was found:\n{said}"
     );
 }
+
+/// While the store's name cannot be looked up (DNS down: queries go
+/// unanswered), LAN clients' disk requests are answered at once: the
+/// lookup does not hold a file-I/O thread (`--io-threads 1` here).
+///
+/// The server runs in a mount namespace of its own (root, `unshare`) whose
+/// /etc/resolv.conf names a loopback "DNS server" the test binds and never
+/// answers, so getaddrinfo waits its full timeout.
+#[test]
+fn disk_requests_are_answered_while_the_stores_name_lookup_hangs() {
+    let test = "s3_faults::disk_requests_are_answered_while_the_stores_name_lookup_hangs";
+    if !require_root(test) || !require_tool("unshare", test) {
+        return;
+    }
+    let pid = std::process::id();
+    let dns_ip = format!("127.53.{}.{}", (pid >> 8) & 0xff, pid % 250 + 1);
+    let dns = std::net::UdpSocket::bind((dns_ip.as_str(), 53)).expect("bind the silent DNS");
+    let dir = TempDir::new("s3-dns-down");
+    let resolv = dir.path().join("resolv.conf");
+    // Two queries (A, AAAA) of 20 s each: the lookup hangs 40 s.
+    std::fs::write(
+        &resolv,
+        format!("nameserver {dns_ip}\noptions timeout:20 attempts:1\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+        .arg(&resolv)
+        .arg(binary())
+        .arg("--path")
+        .arg(&data)
+        .args(["--no-auth", "--listen", "127.0.0.1:0", "--io-threads", "1"])
+        .args(["--mirror", "s3:http://store.example:9/bucket"]);
+    with_credentials(&mut command);
+    let server = Server::spawn(command, &data);
+    // The mirror's first connection to the store is looking its name up.
+    dns.set_read_timeout(Some(START_TIMEOUT)).unwrap();
+    let mut query = [0u8; 512];
+    dns.recv_from(&mut query)
+        .unwrap_or_else(|e| panic!("no DNS query came ({e}); log:\n{}", server.log()));
+    // Against a lookup of 40 s that would hold the only I/O thread.
+    let patience = std::time::Duration::from_secs(10);
+    std::thread::scope(|scope| {
+        let (done, answered) = mpsc::channel();
+        let server = &server;
+        scope.spawn(move || {
+            let created = server.request("POST", "/repo/?create=true");
+            let config = server.send(&Request::new("POST", "/repo/config").body("config"));
+            let read = server.request("GET", "/repo/config");
+            let _ = done.send((created.status, config.status, read.text()));
+        });
+        let (created, config, read) = answered.recv_timeout(patience).unwrap_or_else(|_| {
+            panic!(
+                "disk requests not answered within {patience:?} while the store's name lookup hung"
+            )
+        });
+        assert_eq!((created, config, read.as_str()), (200, 200, "config"));
+    });
+}
