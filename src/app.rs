@@ -244,7 +244,7 @@ pub fn scrub(
             let store = AnyStore::Fs(store);
             local.block_on(
                 &runtime,
-                crate::scrub::once(&store, files, compute, rate, repo, healer.as_ref()),
+                crate::scrub::once(&store, files, compute, rate, repo, healer.as_ref(), false),
             )
         }
         Storage::S3 { location, settings } => {
@@ -252,9 +252,11 @@ pub fn scrub(
                 .map_err(|e| AppError(Cause::S3Settings(e)))?;
             let store =
                 AnyStore::S3(S3Store::new(settings).map_err(|e| AppError(Cause::S3Settings(e.0)))?);
+            // A bucket location with no repository verified nothing: not
+            // "clean" (a mistyped prefix).
             local.block_on(
                 &runtime,
-                crate::scrub::once(&store, None, compute, rate, repo, None),
+                crate::scrub::once(&store, None, compute, rate, repo, None, true),
             )
         }
     };
@@ -306,12 +308,8 @@ fn s3_settings(location: &s3::Location, file: Option<&Path>) -> Result<s3::Setti
             .iter()
             .any(|name| values.contains_key(*name));
             let mode = std::fs::metadata(path).map(|m| m.mode()).unwrap_or(0);
-            if secret && mode & 0o077 != 0 {
-                return Err(format!(
-                    "{} holds a secret but others may read it (mode {:o}): chmod 600 it",
-                    path.display(),
-                    mode & 0o777
-                ));
+            if secret {
+                s3::private(path, mode).map_err(|e| e.0)?;
             }
             values
         }

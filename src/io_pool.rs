@@ -8,6 +8,8 @@
 //! spawning a thread each on a board with 512 MiB of RAM. The bulk work has
 //! pools of its own ([`crate::pool`]): uploads' writes and fsyncs, and the
 //! CPU-heavy hashing and bcrypt, so that none of it can hold up a small read.
+//! Nor do the S3 store's name lookups run here (tokio would put them here):
+//! they have their own thread ([`crate::store::s3`]'s `resolve`).
 
 use tokio::task::JoinHandle;
 

@@ -158,7 +158,7 @@ async fn over_http(client: &Client) -> Result<Answer, ClientError> {
                 hyper::header::HOST,
                 hyper::header::HeaderValue::from_static("localhost"),
             );
-            request
+            Ok(request)
         })
         .await?;
     let status = response.status().as_u16();

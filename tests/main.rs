@@ -16,6 +16,7 @@ mod modes;
 mod packages;
 mod restic;
 mod s3;
+mod s3_faults;
 mod scrub;
 mod security;
 mod status;

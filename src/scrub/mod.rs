@@ -79,6 +79,8 @@ pub(crate) enum ScrubError {
     Stopping,
     /// `rest-server scrub --repo` of a repository that is not there.
     NoSuchRepo(String),
+    /// Not one repository where one was required: nothing to verify.
+    NoRepos,
 }
 
 impl std::fmt::Display for ScrubError {
@@ -87,6 +89,7 @@ impl std::fmt::Display for ScrubError {
             ScrubError::Store(e) => write!(f, "store: {e}"),
             ScrubError::Stopping => f.write_str("stopping"),
             ScrubError::NoSuchRepo(repo) => write!(f, "no repository {repo:?} here"),
+            ScrubError::NoRepos => f.write_str("no repository here: nothing to verify"),
         }
     }
 }
@@ -616,7 +619,9 @@ impl<S: Store> Scrubber<S> {
 /// object on stdout as it is found, and a progress line on stderr when that
 /// is a terminal. With `files` (a data directory), it records what it found
 /// and, for a whole pass, its result; it waits for the lock first, which
-/// the server's scrub gives up after its current slice.
+/// the server's scrub gives up after its current slice. With
+/// `require_repos`, a store with no repository at all is an error, not a
+/// clean pass (a bucket location with a mistyped prefix).
 pub(crate) async fn once<S: Store>(
     store: &S,
     files: Option<Files>,
@@ -624,6 +629,7 @@ pub(crate) async fn once<S: Store>(
     rate: u64,
     only: Option<&str>,
     healer: Option<&repair::Healer>,
+    require_repos: bool,
 ) -> Result<Outcome, ScrubError> {
     let lock = match &files {
         None => None,
@@ -640,6 +646,9 @@ pub(crate) async fn once<S: Store>(
         }
     };
     let repos = store.repos().await?;
+    if require_repos && repos.is_empty() {
+        return Err(ScrubError::NoRepos);
+    }
     let labels: Vec<String> = match only {
         None => repos.keys().cloned().collect(),
         Some(repo) => {

@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
+use super::resolve::Resolver;
+
 /// Longest wait for a TCP connection and TLS handshake to the store.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a response's headers once the request is sent. A store
@@ -136,6 +138,11 @@ pub(crate) enum ClientError {
     Tls(io::Error),
     Http(hyper::Error),
     Timeout(&'static str),
+    /// The value of this header cannot be carried by HTTP (a control
+    /// character, say in a session token from the environment).
+    BadHeader(&'static str),
+    /// The request could not be built otherwise.
+    BadRequest,
 }
 
 impl fmt::Display for ClientError {
@@ -145,6 +152,12 @@ impl fmt::Display for ClientError {
             ClientError::Tls(e) => write!(f, "TLS with the store: {e}"),
             ClientError::Http(e) => write!(f, "HTTP with the store: {e}"),
             ClientError::Timeout(what) => write!(f, "the store did not answer in time ({what})"),
+            ClientError::BadHeader(name) => write!(
+                f,
+                "cannot make the request: the {name} header's value cannot be sent (a \
+                 control character or a non-ASCII byte in it?)"
+            ),
+            ClientError::BadRequest => f.write_str("cannot make the request"),
         }
     }
 }
@@ -154,7 +167,7 @@ impl std::error::Error for ClientError {
         match self {
             ClientError::Connect(e) | ClientError::Tls(e) => Some(e),
             ClientError::Http(e) => Some(e),
-            ClientError::Timeout(_) => None,
+            ClientError::Timeout(_) | ClientError::BadHeader(_) | ClientError::BadRequest => None,
         }
     }
 }
@@ -168,7 +181,8 @@ struct Idle {
 
 /// The connections to one endpoint.
 pub(crate) struct Client {
-    endpoint: Endpoint,
+    /// The endpoint's addresses, looked up off the file-I/O pool.
+    resolver: Resolver,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     idle: RefCell<Vec<Idle>>,
 }
@@ -214,7 +228,7 @@ impl Client {
             }
         };
         Ok(Client {
-            endpoint,
+            resolver: Resolver::new(&endpoint.host, endpoint.port),
             tls,
             idle: RefCell::new(Vec::new()),
         })
@@ -228,10 +242,12 @@ impl Client {
     /// not one per closure, which cost binary size.)
     pub(crate) async fn send(
         &self,
-        make: &dyn Fn() -> Request<OutBody>,
+        make: &dyn Fn() -> Result<Request<OutBody>, ClientError>,
     ) -> Result<Response<Incoming>, ClientError> {
+        // Built before connecting: a request that cannot be made costs no
+        // connection.
+        let request = make()?;
         let (conn, reused) = self.connection(IDLE_REUSE).await?;
-        let request = make();
         // A POST (completing a multipart upload, say) may have been carried
         // out though its answer was lost: sent again only if it never left.
         let post = request.method() == hyper::Method::POST;
@@ -241,7 +257,7 @@ impl Client {
             {
                 log::debug!("store connection closed while idle; sending again: {e}");
                 let (conn, _) = self.connection(Duration::ZERO).await?;
-                self.start(conn, make()).finish(self).await
+                self.start(conn, make()?).finish(self).await
             }
             other => other,
         }
@@ -298,11 +314,15 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<Conn, ClientError> {
-        let address = (self.endpoint.host.as_str(), self.endpoint.port);
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-            .await
-            .map_err(|_| ClientError::Timeout("connect"))?
-            .map_err(ClientError::Connect)?;
+        // The lookup is inside the timeout: a hanging one is given up on
+        // (and left to finish on its own thread) like a hanging connect.
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let addresses = self.resolver.resolve().await?;
+            TcpStream::connect(&addresses[..]).await
+        })
+        .await
+        .map_err(|_| ClientError::Timeout("connect"))?
+        .map_err(ClientError::Connect)?;
         let _ = tcp.set_nodelay(true);
         let builder = http1::Builder::new();
         match &self.tls {
@@ -349,5 +369,71 @@ impl Sent {
             .map_err(ClientError::Http)?;
         client.keep(self.conn);
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store on 127.0.0.1 that answers every request with an empty 200.
+    async fn answering_store() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::task::spawn_local(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::task::spawn_local(async move {
+                    let service = hyper::service::service_fn(|_| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<
+                            Bytes,
+                        >::new(
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    /// The store's name is looked up apart from the file-I/O pool: with
+    /// every I/O thread busy (an fsync on a slow card, a stuck disk), a
+    /// connection to the store by name is still made.
+    #[test]
+    fn a_lookup_needs_no_io_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, async {
+            let port = answering_store().await;
+            let (release, busy) = std::sync::mpsc::channel::<()>();
+            let held = tokio::task::spawn_blocking(move || busy.recv());
+            let endpoint = Endpoint {
+                https: false,
+                host: "localhost".into(),
+                port,
+            };
+            let client = Client::new(endpoint, None).unwrap();
+            let request = || {
+                Request::builder()
+                    .uri("/")
+                    .header(hyper::header::HOST, "localhost")
+                    .body(OutBody::empty())
+                    .map_err(|_| ClientError::BadRequest)
+            };
+            let answered =
+                tokio::time::timeout(Duration::from_secs(5), client.send(&request)).await;
+            release.send(()).unwrap();
+            held.await.unwrap().unwrap();
+            let response = answered
+                .expect("the lookup waited for the I/O pool")
+                .unwrap();
+            assert_eq!(response.status(), hyper::StatusCode::OK);
+        });
     }
 }

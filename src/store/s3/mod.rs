@@ -17,8 +17,10 @@
 //! store completes. `If-None-Match: *` keeps two servers on one bucket from
 //! replacing each other's files where the store honours it.
 
+mod advice;
 pub(crate) mod http;
 mod multipart;
+mod resolve;
 mod settings;
 mod sign;
 mod upload;
@@ -34,14 +36,14 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use http_body::Body as _;
 use hyper::body::Incoming as IncomingBody;
-use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST};
+use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST, HeaderName};
 use hyper::{Method, Request, Response, StatusCode};
 
-use self::http::{BODY_STALL_TIMEOUT, Client, OutBody};
+use self::http::{BODY_STALL_TIMEOUT, Client, ClientError, OutBody};
 use self::multipart::Multipart;
 pub(crate) use self::settings::{
     Encryption, Location, ProcessEnvironment, Settings, SettingsError, is_location, parse_file,
-    parse_location, resolve,
+    parse_location, private, resolve,
 };
 pub(crate) use self::upload::S3Upload;
 use self::upload::StreamedPut;
@@ -201,7 +203,7 @@ impl Inner {
         headers: &[(&'static str, String)],
         payload: &str,
         body: OutBody,
-    ) -> Request<OutBody> {
+    ) -> Result<Request<OutBody>, ClientError> {
         let s = &self.settings;
         let mut path = String::with_capacity(128);
         path.push('/');
@@ -219,7 +221,7 @@ impl Inner {
         }
         let query = sign::query(query);
         let date = sign::amz_date(SystemTime::now());
-        let mut signed: Vec<(&str, &str)> = vec![
+        let mut signed: Vec<(&'static str, &str)> = vec![
             ("host", &host),
             ("x-amz-content-sha256", payload),
             ("x-amz-date", &date),
@@ -255,14 +257,21 @@ impl Inner {
             );
         }
         for (name, value) in &signed {
+            if !value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+            {
+                return Err(ClientError::BadHeader(name));
+            }
             builder = builder.header(if *name == "host" { HOST.as_str() } else { name }, *value);
         }
         if method == Method::PUT || method == Method::POST {
             builder = builder.header(CONTENT_LENGTH, http_body::Body::size_hint(&body).lower());
         }
-        builder
-            .body(body)
-            .unwrap_or_else(|_| Request::new(OutBody::empty()))
+        // A request that cannot be built is an error: sent as something
+        // else (an unsigned `GET /`, as a default request would be), a 200
+        // to it would pass for the success of a DELETE or a HEAD.
+        builder.body(body).map_err(|_| ClientError::BadRequest)
     }
 
     /// The headers a new object is created with: storage class (data packs
@@ -318,7 +327,7 @@ impl Inner {
     async fn call(
         &self,
         op: &'static str,
-        make: &dyn Fn() -> Request<OutBody>,
+        make: &dyn Fn() -> Result<Request<OutBody>, ClientError>,
     ) -> Result<Response<IncomingBody>, StoreError> {
         let response = self
             .client
@@ -389,8 +398,10 @@ impl Inner {
     /// Checks that the bucket is there and the credentials work; creates
     /// the bucket when it is missing (unless told not to).
     async fn check_bucket(&self) -> Result<(), StoreError> {
-        let head = self
-            .call("check bucket", &|| {
+        const OP: &str = "check bucket";
+        let response = self
+            .client
+            .send(&|| {
                 self.request(
                     &Method::HEAD,
                     None,
@@ -400,9 +411,23 @@ impl Inner {
                     OutBody::empty(),
                 )
             })
-            .await;
-        match head {
+            .await
+            .map_err(|e| unreachable_store(OP, e))?;
+        let status = response.status();
+        match check(OP, response).await {
             Ok(_) => Ok(()),
+            // The answer to a HEAD has no body, so no S3 error code: a
+            // refusal is asked once more as a one-key listing, whose answer
+            // names the code (SignatureDoesNotMatch, AccessDenied...).
+            Err(e) if status.is_client_error() && status != StatusCode::NOT_FOUND => {
+                match self
+                    .bucket_document(OP, &[("list-type", "2"), ("max-keys", "1")])
+                    .await
+                {
+                    Err(listed) => Err(listed),
+                    Ok(_) => Err(e),
+                }
+            }
             Err(e) if e.kind == ErrorKind::NotFound && !self.settings.no_check_bucket => {
                 let body = match &self.settings.location_constraint {
                     None => Bytes::new(),
@@ -443,7 +468,8 @@ impl Inner {
     }
 }
 
-/// A store that could not be reached, or did not answer in time.
+/// A request that got no answer: the store could not be reached or did
+/// not answer in time, or the request could not be made.
 fn unreachable_store(op: &'static str, err: http::ClientError) -> StoreError {
     StoreError::new(ErrorKind::Unexpected, op, io::Error::other(err.to_string()))
 }
@@ -468,10 +494,17 @@ async fn check(
     if status.is_success() {
         return Ok(response);
     }
-    let body = read_document(response.into_body(), op)
-        .await
-        .unwrap_or_default();
+    // AWS names the bucket's region in this header on a wrong-region
+    // answer, also to a HEAD, which has no body. (A constant name: a
+    // `&str` key would be parsed at run time, and that parser is large.)
+    const BUCKET_REGION: HeaderName = HeaderName::from_static("x-amz-bucket-region");
+    let (parts, body) = response.into_parts();
+    let body = read_document(body, op).await.unwrap_or_default();
     let error = xml::error(&String::from_utf8_lossy(&body));
+    let region = error.region.as_deref().or(parts
+        .headers
+        .get(BUCKET_REGION)
+        .and_then(|v| v.to_str().ok()));
     let kind = match (status, error.code.as_str()) {
         (_, "NoSuchBucket") => ErrorKind::Unexpected,
         (StatusCode::NOT_FOUND, _) => ErrorKind::NotFound,
@@ -481,7 +514,7 @@ async fn check(
         (_, "QuotaExceeded" | "XMinioStorageFull" | "StorageFull") => ErrorKind::NoSpace,
         _ => ErrorKind::Unexpected,
     };
-    let reason = if error.code.is_empty() {
+    let mut reason = if error.code.is_empty() {
         format!("the store answered {status}")
     } else {
         format!(
@@ -489,6 +522,10 @@ async fn check(
             error.code, error.message
         )
     };
+    if let Some(advice) = advice::advice(status, &error.code, region) {
+        reason.push_str(" => ");
+        reason.push_str(&advice);
+    }
     Err(StoreError::new(kind, op, io::Error::other(reason)))
 }
 
@@ -631,7 +668,7 @@ impl super::Store for S3Store {
         let headers = inner.object_headers(key);
         match incoming.length {
             Some(length) if length <= inner.settings.upload_cutoff => Ok(S3Upload::Put(Box::new(
-                StreamedPut::begin(&self.inner, &name, headers, incoming.sha256, length),
+                StreamedPut::begin(&self.inner, &name, headers, incoming.sha256, length)?,
             ))),
             _ => Ok(S3Upload::Parts(
                 Multipart::begin(&self.inner, name, headers).await?,
@@ -673,9 +710,36 @@ impl super::Store for S3Store {
         })
     }
 
+    /// Creates the bucket when missing (and allowed): the server starts
+    /// on a new bucket.
     async fn scan(&self) -> Result<Scan, StoreError> {
+        self.inner.check_bucket().await?;
+        self.tally().await
+    }
+
+    /// Never creates the bucket: the listing of a missing one is the
+    /// store's NoSuchBucket (`rest-server scrub` of a mistyped location
+    /// must change nothing).
+    async fn repos(&self) -> Result<Repos, StoreError> {
+        Ok(self.tally().await?.repos)
+    }
+
+    /// A bucket has no free space to run out of, and its reachability
+    /// shows in every request's answer and in the log.
+    async fn unhealthy(&self, _min_free: u64) -> Option<String> {
+        None
+    }
+
+    async fn space(&self) -> Option<Space> {
+        None
+    }
+}
+
+impl S3Store {
+    /// What is stored under the prefix, per repository: the bucket's
+    /// listing, read a page at a time.
+    async fn tally(&self) -> Result<Scan, StoreError> {
         let inner = &self.inner;
-        inner.check_bucket().await?;
         let prefix = inner.repo_prefix(&RepoPath::default());
         let mut scan = Scan::default();
         let mut token: Option<String> = None;
@@ -699,21 +763,6 @@ impl super::Store for S3Store {
                 None => return Ok(scan),
             }
         }
-    }
-
-    async fn repos(&self) -> Result<Repos, StoreError> {
-        // The scan only reads the bucket.
-        Ok(self.scan().await?.repos)
-    }
-
-    /// A bucket has no free space to run out of, and its reachability
-    /// shows in every request's answer and in the log.
-    async fn unhealthy(&self, _min_free: u64) -> Option<String> {
-        None
-    }
-
-    async fn space(&self) -> Option<Space> {
-        None
     }
 }
 

@@ -26,6 +26,7 @@ pub(crate) enum Provider {
     Alibaba,
     Ceph,
     DigitalOcean,
+    Garage,
     IbmCos,
     Minio,
     Scaleway,
@@ -41,15 +42,25 @@ impl Provider {
             "alibaba" => Provider::Alibaba,
             "ceph" => Provider::Ceph,
             "digitalocean" => Provider::DigitalOcean,
+            "garage" => Provider::Garage,
             "ibmcos" => Provider::IbmCos,
             "minio" => Provider::Minio,
             "scaleway" => Provider::Scaleway,
             "tencentcos" => Provider::TencentCos,
             "wasabi" => Provider::Wasabi,
-            "other" | "seaweedfs" | "garage" => Provider::Other,
+            "other" | "seaweedfs" => Provider::Other,
             _ => return None,
         };
         Some(provider)
+    }
+
+    /// The region requests are signed for when none is set: Garage checks
+    /// it against its own `s3_region`, `garage` unless configured.
+    fn default_region(self) -> &'static str {
+        match self {
+            Provider::Garage => "garage",
+            _ => "us-east-1",
+        }
     }
 
     /// Path-style addressing unless the provider serves buckets only (or by
@@ -259,7 +270,8 @@ const KNOWN: &[&str] = &[
 /// What the credentials chain reads from outside the settings file.
 pub(crate) trait Environment {
     fn var(&self, name: &str) -> Option<String>;
-    fn read(&self, path: &Path) -> Option<String>;
+    /// A file's text and its permission bits.
+    fn read(&self, path: &Path) -> Option<(String, u32)>;
 }
 
 /// The process's environment and files.
@@ -270,9 +282,27 @@ impl Environment for ProcessEnvironment {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }
 
-    fn read(&self, path: &Path) -> Option<String> {
-        std::fs::read_to_string(path).ok()
+    fn read(&self, path: &Path) -> Option<(String, u32)> {
+        use std::os::unix::fs::MetadataExt as _;
+        // Two calls on the path, as the --s3-config file is read: the same
+        // code, and a mode changed between them is the user's own doing.
+        let text = std::fs::read_to_string(path).ok()?;
+        Some((text, std::fs::metadata(path).ok()?.mode()))
     }
+}
+
+/// Refuses a file holding a secret that others than its owner may read:
+/// it would give the bucket away. The same rule for the `--s3-config` file
+/// and the shared credentials file.
+pub(crate) fn private(path: &Path, mode: u32) -> Result<(), SettingsError> {
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "{} holds a secret but others may read it (mode {:o}): chmod 600 it",
+        path.display(),
+        mode & 0o777
+    )))
 }
 
 /// Builds the settings from the location and the file's values.
@@ -294,8 +324,8 @@ pub(crate) fn resolve(
         None => Provider::Other,
         Some(name) => Provider::parse(name).ok_or_else(|| {
             bad(format!(
-                "provider = {name}: one of AWS, Alibaba, Ceph, DigitalOcean, IBMCOS, Minio, \
-                 Scaleway, TencentCOS, Wasabi, Other"
+                "provider = {name}: one of AWS, Alibaba, Ceph, DigitalOcean, Garage, IBMCOS, \
+                 Minio, Scaleway, TencentCOS, Wasabi, Other"
             ))
         })?,
     };
@@ -303,7 +333,7 @@ pub(crate) fn resolve(
         .map(str::to_string)
         .or_else(|| env.var("AWS_REGION"))
         .or_else(|| env.var("AWS_DEFAULT_REGION"))
-        .unwrap_or_else(|| "us-east-1".to_string());
+        .unwrap_or_else(|| provider.default_region().to_string());
     let location_constraint = match get("location_constraint") {
         Some(c) => Some(c.to_string()),
         // AWS creates a bucket outside us-east-1 only when told where.
@@ -460,9 +490,11 @@ fn credentials(
     let profile = get("profile")
         .or_else(|| env.var("AWS_PROFILE"))
         .unwrap_or_else(|| "default".to_string());
-    if let Some(text) = path.and_then(|p| env.read(&p))
+    if let Some(path) = path
+        && let Some((text, mode)) = env.read(&path)
         && let Some(found) = shared_file_profile(&text, &profile)
     {
+        private(&path, mode)?;
         return Ok((Some(found), "the shared credentials file"));
     }
     Ok((None, "nowhere (anonymous requests)"))
@@ -550,14 +582,17 @@ mod tests {
     struct FakeEnv {
         vars: HashMap<&'static str, &'static str>,
         files: HashMap<PathBuf, &'static str>,
+        /// Modes of files; 0o600 when not given.
+        modes: HashMap<PathBuf, u32>,
     }
 
     impl Environment for FakeEnv {
         fn var(&self, name: &str) -> Option<String> {
             self.vars.get(name).map(|v| v.to_string())
         }
-        fn read(&self, path: &Path) -> Option<String> {
-            self.files.get(path).map(|v| v.to_string())
+        fn read(&self, path: &Path) -> Option<(String, u32)> {
+            let mode = self.modes.get(path).copied().unwrap_or(0o100600);
+            self.files.get(path).map(|v| (v.to_string(), mode))
         }
     }
 
@@ -633,6 +668,26 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_credentials_file_others_may_read_is_refused() {
+        let mut env = FakeEnv::default();
+        env.vars.insert("HOME", "/home/u");
+        env.files.insert(
+            "/home/u/.aws/credentials".into(),
+            "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n",
+        );
+        env.modes
+            .insert("/home/u/.aws/credentials".into(), 0o100640);
+        let refused = settings("", &env).unwrap_err().0;
+        assert!(
+            refused.contains("chmod 600") && !refused.contains("DS"),
+            "{refused}"
+        );
+        env.modes
+            .insert("/home/u/.aws/credentials".into(), 0o100600);
+        assert!(settings("", &env).unwrap().credentials.is_some());
+    }
+
+    #[test]
     fn providers_set_addressing_and_region_defaults() {
         let env = FakeEnv::default();
         let s = settings("provider = Minio\n", &env).unwrap();
@@ -647,6 +702,12 @@ mod tests {
         assert_eq!(s.location_constraint.as_deref(), Some("eu-west-1"));
         let s = settings("provider = AWS\nforce_path_style = true\n", &env).unwrap();
         assert!(s.path_style);
+        // Garage's default region is `garage`; a region set wins.
+        let s = settings("provider = Garage\n", &env).unwrap();
+        assert_eq!((s.region.as_str(), s.path_style), ("garage", true));
+        assert_eq!(s.location_constraint, None);
+        let s = settings("provider = Garage\nregion = home\n", &env).unwrap();
+        assert_eq!(s.region, "home");
         assert!(settings("provider = Nope\n", &env).is_err());
         assert!(settings("force_path_style = yes\n", &env).is_err());
         assert!(settings("colour = blue\n", &env).is_err());

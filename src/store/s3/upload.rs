@@ -62,7 +62,7 @@ impl StreamedPut {
         mut headers: Vec<(&'static str, String)>,
         sha256: Option<[u8; 32]>,
         length: u64,
-    ) -> StreamedPut {
+    ) -> Result<StreamedPut, StoreError> {
         headers.push(("if-none-match", "*".to_string()));
         let payload = match sha256 {
             Some(digest) => {
@@ -78,24 +78,26 @@ impl StreamedPut {
         // One chunk waits in the channel while hyper writes the one before:
         // memory per upload stays at a few buffers.
         let (sender, chunks) = mpsc::channel(1);
-        let request = store.request(
-            &Method::PUT,
-            Some(name),
-            &[],
-            &headers,
-            &payload,
-            OutBody::Stream {
-                chunks,
-                left: length,
-            },
-        );
-        StreamedPut {
+        let request = store
+            .request(
+                &Method::PUT,
+                Some(name),
+                &[],
+                &headers,
+                &payload,
+                OutBody::Stream {
+                    chunks,
+                    left: length,
+                },
+            )
+            .map_err(|e| unreachable_store("upload", e))?;
+        Ok(StreamedPut {
             store: store.clone(),
             request: Some(request),
             sent: None,
             sender: Some(sender),
             held: None,
-        }
+        })
     }
 
     /// Starts the PUT if it has not started yet.

@@ -156,12 +156,16 @@ pub(crate) fn unix_time(text: &str) -> Option<u64> {
 pub(crate) struct S3Error {
     pub(crate) code: String,
     pub(crate) message: String,
+    /// The bucket's region, which AWS names in an
+    /// AuthorizationHeaderMalformed answer to a wrong region.
+    pub(crate) region: Option<String>,
 }
 
 pub(crate) fn error(xml: &str) -> S3Error {
     S3Error {
         code: first(xml, "Code").unwrap_or_default().into_owned(),
         message: first(xml, "Message").unwrap_or_default().into_owned(),
+        region: first(xml, "Region").map(Cow::into_owned),
     }
 }
 
