@@ -344,6 +344,8 @@ fn s3_credentials_come_from_each_source_and_a_wrong_one_stops_the_start() {
         ),
     )
     .unwrap();
+    // It holds secrets: only its owner may read it (tests/s3_faults.rs).
+    set_mode(&shared, 0o600);
     let mut command = server_command(&store, "bucket");
     command
         .env("AWS_SHARED_CREDENTIALS_FILE", &shared)
