@@ -13,7 +13,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::range::{ByteRange, Want};
 use crate::route::{ObjectType, RepoPath, Target};
-use crate::store::{Key, KeyBuf, ObjectReader as _, Store};
+use crate::store::{Key, KeyBuf, ObjectReader as _, Store, StoreError};
 use crate::upload::{Received, Receiver, Rules};
 
 /// restic's media type for the v1 listing (names only).
@@ -245,16 +245,27 @@ async fn delete_file<S: Store>(
     repo: &RepoPath,
     key: Key<'_>,
 ) -> Result<Reply<S>, ApiError> {
-    let freed = state.store.delete(repo, key).await?;
-    let label = repo.label();
-    state.quota.release(&label, freed);
-    state.usage.deleted(&label, key.kind(), freed);
-    if let Some(mirror) = &state.mirror {
-        mirror.deleted(repo, key).await;
-    }
-    if let Some(scrub) = &state.scrub {
-        scrub.deleted(repo, key);
-    }
+    // The delete and what follows it run in a task of their own: a client
+    // gone meanwhile (hyper then drops this future) must not leave a file
+    // deleted that the quota still counts or the mirror never hears of.
+    let store = state.store.clone();
+    let (quota, usage) = (state.quota.clone(), state.usage.clone());
+    let (mirror, scrub) = (state.mirror.clone(), state.scrub.clone());
+    let (repo, key) = (repo.clone(), KeyBuf::of(key));
+    let task = tokio::task::spawn_local(async move {
+        let freed = store.delete(&repo, key.key()).await?;
+        let label = repo.label();
+        quota.release(&label, freed);
+        usage.deleted(&label, key.key().kind(), freed);
+        if let Some(mirror) = &mirror {
+            mirror.deleted(&repo, key.key()).await;
+        }
+        if let Some(scrub) = &scrub {
+            scrub.deleted(&repo, key.key());
+        }
+        Ok::<u64, StoreError>(freed)
+    });
+    let freed = task.await.map_err(StoreError::lost_task)??;
     Ok(Reply::ok(Effect::Deleted(freed)))
 }
 

@@ -330,6 +330,38 @@ async fn an_upload_committed_after_its_client_left_is_counted() {
     .await
 }
 
+/// The same for a delete: the file is gone, so the quota and the usage
+/// no longer count it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_delete_finished_after_its_client_left_is_counted() {
+    local(async {
+        let store = MemStore::default();
+        let state = state(&store, Setup::default());
+        send(&state, "POST", "/r/?create=true", b"").await;
+        let data = content(1000, 7);
+        let path = format!("/r/data/{}", sha256_hex(&data));
+        assert_eq!(send(&state, "POST", &path, &data).await.status, 200);
+        store.delay_delete(Duration::from_millis(100));
+        tokio::select! {
+            _ = send(&state, "DELETE", &path, b"") => panic!("answered before the delete ended"),
+            _ = until(|| store.file_count() == 0) => {}
+        }
+        let released = || {
+            let stats = state.usage.snapshot();
+            stats
+                .iter()
+                .any(|(label, r)| label == "r" && (r.bytes, r.objects) == (0, 0))
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(10), until(released)).await;
+        assert!(
+            waited.is_ok(),
+            "still counted: {:?}",
+            state.usage.snapshot()
+        );
+    })
+    .await
+}
+
 /// Returns once `check` holds (looked at every millisecond).
 async fn until(check: impl Fn() -> bool) {
     while !check() {

@@ -16,6 +16,7 @@ use super::{
 use crate::range::{ByteRange, Want};
 use crate::route::{ObjectType, RepoPath};
 
+#[derive(Clone)]
 pub(crate) enum AnyStore {
     Fs(FsStore),
     S3(S3Store),

@@ -39,6 +39,7 @@ struct Inner {
     /// errno to fail an operation with, every time until cleared.
     faults: HashMap<Op, i32>,
     commit_delay: Option<Duration>,
+    delete_delay: Option<Duration>,
 }
 
 /// The store; clones share their content.
@@ -67,6 +68,13 @@ impl MemStore {
     /// Makes every commit take `delay` (tokio time, so paused time skips it).
     pub(crate) fn delay_commit(&self, delay: Duration) {
         self.inner.borrow_mut().commit_delay = Some(delay);
+    }
+
+    /// Makes every delete take `delay`, after the file is gone (as on
+    /// disk, where the unlink runs on an I/O thread whatever becomes of
+    /// the caller).
+    pub(crate) fn delay_delete(&self, delay: Duration) {
+        self.inner.borrow_mut().delete_delay = Some(delay);
     }
 
     /// What is stored under `key`, if anything.
@@ -153,11 +161,14 @@ impl Store for MemStore {
 
     async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
         self.check(Op::Delete, "remove")?;
-        let removed = self
-            .inner
-            .borrow_mut()
-            .files
-            .remove(&(repo.label(), file_name(key)));
+        let (removed, delay) = {
+            let mut inner = self.inner.borrow_mut();
+            let removed = inner.files.remove(&(repo.label(), file_name(key)));
+            (removed, inner.delete_delay)
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         Ok(removed.map_or(0, |b| b.len() as u64))
     }
 

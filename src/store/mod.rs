@@ -215,7 +215,10 @@ pub(crate) struct Space {
 
 /// A repository store. Every method is asynchronous and never blocks the
 /// event loop; a store that does blocking I/O runs it on the I/O pool.
-pub(crate) trait Store: 'static {
+/// `Clone`: a handle (shared state inside), so that work which must finish
+/// once started (a commit, a delete and what follows them) can run in a
+/// task of its own.
+pub(crate) trait Store: Clone + 'static {
     type Reader: ObjectReader;
     type Listing: Listing;
     type Upload: Upload;
