@@ -18,7 +18,7 @@ use crate::util::*;
 /// at the log line, not at the timeout.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn mirrored_server(store: &SeaweedFs, data: &Path, extra: &[&str]) -> Server {
+pub fn mirrored_server(store: &SeaweedFs, data: &Path, extra: &[&str]) -> Server {
     let mut command = Command::new(binary());
     command
         .arg("--path")
@@ -31,7 +31,7 @@ fn mirrored_server(store: &SeaweedFs, data: &Path, extra: &[&str]) -> Server {
     Server::spawn(command, data)
 }
 
-fn mirror_status(data: &Path) -> (bool, String) {
+pub fn mirror_status(data: &Path) -> (bool, String) {
     let out = Command::new(binary())
         .arg("--path")
         .arg(data)
@@ -242,7 +242,7 @@ fn the_mirror_keeps_to_its_bandwidth_limit() {
 }
 
 /// A server on the mirror's bucket itself, to see what it holds.
-fn bucket_server(store: &SeaweedFs, dir: &Path) -> Server {
+pub fn bucket_server(store: &SeaweedFs, dir: &Path) -> Server {
     let mut command = Command::new(binary());
     command
         .arg("--path")

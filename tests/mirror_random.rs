@@ -9,14 +9,17 @@
 //! on failure, so a failing sequence can be replayed.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::seaweed::{SeaweedFs, with_credentials};
+use crate::mirror::{bucket_server, mirror_status, mirrored_server};
+use crate::util::seaweed::SeaweedFs;
 use crate::util::*;
+
+/// Deletes mirrored, and more uploads at once than the default, so that
+/// operations on one name overlap more often.
+const SERVER_FLAGS: &[&str] = &["--mirror-deletes", "--mirror-uploads", "3"];
 
 /// Steps of one run, and how often a quiet point is checked.
 const STEPS: usize = 70;
@@ -41,32 +44,6 @@ impl Rng {
     }
 }
 
-fn start_server(store: &SeaweedFs, data: &Path) -> Server {
-    let mut command = Command::new(binary());
-    command
-        .arg("--path")
-        .arg(data)
-        .args(["--no-auth", "--listen", "127.0.0.1:0", "--mirror-deletes"])
-        .args(["--mirror-uploads", "3"])
-        .arg("--mirror")
-        .arg(format!("s3:{}/offsite/board", store.endpoint));
-    with_credentials(&mut command);
-    Server::spawn(command, data)
-}
-
-fn status(data: &Path) -> (bool, String) {
-    let out = Command::new(binary())
-        .arg("--path")
-        .arg(data)
-        .args(["mirror", "status"])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 /// Names in a v1 listing (`["id", ...]`).
 fn listed(text: &str) -> Vec<String> {
     text.split('"')
@@ -89,7 +66,7 @@ fn the_bucket_matches_the_disk_whenever_the_mirror_says_current() {
     let mut store = SeaweedFs::start();
     let dir = TempDir::new("mirror-random");
     let data = dir.path().join("data");
-    let mut server = start_server(&store, &data);
+    let mut server = mirrored_server(&store, &data, SERVER_FLAGS);
     assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
     // What the data directory holds: id -> content seed.
     let mut local: BTreeMap<String, u64> = BTreeMap::new();
@@ -170,7 +147,7 @@ fn the_bucket_matches_the_disk_whenever_the_mirror_says_current() {
                     Signal::SIGTERM
                 };
                 server.stop_with(signal);
-                server = start_server(&store, &data);
+                server = mirrored_server(&store, &data, SERVER_FLAGS);
                 format!("server restarted after {signal:?}")
             }
         };
@@ -184,23 +161,15 @@ fn the_bucket_matches_the_disk_whenever_the_mirror_says_current() {
             store_up = true;
             history.push("store up".to_string());
         }
-        let current = eventually(DRAIN_TIMEOUT, || status(&data).0);
+        let current = eventually(DRAIN_TIMEOUT, || mirror_status(&data).0);
         let context = format!(
             "seed {seed}, step {step}: {}\n{}\n{}",
             history.join(", "),
-            status(&data).1,
+            mirror_status(&data).1,
             server.log()
         );
         assert!(current, "never CURRENT: {context}");
-        let bucket = {
-            let mut command = Command::new(binary());
-            command
-                .arg("--path")
-                .arg(format!("s3:{}/offsite/board", store.endpoint))
-                .args(["--no-auth", "--listen", "127.0.0.1:0"]);
-            with_credentials(&mut command);
-            Server::spawn(command, dir.path())
-        };
+        let bucket = bucket_server(&store, dir.path());
         // A SeaweedFS just restarted lists its files a moment before it
         // can read them ("volume 1 not found", a 500): wait for it to serve
         // one file (a file missing from the bucket is a 404, not a 500).
