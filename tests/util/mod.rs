@@ -4,7 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod ceph;
+pub mod moto;
 pub mod seaweed;
+pub mod sigv4;
+pub mod stores;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

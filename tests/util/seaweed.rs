@@ -24,7 +24,7 @@ pub const SECRET_KEY: &str = "rest-server-test-secret";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Ports of one instance: base + 0..5 (HTTP), base + 10000..10005 (gRPC).
-const PORTS_PER_INSTANCE: u16 = 6;
+pub(super) const PORTS_PER_INSTANCE: u16 = 6;
 
 pub struct SeaweedFs {
     child: Option<Child>,
@@ -37,7 +37,10 @@ pub struct SeaweedFs {
     _dir: TempDir,
 }
 
-fn next_base() -> u16 {
+/// The base of a free block of ports: base + 0..6 and base + 10000..10006.
+/// The Ceph launcher takes its ports here too, so that the two never pick
+/// the same block in one test run.
+pub(super) fn next_base() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     // 10000..=21999 leaves the gRPC ports (base + 10000) below 32768.
     let slots = 12000 / PORTS_PER_INSTANCE;
@@ -54,7 +57,7 @@ fn next_base() -> u16 {
             return base;
         }
     }
-    panic!("no free block of {PORTS_PER_INSTANCE} ports for SeaweedFS");
+    panic!("no free block of {PORTS_PER_INSTANCE} ports for a test store");
 }
 
 impl SeaweedFs {
