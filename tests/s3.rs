@@ -590,7 +590,21 @@ fn the_store_answers_as_its_dialect_says(store: &S3Test) {
         second.status,
         second.text()
     );
+
+    // A request without a signature: refused by every store.
+    let mut unsigned = std::net::TcpStream::connect(&store.addr).unwrap();
+    unsigned.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        unsigned,
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        key("once"),
+        store.addr
+    )
+    .unwrap();
+    let answer = read_response(&mut unsigned, false);
+    assert_eq!(answer.status, 403, "{}", answer.text());
 }
+
 #[test]
 fn s3_over_https_checks_the_store_certificate() {
     let test = "s3::s3_over_https_checks_the_store_certificate";

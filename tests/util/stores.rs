@@ -315,6 +315,18 @@ impl S3Test {
         command
     }
 
+    /// `--mirror <s3:…> --s3-config <file>`: the arguments that make a
+    /// server (or `scrub --repair`) mirror to `location` on this store; its
+    /// identity goes in with [`Self::credentials`].
+    pub fn mirror_args(&self, location: &str, dir: &Path) -> Vec<std::ffi::OsString> {
+        vec![
+            "--mirror".into(),
+            self.path(location).into(),
+            "--s3-config".into(),
+            self.settings_file(dir, "").into(),
+        ]
+    }
+
     /// A SigV4 signer with this test's identity, for raw requests to
     /// [`Self::addr`].
     pub fn signer(&self) -> Signer {
