@@ -498,17 +498,16 @@ fn two_servers_racing_for_one_name_do_not_replace_each_other(store: &S3Test) {
         for (status, _) in &answers {
             assert!([200, 403].contains(status), "round {round}: {status}");
         }
-        // The store refuses the second PUT: one server wins, and what is
-        // stored is what it was told was stored.
-        assert_eq!(
-            winners.len(),
-            1,
-            "round {round}: {:?}",
-            answers.iter().map(|a| a.0).collect::<Vec<_>>()
-        );
+        let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+        // Where the store refuses the second PUT, one server wins; where it
+        // does not (README), both may, and the last write stays. Either
+        // way what is stored is what a server said it stored.
+        if store.dialect().honours_if_none_match {
+            assert_eq!(winners.len(), 1, "round {round}: {statuses:?}");
+        }
         assert!(
-            stored.body == winners[0].1,
-            "round {round}: the loser's bytes are stored"
+            winners.iter().any(|(_, body)| stored.body == *body),
+            "round {round}: {statuses:?}, and bytes no server said it stored"
         );
     }
 }

@@ -221,11 +221,6 @@ impl CephRgw {
         }
         text
     }
-
-    /// The cluster's folder (its `ceph.conf`, logs and data).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 impl Drop for CephRgw {

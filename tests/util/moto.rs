@@ -214,19 +214,6 @@ impl Moto {
         }
     }
 
-    /// Creates `bucket` in [`REGION`], as AWS needs it: with a
-    /// LocationConstraint.
-    pub fn create_bucket(&self, bucket: &str) {
-        let path = format!("/{bucket}");
-        let mut request = SignedRequest::new("PUT", &self.addr, &path);
-        request.body = format!(
-            "<CreateBucketConfiguration><LocationConstraint>{REGION}</LocationConstraint></CreateBucketConfiguration>"
-        )
-        .into_bytes();
-        let answer = self.signer(&self.user, "s3").send(&self.addr, &request);
-        assert_eq!(answer.status, 200, "create {bucket}: {}", answer.text());
-    }
-
     /// What moto printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")

@@ -8,6 +8,25 @@
 //! What each store guarantees beyond the S3 basics is in [`Dialect`]; the
 //! README's table of tested stores says the same, and
 //! `s3::the_store_answers_as_its_dialect_says` checks it.
+//!
+//! From any test file (the mirror's, say):
+//!
+//! ```text
+//! per_store!(the_mirror_copies_everything, ["restic"]);
+//! fn the_mirror_copies_everything(store: &S3Test) {
+//!     let mut command = Command::new(binary());
+//!     command.arg("--path").arg(&data).args(["--no-auth", "--listen", "127.0.0.1:0"]);
+//!     command.args(store.mirror_args(&store.location("offsite/board"), dir.path()));
+//!     store.credentials(&mut command);
+//!     let server = Server::spawn(command, &data);
+//!     // ... then restic directly on the bucket:
+//!     store.restic(&store.location("offsite/board/laptop"), &store.secret_key, &cache)
+//! }
+//! ```
+//!
+//! A test that needs one store only calls `S3Test::start(Kind::…, test)`
+//! (None: skipped); one that stops and restarts its store (an outage) takes
+//! SeaweedFS's own handle with [`S3Test::seaweed`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,8 +47,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::SeaweedFs, Kind::Ceph, Kind::Moto];
-
     pub fn name(self) -> &'static str {
         match self {
             Kind::SeaweedFs => "seaweedfs",
@@ -336,6 +353,16 @@ impl S3Test {
             session_token: self.session_token.clone(),
             region: self.dialect().region.into(),
             service: "s3",
+        }
+    }
+
+    /// The SeaweedFS process behind a [`Kind::SeaweedFs`] store, to stop and
+    /// restart it; None for the others (Ceph's cluster is shared by the
+    /// tests, moto keeps its objects in memory only).
+    pub fn seaweed(&mut self) -> Option<&mut SeaweedFs> {
+        match &mut self.running {
+            Running::SeaweedFs(store) => Some(store),
+            _ => None,
         }
     }
 
