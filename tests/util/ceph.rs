@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::TempDir;
-use super::seaweed::next_base;
+use super::ports::{PORTS_PER_BLOCK, next_base};
 
 /// The S3 identity created with `radosgw-admin`.
 pub const ACCESS_KEY: &str = "AKIACEPHRGWTEST";
@@ -81,10 +81,7 @@ impl CephRgw {
         // base: the monitor; base + 1: radosgw; base + 10000..: the OSD's
         // messenger ports (public, cluster and two heartbeat ports).
         let (mon_port, rgw_port) = (base, base + 1);
-        let osd_ports = (
-            base + 10000,
-            base + 10000 + super::seaweed::PORTS_PER_INSTANCE - 1,
-        );
+        let osd_ports = (base + 10000, base + 10000 + PORTS_PER_BLOCK - 1);
         let d = &dir.path().to_path_buf();
         for sub in ["mon", "osd", "run", "log"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();

@@ -6,6 +6,7 @@
 
 pub mod ceph;
 pub mod moto;
+pub mod ports;
 pub mod seaweed;
 pub mod sigv4;
 pub mod stores;
