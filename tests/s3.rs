@@ -590,6 +590,32 @@ fn the_store_answers_as_its_dialect_says(store: &S3Test) {
         second.text()
     );
 
+    // The bucket as a virtual host, where the store has them: the name
+    // only in the Host header, the connection to 127.0.0.1.
+    let port = store.addr.rsplit(':').next().unwrap();
+    let host = format!("{}.localhost:{port}", store.bucket);
+    let by_host = signer.send(
+        &store.addr,
+        &SignedRequest::new("HEAD", &host, "/dialect/once"),
+    );
+    if dialect.virtual_host {
+        assert_eq!(by_host.status, 200, "HEAD on {host}");
+    }
+
+    // The bucket's region, as its LocationConstraint made it.
+    let bucket = format!("/{}", store.bucket);
+    let mut location = SignedRequest::new("GET", &store.addr, &bucket);
+    location.query = "location=";
+    let location = signer.send(&store.addr, &location);
+    assert_eq!(location.status, 200, "{}", location.text());
+    if dialect.region != "us-east-1" {
+        assert!(
+            location.text().contains(dialect.region),
+            "{}",
+            location.text()
+        );
+    }
+
     // A request without a signature: refused by every store.
     let mut unsigned = std::net::TcpStream::connect(&store.addr).unwrap();
     unsigned.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
