@@ -5,7 +5,7 @@
 //! off, no manager (S3 does not need one) and no systemd: every daemon is a
 //! child of the test process, with its files under one temp dir.
 //!
-//! Starting one takes ~20 s of a busy CI machine, so a test binary starts
+//! Starting one takes ~15 s of a busy 2-core machine, so a test binary starts
 //! one cluster, the first time a test asks ([`CephRgw::shared`]), and every
 //! test takes its own bucket on it. A static is never dropped, so a reaper
 //! process stops the daemons and removes the folder when the test process
@@ -35,7 +35,8 @@ const BLOCK_BYTES: u64 = 10 << 30;
 /// A running cluster; every daemon is killed and the folder removed on drop
 /// (and by the reaper, if the process ends without dropping it).
 pub struct CephRgw {
-    daemons: Vec<Child>,
+    /// Each daemon with its name (`mon`, `osd`, `rgw`).
+    daemons: Vec<(&'static str, Child)>,
     reaper: Option<(Child, ChildStdin)>,
     /// `http://127.0.0.1:PORT`: the S3 endpoint.
     pub endpoint: String,
@@ -151,7 +152,7 @@ impl CephRgw {
 
     /// Starts a daemon in the foreground, its output in `<name>.out`, and
     /// tells the reaper its pid.
-    fn spawn(&mut self, name: &str, command: &mut Command) -> Result<(), String> {
+    fn spawn(&mut self, name: &'static str, command: &mut Command) -> Result<(), String> {
         let d = self.dir.path();
         let out = std::fs::File::create(d.join(format!("{name}.out"))).unwrap();
         let child = command
@@ -167,7 +168,7 @@ impl CephRgw {
             .open(d.join("pids"))
             .unwrap();
         writeln!(pids, "{}", child.id()).unwrap();
-        self.daemons.push(child);
+        self.daemons.push((name, child));
         Ok(())
     }
 
@@ -177,10 +178,11 @@ impl CephRgw {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            for child in &mut self.daemons {
+            for (name, child) in &mut self.daemons {
                 if let Some(status) = child.try_wait().unwrap() {
+                    let name = *name;
                     return Err(format!(
-                        "a Ceph daemon exited with {status}:\n{}",
+                        "the Ceph {name} daemon exited with {status}:\n{}",
                         self.log()
                     ));
                 }
@@ -222,7 +224,7 @@ impl CephRgw {
 
 impl Drop for CephRgw {
     fn drop(&mut self) {
-        for child in &mut self.daemons {
+        for (_, child) in &mut self.daemons {
             let _ = child.kill();
             let _ = child.wait();
         }
