@@ -376,6 +376,19 @@ impl S3Test {
     }
 }
 
+impl Drop for S3Test {
+    /// A failing test shows what its store said: libtest prints a failed
+    /// test's captured output, this included.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!("--- the end of {}'s log:\n{tail}", self.kind.name());
+        }
+    }
+}
+
 /// Runs `body` on a store of `kind` as test `test`, after checking that the
 /// `tools` it needs besides the store are installed.
 pub fn run(kind: Kind, test: &str, tools: &[&str], body: fn(&S3Test)) {
