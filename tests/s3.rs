@@ -519,6 +519,8 @@ per_store!(the_store_answers_as_its_dialect_says, []);
 fn the_store_answers_as_its_dialect_says(store: &S3Test) {
     use base64::Engine as _;
     let dialect = store.dialect();
+    // Every request below carries the session token where there is one.
+    assert_eq!(store.session_token.is_some(), dialect.session_token);
     let signer = store.signer();
     let key = |name: &str| format!("/{}/dialect/{name}", store.bucket);
     let put = |path: &str, body: &[u8], extra: Vec<(&str, String)>, payload: Option<String>| {
