@@ -306,14 +306,13 @@ fn a_folder_of_more_than_one_list_page_is_listed_whole(store: &S3Test) {
         dir.path(),
     );
     assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
-    let mut ids: Vec<String> = (0..20u64)
+    let ids: Vec<String> = (0..20u64)
         .map(|i| {
             let (id, stored) = upload(&server, "data", &pseudo_random(1000, 300 + i));
             assert_eq!(stored.status, 200, "{}", stored.text());
             id
         })
         .collect();
-    ids.sort();
     for accept in ["", "application/vnd.x.restic.rest.v2"] {
         let mut request = Request::new("GET", "/repo/data/");
         if !accept.is_empty() {
@@ -322,17 +321,10 @@ fn a_folder_of_more_than_one_list_page_is_listed_whole(store: &S3Test) {
         let listing = server.send(&request);
         assert_eq!(listing.status, 200, "{}", listing.text());
         let text = listing.text();
-        let mut listed: Vec<String> = ids
-            .iter()
-            .filter(|id| text.contains(id.as_str()))
-            .cloned()
-            .collect();
-        listed.sort();
-        assert_eq!(listed, ids, "listing {accept:?}: {text}");
-        assert_eq!(text.matches(['"']).count() % 2, 0);
-        // Every entry once: no page repeated, none lost.
-        let entries = text.matches(&ids[0][..8]).count();
-        assert_eq!(entries, 1, "{text}");
+        // Every pack once: no page lost, none repeated.
+        for id in &ids {
+            assert_eq!(text.matches(id.as_str()).count(), 1, "{accept:?}: {text}");
+        }
     }
 }
 
