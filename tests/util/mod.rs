@@ -4,7 +4,12 @@
 
 #![allow(dead_code)]
 
+pub mod ceph;
+pub mod moto;
+pub mod ports;
 pub mod seaweed;
+pub mod sigv4;
+pub mod stores;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -3,18 +3,16 @@
 //! one identity and SigV4 enforced. Stopped (and its data removed) on drop.
 //!
 //! `weed` cannot bind port 0 and report what it got, so each instance takes a
-//! block of fixed ports: a base from this process's id and a counter, below
-//! the kernel's ephemeral range (32768 and up), plus SeaweedFS's gRPC ports at
-//! base + 10000. Instances of one test run never share a block, and a block
-//! with a port already taken is skipped.
+//! block of fixed ports ([`super::ports`]): base + 0..5 for HTTP, and
+//! SeaweedFS's gRPC ports at base + 10000.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use super::TempDir;
+use super::ports::next_base;
 
 /// The identity the store accepts.
 pub const ACCESS_KEY: &str = "AKIARESTSERVERTEST";
@@ -22,9 +20,6 @@ pub const SECRET_KEY: &str = "rest-server-test-secret";
 
 /// How long `weed mini` may take to answer on its S3 port.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Ports of one instance: base + 0..5 (HTTP), base + 10000..10005 (gRPC).
-const PORTS_PER_INSTANCE: u16 = 6;
 
 pub struct SeaweedFs {
     child: Option<Child>,
@@ -35,26 +30,6 @@ pub struct SeaweedFs {
     pub https: Option<(String, std::path::PathBuf)>,
     base: u16,
     _dir: TempDir,
-}
-
-fn next_base() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    // 10000..=21999 leaves the gRPC ports (base + 10000) below 32768.
-    let slots = 12000 / PORTS_PER_INSTANCE;
-    let start = (std::process::id() % u32::from(slots)) as u16;
-    // A block some other program listens on (another test run's store, say)
-    // is passed over: a connection to the S3 port would reach that program.
-    for _ in 0..slots {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let base = 10000 + ((start + n) % slots) * PORTS_PER_INSTANCE;
-        let free = (0..PORTS_PER_INSTANCE)
-            .flat_map(|i| [base + i, base + 10000 + i])
-            .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
-        if free {
-            return base;
-        }
-    }
-    panic!("no free block of {PORTS_PER_INSTANCE} ports for SeaweedFS");
 }
 
 impl SeaweedFs {
