@@ -13,7 +13,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::range::{ByteRange, Want};
 use crate::route::{ObjectType, RepoPath, Target};
-use crate::store::{Key, KeyBuf, ObjectReader as _, Store, StoreError};
+use crate::store::{Key, KeyBuf, ObjectReader as _, Store};
 use crate::upload::{Received, Receiver, Rules};
 
 /// restic's media type for the v1 listing (names only).
@@ -252,7 +252,7 @@ async fn delete_file<S: Store>(
     let (quota, usage) = (state.quota.clone(), state.usage.clone());
     let (mirror, scrub) = (state.mirror.clone(), state.scrub.clone());
     let (repo, key) = (repo.clone(), KeyBuf::of(key));
-    let task = tokio::task::spawn_local(async move {
+    let freed = crate::upload::finish_detached(Box::pin(async move {
         let freed = store.delete(&repo, key.key()).await?;
         let label = repo.label();
         quota.release(&label, freed);
@@ -263,9 +263,9 @@ async fn delete_file<S: Store>(
         if let Some(scrub) = &scrub {
             scrub.deleted(&repo, key.key());
         }
-        Ok::<u64, StoreError>(freed)
-    });
-    let freed = task.await.map_err(StoreError::lost_task)??;
+        Ok(freed)
+    }))
+    .await?;
     Ok(Reply::ok(Effect::Deleted(freed)))
 }
 

@@ -887,17 +887,7 @@ impl Mirror {
         match io_pool::run(move || write_status(&dir, &text).op("write the status")).await {
             Ok(()) => self.published.set((generation, current)),
             Err(e) => {
-                // An old "current" must not stay behind (removing a file
-                // needs no free space).
                 log::warn!("mirror: cannot write the status file: {e}");
-                let dir = self.dir.clone();
-                let removed = io_pool::run(move || {
-                    remove_if_there(&dir.join(STATUS_FILE)).op("remove the status")
-                })
-                .await;
-                if let Err(e) = removed {
-                    log::error!("mirror: cannot remove the status file either: {e}");
-                }
                 self.published.set((u64::MAX, false));
             }
         }
@@ -1096,12 +1086,19 @@ fn remove_if_there(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Replaces the status file (temp file and rename: a reader never sees half).
+/// Replaces the status file (temp file and rename: a reader never sees
+/// half). When that fails, an old status must not stay behind saying
+/// current: it is removed (which needs no free space).
 fn write_status(dir: &Path, text: &str) -> std::io::Result<()> {
-    ensure_dir(dir)?;
     let temp = dir.join(".status.tmp");
-    std::fs::write(&temp, text)?;
-    std::fs::rename(&temp, dir.join(STATUS_FILE))
+    let written = ensure_dir(dir)
+        .and_then(|()| std::fs::write(&temp, text))
+        .and_then(|()| std::fs::rename(&temp, dir.join(STATUS_FILE)));
+    if written.is_err() {
+        let _ = remove_if_there(&temp);
+        let _ = remove_if_there(&dir.join(STATUS_FILE));
+    }
+    written
 }
 
 /// A body that keeps to the bandwidth budget, in pieces small enough that

@@ -88,6 +88,7 @@ pub(crate) async fn serve<S: Store>(
                     if let Some(s) =
                         handshake(&tls, stream, handshake_timeout, &peer, &activity).await
                     {
+                        let s = Stream::Tls(Box::new(s));
                         connection::serve(s, peer, shared, activity, stop_rx).await;
                     }
                 }
@@ -143,13 +144,15 @@ where
     }
 }
 
-/// A client connection of either kind. One type for both, so that the
-/// connection code (hyper's included) is compiled once for plain and once
-/// for TLS, not once per kind of socket as well: 15 KiB and more each on
-/// aarch64. A match per read or write costs nothing beside the syscall.
+/// A client connection of any kind. One type for all, so that the
+/// connection code (hyper's included) is compiled once, not once per kind
+/// of socket and again for TLS: 15 KiB and more each on aarch64. A match
+/// per read or write costs nothing beside the syscall (or the decryption).
 enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+    /// Boxed: the TLS state is large, and holds a plain stream itself.
+    Tls(Box<tokio_rustls::server::TlsStream<Stream>>),
 }
 
 impl AsyncRead for Stream {
@@ -161,6 +164,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -174,6 +178,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -185,6 +190,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -192,6 +198,7 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Tcp(s) => s.is_write_vectored(),
             Stream::Unix(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
         }
     }
 
@@ -199,6 +206,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -206,6 +214,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -292,13 +292,13 @@ impl Receiver<'_> {
                     // own: a client gone meanwhile (hyper then drops this
                     // future) must not leave a file in place that the quota
                     // does not count or the mirror never queues.
-                    let commit = tokio::task::spawn_local(async move {
+                    finish_detached(Box::pin(async move {
                         upload.commit().await?;
                         reservation.keep();
                         after(received).await;
-                        Ok::<(), StoreError>(())
-                    });
-                    commit.await.map_err(StoreError::lost_task)??;
+                        Ok(received)
+                    }))
+                    .await?;
                     return Ok(Received::Stored(received));
                 }
             },
@@ -508,6 +508,19 @@ where
         }
     }
     Ok(None)
+}
+
+/// Work that must finish once started, whatever becomes of the request
+/// that started it (a commit and what follows it, a delete): boxed, so
+/// that every such task is one type to tokio (each spawned type costs its
+/// own copy of tokio's task code, and the binary is tight).
+pub(crate) type Detached = std::pin::Pin<Box<dyn Future<Output = Result<u64, StoreError>>>>;
+
+/// Runs `work` in a task of its own and waits for it (inside a `LocalSet`).
+pub(crate) async fn finish_detached(work: Detached) -> Result<u64, StoreError> {
+    tokio::task::spawn_local(work)
+        .await
+        .map_err(StoreError::lost_task)?
 }
 
 /// Why an upload did not start.
