@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::restic::make_tree;
 use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs, with_credentials};
+use crate::util::stores::{S3Test, per_store};
 use crate::util::*;
 
 /// Long enough for a backlog to drain on a loaded CI machine; the wait ends
@@ -661,4 +662,75 @@ fn a_file_that_cannot_be_copied_keeps_the_mirror_from_current() {
     assert_eq!(server.request("DELETE", &path).status, 200);
     put_data(&server, "repo", &content);
     wait_current(&server, &data);
+}
+
+per_store!(
+    the_mirror_on_each_store_is_a_repository_restic_reads,
+    ["restic"]
+);
+/// The mirror on each tested store: restic backs up and prunes through the
+/// server, and once `mirror status` says CURRENT the bucket is a
+/// repository that restic checks and restores from directly, holding the
+/// same packs as the disk (deletes mirrored).
+fn the_mirror_on_each_store_is_a_repository_restic_reads(store: &S3Test) {
+    let dir = TempDir::new("mirror-per-store");
+    let (data, source, cache) = (
+        dir.path().join("data"),
+        dir.path().join("source"),
+        dir.path().join("cache"),
+    );
+    make_tree(&source);
+    let location = store.location("offsite/board");
+    let mut command = Command::new(binary());
+    command
+        .arg("--path")
+        .arg(&data)
+        .args(["--no-auth", "--listen", "127.0.0.1:0", "--mirror-deletes"])
+        .args(store.mirror_args(&location, dir.path()));
+    store.credentials(&mut command);
+    let server = Server::spawn(command, &data);
+    let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
+    ok(restic(&repo, &cache, &["init"]), "init");
+    ok(
+        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        "backup",
+    );
+    std::fs::write(source.join("dir0/changed.bin"), pseudo_random(1 << 20, 78)).unwrap();
+    std::fs::remove_file(source.join("big0.bin")).unwrap();
+    ok(
+        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        "second backup",
+    );
+    ok(
+        restic(&repo, &cache, &["forget", "--keep-last", "1", "--prune"]),
+        "forget --prune",
+    );
+    wait_current(&server, &data);
+    let direct = |args: &[&str]| {
+        store
+            .restic(
+                &format!("{location}/laptop"),
+                &store.secret_key,
+                &dir.path().join("cache2"),
+            )
+            .args(args)
+            .output()
+            .expect("run restic")
+    };
+    let mut offsite: Vec<String> = ok(direct(&["list", "packs"]), "list packs on the mirror")
+        .lines()
+        .filter(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .collect();
+    offsite.sort();
+    let local: Vec<String> = files_below(&data.join("laptop/data"))
+        .iter()
+        .filter_map(|f| f.rsplit('/').next().map(str::to_string))
+        .collect();
+    assert_eq!(offsite, local, "the mirror's packs differ from the disk's");
+    ok(
+        direct(&["check", "--read-data"]),
+        "check --read-data on the mirror",
+    );
+    restore_matches(direct, &source, &dir.path().join("restore"));
 }
