@@ -35,6 +35,9 @@ pub(crate) enum ApiError {
     /// `/metrics` with `--private-repos`, asked by a user other than
     /// `metrics`.
     MetricsNotAllowed,
+    /// A change a browser asks on behalf of another site's page (see
+    /// [`crate::origin`]).
+    CrossSite(crate::origin::Foreign),
     MethodNotAllowed {
         allow: &'static str,
     },
@@ -65,9 +68,9 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::HashMismatch | ApiError::BodyRead(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Forbidden(_) | ApiError::NotAllowed(Denied::TooLow { .. }) => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::Forbidden(_)
+            | ApiError::NotAllowed(Denied::TooLow { .. })
+            | ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -192,6 +195,7 @@ impl fmt::Display for ApiError {
                 write!(f, "needs {needed} access, has {granted}")
             }
             ApiError::HashMismatch => f.write_str("content does not match its name (SHA-256)"),
+            ApiError::CrossSite(foreign) => write!(f, "{foreign}"),
             ApiError::MethodNotAllowed { allow } => {
                 write!(f, "method not allowed (allow: {allow})")
             }

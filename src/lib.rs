@@ -29,6 +29,7 @@ pub mod mdns;
 mod metrics;
 pub mod mirror;
 pub mod ntp;
+mod origin;
 mod pool;
 mod priority;
 pub mod probe;

@@ -186,6 +186,13 @@ where
     if parts.uri.path() == "/health" {
         return health(state, &parts.method).await;
     }
+    // SECURITY: see crate::origin. Before the credentials are checked: the
+    // refusal needs none, and costs no bcrypt check.
+    if !matches!(parts.method, Method::GET | Method::HEAD)
+        && let Some(foreign) = crate::origin::foreign(&parts.headers)
+    {
+        return Err(ApiError::CrossSite(foreign));
+    }
     let metrics_request = state.metrics.is_some() && parts.uri.path() == "/metrics";
     if !(metrics_request && state.config.prometheus_no_auth) {
         *user = state

@@ -178,3 +178,92 @@ fn unusable_content_lengths_are_400_and_close_the_connection() {
     assert_eq!(files_below(dir.path()), before, "nothing stored");
     assert_eq!(server.request("GET", "/repo/keys/").status, 200);
 }
+
+/// A page of another site, in a browser signed in to the status page, makes
+/// requests that carry the owner's credentials: none that changes something
+/// is carried out. restic (no such headers) and the server's own pages are
+/// unaffected.
+#[test]
+fn changes_asked_by_another_sites_page_are_refused() {
+    let dir = TempDir::new("cross-site");
+    let data = dir.path().join("data");
+    let server = Server::start_with_users(&data, &bcrypt_line("alice", "secret"), &[]);
+    let as_alice = |request: Request| server.send(&request.basic("alice", "secret"));
+    assert_eq!(
+        as_alice(Request::new("POST", "/alice/r/?create=true")).status,
+        200
+    );
+    let key = b"a key file".to_vec();
+    let key_path = format!("/alice/r/keys/{}", sha256_hex(&key));
+    assert_eq!(
+        as_alice(Request::new("POST", &key_path).body(key)).status,
+        200
+    );
+
+    let junk = b"junk index".to_vec();
+    let junk_path = format!("/alice/r/index/{}", sha256_hex(&junk));
+    let form = |request: Request| {
+        request
+            .header("Origin", "http://evil.example")
+            .header("Sec-Fetch-Site", "cross-site")
+            .header("Sec-Fetch-Mode", "no-cors")
+            .header("Content-Type", "text/plain")
+    };
+    let refused = [
+        as_alice(form(Request::new("POST", &junk_path).body(junk.clone()))),
+        as_alice(
+            Request::new("POST", &junk_path)
+                .body(junk.clone())
+                .header("Sec-Fetch-Site", "cross-site"),
+        ),
+        as_alice(
+            Request::new("POST", &junk_path)
+                .body(junk.clone())
+                .header("Sec-Fetch-Site", "same-site"),
+        ),
+        as_alice(
+            Request::new("POST", &junk_path)
+                .body(junk.clone())
+                .header("Origin", "http://evil.example"),
+        ),
+        as_alice(
+            Request::new("POST", &junk_path)
+                .body(junk.clone())
+                .header("Origin", "null"),
+        ),
+        as_alice(form(Request::new("DELETE", &key_path))),
+        as_alice(form(Request::new("POST", "/alice/planted/?create=true"))),
+    ];
+    for (i, response) in refused.iter().enumerate() {
+        assert_eq!(response.status, 403, "request {i}: {}", response.text());
+    }
+    assert_eq!(
+        as_alice(Request::new("HEAD", &junk_path)).status,
+        404,
+        "stored"
+    );
+    assert_eq!(
+        as_alice(Request::new("HEAD", &key_path)).status,
+        200,
+        "deleted"
+    );
+    assert!(
+        !data.join("alice/planted").exists(),
+        "a repository was created"
+    );
+    assert!(
+        server.wait_for_log("Origin: http://evil.example", START_TIMEOUT),
+        "{}",
+        server.log()
+    );
+
+    // Reading stays open to other sites' pages (the browser keeps the
+    // answer from them), and the server's own origin may change things.
+    assert_eq!(as_alice(form(Request::new("GET", &key_path))).status, 200);
+    let own = Request::new("POST", &junk_path)
+        .body(junk)
+        .header("Origin", "http://test")
+        .header("Sec-Fetch-Site", "same-origin");
+    assert_eq!(as_alice(own).status, 200);
+    assert_eq!(as_alice(Request::new("DELETE", &key_path)).status, 200);
+}
