@@ -175,11 +175,15 @@ struct Grace {
     body: std::time::Duration,
 }
 
-/// A real client sends its head at once, and does not pause mid-body for
-/// seconds unless its network has failed (restic then retries the upload).
+/// A real client sends its head at once, and does not pause mid-body for a
+/// second unless its network has failed (restic then retries the upload).
+/// A second, not more: uploads that stall on purpose can hold every slot
+/// and fill the listen backlog ahead of a new client, which then waits for
+/// two of these graces (the slots' holders, then those ahead of it in the
+/// backlog); it must be answered within 2 s.
 const AT_THE_CAP: Grace = Grace {
     head: std::time::Duration::from_secs(1),
-    body: std::time::Duration::from_secs(5),
+    body: std::time::Duration::from_secs(1),
 };
 
 /// The open connections' activity, for making room at the cap: idle

@@ -17,8 +17,9 @@ use crate::connection::{self, Peer, Registry, Shared};
 use crate::listener::Listener;
 use crate::store::Store;
 
-/// How often a full server asks for room again while it waits for a slot.
-const MAKE_ROOM_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a full server asks for room again while it waits for a slot
+/// (a scan of at most `--max-connections` entries).
+const MAKE_ROOM_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Pause after an accept error such as EMFILE, so that a full fd table does not
 /// turn the accept loop into a busy loop.

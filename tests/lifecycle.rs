@@ -514,3 +514,49 @@ fn a_silent_new_connection_is_closed_after_the_header_timeout() {
     assert!(matches!(closed, Ok(0)), "{closed:?}");
     assert!(server.wait_for_log("request header timeout", IO_TIMEOUT));
 }
+
+/// Twice the default cap (64) of uploads that send their head and 4 KiB of
+/// body, then nothing: they hold every slot and fill the listen backlog
+/// ahead of a new client, which is still answered within 2 s, tried 1 s
+/// and 5 s after the stalls began.
+#[test]
+fn at_the_cap_twice_as_many_stalled_uploads_keep_no_client_waiting() {
+    let dir = TempDir::new("cap-stalled-flood");
+    let server = server_with_repo(&dir, &[]);
+    let content = pseudo_random(1 << 20, 1);
+    let head = format!(
+        "POST /repo/data/{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        sha256_hex(&content),
+        content.len()
+    );
+    let began = std::time::Instant::now();
+    let stalled: Vec<std::net::TcpStream> = (0..128)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(server.tcp_addr()).unwrap();
+            c.write_all(head.as_bytes()).unwrap();
+            c.write_all(&content[..4096]).unwrap();
+            c
+        })
+        .collect();
+    for at in [Duration::from_secs(1), Duration::from_secs(5)] {
+        // The client comes when the scenario says, not on an event.
+        std::thread::sleep(at.saturating_sub(began.elapsed()));
+        let started = std::time::Instant::now();
+        let mut client = std::net::TcpStream::connect(server.tcp_addr()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        client
+            .write_all(&Request::new("GET", "/repo/keys/").to_bytes())
+            .unwrap();
+        let response = read_response(&mut client, false);
+        let waited = started.elapsed();
+        eprintln!("a client {at:?} after the stalls began waited {waited:?}");
+        assert_eq!(response.status, 200);
+        assert!(
+            waited < Duration::from_secs(2),
+            "a client {at:?} after the stalls began waited {waited:?}"
+        );
+    }
+    drop(stalled);
+}

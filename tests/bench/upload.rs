@@ -1100,29 +1100,67 @@ fn hold_scenario(ours: &Path, work: &Path) {
         let held: Vec<TcpStream> = (0..HELD).map(|_| hold()).collect();
         // Let the server take in what they sent.
         std::thread::sleep(Duration::from_millis(1500));
-        let started = Instant::now();
-        let mut client = TcpStream::connect(addr).unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        client
-            .write_all(b"GET /bench/keys/ HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut answer = Vec::new();
-        let answered = client.read_to_end(&mut answer).is_ok() && !answer.is_empty();
-        let waited = started.elapsed();
+        let outcome = first_request(addr);
         let peak = proc_status_kib(pid, "VmHWM:");
-        let outcome = if answered {
-            format!("answered in {:.0} ms", waited.as_secs_f64() * 1000.0)
-        } else {
-            format!("no answer within {:.0} s", waited.as_secs_f64())
-        };
         println!("| {how} | {:.1} MiB | {outcome} |", peak as f64 / 1024.0);
         drop(held);
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Twice the cap of uploads that stall after their head and 4 KiB: the
+    // first hold the slots, the rest wait in the listen backlog ahead of
+    // the new client, tried 1 s and 5 s after the stalls began.
+    reset_peak_rss(pid);
+    let id = "cd".repeat(32);
+    let head = format!(
+        "POST /bench/data/{id} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n",
+        64u64 << 20
+    );
+    let began = Instant::now();
+    let held: Vec<TcpStream> = (0..2 * HELD)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(head.as_bytes()).unwrap();
+            c.write_all(&stalled_body[..4096]).unwrap();
+            c
+        })
+        .collect();
+    let outcomes: Vec<String> = [1, 5]
+        .iter()
+        .map(|&at| {
+            std::thread::sleep(Duration::from_secs(at).saturating_sub(began.elapsed()));
+            format!("{} ({at} s after)", first_request(addr))
+        })
+        .collect();
+    let peak = proc_status_kib(pid, "VmHWM:");
+    println!(
+        "| {} uploads stalled after 4 KiB (twice the cap) | {:.1} MiB | {} |",
+        2 * HELD,
+        peak as f64 / 1024.0,
+        outcomes.join(", ")
+    );
+    drop(held);
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A new client's first request (`GET /bench/keys/`): how long it waited.
+fn first_request(addr: SocketAddr) -> String {
+    let started = Instant::now();
+    let mut client = TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client
+        .write_all(b"GET /bench/keys/ HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let answered = client.read_to_end(&mut answer).is_ok() && !answer.is_empty();
+    let waited = started.elapsed();
+    if answered {
+        format!("answered in {:.0} ms", waited.as_secs_f64() * 1000.0)
+    } else {
+        format!("no answer within {:.0} s", waited.as_secs_f64())
+    }
 }
 
 /// The S3 test store's identity.
