@@ -313,9 +313,9 @@ pub(crate) trait Upload: 'static {
     /// written (pipelining); errors show up at the latest in `commit`.
     async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError>;
 
-    /// Returns once the upload holds no pushed chunk but those it keeps by
-    /// design (an S3 upload's held-back last part), so that the caller can
-    /// bound the memory its chunks pin.
+    /// Returns once the upload holds no pushed chunk (an S3 upload keeps
+    /// only a copy of the last byte), so that the caller can bound the
+    /// memory its chunks pin.
     async fn settled(&mut self) -> Result<(), StoreError> {
         Ok(())
     }

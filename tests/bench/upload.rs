@@ -22,6 +22,8 @@
 //!   on an S3 remote pointing at the same store: upload and download MB/s
 //!   (one stream, then 8), server CPU seconds per GiB, and peak RSS. The
 //!   store runs on the same cores, so this is the whole machine's figure.
+//!   Both servers run at once and take turns within every round, so that a
+//!   change in the machine's load weighs on both alike.
 //!
 //! - `cargo bench --bench upload -- download` stores 8 blobs of 64 MiB in
 //!   each server (ours, then rclone's) and reads them back: whole, one stream
@@ -1239,41 +1241,39 @@ fn s3_scenario(ours: &Path, work: &Path) {
     println!("limit: ring SHA-256, one core: {:.0} MB/s", sha256_speed());
     println!("generating {CONCURRENT_STREAMS} blobs of 64 MiB...");
     let blobs: Vec<Blob> = (0..CONCURRENT_STREAMS as u64).map(Blob::new).collect();
-    let mut rows = Vec::new();
     let endpoint = weed.endpoint.clone();
-    rows.push(measure_s3(
-        "rest-server, S3 storage (verify on)",
-        &blobs,
-        || {
-            let mut command = Command::new(ours);
-            command
-                .args(["--no-auth", "--listen", "127.0.0.1:0", "--path"])
-                .arg(format!("s3:{endpoint}/ours"))
-                .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
-                .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
-            spawn(command, "start server on ")
-        },
-    ));
+    let mut contenders = vec![("rest-server, S3 storage (verify on)", {
+        let mut command = Command::new(ours);
+        command
+            .args(["--no-auth", "--listen", "127.0.0.1:0", "--path"])
+            .arg(format!("s3:{endpoint}/ours"))
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
+        spawn(command, "start server on ")
+    })];
     if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") {
         println!("(BENCH_PEER=0: rclone not measured)");
     } else if tool_exists("rclone") {
-        rows.push(measure_s3("rclone serve restic, S3 remote", &blobs, || {
-            let remote = format!(
-                ":s3,provider=Other,endpoint='{endpoint}',access_key_id={S3_ACCESS_KEY},\
-                 secret_access_key={S3_SECRET_KEY},force_path_style=true:rclone"
-            );
-            let mut command = Command::new("rclone");
-            command
-                .args(["serve", "restic", "--addr", "127.0.0.1:0"])
-                .arg(remote)
-                // Set for real endpoints on some machines; it breaks rclone
-                // 1.60 against a plain-http store.
-                .env_remove("AWS_CA_BUNDLE");
-            spawn(command, "Serving restic REST API on ")
-        }));
+        let remote = format!(
+            ":s3,provider=Other,endpoint='{endpoint}',access_key_id={S3_ACCESS_KEY},\
+             secret_access_key={S3_SECRET_KEY},force_path_style=true:rclone"
+        );
+        let mut command = Command::new("rclone");
+        command
+            .args(["serve", "restic", "--addr", "127.0.0.1:0"])
+            .arg(remote)
+            // Set for real endpoints on some machines; it breaks rclone
+            // 1.60 against a plain-http store.
+            .env_remove("AWS_CA_BUNDLE");
+        contenders.push((
+            "rclone serve restic, S3 remote",
+            spawn(command, "Serving restic REST API on "),
+        ));
     } else {
         println!("(rclone is not installed: no peer figures)");
     }
+    let rows = measure_s3(&contenders, &blobs);
+    drop(contenders);
     drop(weed);
     println!();
     println!(
@@ -1311,43 +1311,115 @@ struct S3Row {
     down_peak_kib: u64,
 }
 
-fn measure_s3(name: &'static str, blobs: &[Blob], start: impl Fn() -> Running) -> S3Row {
-    println!("\n## {name}");
-    let server = start();
-    let (pid, addr) = (server.child.id(), server.addr);
-    assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
+/// Every phase runs its rounds with the servers taking turns (ours, then
+/// rclone's, then ours...), so that a change in the machine's load while
+/// the benchmark runs (the cores are shared) weighs on both alike.
+fn measure_s3(contenders: &[(&'static str, Running)], blobs: &[Blob]) -> Vec<S3Row> {
+    let servers: Vec<(&str, u32, SocketAddr)> = contenders
+        .iter()
+        .map(|(name, server)| (*name, server.child.id(), server.addr))
+        .collect();
+    for &(_, _, addr) in &servers {
+        assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
+    }
     std::thread::sleep(Duration::from_millis(500));
-    let idle_rss_kib = proc_status_kib(pid, "VmRSS:");
+    let idle: Vec<u64> = servers
+        .iter()
+        .map(|&(_, pid, _)| proc_status_kib(pid, "VmRSS:"))
+        .collect();
     let total = (blobs.len() * BLOB_BYTES) as f64;
     let gib = total / (1u64 << 30) as f64;
-    let streams = |each: &(dyn Fn(SocketAddr, &Blob) + Sync)| on_streams(addr, blobs, each);
-    let up1 = run_rounds(
-        pid,
+    let up1 = alternate_rounds(
+        &servers,
         "upload, 1 stream",
         total,
-        || blobs.iter().for_each(|b| upload(addr, b)),
-        || delete_all(addr, blobs),
+        &|addr| blobs.iter().for_each(|b| upload(addr, b)),
+        &|addr| delete_all(addr, blobs),
     );
-    let up8 = run_rounds(
-        pid,
+    let up8 = alternate_rounds(
+        &servers,
         "upload, 8 streams",
         total,
-        || streams(&upload),
-        || delete_all(addr, blobs),
+        &|addr| on_streams(addr, blobs, &upload),
+        &|addr| delete_all(addr, blobs),
     );
-    blobs.iter().for_each(|b| upload(addr, b));
-    let (down1, down8) = download_rounds(pid, addr, blobs);
-    delete_all(addr, blobs);
-    S3Row {
-        name,
-        up: (up1.0, up8.0),
-        down: (down1.0, down8.0),
-        up_cpu: (up1.1 / gib, up8.1 / gib),
-        down_cpu: (down1.1 / gib, down8.1 / gib),
-        idle_rss_kib,
-        up_peak_kib: up1.2.max(up8.2),
-        down_peak_kib: down1.2.max(down8.2),
+    for &(_, _, addr) in &servers {
+        blobs.iter().for_each(|b| upload(addr, b));
     }
+    let down1 = alternate_rounds(
+        &servers,
+        "download, 1 stream",
+        total,
+        &|addr| blobs.iter().for_each(|b| download(addr, b)),
+        &|_| {},
+    );
+    let down8 = alternate_rounds(
+        &servers,
+        "download, 8 streams",
+        total,
+        &|addr| on_streams(addr, blobs, &download),
+        &|_| {},
+    );
+    for &(_, _, addr) in &servers {
+        delete_all(addr, blobs);
+    }
+    (0..servers.len())
+        .map(|i| S3Row {
+            name: servers[i].0,
+            up: (up1[i].0, up8[i].0),
+            down: (down1[i].0, down8[i].0),
+            up_cpu: (up1[i].1 / gib, up8[i].1 / gib),
+            down_cpu: (down1[i].1 / gib, down8[i].1 / gib),
+            idle_rss_kib: idle[i],
+            up_peak_kib: up1[i].2.max(up8[i].2),
+            down_peak_kib: down1[i].2.max(down8[i].2),
+        })
+        .collect()
+}
+
+/// Runs `phase` ROUNDS times on each server, the servers taking turns in
+/// every round (with `cleanup` after each run); per server, as
+/// `run_rounds`: the median MB/s, the median server CPU seconds and the
+/// highest peak RSS (KiB).
+fn alternate_rounds(
+    servers: &[(&str, u32, SocketAddr)],
+    label: &str,
+    total_bytes: f64,
+    phase: &dyn Fn(SocketAddr),
+    cleanup: &dyn Fn(SocketAddr),
+) -> Vec<(f64, f64, u64)> {
+    let mut runs = vec![(Vec::new(), Vec::new(), 0); servers.len()];
+    for round in 1..=ROUNDS {
+        for (&(name, pid, addr), (speeds, cpus, peak)) in servers.iter().zip(&mut runs) {
+            reset_peak_rss(pid);
+            let cpu_before = cpu_seconds(pid);
+            let started = Instant::now();
+            phase(addr);
+            let secs = started.elapsed().as_secs_f64();
+            let cpu = cpu_seconds(pid) - cpu_before;
+            let rss = proc_status_kib(pid, "VmHWM:");
+            let mbps = total_bytes / MIB / secs;
+            println!(
+                "{name}: {label}, round {round}: {secs:.2} s = {mbps:.0} MB/s, server CPU {cpu:.2} s, peak RSS {rss} KiB"
+            );
+            speeds.push(mbps);
+            cpus.push(cpu);
+            *peak = (*peak).max(rss);
+            cleanup(addr);
+        }
+    }
+    servers
+        .iter()
+        .zip(runs)
+        .map(|(&(name, ..), (speeds, cpus, peak))| {
+            let (low, high) = speeds
+                .iter()
+                .fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            let speed = median(speeds);
+            println!("{name}: {label}: median {speed:.0} MB/s (spread {low:.0}-{high:.0})");
+            (speed, median(cpus), peak)
+        })
+        .collect()
 }
 
 /// Whole downloads of every blob, on one stream and then on 8: (MB/s, CPU

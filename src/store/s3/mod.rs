@@ -12,7 +12,7 @@
 //! Its content cannot become visible unverified: the PUT carries the
 //! object's SHA-256 (signed as the payload hash and as
 //! `x-amz-checksum-sha256`) for stores that check it, and for those that do
-//! not, the last buffer of the body is held back until the server's own hash
+//! not, the last byte of the body is held back until the server's own hash
 //! matched; a mismatch breaks the request off short of its length, which no
 //! store completes. `If-None-Match: *` keeps two servers on one bucket from
 //! replacing each other's files where the store honours it.
