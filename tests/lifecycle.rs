@@ -234,6 +234,21 @@ fn extra_connections_wait_while_every_slot_serves_a_request() {
     drop(holders);
 }
 
+/// A new client's `GET /repo/keys/`: its status, and how long it waited
+/// (at most 30 s).
+fn new_client(addr: std::net::SocketAddr) -> (u16, Duration) {
+    let started = std::time::Instant::now();
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client
+        .write_all(&Request::new("GET", "/repo/keys/").to_bytes())
+        .unwrap();
+    let status = read_response(&mut client, false).status;
+    (status, started.elapsed())
+}
+
 /// Opens a connection that holds a slot in some way.
 type Hold = dyn Fn(&Server) -> Box<dyn Stream>;
 
@@ -263,17 +278,8 @@ fn at_the_cap_idle_silent_and_trickling_connections_make_room() {
     ];
     for (how, hold) in holders {
         let held: Vec<_> = (0..4).map(|_| hold(&server)).collect();
-        let started = std::time::Instant::now();
-        let mut client = std::net::TcpStream::connect(addr).unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        client
-            .write_all(&Request::new("GET", "/repo/keys/").to_bytes())
-            .unwrap();
-        let response = read_response(&mut client, false);
-        let waited = started.elapsed();
-        assert_eq!(response.status, 200, "{how}");
+        let (status, waited) = new_client(addr);
+        assert_eq!(status, 200, "{how}");
         // Before: until the idle timeout (120 s) or the header timeout (15 s).
         assert!(
             waited < Duration::from_secs(5),
@@ -541,18 +547,9 @@ fn at_the_cap_twice_as_many_stalled_uploads_keep_no_client_waiting() {
     for at in [Duration::from_secs(1), Duration::from_secs(5)] {
         // The client comes when the scenario says, not on an event.
         std::thread::sleep(at.saturating_sub(began.elapsed()));
-        let started = std::time::Instant::now();
-        let mut client = std::net::TcpStream::connect(server.tcp_addr()).unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        client
-            .write_all(&Request::new("GET", "/repo/keys/").to_bytes())
-            .unwrap();
-        let response = read_response(&mut client, false);
-        let waited = started.elapsed();
+        let (status, waited) = new_client(server.tcp_addr());
         eprintln!("a client {at:?} after the stalls began waited {waited:?}");
-        assert_eq!(response.status, 200);
+        assert_eq!(status, 200);
         assert!(
             waited < Duration::from_secs(2),
             "a client {at:?} after the stalls began waited {waited:?}"
