@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::restic::make_tree;
+use crate::restic::{make_tree, second_backup_and_prune};
 use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs, with_credentials};
 use crate::util::stores::{S3Test, per_store};
 use crate::util::*;
@@ -695,16 +695,7 @@ fn the_mirror_on_each_store_is_a_repository_restic_reads(store: &S3Test) {
         restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
         "backup",
     );
-    std::fs::write(source.join("dir0/changed.bin"), pseudo_random(1 << 20, 78)).unwrap();
-    std::fs::remove_file(source.join("big0.bin")).unwrap();
-    ok(
-        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
-        "second backup",
-    );
-    ok(
-        restic(&repo, &cache, &["forget", "--keep-last", "1", "--prune"]),
-        "forget --prune",
-    );
+    second_backup_and_prune(&repo, &cache, &source);
     wait_current(&server, &data);
     let direct = |args: &[&str]| {
         store

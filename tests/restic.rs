@@ -4,6 +4,21 @@ use std::path::Path;
 
 use crate::util::*;
 
+/// A second snapshot of `source` with a file changed and one removed, then
+/// the first forgotten and pruned; returns what the prune said.
+pub fn second_backup_and_prune(repo: &str, cache: &Path, source: &Path) -> String {
+    std::fs::write(source.join("dir0/changed.bin"), pseudo_random(1 << 20, 77)).unwrap();
+    std::fs::remove_file(source.join("big0.bin")).unwrap();
+    ok(
+        restic(repo, cache, &["backup", source.to_str().unwrap()]),
+        "second backup",
+    );
+    ok(
+        restic(repo, cache, &["forget", "--keep-last", "1", "--prune"]),
+        "forget --prune",
+    )
+}
+
 /// A few hundred small files in nested folders and a few of several MiB.
 pub fn make_tree(root: &Path) {
     for i in 0..300u64 {
@@ -73,16 +88,7 @@ fn restic_backup_check_restore_prune_and_append_only() {
     assert_same_tree(&source, &target.join(source.strip_prefix("/").unwrap()));
 
     // A second snapshot with a change, then forget the first and prune.
-    std::fs::write(source.join("dir0/changed.bin"), pseudo_random(1 << 20, 77)).unwrap();
-    std::fs::remove_file(source.join("big0.bin")).unwrap();
-    ok(
-        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
-        "second backup",
-    );
-    let pruned = ok(
-        restic(&repo, &cache, &["forget", "--keep-last", "1", "--prune"]),
-        "forget --prune",
-    );
+    let pruned = second_backup_and_prune(&repo, &cache, &source);
     assert!(
         pruned.contains("remove 1 snapshots") || pruned.contains("removed"),
         "{pruned}"

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Barrier;
 use std::time::Duration;
 
-use crate::restic::make_tree;
+use crate::restic::{make_tree, second_backup_and_prune};
 use crate::util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedCluster, SeaweedFs};
 use crate::util::sigv4::SignedRequest;
 use crate::util::stores::{S3Test, per_store};
@@ -55,16 +55,7 @@ fn restic_through_the_server_then_directly_and_through_a_second_server(store: &S
         &dir.path().join("restore"),
     );
 
-    std::fs::write(source.join("dir0/changed.bin"), pseudo_random(1 << 20, 77)).unwrap();
-    std::fs::remove_file(source.join("big0.bin")).unwrap();
-    ok(
-        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
-        "second backup",
-    );
-    ok(
-        restic(&repo, &cache, &["forget", "--keep-last", "1", "--prune"]),
-        "forget --prune",
-    );
+    second_backup_and_prune(&repo, &cache, &source);
 
     // The bucket holds restic's own s3 layout: restic opens it directly.
     let direct = store
