@@ -12,12 +12,12 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::config::{AccessLogTarget, AuthMode, Config, Limits, ListenAddr};
-use crate::config::{DEFAULT_MIRROR_UPLOADS, Mirror, Storage};
+use crate::config::{CleanupTarget, DEFAULT_MIRROR_UPLOADS, Mirror, ScrubTarget, Storage};
+use crate::http::tls::{Ciphers, TlsSettings, TlsVersion};
 use crate::mirror::MirrorSettings;
 use crate::scrub::Schedule;
 use crate::store::fs::Modes;
 use crate::store::s3;
-use crate::tls::{Ciphers, TlsSettings, TlsVersion};
 
 /// A restic REST backend server for small boards: a drop-in for rest-server.
 #[derive(FromArgs, Debug, Default)]
@@ -229,16 +229,6 @@ pub struct ScrubArgs {
     #[argh(switch)]
     pub repair: bool,
 }
-
-/// Where `scrub` works, and the mirror it repairs from (opaque outside the
-/// crate).
-pub struct ScrubTarget {
-    pub(crate) storage: Storage,
-    pub(crate) mirror: Option<Mirror>,
-}
-
-/// The bucket `cleanup` works on (opaque outside the crate).
-pub struct CleanupTarget(pub(crate) Storage);
 
 /// abort the multipart uploads a crash left in the bucket of an s3: --path
 #[derive(FromArgs, Debug, Clone, PartialEq)]

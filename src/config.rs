@@ -55,6 +55,16 @@ pub(crate) struct Mirror {
     pub(crate) run: crate::mirror::MirrorSettings,
 }
 
+/// Where `scrub` works, and the mirror it repairs from (opaque outside the
+/// crate).
+pub struct ScrubTarget {
+    pub(crate) storage: Storage,
+    pub(crate) mirror: Option<Mirror>,
+}
+
+/// The bucket `cleanup` works on (opaque outside the crate).
+pub struct CleanupTarget(pub(crate) Storage);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ListenAddr {
     /// `host:port`; an empty host (`:8000`) means every interface.
@@ -129,7 +139,7 @@ pub struct Config {
     pub(crate) access_log: Option<AccessLogTarget>,
     pub(crate) debug: bool,
     /// `--tls`: serve HTTPS with these files.
-    pub(crate) tls: Option<crate::tls::TlsSettings>,
+    pub(crate) tls: Option<crate::http::tls::TlsSettings>,
     pub(crate) auth: AuthMode,
     /// `--private-repos`: a user may only use repositories under their name.
     pub(crate) private_repos: bool,

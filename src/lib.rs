@@ -2,51 +2,41 @@
 //! and v2 on a one-threaded hyper server, with uploads streamed to storage and
 //! verified against their names.
 //!
-//! Only what `main` needs is public; see README's "How it works" for the
-//! module map.
+//! The folders are the layers, listed here from the top down; a module only
+//! imports modules listed below it (docs/architecture.md, and the test that
+//! checks it). Only what `main` needs is public.
 
 #![deny(unsafe_code)]
 
-mod access;
-mod access_log;
-mod api;
+// Startup and the command line: what `main` calls.
 pub mod app;
-mod auth;
-mod body;
-pub mod certgen;
 pub mod cli;
-pub mod command_error;
-pub mod config;
-mod connection;
-mod error;
-#[cfg(test)]
-mod inprocess;
-mod io_pool;
-mod length_guard;
-mod listener;
-pub mod logging;
-pub mod mdns;
-mod metrics;
-pub mod mirror;
-pub mod ntp;
-mod origin;
-mod pool;
-mod priority;
-pub mod probe;
-mod quota;
-mod range;
-mod rate;
-mod reload;
-mod request;
-mod route;
-mod scrub;
-mod server;
+pub mod commands;
+
+// The request path: listener, connections, routing, endpoints.
+mod http;
+
+// What every request needs, built at startup; the status page.
+mod state;
 mod status;
+
+// Background services, and what they share with the request path.
+mod mirror;
+mod scrub;
+mod upload;
+
+// Policy and accounting.
+mod auth;
+mod quota;
+
+// Storage, and the HTTP client it reaches object stores with.
+mod client;
 mod store;
-mod systemd;
+
+// The ground: settings, restic's names, threads, the log, the clock.
+pub mod config;
+pub mod logging;
+mod repo;
+mod runtime;
 #[cfg(test)]
 mod testing;
-mod tls;
-mod upload;
-mod usage;
-pub mod users;

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use rest_server::app::AppError;
 use rest_server::cli::{CliError, Command, Flags, TlsAction, TlsGenerate, normalize_args};
-use rest_server::command_error::CommandError;
-use rest_server::probe::ProbeError;
-use rest_server::{certgen, users};
+use rest_server::commands::error::CommandError;
+use rest_server::commands::probe::ProbeError;
+use rest_server::commands::{certgen, user as users};
 
 fn main() -> ExitCode {
     match run() {
@@ -129,14 +129,13 @@ fn run() -> Result<(), Failure> {
         Some(Command::Cleanup(cleanup)) => {
             rest_server::logging::init(flags.debug);
             let target = flags.cleanup_target()?;
-            let aborted = rest_server::app::cleanup(&target, cleanup.min_age)?;
+            let aborted = rest_server::commands::cleanup::cleanup(&target, cleanup.min_age)?;
             println!("aborted {aborted} unfinished multipart upload(s)");
             Ok(())
         }
         Some(Command::Mirror(_)) => {
             let dir = flags.data_dir()?;
-            let (report, current) =
-                rest_server::mirror::status_report(&dir).map_err(CommandError::NoMirrorStatus)?;
+            let (report, current) = rest_server::commands::mirror::status(&dir)?;
             print!("{report}");
             if current {
                 Ok(())
@@ -147,7 +146,7 @@ fn run() -> Result<(), Failure> {
         Some(Command::Scrub(args)) => {
             let target = flags.scrub_target(args)?;
             if args.status {
-                let (report, damaged) = rest_server::app::scrub_status(&target)?;
+                let (report, damaged) = rest_server::commands::scrub::status(&target)?;
                 print!("{report}");
                 return match damaged {
                     true => Err(CommandError::ScrubDamageKnown.into()),
@@ -155,14 +154,15 @@ fn run() -> Result<(), Failure> {
                 };
             }
             rest_server::logging::init(flags.debug);
-            match rest_server::app::scrub(&target, args.repo.as_deref(), args.rate)? {
+            match rest_server::commands::scrub::scrub(&target, args.repo.as_deref(), args.rate)? {
                 0 => Ok(()),
                 damaged => Err(CommandError::ScrubFoundDamage(damaged).into()),
             }
         }
         Some(Command::Health(_)) => {
             let config = flags.resolve()?;
-            let answer = rest_server::probe::health(&config).map_err(CommandError::Probe)?;
+            let answer =
+                rest_server::commands::probe::health(&config).map_err(CommandError::Probe)?;
             println!("{}", answer.text);
             match answer.healthy {
                 true => Ok(()),
@@ -175,12 +175,13 @@ fn run() -> Result<(), Failure> {
             }
             rest_server::logging::init(flags.debug);
             let interval = std::time::Duration::from_secs(args.interval.max(1));
-            rest_server::ntp::run(&args.servers, interval)
+            rest_server::commands::ntp::run(&args.servers, interval)
         }
         Some(Command::Mdns(args)) => {
             rest_server::logging::init(flags.debug);
             // The error names the port it is about, as a path would.
-            rest_server::mdns::run(&args.name).map_err(CommandError::io("mdns (udp port 5353)"))?;
+            rest_server::commands::mdns::run(&args.name)
+                .map_err(CommandError::io("mdns (udp port 5353)"))?;
             Ok(())
         }
         Some(Command::User(args)) => Ok(users::run(args.action.clone(), &flags.htpasswd_path()?)?),

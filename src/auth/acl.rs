@@ -22,7 +22,7 @@
 
 use std::fmt;
 
-use crate::route::RepoPath;
+use crate::http::route::RepoPath;
 
 /// What a rule allows; ordered from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -129,7 +129,7 @@ impl Acl {
     /// Parses the file; bad lines are skipped and reported as warnings.
     pub(crate) fn parse(text: &str) -> (Acl, Vec<String>) {
         let expected = "`USER read|append|full REPOSITORY` (e.g. `alice append /alice/*`)";
-        let (rules, warnings) = crate::reload::parse_rules(text, expected, |fields| {
+        let (rules, warnings) = crate::runtime::reload::parse_rules(text, expected, |fields| {
             let [user, level, repo] = fields else {
                 return None;
             };
@@ -181,13 +181,13 @@ impl UserPattern {
 }
 
 /// The `--acl` file, reloaded while the server runs.
-impl crate::reload::Reloadable for Acl {
+impl crate::runtime::reload::Reloadable for Acl {
     const WHAT: &'static str = "acl";
     type Source = std::path::PathBuf;
     type Error = std::io::Error;
 
-    fn load(source: &std::path::PathBuf) -> std::io::Result<crate::reload::Loaded<Acl>> {
-        crate::reload::load_rules(source, Acl::parse)
+    fn load(source: &std::path::PathBuf) -> std::io::Result<crate::runtime::reload::Loaded<Acl>> {
+        crate::runtime::reload::load_rules(source, Acl::parse)
     }
 
     fn summary(&self) -> String {
@@ -198,7 +198,7 @@ impl crate::reload::Reloadable for Acl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::{Route, Target};
+    use crate::http::route::{Route, Target};
 
     fn repo(path: &str) -> RepoPath {
         let route = Route::parse(&format!("{path}config").replace("//", "/")).unwrap();

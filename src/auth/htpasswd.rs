@@ -221,15 +221,15 @@ pub(crate) fn without_user(text: &str, user: &str) -> (String, bool) {
 }
 
 /// The htpasswd file, reloaded while the server runs.
-impl crate::reload::Reloadable for Users {
+impl crate::runtime::reload::Reloadable for Users {
     const WHAT: &'static str = "htpasswd";
     type Source = std::path::PathBuf;
     type Error = std::io::Error;
 
-    fn load(source: &std::path::PathBuf) -> std::io::Result<crate::reload::Loaded<Users>> {
+    fn load(source: &std::path::PathBuf) -> std::io::Result<crate::runtime::reload::Loaded<Users>> {
         let text = std::fs::read_to_string(source)?;
         let (value, warnings) = Users::parse(&text);
-        Ok(crate::reload::Loaded {
+        Ok(crate::runtime::reload::Loaded {
             value,
             warnings: warnings.iter().map(ToString::to_string).collect(),
         })

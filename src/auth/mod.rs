@@ -13,6 +13,8 @@
 pub(crate) mod acl;
 mod apr1;
 pub(crate) mod htpasswd;
+pub(crate) mod policy;
+pub(crate) mod refused;
 mod throttle;
 
 use std::cell::{Cell, RefCell};
@@ -31,8 +33,8 @@ use tokio::time::Instant;
 
 use self::htpasswd::{Users, valid_username};
 use self::throttle::Throttle;
-use crate::pool::ComputePool;
-use crate::reload::Watched;
+use crate::runtime::pool::ComputePool;
+use crate::runtime::reload::Watched;
 
 /// How long verified credentials are trusted without another bcrypt check.
 pub(crate) const CACHE_TTL: Duration = Duration::from_secs(60);

@@ -9,14 +9,15 @@
 //! before writing when its length is declared, while streaming otherwise.
 
 pub(crate) mod rules;
+pub(crate) mod usage;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
 
-use crate::reload::Watched;
-use crate::usage::Usage;
+use crate::quota::usage::Usage;
+use crate::runtime::reload::Watched;
 use rules::{Group, QuotaRules};
 
 pub(crate) struct Quota {
@@ -187,8 +188,8 @@ impl Quota {
                 let _ = writeln!(
                     out,
                     "{name}{{group=\"{}\",rule=\"{}\"}} {}",
-                    crate::metrics::escape(&budget.group.to_string()),
-                    crate::metrics::escape(&budget.rule),
+                    crate::status::metrics::escape(&budget.group.to_string()),
+                    crate::status::metrics::escape(&budget.rule),
                     value(budget)
                 );
             }
@@ -220,7 +221,7 @@ impl Budgets {
     }
 
     /// The budgets of `repo`; none for a repository the usage cannot track
-    /// (past [`crate::usage::MAX_REPOS`]): its bytes could not be counted
+    /// (past [`crate::quota::usage::MAX_REPOS`]): its bytes could not be counted
     /// again after a reload.
     fn groups(&self, repo: &str) -> (Rc<QuotaRules>, Vec<(Group, u64)>) {
         let rules = self.refresh();
@@ -362,7 +363,7 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::ObjectType;
+    use crate::http::route::ObjectType;
 
     #[test]
     fn reservations_are_returned_unless_kept() {

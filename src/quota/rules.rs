@@ -65,7 +65,7 @@ impl QuotaRules {
     /// Parses the file; bad lines are skipped and reported as warnings.
     pub(crate) fn parse(text: &str) -> (QuotaRules, Vec<String>) {
         let expected = "`REPOSITORY SIZE` (e.g. `/alice/* 200G`)";
-        let (rules, warnings) = crate::reload::parse_rules(text, expected, |fields| {
+        let (rules, warnings) = crate::runtime::reload::parse_rules(text, expected, |fields| {
             let [repo, size] = fields else {
                 return None;
             };
@@ -135,7 +135,7 @@ impl Pattern {
                 s => Some(Segment::Name(s.to_string())),
             })
             .collect::<Option<Vec<_>>>()?;
-        if segments.len() > crate::route::MAX_REPO_DEPTH {
+        if segments.len() > crate::http::route::MAX_REPO_DEPTH {
             return None;
         }
         Some(if below {
@@ -192,13 +192,15 @@ fn parse_size(text: &str) -> Option<Option<u64>> {
 }
 
 /// The `--quota-file`, reloaded while the server runs.
-impl crate::reload::Reloadable for QuotaRules {
+impl crate::runtime::reload::Reloadable for QuotaRules {
     const WHAT: &'static str = "quota file";
     type Source = std::path::PathBuf;
     type Error = std::io::Error;
 
-    fn load(source: &std::path::PathBuf) -> std::io::Result<crate::reload::Loaded<QuotaRules>> {
-        crate::reload::load_rules(source, QuotaRules::parse)
+    fn load(
+        source: &std::path::PathBuf,
+    ) -> std::io::Result<crate::runtime::reload::Loaded<QuotaRules>> {
+        crate::runtime::reload::load_rules(source, QuotaRules::parse)
     }
 
     fn summary(&self) -> String {

@@ -22,11 +22,11 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::io_pool;
-use crate::pool::{ComputePool, Sha256};
-use crate::range::Want;
-use crate::rate::TokenBucket;
-use crate::route::{ObjectId, RepoPath};
+use crate::http::route::{ObjectId, RepoPath};
+use crate::repo::range::Want;
+use crate::runtime::io_pool;
+use crate::runtime::pool::{ComputePool, Sha256};
+use crate::runtime::rate::TokenBucket;
 use crate::store::{ErrorKind, Key, ObjectReader as _, OpenError, Store, StoreError};
 use state::{Counts, Damage, Files, Finished, ORDER, Pass, Place, State};
 

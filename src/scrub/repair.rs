@@ -5,9 +5,9 @@
 //! the local copy once more first). A mirror copy that is missing or wrong
 //! changes nothing.
 
-use crate::pool::{ComputePool, Sha256};
-use crate::range::Want;
-use crate::route::{ObjectId, RepoPath};
+use crate::http::route::{ObjectId, RepoPath};
+use crate::repo::range::Want;
+use crate::runtime::pool::{ComputePool, Sha256};
 use crate::store::fs::{FsStore, Replaced};
 use crate::store::s3::S3Store;
 use crate::store::{ErrorKind, Key, ObjectReader as _, OpenError, Store, Upload as _};

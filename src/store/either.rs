@@ -13,8 +13,8 @@ use super::{
     Batch, Incoming, Key, Listing, ObjectReader, OpenError, Repos, Scan, Space, Store, StoreError,
     Upload,
 };
-use crate::range::{ByteRange, Want};
-use crate::route::{ObjectType, RepoPath};
+use crate::http::route::{ObjectType, RepoPath};
+use crate::repo::range::{ByteRange, Want};
 
 #[derive(Clone)]
 pub(crate) enum AnyStore {

@@ -11,7 +11,7 @@
 //! Every path is built here, from typed routes, so it is always inside the
 //! data directory. Nothing blocks the event loop: uploads are written by the
 //! upload writer threads ([`WriterPool`]), everything else runs on the I/O
-//! pool ([`crate::io_pool`]). Durability: an
+//! pool ([`crate::runtime::io_pool`]). Durability: an
 //! upload goes to a temp file created with `create_new` beside its final name,
 //! is fsynced, renamed into place (never replacing anything), and the folder
 //! is fsynced; a delete fsyncs the folder too.
@@ -35,10 +35,10 @@ use super::{
     Batch, ErrorKind, Incoming, Key, Op as _, OpenError, RepoStats, Repos, Scan, Space, StoreError,
     classify,
 };
-use crate::io_pool;
-use crate::pool::{Job, Pool, PoolGone};
-use crate::range::{ByteRange, Want};
-use crate::route::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
+use crate::http::route::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
+use crate::repo::range::{ByteRange, Want};
+use crate::runtime::io_pool;
+use crate::runtime::pool::{Job, Pool, PoolGone};
 
 /// Name prefix of our upload temp files. The leading dot keeps them out of
 /// every listing and out of reach of any route (segments may not start with a dot).

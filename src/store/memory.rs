@@ -16,8 +16,8 @@ use super::{
     Batch, Incoming, Key, Listing, ObjectReader, OpenError, Repos, Scan, Space, Store, StoreError,
     Upload, classify,
 };
-use crate::range::{ByteRange, Want};
-use crate::route::{ObjectId, ObjectType, RepoPath};
+use crate::http::route::{ObjectId, ObjectType, RepoPath};
+use crate::repo::range::{ByteRange, Want};
 
 /// The operations a fault can be injected into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -22,8 +22,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use crate::range::{ByteRange, RangeError, Want};
-use crate::route::{ObjectId, ObjectType, RepoPath};
+use crate::http::route::{ObjectId, ObjectType, RepoPath};
+use crate::repo::range::{ByteRange, RangeError, Want};
 
 /// A file of a repository: its config, or an object named by its hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

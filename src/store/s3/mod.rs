@@ -18,9 +18,7 @@
 //! replacing each other's files where the store honours it.
 
 mod advice;
-pub(crate) mod http;
 mod multipart;
-mod resolve;
 mod settings;
 mod sign;
 mod upload;
@@ -39,19 +37,18 @@ use hyper::body::Incoming as IncomingBody;
 use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST, HeaderName};
 use hyper::{Method, Request, Response, StatusCode};
 
-use self::http::{BODY_STALL_TIMEOUT, Client, ClientError, OutBody};
 use self::multipart::Multipart;
 pub(crate) use self::settings::{
-    Encryption, Location, ProcessEnvironment, Settings, SettingsError, is_location, parse_file,
-    parse_location, private, resolve,
+    Encryption, Location, Settings, SettingsError, is_location, parse_location,
 };
 pub(crate) use self::upload::S3Upload;
 use self::upload::StreamedPut;
 use super::{
     Batch, ErrorKind, Incoming, Key, OpenError, RepoStats, Repos, Scan, Space, StoreError,
 };
-use crate::range::{ByteRange, RangeError, Want};
-use crate::route::{ObjectId, ObjectType, RepoPath};
+use crate::client::{BODY_STALL_TIMEOUT, Client, ClientError, OutBody};
+use crate::http::route::{ObjectId, ObjectType, RepoPath};
+use crate::repo::range::{ByteRange, RangeError, Want};
 
 /// Largest error or listing body read into memory: a ListObjectsV2 page of
 /// 1000 keys is about 300 KB.
@@ -71,9 +68,20 @@ struct Inner {
 }
 
 impl S3Store {
+    /// The store at `location`, set up from the settings file (if any) and
+    /// the environment: how the server and every subcommand open a bucket.
+    pub(crate) fn open(
+        location: &Location,
+        settings_file: Option<&std::path::Path>,
+    ) -> Result<S3Store, SettingsError> {
+        S3Store::new(settings::load(location, settings_file)?)
+    }
+
     pub(crate) fn new(settings: Settings) -> Result<S3Store, SettingsError> {
         let roots = if settings.endpoint.https {
-            Some(http::Trust::Roots(load_roots(settings.ca_file.as_deref())?))
+            Some(crate::client::Trust::Roots(load_roots(
+                settings.ca_file.as_deref(),
+            )?))
         } else {
             None
         };
@@ -470,7 +478,7 @@ impl Inner {
 
 /// A request that got no answer: the store could not be reached or did
 /// not answer in time, or the request could not be made.
-fn unreachable_store(op: &'static str, err: http::ClientError) -> StoreError {
+fn unreachable_store(op: &'static str, err: crate::client::ClientError) -> StoreError {
     StoreError::new(ErrorKind::Unexpected, op, io::Error::other(err.to_string()))
 }
 

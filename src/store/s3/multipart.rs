@@ -14,8 +14,8 @@ use hyper::Method;
 use hyper::header::ETAG;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::http::OutBody;
 use super::{Inner, StoreError, read_document, sign, xml};
+use crate::client::OutBody;
 
 /// Multipart uploads buffering at once; more wait for a slot.
 pub(crate) const MULTIPART_SLOTS: usize = 2;
@@ -217,7 +217,7 @@ pub(super) async fn abort(store: &Inner, name: &str, upload_id: &str) -> Result<
 /// than `min_age` seconds ago (a crash left them; a running server's are
 /// younger); returns how many.
 pub(super) async fn cleanup(store: &Inner, min_age: u64) -> Result<u64, StoreError> {
-    let prefix = store.repo_prefix(&crate::route::RepoPath::default());
+    let prefix = store.repo_prefix(&crate::http::route::RepoPath::default());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

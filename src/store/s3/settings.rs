@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::http::Endpoint;
 use super::sign::Credentials;
+use crate::client::Endpoint;
 
 /// ListObjectsV2 page size when none is set (the S3 maximum).
 pub(crate) const DEFAULT_LIST_CHUNK: u32 = 1000;
@@ -303,6 +303,35 @@ pub(crate) fn private(path: &Path, mode: u32) -> Result<(), SettingsError> {
         path.display(),
         mode & 0o777
     )))
+}
+
+/// The settings of `location`: the settings file if any, then the
+/// environment. A settings file others may read is refused when it holds a
+/// secret: it would give the bucket away.
+pub(crate) fn load(location: &Location, file: Option<&Path>) -> Result<Settings, SettingsError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let values = match file {
+        None => Default::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+            let values = parse_file(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            let secret = [
+                "secret_access_key",
+                "session_token",
+                "sse_customer_key",
+                "sse_customer_key_base64",
+            ]
+            .iter()
+            .any(|name| values.contains_key(*name));
+            if secret {
+                let mode = std::fs::metadata(path).map(|m| m.mode()).unwrap_or(0);
+                private(path, mode)?;
+            }
+            values
+        }
+    };
+    resolve(location.clone(), &values, &ProcessEnvironment)
 }
 
 /// Builds the settings from the location and the file's values.

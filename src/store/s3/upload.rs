@@ -8,9 +8,9 @@ use hyper::Method;
 use hyper::Request;
 use tokio::sync::{mpsc, oneshot};
 
-use super::http::{BODY_STALL_TIMEOUT, OutBody, Sent};
 use super::multipart::Multipart;
 use super::{Inner, StoreError, check, sign, unreachable_store};
+use crate::client::{BODY_STALL_TIMEOUT, OutBody, Sent};
 
 /// An upload in progress; dropped before commit, it leaves nothing.
 pub(crate) enum S3Upload {

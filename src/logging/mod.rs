@@ -1,0 +1,297 @@
+//! The server log on stderr: info by default, debug with `--debug`, one line a
+//! record (`2026-11-21T23:24:00.31342917Z [INFO] start server on ...`), as
+//! simplelog formats it; tests and operators read that format.
+//!
+//! simplelog's `WriteLogger` formats and filters; what it writes goes to a
+//! bounded queue ([`writer`]) that a thread empties into stderr, so a slow
+//! stderr (journald under load) never stalls a request.
+
+pub(crate) mod writer;
+
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter};
+use simplelog::{ConfigBuilder, WriteLogger};
+
+use writer::{FLUSH_TIMEOUT, LogWriter, Notes, QUEUE_LINES};
+
+/// Only the server's own records: its dependencies (rustls, hyper) log
+/// details an operator does not need.
+const TARGET: &str = "rest_server";
+
+/// The server log's queue, for [`health`].
+static QUEUE: OnceLock<LogWriter> = OnceLock::new();
+
+fn config() -> simplelog::Config {
+    ConfigBuilder::new()
+        .add_filter_allow_str(TARGET)
+        .set_time_format_rfc3339()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .build()
+}
+
+/// Installs the server log; a second call changes nothing.
+pub fn init(debug: bool) {
+    let level = if debug {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    };
+    if QUEUE.get().is_some() {
+        return;
+    }
+    let out = match LogWriter::spawn("server-log", QUEUE_LINES, io::stderr(), NOTES) {
+        Ok(out) => out,
+        Err(e) => {
+            // Not expected at startup; a log that can block beats none.
+            eprintln!("rest-server: no log writer thread ({e}): logging to stderr directly");
+            let _ = WriteLogger::init(level, config(), io::stderr());
+            return;
+        }
+    };
+    let queue = QUEUE.get_or_init(|| out).clone();
+    // Only fails if another logger is set already, which is harmless.
+    let _ = WriteLogger::init(level, config(), Queue::new(queue));
+}
+
+/// Writes `line` as it is, without time or level, in order with the log's
+/// other lines: for `start server on ADDR`, which restic's own REST-backend
+/// test harness (and any script written for rest-server) finds with
+/// `^start server on (.*)$`.
+pub(crate) fn bare(line: &str) {
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    match QUEUE.get() {
+        Some(queue) => queue.send(bytes),
+        None => {
+            let _ = io::stderr().write_all(&bytes);
+        }
+    }
+}
+
+/// Waits, at most a second, until the lines logged so far are on stderr. For
+/// the end of `main`: the writer thread does not outlive the process.
+pub fn flush() {
+    log::logger().flush();
+}
+
+/// How the server log's output is keeping up, for `/metrics`.
+pub(crate) fn health() -> crate::status::metrics::LogHealth {
+    crate::status::metrics::LogHealth {
+        log: "server",
+        dropped: QUEUE.get().map_or(0, LogWriter::dropped_lines),
+        write_errors: QUEUE.get().map_or(0, LogWriter::write_errors),
+    }
+}
+
+/// What simplelog writes to: a record arrives in several writes and ends
+/// with a newline; then it goes to the queue whole.
+struct Queue {
+    out: LogWriter,
+    record: Vec<u8>,
+}
+
+impl Queue {
+    fn new(out: LogWriter) -> Queue {
+        Queue {
+            out,
+            record: Vec::with_capacity(128),
+        }
+    }
+}
+
+impl Write for Queue {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.record.extend_from_slice(bytes);
+        if self.record.ends_with(b"\n") {
+            let record = std::mem::replace(&mut self.record, Vec::with_capacity(128));
+            self.out.send(record);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush(FLUSH_TIMEOUT);
+        Ok(())
+    }
+}
+
+/// What the server log's writer says about its own trouble.
+const NOTES: Notes = Notes {
+    // In place, as a warning like any other line.
+    dropped: |n, batch| {
+        format_record(
+            batch,
+            SystemTime::now(),
+            Level::Warn,
+            &format_args!("{}", writer::dropped_text(n)),
+        )
+    },
+    // stderr is where it would be said; the count is in `write_errors`.
+    write_failed: |_| {},
+};
+
+/// `2026-11-21T23:24:00.31342917Z [WARN] message\n`, as simplelog writes a
+/// record: for the writer's own notes, which do not pass through simplelog.
+fn format_record(out: &mut Vec<u8>, time: SystemTime, level: Level, args: &fmt::Arguments) {
+    // Writing to a Vec cannot fail.
+    let _ = writeln!(out, "{} [{level}] {args}", Rfc3339(time));
+}
+
+/// RFC 3339 in UTC as the `time` crate writes it for simplelog: the fraction
+/// of a second without trailing zeros, none when it is zero.
+struct Rfc3339(SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )?;
+        let mut fraction = since.subsec_nanos();
+        if fraction != 0 {
+            let mut digits = 9;
+            while fraction.is_multiple_of(10) {
+                fraction /= 10;
+                digits -= 1;
+            }
+            write!(f, ".{fraction:0digits$}")?;
+        }
+        f.write_str("Z")
+    }
+}
+
+/// Seconds since 1970 by the system clock (0 before it), for the times the
+/// metrics, the mirror's status and the scrub's state record.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+/// Shared with the access log's dates.
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::writer::tests::gated_sink;
+    use super::*;
+    use log::{Log, Record};
+    use std::time::Duration;
+
+    #[test]
+    fn formats_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn formats_times_as_simplelog_did() {
+        let at = |secs, nanos| Rfc3339(UNIX_EPOCH + Duration::new(secs, nanos)).to_string();
+        assert_eq!(at(1_795_303_440, 0), "2026-11-21T23:24:00Z");
+        assert_eq!(
+            at(1_795_303_440, 313_429_170),
+            "2026-11-21T23:24:00.31342917Z"
+        );
+        assert_eq!(
+            at(1_795_303_440, 310_822_133),
+            "2026-11-21T23:24:00.310822133Z"
+        );
+        assert_eq!(at(1_795_303_440, 5_000_000), "2026-11-21T23:24:00.005Z");
+        let mut line = Vec::new();
+        format_record(
+            &mut line,
+            UNIX_EPOCH + Duration::from_secs(1_795_303_440),
+            Level::Info,
+            &format_args!("start server on 127.0.0.1:{}", 8000),
+        );
+        assert_eq!(
+            line,
+            b"2026-11-21T23:24:00Z [INFO] start server on 127.0.0.1:8000\n"
+        );
+    }
+
+    fn record<'a>(level: Level, target: &'a str, args: fmt::Arguments<'a>) -> Record<'a> {
+        Record::builder()
+            .level(level)
+            .target(target)
+            .args(args)
+            .build()
+    }
+
+    #[test]
+    fn logs_the_crates_own_records_at_its_level_without_blocking() {
+        let (sink, gate) = gated_sink();
+        let out = LogWriter::spawn("test-server-log", 4, sink, NOTES).unwrap();
+        let log = WriteLogger::new(LevelFilter::Info, config(), Queue::new(out.clone()));
+        log.log(&record(
+            Level::Info,
+            "rest_server::app",
+            format_args!("start"),
+        ));
+        gate.wait_blocked();
+        // Filtered: another crate's record, and debug at info level.
+        log.log(&record(Level::Info, "hyper::proto", format_args!("no")));
+        log.log(&record(
+            Level::Debug,
+            "rest_server::connection",
+            format_args!("no"),
+        ));
+        // The sink is blocked: four records queue, the rest are dropped, and
+        // none of these calls waits.
+        for i in 0..6 {
+            log.log(&record(
+                Level::Warn,
+                "rest_server::server",
+                format_args!("w{i}"),
+            ));
+        }
+        assert_eq!(out.dropped_lines(), 2);
+        gate.open();
+        assert!(out.flush(Duration::from_secs(10)));
+        let text = gate.text();
+        let messages: Vec<&str> = text
+            .lines()
+            .map(|line| line.split_once(' ').unwrap().1)
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "[INFO] start",
+                "[WARN] w0",
+                "[WARN] w1",
+                "[WARN] w2",
+                "[WARN] w3",
+                "[WARN] 2 log lines dropped: the log output was too slow",
+            ]
+        );
+        for line in text.lines() {
+            let time = line.split_once(' ').unwrap().0;
+            assert!(time.len() >= 20 && time.ends_with('Z'), "{line}");
+        }
+    }
+}
