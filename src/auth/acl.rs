@@ -22,7 +22,7 @@
 
 use std::fmt;
 
-use crate::http::route::RepoPath;
+use crate::repo::RepoPath;
 
 /// What a rule allows; ordered from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

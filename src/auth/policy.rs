@@ -11,7 +11,7 @@
 use std::rc::Rc;
 
 use crate::auth::acl::{Access, Acl};
-use crate::http::route::RepoPath;
+use crate::repo::RepoPath;
 use crate::runtime::reload::Watched;
 
 /// The user who may read `/metrics` under `--private-repos`.

@@ -10,10 +10,12 @@ use hyper::{Method, Response, StatusCode};
 use crate::auth::acl::Access;
 use crate::http::body::Body;
 use crate::http::error::ApiError;
-use crate::http::route::{ObjectType, RepoPath, Target};
+use crate::repo::{ObjectType, RepoPath};
+use crate::http::route::Target;
 use crate::repo::range::{ByteRange, Want};
 use crate::state::AppState;
-use crate::store::{Key, KeyBuf, ObjectReader as _, Store};
+use crate::repo::{Key, KeyBuf};
+use crate::store::{ObjectReader as _, Store};
 use crate::upload::{Received, Receiver, Rules};
 
 /// restic's media type for the v1 listing (names only).

@@ -181,7 +181,7 @@ impl<L: Listing> Json<L> {
 /// One batch as a JSON array fragment. Names are validated hex, so they need
 /// no escaping. Returns whether any entry has been written so far.
 fn to_json(
-    batch: &[(crate::http::route::ObjectId, u64)],
+    batch: &[(crate::repo::ObjectId, u64)],
     with_sizes: bool,
     mut any: bool,
 ) -> (String, bool) {
@@ -204,7 +204,7 @@ fn to_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::route::ObjectId;
+    use crate::repo::ObjectId;
 
     #[test]
     fn batches_join_into_json() {

@@ -18,7 +18,8 @@ use crate::http::access_log::{AccessLog, Entry};
 use crate::http::api::{self, Call, Effect, Endpoint};
 use crate::http::body::{Body, Completion};
 use crate::http::error::ApiError;
-use crate::http::route::{ObjectType, Route};
+use crate::repo::ObjectType;
+use crate::http::route::Route;
 use crate::state::AppState;
 use crate::status::metrics::{BlobOp, Metrics};
 use crate::store::Store;
@@ -133,12 +134,16 @@ where
                 log::warn!("{method} {path} from {peer} ({who}): {status} ({e})");
             }
             if let Some(metrics) = &state.metrics {
-                metrics.failed(&e);
+                match &e {
+                    ApiError::Unauthorized(why) => metrics.auth_failed(why.reason()),
+                    ApiError::HashMismatch => metrics.verification_failed(),
+                    _ => {}
+                }
             }
             if let ApiError::Unauthorized(why) = e {
                 state
                     .refused
-                    .record(client.ip, why, crate::logging::unix_now());
+                    .record(client.ip, why, crate::time::unix_now());
             }
             if let Some(body) = body {
                 let declared = api::declared_length(&parts.headers).ok().flatten();
@@ -307,7 +312,9 @@ async fn metrics<S: Store>(
     if let Some(scrub) = &state.scrub {
         scrub.render_metrics(&mut text);
     }
-    state.quota.render_metrics(&mut text);
+    if state.quota.has_budgets() {
+        crate::status::metrics::render_budgets(&state.quota.budgets(), &mut text);
+    }
     let mut response = Response::new(Body::full(text));
     response.headers_mut().insert(
         CONTENT_TYPE,

@@ -6,175 +6,7 @@
 
 use std::fmt;
 
-/// How many leading segments a repository path may have (`/`, `/a`, `/a/b`), as in
-/// rest-server's `MaxFolderDepth`.
-pub(crate) const MAX_REPO_DEPTH: usize = 2;
-
-/// Longest repository path segment accepted; Linux's NAME_MAX.
-pub(crate) const MAX_SEGMENT_BYTES: usize = 255;
-
-/// Length of an object name: the hex SHA-256 of its content.
-pub(crate) const OBJECT_ID_LEN: usize = 64;
-
-/// The folders of a restic repository that hold objects named by their hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ObjectType {
-    Data,
-    Keys,
-    Locks,
-    Snapshots,
-    Index,
-}
-
-impl ObjectType {
-    pub(crate) const ALL: [ObjectType; 5] = [
-        ObjectType::Data,
-        ObjectType::Keys,
-        ObjectType::Locks,
-        ObjectType::Snapshots,
-        ObjectType::Index,
-    ];
-
-    pub(crate) fn from_segment(segment: &str) -> Option<ObjectType> {
-        Some(match segment {
-            "data" => ObjectType::Data,
-            "keys" => ObjectType::Keys,
-            "locks" => ObjectType::Locks,
-            "snapshots" => ObjectType::Snapshots,
-            "index" => ObjectType::Index,
-            _ => return None,
-        })
-    }
-
-    /// The folder name inside the repository, which is also the URL segment.
-    pub(crate) fn dir_name(self) -> &'static str {
-        match self {
-            ObjectType::Data => "data",
-            ObjectType::Keys => "keys",
-            ObjectType::Locks => "locks",
-            ObjectType::Snapshots => "snapshots",
-            ObjectType::Index => "index",
-        }
-    }
-
-    /// Whether uploads of this type are small metadata (kilobytes), so that a
-    /// body size cap applies. Data packs and index files can be many MiB.
-    pub(crate) fn is_small(self) -> bool {
-        matches!(
-            self,
-            ObjectType::Keys | ObjectType::Locks | ObjectType::Snapshots
-        )
-    }
-}
-
-impl fmt::Display for ObjectType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.dir_name())
-    }
-}
-
-/// An object name: exactly 64 lowercase hex characters.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct ObjectId(heapless::String<OBJECT_ID_LEN>);
-
-impl ObjectId {
-    pub(crate) fn parse(s: &str) -> Option<ObjectId> {
-        if s.len() != OBJECT_ID_LEN || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
-        }
-        let mut id = heapless::String::new();
-        id.push_str(s).ok()?;
-        Some(ObjectId(id))
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The fan-out folder of a data pack: its first two hex characters.
-    pub(crate) fn prefix(&self) -> &str {
-        &self.0[..2]
-    }
-
-    /// The SHA-256 digest this name stands for.
-    pub(crate) fn digest(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        let hex = self.0.as_bytes();
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = (hex_value(hex[2 * i]) << 4) | hex_value(hex[2 * i + 1]);
-        }
-        out
-    }
-}
-
-fn hex_value(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => 0, // unreachable: parse() admits only lowercase hex
-    }
-}
-
-impl fmt::Debug for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A repository's path below the data directory: zero to [`MAX_REPO_DEPTH`]
-/// validated, percent-decoded segments. The empty path is the root repository.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct RepoPath {
-    segments: Vec<String>,
-}
-
-impl RepoPath {
-    pub(crate) fn segments(&self) -> impl Iterator<Item = &str> {
-        self.segments.iter().map(String::as_str)
-    }
-
-    /// The path without the leading slash (`alice/laptop`, empty for the root
-    /// repository): the `repo` label in metrics, as rest-server writes it.
-    pub(crate) fn label(&self) -> String {
-        self.segments.join("/")
-    }
-
-    /// The repository of a label (see [`RepoPath::label`]: folder names on
-    /// disk, already decoded), checked as a request's segments are.
-    pub(crate) fn from_label(label: &str) -> Option<RepoPath> {
-        if label.is_empty() {
-            return Some(RepoPath::default());
-        }
-        let segments = label
-            .split('/')
-            .map(|s| {
-                check_repo_segment(s.to_string())
-                    .ok()
-                    .filter(|s| !is_reserved_name(s))
-            })
-            .collect::<Option<Vec<String>>>()?;
-        (segments.len() <= MAX_REPO_DEPTH).then_some(RepoPath { segments })
-    }
-}
-
-impl fmt::Display for RepoPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("/")?;
-        for (i, s) in self.segments.iter().enumerate() {
-            if i > 0 {
-                f.write_str("/")?;
-            }
-            f.write_str(s)?;
-        }
-        Ok(())
-    }
-}
+use crate::repo::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath, is_reserved_name};
 
 /// What a request addresses, before the method is looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,21 +62,21 @@ impl Route {
             .collect::<Result<Vec<String>, RouteError>>()?
             .into_iter()
             .peekable();
-        let mut segments = Vec::new();
+        let mut repo = RepoPath::default();
         // As rest-server does: leading segments up to the first type name (or
         // `config`) belong to the repository; the last segment never does.
-        while segments.len() < MAX_REPO_DEPTH {
+        while repo.depth() < MAX_REPO_DEPTH {
             let Some(segment) = decoded.next_if(|s| !is_reserved_name(s)) else {
                 break;
             };
             if decoded.peek().is_none() {
                 // The last segment: not part of the repository after all.
-                return Route::target(RepoPath { segments }, &[segment]);
+                return Route::target(repo, &[segment]);
             }
-            segments.push(check_repo_segment(segment)?);
+            repo.push(segment).ok_or(RouteError::NotFound)?;
         }
         let rest: Vec<String> = decoded.collect();
-        Route::target(RepoPath { segments }, &rest)
+        Route::target(repo, &rest)
     }
 
     /// What the segments after the repository's own address.
@@ -264,10 +96,6 @@ impl Route {
         };
         Ok(Route { repo, target })
     }
-}
-
-fn is_reserved_name(segment: &str) -> bool {
-    segment == "config" || ObjectType::from_segment(segment).is_some()
 }
 
 /// Percent-decodes one path segment; broken escapes or invalid UTF-8 are
@@ -293,24 +121,6 @@ fn percent_decode(raw: &str) -> Result<String, RouteError> {
     String::from_utf8(out).map_err(|_| RouteError::BadEncoding)
 }
 
-/// Rejects a repository segment that could walk out of the data directory or
-/// collide with the server's own files.
-fn check_repo_segment(segment: String) -> Result<String, RouteError> {
-    // SECURITY: an encoded `/` or `\` would split into two path components on
-    // disk, `..` would leave the data directory, NUL truncates paths in C, and a
-    // leading dot would reach `.htpasswd` or our temp files.
-    let forbidden = segment.is_empty()
-        || segment.len() > MAX_SEGMENT_BYTES
-        || segment.starts_with('.')
-        || segment
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control());
-    if forbidden {
-        return Err(RouteError::NotFound);
-    }
-    Ok(segment)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,9 +128,11 @@ mod tests {
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     fn repo(segments: &[&str]) -> RepoPath {
-        RepoPath {
-            segments: segments.iter().map(|s| s.to_string()).collect(),
+        let mut repo = RepoPath::default();
+        for s in segments {
+            repo.push(s.to_string()).unwrap();
         }
+        repo
     }
 
     #[test]

@@ -80,9 +80,20 @@ pub fn flush() {
     log::logger().flush();
 }
 
+/// How one log's output keeps up (see `logging/writer.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogHealth {
+    /// "server" or "access".
+    pub(crate) log: &'static str,
+    /// Lines dropped because the output was too slow.
+    pub(crate) dropped: u64,
+    /// Writes that failed (a full disk, say).
+    pub(crate) write_errors: u64,
+}
+
 /// How the server log's output is keeping up, for `/metrics`.
-pub(crate) fn health() -> crate::status::metrics::LogHealth {
-    crate::status::metrics::LogHealth {
+pub(crate) fn health() -> LogHealth {
+    LogHealth {
         log: "server",
         dropped: QUEUE.get().map_or(0, LogWriter::dropped_lines),
         write_errors: QUEUE.get().map_or(0, LogWriter::write_errors),
@@ -151,7 +162,7 @@ impl fmt::Display for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = since.as_secs();
-        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let (year, month, day) = crate::time::civil_from_days((secs / 86_400) as i64);
         let rem = secs % 86_400;
         write!(
             f,
@@ -171,29 +182,6 @@ impl fmt::Display for Rfc3339 {
         }
         f.write_str("Z")
     }
-}
-
-/// Seconds since 1970 by the system clock (0 before it), for the times the
-/// metrics, the mirror's status and the scrub's state record.
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
-/// Shared with the access log's dates.
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -33,15 +33,15 @@ use tokio::sync::Notify;
 
 use crate::http::body::Body;
 use crate::http::error::ApiError;
-use crate::http::route::{ObjectId, ObjectType, RepoPath};
+use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::quota::Quota;
 use crate::repo::range::Want;
-use crate::runtime::io_pool;
 use crate::runtime::pool::ComputePool;
 use crate::runtime::rate::TokenBucket;
 use crate::store::fs::FsStore;
 use crate::store::s3::S3Store;
-use crate::store::{ErrorKind, Key, KeyBuf, ObjectReader as _, Op as _, Store, StoreError};
+use crate::repo::{Key, KeyBuf};
+use crate::store::{ErrorKind, ObjectReader as _, Op as _, Store, StoreError};
 use crate::upload::{BufferBudget, Received, Receiver, Rules};
 
 /// The mirror's own files, in the data directory (a dot name: never served).
@@ -127,7 +127,7 @@ impl Item {
             repo: RepoPath::from_label(label)?,
             name,
             size: 0,
-            since: crate::logging::unix_now(),
+            since: crate::time::unix_now(),
         })
     }
 }
@@ -432,7 +432,7 @@ impl Mirror {
             repo: repo.clone(),
             name,
             size,
-            since: crate::logging::unix_now(),
+            since: crate::time::unix_now(),
         };
         {
             let mut state = self.state.borrow_mut();
@@ -461,7 +461,7 @@ impl Mirror {
             repo: repo.clone(),
             name,
             size: 0,
-            since: crate::logging::unix_now(),
+            since: crate::time::unix_now(),
         };
         // A copy still waiting is not needed any more, nor one that failed.
         {
@@ -482,7 +482,7 @@ impl Mirror {
         {
             let _journal = self.journal.lock().await;
             if let Err(e) =
-                io_pool::run(move || append_journal(&dir, &line).op("journal a delete")).await
+                crate::store::blocking(move || append_journal(&dir, &line).op("journal a delete")).await
             {
                 log::error!("mirror: cannot journal a delete ({e}); it is queued in memory only");
             }
@@ -515,7 +515,7 @@ impl Mirror {
     /// Replays the delete journal, then compares listings until that works.
     async fn prepare(self: Rc<Self>, repos: Vec<String>) {
         let dir = self.dir.clone();
-        match io_pool::run(move || read_journal(&dir).op("read the delete journal")).await {
+        match crate::store::blocking(move || read_journal(&dir).op("read the delete journal")).await {
             Ok(items) if !items.is_empty() && !self.settings.deletes => log::warn!(
                 "mirror: {} delete(s) journalled earlier are not mirrored: deletes are off \
                  now (--mirror-deletes, never with --append-only); the journal is kept",
@@ -585,7 +585,7 @@ impl Mirror {
                     repo: repo.clone(),
                     name: KeyBuf::Config,
                     size,
-                    since: crate::logging::unix_now(),
+                    since: crate::time::unix_now(),
                 });
                 queued += 1;
             }
@@ -615,7 +615,7 @@ impl Mirror {
                             repo: repo.clone(),
                             name: KeyBuf::Object(kind, id),
                             size,
-                            since: crate::logging::unix_now(),
+                            since: crate::time::unix_now(),
                         });
                         queued += 1;
                     }
@@ -741,7 +741,7 @@ impl Mirror {
         }
         let dir = self.dir.clone();
         if let Err(e) =
-            io_pool::run(move || clear_journal(&dir).op("clear the delete journal")).await
+            crate::store::blocking(move || clear_journal(&dir).op("clear the delete journal")).await
         {
             log::error!("mirror: cannot clear the delete journal: {e}");
         }
@@ -821,7 +821,7 @@ impl Mirror {
                     drop(state);
                     self.queue_class(
                         Item {
-                            since: crate::logging::unix_now(),
+                            since: crate::time::unix_now(),
                             ..item
                         },
                         class,
@@ -884,7 +884,7 @@ impl Mirror {
             (state.generation, self.status_text(&state), state.current())
         };
         let dir = self.dir.clone();
-        match io_pool::run(move || write_status(&dir, &text).op("write the status")).await {
+        match crate::store::blocking(move || write_status(&dir, &text).op("write the status")).await {
             Ok(()) => self.published.set((generation, current)),
             Err(e) => {
                 log::warn!("mirror: cannot write the status file: {e}");
@@ -926,7 +926,7 @@ impl Mirror {
     }
 
     fn status_text(&self, state: &State) -> String {
-        let now = crate::logging::unix_now();
+        let now = crate::time::unix_now();
         let mut out = String::new();
         let _ = writeln!(out, "updated {now}");
         let _ = writeln!(out, "target {}", self.target);
@@ -963,7 +963,7 @@ impl Mirror {
 
     pub(crate) fn render_metrics(&self, out: &mut String) {
         let state = self.state.borrow();
-        let now = crate::logging::unix_now();
+        let now = crate::time::unix_now();
         let t = &state.totals;
         let oldest = state.oldest().map_or(0, |since| now.saturating_sub(since));
         for (name, help, kind, value) in [
@@ -1245,7 +1245,7 @@ pub fn status_report(data_dir: &Path) -> Result<(String, bool), String> {
             .unwrap_or("")
     };
     let num = |name: &str| get(name).parse::<u64>().unwrap_or(0);
-    let now = crate::logging::unix_now();
+    let now = crate::time::unix_now();
     let age = now.saturating_sub(num("updated"));
     let files = num("backlog_files");
     let compared = get("compared") == "true";

@@ -163,37 +163,9 @@ impl Quota {
         })
     }
 
-    /// Each budget's limit and use, for `/metrics`.
-    pub(crate) fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        if self.budgets.is_none() {
-            return;
-        }
-        let budgets = self.budgets();
-        for (name, help, value) in [
-            (
-                "rest_server_quota_limit_bytes",
-                "Bytes a --quota-file budget allows",
-                (|b: &Budget| b.limit) as fn(&Budget) -> u64,
-            ),
-            (
-                "rest_server_quota_used_bytes",
-                "Bytes stored and being uploaded in a --quota-file budget",
-                |b: &Budget| b.used,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for budget in &budgets {
-                let _ = writeln!(
-                    out,
-                    "{name}{{group=\"{}\",rule=\"{}\"}} {}",
-                    crate::status::metrics::escape(&budget.group.to_string()),
-                    crate::status::metrics::escape(&budget.rule),
-                    value(budget)
-                );
-            }
-        }
+    /// Whether a quota file gives budgets (their metrics are shown only then).
+    pub(crate) fn has_budgets(&self) -> bool {
+        self.budgets.is_some()
     }
 }
 
@@ -363,7 +335,7 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::route::ObjectType;
+    use crate::repo::ObjectType;
 
     #[test]
     fn reservations_are_returned_unless_kept() {
@@ -430,12 +402,6 @@ mod tests {
             used: 900,
             limit: 1000
         }));
-        let mut text = String::new();
-        quota.render_metrics(&mut text);
-        assert!(
-            text.contains("rest_server_quota_used_bytes{group=\"/alice\",rule=\"/alice/*\"} 900"),
-            "{text}"
-        );
         // A delete gives back.
         quota.release("alice/laptop", 600);
         usage.deleted("alice/laptop", Some(ObjectType::Data), 600);

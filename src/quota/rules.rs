@@ -135,7 +135,7 @@ impl Pattern {
                 s => Some(Segment::Name(s.to_string())),
             })
             .collect::<Option<Vec<_>>>()?;
-        if segments.len() > crate::http::route::MAX_REPO_DEPTH {
+        if segments.len() > crate::repo::MAX_REPO_DEPTH {
             return None;
         }
         Some(if below {

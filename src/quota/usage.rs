@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 
-use crate::http::route::ObjectType;
+use crate::repo::ObjectType;
 use crate::store::{RepoStats, Repos};
 
 /// Repositories tracked at most. Each one is a folder tree on the disk, so
@@ -62,7 +62,7 @@ impl Usage {
             stats.objects += 1;
         }
         if kind == Some(ObjectType::Snapshots) {
-            stats.newest_snapshot = Some(crate::logging::unix_now());
+            stats.newest_snapshot = Some(crate::time::unix_now());
         }
     }
 

@@ -9,25 +9,12 @@
 //! pools of its own ([`crate::runtime::pool`]): uploads' writes and fsyncs, and the
 //! CPU-heavy hashing and bcrypt, so that none of it can hold up a small read.
 //! Nor do the S3 store's name lookups run here (tokio would put them here):
-//! they have their own thread ([`crate::store::s3`]'s `resolve`).
+//! they have their own thread (`client::resolve`).
 
 use tokio::task::JoinHandle;
 
-use crate::store::StoreError;
-
-/// Runs a blocking file operation on the pool and waits for it.
-pub(crate) async fn run<T, F>(op: F) -> Result<T, StoreError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
-{
-    match spawn(op).await {
-        Ok(result) => result,
-        Err(join) => Err(StoreError::lost_task(join)),
-    }
-}
-
-/// Starts a blocking file operation on the pool; for code that polls.
+/// Starts a blocking file operation on the pool. The store waits on it
+/// through `store::blocking`, which makes a lost task a store error.
 pub(crate) fn spawn<T, F>(op: F) -> JoinHandle<T>
 where
     T: Send + 'static,

@@ -22,12 +22,13 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::http::route::{ObjectId, RepoPath};
+use crate::repo::{ObjectId, RepoPath};
 use crate::repo::range::Want;
-use crate::runtime::io_pool;
 use crate::runtime::pool::{ComputePool, Sha256};
 use crate::runtime::rate::TokenBucket;
-use crate::store::{ErrorKind, Key, ObjectReader as _, OpenError, Store, StoreError};
+use crate::time::utc;
+use crate::repo::Key;
+use crate::store::{ErrorKind, ObjectReader as _, OpenError, Store, StoreError};
 use state::{Counts, Damage, Files, Finished, ORDER, Pass, Place, State};
 
 /// How long the background scrub works before it saves its position and
@@ -415,7 +416,7 @@ impl<S: Store> Scrubber<S> {
     ) -> Rc<Status> {
         let status = Rc::new(Status::default());
         let known = files.clone();
-        if let Ok(state) = io_pool::run(move || Ok(known.load())).await {
+        if let Ok(state) = crate::store::blocking(move || Ok(known.load())).await {
             status.publish(state);
         }
         let scrubber = Scrubber {
@@ -464,7 +465,7 @@ impl<S: Store> Scrubber<S> {
         pace: &mut Pace,
     ) -> Result<Duration, ScrubError> {
         let files = self.files.clone();
-        let Some(lock) = io_pool::run(move || files.lock(false).op_state()).await? else {
+        let Some(lock) = crate::store::blocking(move || files.lock(false).op_state()).await? else {
             // `rest-server scrub` is running.
             *walk = None;
             return Ok(RETRY);
@@ -472,7 +473,7 @@ impl<S: Store> Scrubber<S> {
         // Objects clients deleted are forgotten now, passes or not.
         let deleted = std::mem::take(&mut *self.status.deleted.borrow_mut());
         let files = self.files.clone();
-        let (lock, state) = io_pool::run(move || {
+        let (lock, state) = crate::store::blocking(move || {
             let state = files
                 .update_if(&lock, !deleted.is_empty(), |state| {
                     deleted.iter().for_each(|p| state.clear_damage(p))
@@ -482,7 +483,7 @@ impl<S: Store> Scrubber<S> {
         })
         .await?;
         self.status.publish(state.clone());
-        let now = crate::logging::unix_now();
+        let now = crate::time::unix_now();
         let mut pass = match state.pass.clone() {
             Some(pass) => pass,
             None => {
@@ -548,7 +549,7 @@ impl<S: Store> Scrubber<S> {
                     report_damage(&state, &place, &what);
                     found.push(Damage {
                         place: place.clone(),
-                        found: crate::logging::unix_now(),
+                        found: crate::time::unix_now(),
                         what,
                     });
                 }
@@ -557,11 +558,11 @@ impl<S: Store> Scrubber<S> {
         };
         let end = finished.then(|| Finished {
             started: pass.started,
-            finished: crate::logging::unix_now(),
+            finished: crate::time::unix_now(),
             counts: pass.counts,
         });
         let files = self.files.clone();
-        let saved = io_pool::run(move || {
+        let saved = crate::store::blocking(move || {
             files
                 .update(&lock, |state| {
                     found.into_iter().for_each(|d| state.add_damage(d));
@@ -635,12 +636,12 @@ pub(crate) async fn once<S: Store>(
         None => None,
         Some(files) => {
             let try_files = files.clone();
-            match io_pool::run(move || try_files.lock(false).op_state()).await? {
+            match crate::store::blocking(move || try_files.lock(false).op_state()).await? {
                 Some(lock) => Some(lock),
                 None => {
                     eprintln!("waiting for the running server's scrub to pause...");
                     let files = files.clone();
-                    io_pool::run(move || files.lock(true).op_state()).await?
+                    crate::store::blocking(move || files.lock(true).op_state()).await?
                 }
             }
         }
@@ -663,11 +664,11 @@ pub(crate) async fn once<S: Store>(
     let known = match &files {
         Some(files) => {
             let files = files.clone();
-            io_pool::run(move || Ok(files.load())).await?
+            crate::store::blocking(move || Ok(files.load())).await?
         }
         None => State::default(),
     };
-    let started = (crate::logging::unix_now(), Instant::now());
+    let started = (crate::time::unix_now(), Instant::now());
     let mut progress = Progress::new(total);
     let mut pace = Pace::new(rate, Rc::new(|| false));
     let mut walk = Walk::<S>::new(labels.clone(), None);
@@ -697,7 +698,7 @@ pub(crate) async fn once<S: Store>(
                 }
                 found.push(Damage {
                     place,
-                    found: crate::logging::unix_now(),
+                    found: crate::time::unix_now(),
                     what,
                 });
             }
@@ -733,10 +734,10 @@ pub(crate) async fn once<S: Store>(
         let whole = only.is_none();
         let end = Finished {
             started: started.0,
-            finished: crate::logging::unix_now(),
+            finished: crate::time::unix_now(),
             counts,
         };
-        io_pool::run(move || {
+        crate::store::blocking(move || {
             files
                 .update(&lock, |state| {
                     found.into_iter().for_each(|d| state.add_damage(d));
@@ -764,7 +765,7 @@ pub(crate) struct Outcome {
 /// damaged objects are known.
 pub(crate) fn status_report(files: &Files) -> Result<(String, bool), String> {
     let state = files.read()?;
-    let now = crate::logging::unix_now();
+    let now = crate::time::unix_now();
     let mut out = String::new();
     match &state.last {
         Some(last) => {
@@ -772,7 +773,7 @@ pub(crate) fn status_report(files: &Files) -> Result<(String, bool), String> {
                 out,
                 "last pass: finished {} ({} ago), {} objects, {} bytes verified in {} s, {} damaged",
                 utc(last.finished),
-                ago(now.saturating_sub(last.finished)),
+                crate::time::duration(now.saturating_sub(last.finished)),
                 last.counts.objects,
                 last.counts.bytes,
                 last.finished.saturating_sub(last.started),
@@ -805,15 +806,6 @@ pub(crate) fn status_report(files: &Files) -> Result<(String, bool), String> {
     }
     let _ = writeln!(out, "(from {})", files.path().display());
     Ok((out, !state.damaged.is_empty()))
-}
-
-fn ago(secs: u64) -> String {
-    match secs {
-        0..120 => format!("{secs} s"),
-        120..7200 => format!("{} min", secs / 60),
-        7200..172_800 => format!("{} h", secs / 3600),
-        _ => format!("{} days", secs / 86_400),
-    }
 }
 
 /// The command's progress line, on stderr when that is a terminal.
@@ -911,18 +903,6 @@ impl<T> OpState<T> for std::io::Result<T> {
         use crate::store::Op as _;
         self.op("scrub state")
     }
-}
-
-/// `2026-11-30 12:00 UTC`.
-pub(crate) fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let (year, month, day) = crate::logging::civil_from_days(days);
-    let minutes = secs % 86_400 / 60;
-    format!(
-        "{year}-{month:02}-{day:02} {:02}:{:02} UTC",
-        minutes / 60,
-        minutes % 60
-    )
 }
 
 fn describe_interval(interval: Duration) -> String {

@@ -5,12 +5,13 @@
 //! the local copy once more first). A mirror copy that is missing or wrong
 //! changes nothing.
 
-use crate::http::route::{ObjectId, RepoPath};
+use crate::repo::{ObjectId, RepoPath};
 use crate::repo::range::Want;
 use crate::runtime::pool::{ComputePool, Sha256};
 use crate::store::fs::{FsStore, Replaced};
 use crate::store::s3::S3Store;
-use crate::store::{ErrorKind, Key, ObjectReader as _, OpenError, Store, Upload as _};
+use crate::repo::Key;
+use crate::store::{ErrorKind, ObjectReader as _, OpenError, Store, Upload as _};
 
 use super::state::Place;
 

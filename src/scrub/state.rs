@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::http::route::ObjectType;
+use crate::repo::ObjectType;
 
 /// The scrub's folder in the data directory.
 pub(crate) const DIR: &str = ".scrub";
@@ -57,7 +57,7 @@ impl Place {
         Some(Place {
             repo: repo.to_string(),
             kind: ORDER.iter().position(|k| *k == kind)?,
-            id: crate::http::route::ObjectId::parse(id)?
+            id: crate::repo::ObjectId::parse(id)?
                 .as_str()
                 .to_string(),
         })

@@ -11,8 +11,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use crate::http::error::ApiError;
-use crate::http::route::ObjectType;
+use crate::logging::LogHealth;
+use crate::quota::Budget;
+use crate::repo::ObjectType;
 use crate::quota::usage::Usage;
 use crate::store::Space;
 
@@ -35,17 +36,6 @@ struct BlobCounters {
     read: Counter,
     write: Counter,
     delete: Counter,
-}
-
-/// How one log's output keeps up (see `logging/writer.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LogHealth {
-    /// "server" or "access".
-    pub(crate) log: &'static str,
-    /// Lines dropped because the output was too slow.
-    pub(crate) dropped: u64,
-    /// Writes that failed (a full disk, say).
-    pub(crate) write_errors: u64,
 }
 
 /// A counter of the logs' health: name, help text, and how to read it.
@@ -127,22 +117,15 @@ impl Metrics {
         counter.bytes += bytes;
     }
 
-    /// Counts the failures that have their own metric: refused logins and
-    /// uploads that did not match their name.
-    pub(crate) fn failed(&self, error: &ApiError) {
-        match error {
-            ApiError::Unauthorized(e) => {
-                *self
-                    .auth_failures
-                    .borrow_mut()
-                    .entry(e.reason())
-                    .or_default() += 1;
-            }
-            ApiError::HashMismatch => self
-                .verification_failures
-                .set(self.verification_failures.get() + 1),
-            _ => {}
-        }
+    /// Counts a refused login, by its reason.
+    pub(crate) fn auth_failed(&self, reason: &'static str) {
+        *self.auth_failures.borrow_mut().entry(reason).or_default() += 1;
+    }
+
+    /// Counts an upload that did not match its name.
+    pub(crate) fn verification_failed(&self) {
+        self.verification_failures
+            .set(self.verification_failures.get() + 1);
     }
 
     /// The text exposition format, version 0.0.4.
@@ -311,8 +294,37 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Each `--quota-file` budget's limit and use.
+pub(crate) fn render_budgets(budgets: &[Budget], out: &mut String) {
+    use std::fmt::Write as _;
+    for (name, help, value) in [
+        (
+            "rest_server_quota_limit_bytes",
+            "Bytes a --quota-file budget allows",
+            (|b: &Budget| b.limit) as fn(&Budget) -> u64,
+        ),
+        (
+            "rest_server_quota_used_bytes",
+            "Bytes stored and being uploaded in a --quota-file budget",
+            |b: &Budget| b.used,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for budget in budgets {
+            let _ = writeln!(
+                out,
+                "{name}{{group=\"{}\",rule=\"{}\"}} {}",
+                escape(&budget.group.to_string()),
+                escape(&budget.rule),
+                value(budget)
+            );
+        }
+    }
+}
+
 /// Label values may hold any UTF-8; the format needs `\`, `"` and newlines escaped.
-pub(crate) fn escape(value: &str) -> String {
+fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -322,6 +334,29 @@ pub(crate) fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_budgets() {
+        let budget = Budget {
+            rule: "/alice/*".into(),
+            group: crate::quota::rules::Group {
+                rule: 0,
+                label: "alice".into(),
+            },
+            used: 900,
+            limit: 1000,
+        };
+        let mut text = String::new();
+        render_budgets(&[budget], &mut text);
+        assert!(
+            text.contains("rest_server_quota_used_bytes{group=\"/alice\",rule=\"/alice/*\"} 900"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rest_server_quota_limit_bytes{group=\"/alice\",rule=\"/alice/*\"} 1000"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn counts_and_renders() {
@@ -341,10 +376,8 @@ mod tests {
         metrics.blob(BlobOp::Write, "alice", "alice", ObjectType::Data, 50);
         metrics.blob(BlobOp::Read, "alice", "alice", ObjectType::Data, 20);
         metrics.blob(BlobOp::Delete, "alice", "alice", ObjectType::Data, 30);
-        metrics.failed(&ApiError::Unauthorized(
-            crate::auth::AuthError::WrongPassword,
-        ));
-        metrics.failed(&ApiError::HashMismatch);
+        metrics.auth_failed(crate::auth::AuthError::WrongPassword.reason());
+        metrics.verification_failed();
         let logs = [LogHealth {
             log: "access",
             dropped: 3,

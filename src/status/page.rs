@@ -21,8 +21,8 @@ use hyper::{Method, Response};
 use crate::auth::acl::Access;
 use crate::auth::refused::Refusal;
 use crate::http::body::Body;
-use crate::http::route::RepoPath;
-use crate::logging::{civil_from_days, unix_now};
+use crate::repo::RepoPath;
+use crate::time::{ago, duration, unix_now, utc};
 use crate::mirror::MirrorSummary;
 use crate::quota::Budget;
 use crate::quota::rules::Group;
@@ -144,7 +144,7 @@ impl View {
              clock {}",
             env!("CARGO_PKG_VERSION"),
             duration(self.uptime.as_secs()),
-            clock(self.now),
+            utc(self.now),
         );
         if let Some(user) = &self.user {
             let _ = write!(out, " · signed in as {}", escape(user));
@@ -369,40 +369,6 @@ fn render_refused(out: &mut String, refused: &[Refusal], now: u64) {
     out.push_str("</table>");
 }
 
-/// `3 d 4 h`, `5 h 12 min`, `40 s`: the two largest units, a zero second
-/// one left out.
-fn duration(secs: u64) -> String {
-    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{secs} s"),
-        (0, 0, m) => format!("{m} min"),
-        (0, h, 0) => format!("{h} h"),
-        (0, h, m) => format!("{h} h {m} min"),
-        (d, 0, _) => format!("{d} d"),
-        (d, h, _) => format!("{d} d {h} h"),
-    }
-}
-
-/// `2026-11-30 15:16 UTC`: the server's clock, so that a board whose clock
-/// was never set shows it.
-fn clock(unix: u64) -> String {
-    let (year, month, day) = civil_from_days((unix / 86_400) as i64);
-    let rem = unix % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
-fn ago(secs: u64) -> String {
-    if secs < 60 {
-        "just now".to_string()
-    } else {
-        format!("{} ago", duration(secs))
-    }
-}
-
 /// Bytes in binary units, three significant figures.
 fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -534,7 +500,7 @@ mod tests {
         assert_eq!(duration(59), "59 s");
         assert_eq!(duration(3 * 86_400 + 3600), "3 d 1 h");
         assert_eq!(duration(7200), "2 h");
-        assert_eq!(clock(86_400 * 365 + 3600 + 120), "1971-01-01 01:02 UTC");
+        assert_eq!(utc(86_400 * 365 + 3600 + 120), "1971-01-01 01:02 UTC");
         assert_eq!(ago(5), "just now");
         assert_eq!(escape("a&'\""), "a&amp;&#39;&quot;");
     }

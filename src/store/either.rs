@@ -13,7 +13,7 @@ use super::{
     Batch, Incoming, Key, Listing, ObjectReader, OpenError, Repos, Scan, Space, Store, StoreError,
     Upload,
 };
-use crate::http::route::{ObjectType, RepoPath};
+use crate::repo::{ObjectType, RepoPath};
 use crate::repo::range::{ByteRange, Want};
 
 #[derive(Clone)]

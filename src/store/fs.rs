@@ -35,7 +35,7 @@ use super::{
     Batch, ErrorKind, Incoming, Key, Op as _, OpenError, RepoStats, Repos, Scan, Space, StoreError,
     classify,
 };
-use crate::http::route::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
+use crate::repo::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
 use crate::repo::range::{ByteRange, Want};
 use crate::runtime::io_pool;
 use crate::runtime::pool::{Job, Pool, PoolGone};
@@ -144,7 +144,7 @@ impl FsStore {
         let create_parent = key.kind().is_some_and(is_fanned_out);
         let (target, modes) = (final_path.clone(), self.modes);
         let (file, temp_path) =
-            io_pool::run(move || begin_upload(&target, modes, create_parent, existing)).await?;
+            crate::store::blocking(move || begin_upload(&target, modes, create_parent, existing)).await?;
         Ok(FsUpload {
             final_path,
             temp_path: Some(temp_path),
@@ -200,12 +200,12 @@ impl super::Store for FsStore {
     async fn create_repo(&self, repo: &RepoPath) -> Result<(), StoreError> {
         let (dir, modes) = (self.repo_dir(repo), self.modes);
         log::info!("creating repository {repo} in {}", dir.display());
-        io_pool::run(move || create_repo(&dir, modes)).await
+        crate::store::blocking(move || create_repo(&dir, modes)).await
     }
 
     async fn size(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
         let path = self.path(repo, key);
-        io_pool::run(move || file_len(&path)).await
+        crate::store::blocking(move || file_len(&path)).await
     }
 
     async fn open(&self, repo: &RepoPath, key: Key<'_>, want: Want) -> Result<FsReader, OpenError> {
@@ -242,12 +242,12 @@ impl super::Store for FsStore {
 
     async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
         let path = self.path(repo, key);
-        io_pool::run(move || remove(&path)).await
+        crate::store::blocking(move || remove(&path)).await
     }
 
     async fn list(&self, repo: &RepoPath, kind: ObjectType) -> Result<FsListing, StoreError> {
         let type_dir = self.type_dir(repo, kind);
-        let dirs = io_pool::run(move || listing_dirs(&type_dir, kind)).await?;
+        let dirs = crate::store::blocking(move || listing_dirs(&type_dir, kind)).await?;
         Ok(FsListing {
             dirs: dirs.into(),
             pending: None,
@@ -256,7 +256,7 @@ impl super::Store for FsStore {
 
     async fn scan(&self) -> Result<Scan, StoreError> {
         let (root, modes) = (self.root.clone(), self.modes);
-        io_pool::run(move || {
+        crate::store::blocking(move || {
             let mut builder = DirBuilder::new();
             builder.recursive(true).mode(modes.dir);
             builder.create(root.as_path()).op("create data directory")?;
@@ -267,12 +267,12 @@ impl super::Store for FsStore {
 
     async fn repos(&self) -> Result<Repos, StoreError> {
         let root = self.root.clone();
-        io_pool::run(move || Ok(scan(&root, Tidy::Leave)?.repos)).await
+        crate::store::blocking(move || Ok(scan(&root, Tidy::Leave)?.repos)).await
     }
 
     async fn space(&self) -> Option<Space> {
         let root = self.root.clone();
-        io_pool::run(move || Ok(fs_space(&root)))
+        crate::store::blocking(move || Ok(fs_space(&root)))
             .await
             .ok()
             .flatten()
@@ -280,7 +280,7 @@ impl super::Store for FsStore {
 
     async fn unhealthy(&self, min_free: u64) -> Option<String> {
         let root = self.root.clone();
-        io_pool::run(move || Ok(fs_unhealthy(&root, min_free)))
+        crate::store::blocking(move || Ok(fs_unhealthy(&root, min_free)))
             .await
             .unwrap_or_else(|e| Some(e.to_string()))
     }
@@ -1149,7 +1149,7 @@ impl FsUpload {
             .ok_or_else(|| StoreError::internal("replace", "upload file missing"))?;
         let temp = self.temp_path.take().unwrap_or_default();
         let target = self.final_path.clone();
-        io_pool::run(move || {
+        crate::store::blocking(move || {
             let replace = || {
                 match take_over(&writer.file, &target) {
                     Err(e) if e.kind == ErrorKind::NotFound => return Ok(Replaced::Gone),

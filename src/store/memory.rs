@@ -16,7 +16,7 @@ use super::{
     Batch, Incoming, Key, Listing, ObjectReader, OpenError, Repos, Scan, Space, Store, StoreError,
     Upload, classify,
 };
-use crate::http::route::{ObjectId, ObjectType, RepoPath};
+use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::repo::range::{ByteRange, Want};
 
 /// The operations a fault can be injected into.

@@ -22,49 +22,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use crate::http::route::{ObjectId, ObjectType, RepoPath};
+use crate::repo::{Key, ObjectId, ObjectType, RepoPath};
 use crate::repo::range::{ByteRange, RangeError, Want};
-
-/// A file of a repository: its config, or an object named by its hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Key<'a> {
-    Config,
-    Object(ObjectType, &'a ObjectId),
-}
-
-impl Key<'_> {
-    /// The object type, for metrics and limits; None for the config.
-    pub(crate) fn kind(self) -> Option<ObjectType> {
-        match self {
-            Key::Config => None,
-            Key::Object(kind, _) => Some(kind),
-        }
-    }
-}
-
-/// A [`Key`] that owns its id: for work that outlives the request that
-/// named the file (the mirror's queue, what follows a commit).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum KeyBuf {
-    Config,
-    Object(ObjectType, ObjectId),
-}
-
-impl KeyBuf {
-    pub(crate) fn of(key: Key<'_>) -> KeyBuf {
-        match key {
-            Key::Config => KeyBuf::Config,
-            Key::Object(kind, id) => KeyBuf::Object(kind, id.clone()),
-        }
-    }
-
-    pub(crate) fn key(&self) -> Key<'_> {
-        match self {
-            KeyBuf::Config => Key::Config,
-            KeyBuf::Object(kind, id) => Key::Object(*kind, id),
-        }
-    }
-}
 
 /// What went wrong in a store, as far as a client needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +82,20 @@ impl StoreError {
     /// A pool task that did not return (it panicked or was cancelled).
     pub(crate) fn lost_task(err: tokio::task::JoinError) -> StoreError {
         StoreError::internal("blocking task", err.to_string())
+    }
+}
+
+/// Runs a blocking file operation on the file-I/O pool
+/// ([`crate::runtime::io_pool`]) and waits for it; a lost task (it panicked,
+/// or the runtime is stopping) is a store error.
+pub(crate) async fn blocking<T, F>(op: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    match crate::runtime::io_pool::spawn(op).await {
+        Ok(result) => result,
+        Err(join) => Err(StoreError::lost_task(join)),
     }
 }
 

@@ -39,11 +39,12 @@ use http_body_util::BodyExt;
 
 use crate::config::Config;
 use crate::http::error::ApiError;
-use crate::http::route::RepoPath;
+use crate::repo::RepoPath;
 use crate::quota::{Quota, Reservation};
 use crate::repo::range::Want;
 use crate::runtime::pool::{ComputePool, Sha256};
-use crate::store::{Incoming, Key, ObjectReader as _, Store, StoreError, Upload};
+use crate::repo::Key;
+use crate::store::{Incoming, ObjectReader as _, Store, StoreError, Upload};
 
 /// Smallest upload buffer: what each of [`BUFFERED_UPLOADS`] uploads at once
 /// gets from the budget.
@@ -719,7 +720,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::http::route::{ObjectId, ObjectType};
+    use crate::repo::{ObjectId, ObjectType};
     use crate::store::StoreError;
     use crate::store::memory::MemStore;
 

@@ -47,7 +47,7 @@ use super::{
     Batch, ErrorKind, Incoming, Key, OpenError, RepoStats, Repos, Scan, Space, StoreError,
 };
 use crate::client::{BODY_STALL_TIMEOUT, Client, ClientError, OutBody};
-use crate::http::route::{ObjectId, ObjectType, RepoPath};
+use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::repo::range::{ByteRange, RangeError, Want};
 
 /// Largest error or listing body read into memory: a ListObjectsV2 page of

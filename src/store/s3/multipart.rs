@@ -217,7 +217,7 @@ pub(super) async fn abort(store: &Inner, name: &str, upload_id: &str) -> Result<
 /// than `min_age` seconds ago (a crash left them; a running server's are
 /// younger); returns how many.
 pub(super) async fn cleanup(store: &Inner, min_age: u64) -> Result<u64, StoreError> {
-    let prefix = store.repo_prefix(&crate::http::route::RepoPath::default());
+    let prefix = store.repo_prefix(&crate::repo::RepoPath::default());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -143,7 +143,7 @@ pub(crate) fn unix_time(text: &str) -> Option<u64> {
     let num = |range: std::ops::Range<usize>| -> Option<u32> {
         std::str::from_utf8(&t[range]).ok()?.parse().ok()
     };
-    let days = super::sign::days_from_civil(i64::from(num(0..4)?), num(5..7)?, num(8..10)?);
+    let days = crate::time::days_from_civil(i64::from(num(0..4)?), num(5..7)?, num(8..10)?);
     let secs = days * 86_400
         + i64::from(num(11..13)?) * 3600
         + i64::from(num(14..16)?) * 60
