@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+use crate::config::MirrorSettings;
+use crate::config::Modes;
 use crate::config::{AccessLogTarget, AuthMode, Config, Limits, ListenAddr};
+use crate::config::{Ciphers, ScrubSchedule, TlsSettings, TlsVersion};
 use crate::config::{CleanupTarget, DEFAULT_MIRROR_UPLOADS, Mirror, ScrubTarget, Storage};
-use crate::http::tls::{Ciphers, TlsSettings, TlsVersion};
-use crate::mirror::MirrorSettings;
-use crate::scrub::Schedule;
-use crate::store::fs::Modes;
 use crate::store::s3;
 
 /// A restic REST backend server for small boards: a drop-in for rest-server.
@@ -650,7 +649,7 @@ impl Flags {
     }
 
     /// The background scrub: a data directory's, unless turned off.
-    fn scrub_schedule(&self, storage: &Storage) -> Result<Option<Schedule>, CliError> {
+    fn scrub_schedule(&self, storage: &Storage) -> Result<Option<ScrubSchedule>, CliError> {
         let interval = match self.scrub_interval.as_deref() {
             None => Duration::from_secs(DEFAULT_SCRUB_INTERVAL_DAYS * 86_400),
             Some(text) => parse_interval(text).ok_or_else(|| {
@@ -680,7 +679,7 @@ impl Flags {
         let rate = rate
             .checked_mul(1_000_000)
             .ok_or_else(|| CliError::Scrub(format!("--scrub-rate {rate}: too large")))?;
-        Ok(Some(Schedule { rate, interval }))
+        Ok(Some(ScrubSchedule { rate, interval }))
     }
 
     /// The data directory, for `mirror status`.
@@ -916,7 +915,7 @@ mod tests {
         let config = parse(&["--path", "/srv"]).unwrap();
         assert_eq!(
             config.scrub,
-            Some(Schedule {
+            Some(ScrubSchedule {
                 rate: 8_000_000,
                 interval: Duration::from_secs(30 * 86_400)
             })

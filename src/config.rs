@@ -1,11 +1,77 @@
-//! The resolved configuration: built once from the flags, then passed by reference.
+//! The resolved configuration: built once from the flags, then passed by
+//! reference. Plain data: it imports no subsystem. Each subsystem defines
+//! how to use its settings (`impl` blocks beside the code that uses them).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hyper::header::HeaderName;
 
-use crate::store::fs::Modes;
+/// Permission bits for what the server creates (`--group-accessible-repos`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Modes {
+    pub(crate) dir: u32,
+    pub(crate) file: u32,
+}
+
+/// Where an S3 store is, from the `s3:` location alone (the settings file
+/// and the environment say the rest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct S3Location {
+    pub(crate) https: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
+}
+
+/// How the mirror runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MirrorSettings {
+    /// Uploads at once.
+    pub(crate) uploads: usize,
+    /// Bytes per second over all uploads; None: unlimited.
+    pub(crate) bandwidth: Option<u64>,
+    /// Mirror deletes (never with --append-only).
+    pub(crate) deletes: bool,
+}
+
+/// The server's scrub settings (`--scrub-rate`, `--scrub-interval`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScrubSchedule {
+    /// Bytes per second.
+    pub(crate) rate: u64,
+    /// From the start of one pass to the start of the next.
+    pub(crate) interval: Duration,
+}
+
+/// `--tls-min-ver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// What TLS is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsSettings {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) min_version: TlsVersion,
+    /// Require client certificates signed by this CA.
+    pub(crate) client_ca: Option<PathBuf>,
+    /// From the CPU, found once at startup.
+    pub(crate) ciphers: Ciphers,
+}
+
+/// Which cipher the server prefers, from its CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ciphers {
+    /// AES instructions: AES-GCM as the client orders it.
+    AesInHardware,
+    /// None: ChaCha20-Poly1305 first, whatever the client's order.
+    ChaChaFirst,
+}
 
 /// Default for `--max-connections`: enough for several restic clients (each
 /// opens up to 5 connections by default) on a board with little RAM.
@@ -32,7 +98,6 @@ pub(crate) const DEFAULT_IO_THREADS: usize = 4;
 /// flight after SIGINT/SIGTERM.
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 
-/// Where to listen.
 /// Where repositories are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Storage {
@@ -40,7 +105,7 @@ pub(crate) enum Storage {
     Local(PathBuf),
     /// A bucket; the settings file, when given, says how to reach it.
     S3 {
-        location: crate::store::s3::Location,
+        location: S3Location,
         settings: Option<PathBuf>,
     },
 }
@@ -50,9 +115,9 @@ pub(crate) const DEFAULT_MIRROR_UPLOADS: usize = 2;
 /// The offsite mirror of a data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Mirror {
-    pub(crate) location: crate::store::s3::Location,
+    pub(crate) location: S3Location,
     pub(crate) settings_file: Option<PathBuf>,
-    pub(crate) run: crate::mirror::MirrorSettings,
+    pub(crate) run: MirrorSettings,
 }
 
 /// Where `scrub` works, and the mirror it repairs from (opaque outside the
@@ -134,12 +199,12 @@ pub struct Config {
     pub(crate) storage: Storage,
     pub(crate) mirror: Option<Mirror>,
     /// The background scrub; None when off.
-    pub(crate) scrub: Option<crate::scrub::Schedule>,
+    pub(crate) scrub: Option<ScrubSchedule>,
     pub(crate) listen: ListenAddr,
     pub(crate) access_log: Option<AccessLogTarget>,
     pub(crate) debug: bool,
     /// `--tls`: serve HTTPS with these files.
-    pub(crate) tls: Option<crate::http::tls::TlsSettings>,
+    pub(crate) tls: Option<TlsSettings>,
     pub(crate) auth: AuthMode,
     /// `--private-repos`: a user may only use repositories under their name.
     pub(crate) private_repos: bool,

@@ -38,6 +38,6 @@ pub mod config;
 pub mod logging;
 mod repo;
 mod runtime;
-mod time;
 #[cfg(test)]
 mod testing;
+mod time;

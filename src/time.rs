@@ -72,3 +72,25 @@ pub(crate) fn ago(secs: u64) -> String {
         format!("{} ago", duration(secs))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_dates_both_ways() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(days_from_civil(2013, 5, 24), 1_369_353_600 / 86_400);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+    }
+
+    #[test]
+    fn formats_times_and_ages() {
+        assert_eq!(duration(59), "59 s");
+        assert_eq!(duration(3 * 86_400 + 3600), "3 d 1 h");
+        assert_eq!(duration(7200), "2 h");
+        assert_eq!(utc(86_400 * 365 + 3600 + 120), "1971-01-01 01:02 UTC");
+        assert_eq!(ago(5), "just now");
+    }
+}

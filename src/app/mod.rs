@@ -143,14 +143,14 @@ struct MirrorParts {
     dir: PathBuf,
     local: FsStore,
     remote: S3Store,
-    run: crate::mirror::MirrorSettings,
+    run: crate::config::MirrorSettings,
 }
 
 /// What the background scrub starts from.
 struct ScrubParts {
     files: crate::scrub::state::Files,
     store: FsStore,
-    schedule: crate::scrub::Schedule,
+    schedule: crate::config::ScrubSchedule,
 }
 
 /// Starts everything around `store` and serves until SIGINT or SIGTERM.

@@ -4,12 +4,12 @@
 use std::path::Path;
 
 use crate::commands::error::CommandError;
-use crate::config::{ScrubTarget, Storage};
+use crate::config::{Modes, ScrubTarget, Storage};
 use crate::runtime::pool::ComputePool;
 use crate::scrub::repair::Healer;
 use crate::scrub::state::Files;
 use crate::store::either::AnyStore;
-use crate::store::fs::{FsStore, Modes, WriterPool};
+use crate::store::fs::{FsStore, WriterPool};
 use crate::store::s3::S3Store;
 
 /// One pass over the target's repositories (or `repo` alone), at most

@@ -14,9 +14,9 @@ use hyper::Request;
 use hyper::header::{REFERER, USER_AGENT};
 
 use crate::config::AccessLogTarget;
-use crate::time::civil_from_days;
-use crate::logging::writer::{FLUSH_TIMEOUT, LogWriter, Notes, QUEUE_LINES};
 use crate::logging::LogHealth;
+use crate::logging::writer::{FLUSH_TIMEOUT, LogWriter, Notes, QUEUE_LINES};
+use crate::time::civil_from_days;
 
 /// One request, as the log line needs it.
 #[derive(Debug, Clone)]

@@ -10,11 +10,11 @@ use hyper::{Method, Response, StatusCode};
 use crate::auth::acl::Access;
 use crate::http::body::Body;
 use crate::http::error::ApiError;
-use crate::repo::{ObjectType, RepoPath};
 use crate::http::route::Target;
 use crate::repo::range::{ByteRange, Want};
-use crate::state::AppState;
 use crate::repo::{Key, KeyBuf};
+use crate::repo::{ObjectType, RepoPath};
+use crate::state::AppState;
 use crate::store::{ObjectReader as _, Store};
 use crate::upload::{Received, Receiver, Rules};
 

@@ -16,13 +16,13 @@ use crate::auth::Auth;
 use crate::auth::policy::Policy;
 use crate::config::Config;
 use crate::http::request::{self, Client};
-use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::http::route::Route;
 use crate::quota::Quota;
+use crate::repo::Key;
+use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::runtime::pool::ComputePool;
 use crate::state::AppState;
 use crate::status::metrics::Metrics;
-use crate::repo::Key;
 use crate::store::memory::{MemStore, Op};
 
 const CLIENT: Client<'static> = Client {

@@ -9,6 +9,7 @@
 //! wins and puts ChaCha20 first; with AES, the client's order is followed,
 //! so a client without AES still gets ChaCha20.
 
+use crate::config::{Ciphers, TlsSettings, TlsVersion};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,13 +18,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-
-/// `--tls-min-ver`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TlsVersion {
-    V1_2,
-    V1_3,
-}
 
 impl TlsVersion {
     pub(crate) fn parse(text: &str) -> Option<TlsVersion> {
@@ -42,18 +36,6 @@ impl fmt::Display for TlsVersion {
             TlsVersion::V1_3 => "1.3",
         })
     }
-}
-
-/// What TLS is configured with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TlsSettings {
-    pub(crate) cert: PathBuf,
-    pub(crate) key: PathBuf,
-    pub(crate) min_version: TlsVersion,
-    /// Require client certificates signed by this CA.
-    pub(crate) client_ca: Option<PathBuf>,
-    /// From the CPU, found once at startup.
-    pub(crate) ciphers: Ciphers,
 }
 
 /// Why the TLS configuration could not be built; the text names the file.
@@ -108,15 +90,6 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(TlsError::NoCertificate(path.to_path_buf()));
     }
     Ok(certs)
-}
-
-/// Which cipher the server prefers, from its CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ciphers {
-    /// AES instructions: AES-GCM as the client orders it.
-    AesInHardware,
-    /// None: ChaCha20-Poly1305 first, whatever the client's order.
-    ChaChaFirst,
 }
 
 impl Ciphers {

@@ -31,16 +31,17 @@ use bytes::Bytes;
 use http_body::Frame;
 use tokio::sync::Notify;
 
+use crate::config::MirrorSettings;
 use crate::http::body::Body;
 use crate::http::error::ApiError;
-use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::quota::Quota;
 use crate::repo::range::Want;
+use crate::repo::{Key, KeyBuf};
+use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::runtime::pool::ComputePool;
 use crate::runtime::rate::TokenBucket;
 use crate::store::fs::FsStore;
 use crate::store::s3::S3Store;
-use crate::repo::{Key, KeyBuf};
 use crate::store::{ErrorKind, ObjectReader as _, Op as _, Store, StoreError};
 use crate::upload::{BufferBudget, Received, Receiver, Rules};
 
@@ -69,17 +70,6 @@ const LOG_INTERVAL: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Longest pause while reading a local file for upload.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How the mirror runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MirrorSettings {
-    /// Uploads at once.
-    pub(crate) uploads: usize,
-    /// Bytes per second over all uploads; None: unlimited.
-    pub(crate) bandwidth: Option<u64>,
-    /// Mirror deletes (never with --append-only).
-    pub(crate) deletes: bool,
-}
 
 #[derive(Debug, Clone)]
 struct Item {
@@ -482,7 +472,8 @@ impl Mirror {
         {
             let _journal = self.journal.lock().await;
             if let Err(e) =
-                crate::store::blocking(move || append_journal(&dir, &line).op("journal a delete")).await
+                crate::store::blocking(move || append_journal(&dir, &line).op("journal a delete"))
+                    .await
             {
                 log::error!("mirror: cannot journal a delete ({e}); it is queued in memory only");
             }
@@ -515,7 +506,8 @@ impl Mirror {
     /// Replays the delete journal, then compares listings until that works.
     async fn prepare(self: Rc<Self>, repos: Vec<String>) {
         let dir = self.dir.clone();
-        match crate::store::blocking(move || read_journal(&dir).op("read the delete journal")).await {
+        match crate::store::blocking(move || read_journal(&dir).op("read the delete journal")).await
+        {
             Ok(items) if !items.is_empty() && !self.settings.deletes => log::warn!(
                 "mirror: {} delete(s) journalled earlier are not mirrored: deletes are off \
                  now (--mirror-deletes, never with --append-only); the journal is kept",
@@ -884,7 +876,8 @@ impl Mirror {
             (state.generation, self.status_text(&state), state.current())
         };
         let dir = self.dir.clone();
-        match crate::store::blocking(move || write_status(&dir, &text).op("write the status")).await {
+        match crate::store::blocking(move || write_status(&dir, &text).op("write the status")).await
+        {
             Ok(()) => self.published.set((generation, current)),
             Err(e) => {
                 log::warn!("mirror: cannot write the status file: {e}");

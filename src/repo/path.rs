@@ -53,9 +53,7 @@ impl RepoPath {
         }
         let segments = label
             .split('/')
-            .map(|s| {
-                check_segment(s.to_string()).filter(|s| !is_reserved_name(s))
-            })
+            .map(|s| check_segment(s.to_string()).filter(|s| !is_reserved_name(s)))
             .collect::<Option<Vec<String>>>()?;
         (segments.len() <= MAX_REPO_DEPTH).then_some(RepoPath { segments })
     }

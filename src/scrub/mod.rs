@@ -22,13 +22,14 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::repo::{ObjectId, RepoPath};
+use crate::config::ScrubSchedule;
+use crate::repo::Key;
 use crate::repo::range::Want;
+use crate::repo::{ObjectId, RepoPath};
 use crate::runtime::pool::{ComputePool, Sha256};
 use crate::runtime::rate::TokenBucket;
-use crate::time::utc;
-use crate::repo::Key;
 use crate::store::{ErrorKind, ObjectReader as _, OpenError, Store, StoreError};
+use crate::time::utc;
 use state::{Counts, Damage, Files, Finished, ORDER, Pass, Place, State};
 
 /// How long the background scrub works before it saves its position and
@@ -51,15 +52,6 @@ const EMPTY_PASS_INTERVAL: Duration = Duration::from_secs(86_400);
 /// While clients are being served, the scrub reads at this fraction of its
 /// rate.
 const BUSY_SHARE: usize = 10;
-
-/// The server's scrub settings (`--scrub-rate`, `--scrub-interval`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Schedule {
-    /// Bytes per second.
-    pub(crate) rate: u64,
-    /// From the start of one pass to the start of the next.
-    pub(crate) interval: Duration,
-}
 
 /// What one object's check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,7 +389,7 @@ pub(crate) struct Scrubber<S> {
     store: S,
     files: Files,
     compute: ComputePool,
-    schedule: Schedule,
+    schedule: ScrubSchedule,
     busy: Rc<dyn Fn() -> bool>,
     status: Rc<Status>,
 }
@@ -411,7 +403,7 @@ impl<S: Store> Scrubber<S> {
         store: S,
         files: Files,
         compute: ComputePool,
-        schedule: Schedule,
+        schedule: ScrubSchedule,
         busy: Rc<dyn Fn() -> bool>,
     ) -> Rc<Status> {
         let status = Rc::new(Status::default());

@@ -5,12 +5,12 @@
 //! the local copy once more first). A mirror copy that is missing or wrong
 //! changes nothing.
 
-use crate::repo::{ObjectId, RepoPath};
+use crate::repo::Key;
 use crate::repo::range::Want;
+use crate::repo::{ObjectId, RepoPath};
 use crate::runtime::pool::{ComputePool, Sha256};
 use crate::store::fs::{FsStore, Replaced};
 use crate::store::s3::S3Store;
-use crate::repo::Key;
 use crate::store::{ErrorKind, ObjectReader as _, OpenError, Store, Upload as _};
 
 use super::state::Place;

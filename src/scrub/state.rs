@@ -57,9 +57,7 @@ impl Place {
         Some(Place {
             repo: repo.to_string(),
             kind: ORDER.iter().position(|k| *k == kind)?,
-            id: crate::repo::ObjectId::parse(id)?
-                .as_str()
-                .to_string(),
+            id: crate::repo::ObjectId::parse(id)?.as_str().to_string(),
         })
     }
 

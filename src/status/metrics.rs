@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 
 use crate::logging::LogHealth;
 use crate::quota::Budget;
-use crate::repo::ObjectType;
 use crate::quota::usage::Usage;
+use crate::repo::ObjectType;
 use crate::store::Space;
 
 /// What happened to a blob.

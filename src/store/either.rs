@@ -13,8 +13,8 @@ use super::{
     Batch, Incoming, Key, Listing, ObjectReader, OpenError, Repos, Scan, Space, Store, StoreError,
     Upload,
 };
-use crate::repo::{ObjectType, RepoPath};
 use crate::repo::range::{ByteRange, Want};
+use crate::repo::{ObjectType, RepoPath};
 
 #[derive(Clone)]
 pub(crate) enum AnyStore {

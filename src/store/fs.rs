@@ -35,8 +35,9 @@ use super::{
     Batch, ErrorKind, Incoming, Key, Op as _, OpenError, RepoStats, Repos, Scan, Space, StoreError,
     classify,
 };
-use crate::repo::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
+use crate::config::Modes;
 use crate::repo::range::{ByteRange, Want};
+use crate::repo::{MAX_REPO_DEPTH, ObjectId, ObjectType, RepoPath};
 use crate::runtime::io_pool;
 use crate::runtime::pool::{Job, Pool, PoolGone};
 
@@ -72,13 +73,6 @@ const SPARE_PIECES: usize = 4;
 /// [`Writer::write_back`]), so that the disk works while the body still
 /// streams in and the final fsync only has the tail left.
 const WRITEBACK_INTERVAL_BYTES: u64 = 8 << 20;
-
-/// Permission bits for what the server creates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Modes {
-    pub(crate) dir: u32,
-    pub(crate) file: u32,
-}
 
 impl Modes {
     /// `--group-accessible-repos` lets the owning group in (0770/0660).
@@ -144,7 +138,8 @@ impl FsStore {
         let create_parent = key.kind().is_some_and(is_fanned_out);
         let (target, modes) = (final_path.clone(), self.modes);
         let (file, temp_path) =
-            crate::store::blocking(move || begin_upload(&target, modes, create_parent, existing)).await?;
+            crate::store::blocking(move || begin_upload(&target, modes, create_parent, existing))
+                .await?;
         Ok(FsUpload {
             final_path,
             temp_path: Some(temp_path),

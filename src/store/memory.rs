@@ -16,8 +16,8 @@ use super::{
     Batch, Incoming, Key, Listing, ObjectReader, OpenError, Repos, Scan, Space, Store, StoreError,
     Upload, classify,
 };
-use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::repo::range::{ByteRange, Want};
+use crate::repo::{ObjectId, ObjectType, RepoPath};
 
 /// The operations a fault can be injected into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

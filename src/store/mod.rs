@@ -22,8 +22,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use crate::repo::{Key, ObjectId, ObjectType, RepoPath};
 use crate::repo::range::{ByteRange, RangeError, Want};
+use crate::repo::{Key, ObjectId, ObjectType, RepoPath};
 
 /// What went wrong in a store, as far as a client needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

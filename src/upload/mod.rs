@@ -39,11 +39,11 @@ use http_body_util::BodyExt;
 
 use crate::config::Config;
 use crate::http::error::ApiError;
-use crate::repo::RepoPath;
 use crate::quota::{Quota, Reservation};
+use crate::repo::Key;
+use crate::repo::RepoPath;
 use crate::repo::range::Want;
 use crate::runtime::pool::{ComputePool, Sha256};
-use crate::repo::Key;
 use crate::store::{Incoming, ObjectReader as _, Store, StoreError, Upload};
 
 /// Smallest upload buffer: what each of [`BUFFERED_UPLOADS`] uploads at once

@@ -38,17 +38,15 @@ use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, HOST, HeaderName};
 use hyper::{Method, Request, Response, StatusCode};
 
 use self::multipart::Multipart;
-pub(crate) use self::settings::{
-    Encryption, Location, Settings, SettingsError, is_location, parse_location,
-};
+pub(crate) use self::settings::{Encryption, Settings, SettingsError, is_location, parse_location};
 pub(crate) use self::upload::S3Upload;
 use self::upload::StreamedPut;
 use super::{
     Batch, ErrorKind, Incoming, Key, OpenError, RepoStats, Repos, Scan, Space, StoreError,
 };
 use crate::client::{BODY_STALL_TIMEOUT, Client, ClientError, OutBody};
-use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::repo::range::{ByteRange, RangeError, Want};
+use crate::repo::{ObjectId, ObjectType, RepoPath};
 
 /// Largest error or listing body read into memory: a ListObjectsV2 page of
 /// 1000 keys is about 300 KB.
@@ -71,7 +69,7 @@ impl S3Store {
     /// The store at `location`, set up from the settings file (if any) and
     /// the environment: how the server and every subcommand open a bucket.
     pub(crate) fn open(
-        location: &Location,
+        location: &crate::config::S3Location,
         settings_file: Option<&std::path::Path>,
     ) -> Result<S3Store, SettingsError> {
         S3Store::new(settings::load(location, settings_file)?)

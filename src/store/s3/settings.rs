@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::sign::Credentials;
 use crate::client::Endpoint;
+use crate::config::S3Location;
 
 /// ListObjectsV2 page size when none is set (the S3 maximum).
 pub(crate) const DEFAULT_LIST_CHUNK: u32 = 1000;
@@ -144,17 +145,7 @@ pub(crate) fn is_location(path: &str) -> bool {
     path.starts_with("s3:")
 }
 
-/// Where the store is, from the location alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Location {
-    pub(crate) https: bool,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) bucket: String,
-    pub(crate) prefix: String,
-}
-
-pub(crate) fn parse_location(text: &str) -> Result<Location, SettingsError> {
+pub(crate) fn parse_location(text: &str) -> Result<S3Location, SettingsError> {
     let rest = text
         .strip_prefix("s3:")
         .ok_or_else(|| bad("an S3 location starts with s3:"))?;
@@ -186,7 +177,7 @@ pub(crate) fn parse_location(text: &str) -> Result<Location, SettingsError> {
             "{text}: the prefix has an empty, . or .. segment"
         )));
     }
-    Ok(Location {
+    Ok(S3Location {
         https,
         host,
         port,
@@ -308,7 +299,7 @@ pub(crate) fn private(path: &Path, mode: u32) -> Result<(), SettingsError> {
 /// The settings of `location`: the settings file if any, then the
 /// environment. A settings file others may read is refused when it holds a
 /// secret: it would give the bucket away.
-pub(crate) fn load(location: &Location, file: Option<&Path>) -> Result<Settings, SettingsError> {
+pub(crate) fn load(location: &S3Location, file: Option<&Path>) -> Result<Settings, SettingsError> {
     use std::os::unix::fs::MetadataExt as _;
     let values = match file {
         None => Default::default(),
@@ -336,7 +327,7 @@ pub(crate) fn load(location: &Location, file: Option<&Path>) -> Result<Settings,
 
 /// Builds the settings from the location and the file's values.
 pub(crate) fn resolve(
-    location: Location,
+    location: S3Location,
     file: &BTreeMap<String, String>,
     env: &dyn Environment,
 ) -> Result<Settings, SettingsError> {
@@ -625,7 +616,7 @@ mod tests {
         }
     }
 
-    fn location() -> Location {
+    fn location() -> S3Location {
         parse_location("s3:http://127.0.0.1:8333/bucket/some/prefix").unwrap()
     }
 

@@ -248,8 +248,6 @@ mod tests {
         assert_eq!(amz_date(t), "20130524T000000Z");
         let t = UNIX_EPOCH + std::time::Duration::from_secs(951_825_599);
         assert_eq!(amz_date(t), "20000229T115959Z");
-        assert_eq!(days_from_civil(2013, 5, 24), 1_369_353_600 / 86_400);
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
     }
 
     #[test]
