@@ -46,6 +46,7 @@ use crate::http::tls::TlsConfig;
 use crate::runtime::reload::Watched;
 use crate::state::AppState;
 use crate::store::Store;
+use crate::upload::READ_BUFFER_BYTES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -317,13 +318,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedIo<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
-
-/// Most bytes hyper reads from a socket at once. Measured with the upload
-/// benchmark: 128 and 256 KiB read no faster than 64 KiB once uploads are
-/// pipelined (see `upload`), nor 64 KiB than 32 KiB, but each costs memory on
-/// every busy connection, stalled ones included (64 stalled uploads: 15.2 MiB
-/// peak with 64 KiB, 12.3 MiB with 32 KiB).
-pub(crate) const READ_BUFFER_BYTES: usize = 32 * 1024;
 
 /// Shared by all connections: state, the access log, and hyper's settings.
 pub(crate) struct Shared<S> {

@@ -13,6 +13,7 @@ use crate::auth::policy::Denied;
 use crate::http::body::Body;
 use crate::runtime::pool::PoolGone;
 use crate::store::{ErrorKind, StoreError};
+use crate::upload::UploadError;
 
 /// Why a request failed.
 #[derive(Debug)]
@@ -131,6 +132,24 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
         ApiError::Storage(err)
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(err: UploadError) -> ApiError {
+        match err {
+            UploadError::Taken => {
+                ApiError::Forbidden("object exists; objects are never overwritten")
+            }
+            UploadError::HashMismatch => ApiError::HashMismatch,
+            UploadError::TooLarge => ApiError::PayloadTooLarge,
+            UploadError::Quota(over) => ApiError::QuotaExceeded(over),
+            UploadError::BodyRead(e) => ApiError::BodyRead(e),
+            UploadError::BodyTimeout => ApiError::BodyTimeout,
+            UploadError::Storage(e) => ApiError::Storage(e),
+            UploadError::Open(e) => e.into(),
+            UploadError::Pool(e) => ApiError::Pool(e),
+        }
     }
 }
 

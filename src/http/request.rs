@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use http_body_util::BodyExt;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response};
 
@@ -23,9 +22,7 @@ use crate::repo::ObjectType;
 use crate::state::AppState;
 use crate::status::metrics::{BlobOp, Metrics};
 use crate::store::Store;
-
-/// Largest body read and thrown away after refusing a request.
-const DRAIN_LIMIT_BYTES: u64 = 64 * 1024;
+use crate::upload::drain_small_body;
 
 /// What a finished request leaves to record.
 pub(crate) struct Record {
@@ -321,23 +318,4 @@ async fn metrics<S: Store>(
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(response)
-}
-
-/// Reads the body of a refused request when it is small, so that closing the
-/// connection does not leave unread bytes behind: the kernel would then reset
-/// the connection, and the client could lose the answer before reading it.
-/// Large or undeclared bodies are left to hyper, which closes the connection.
-pub(crate) async fn drain_small_body<B>(
-    mut body: B,
-    declared: Option<u64>,
-    timeout: std::time::Duration,
-) where
-    B: http_body::Body + Unpin,
-{
-    let small = declared.is_some_and(|n| n <= DRAIN_LIMIT_BYTES);
-    if !small {
-        return;
-    }
-    let drain = async { while let Some(Ok(_)) = body.frame().await {} };
-    let _ = tokio::time::timeout(timeout, drain).await;
 }

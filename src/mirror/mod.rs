@@ -32,8 +32,6 @@ use http_body::Frame;
 use tokio::sync::Notify;
 
 use crate::config::MirrorSettings;
-use crate::http::body::Body;
-use crate::http::error::ApiError;
 use crate::quota::Quota;
 use crate::repo::range::Want;
 use crate::repo::{Key, KeyBuf};
@@ -43,7 +41,7 @@ use crate::runtime::rate::TokenBucket;
 use crate::store::fs::FsStore;
 use crate::store::s3::S3Store;
 use crate::store::{ErrorKind, ObjectReader as _, Op as _, Store, StoreError};
-use crate::upload::{BufferBudget, Received, Receiver, Rules};
+use crate::upload::{BufferBudget, ReaderBody, Received, Receiver, Rules, UploadError};
 
 /// The mirror's own files, in the data directory (a dot name: never served).
 pub(crate) const STATE_DIR: &str = ".mirror";
@@ -654,11 +652,11 @@ impl Mirror {
             Err(crate::store::OpenError::Store(e)) if e.kind == ErrorKind::NotFound => {
                 return Outcome::Vanished;
             }
-            Err(e) => return Outcome::Retry(ApiError::from(e).to_string()),
+            Err(e) => return Outcome::Retry(e.to_string()),
         };
         let size = reader.size();
         let body = Throttled::new(
-            Body::<FsStore>::object(reader),
+            ReaderBody(reader),
             paced_piece(&self.settings).zip(self.bandwidth.clone()),
         );
         let receiver = Receiver {
@@ -688,18 +686,18 @@ impl Mirror {
             Ok(Received::Stored(_)) => Outcome::Done,
             Ok(Received::Same) => Outcome::AlreadyThere,
             // The bucket holds other content under this name: never replaced.
-            Err(ApiError::Forbidden(_)) => Outcome::Conflict,
-            Err(ApiError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => {
+            Err(UploadError::Taken) => Outcome::Conflict,
+            Err(UploadError::Storage(e)) if e.kind == ErrorKind::AlreadyExists => {
                 Outcome::AlreadyThere
             }
-            Err(ApiError::HashMismatch) => Outcome::Corrupt("does not match its name"),
+            Err(UploadError::HashMismatch) => Outcome::Corrupt("does not match its name"),
             // The local file could not be read: a disk problem, reported;
             // the next start's comparison queues it again, and so does a
             // new upload of it.
-            Err(ApiError::BodyRead(_)) => Outcome::Corrupt("could not be read"),
+            Err(UploadError::BodyRead(_)) => Outcome::Corrupt("could not be read"),
             // A disk that stalls (an SD card's garbage collection) may
             // answer again: tried again after the backoff.
-            Err(ApiError::BodyTimeout) => Outcome::Retry("the local disk stalled".to_string()),
+            Err(UploadError::BodyTimeout) => Outcome::Retry("the local disk stalled".to_string()),
             Err(e) => Outcome::Retry(e.to_string()),
         }
     }

@@ -133,6 +133,15 @@ pub(crate) enum OpenError {
     Range(RangeError),
 }
 
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Store(e) => e.fmt(f),
+            OpenError::Range(e) => e.fmt(f),
+        }
+    }
+}
+
 impl From<StoreError> for OpenError {
     fn from(err: StoreError) -> OpenError {
         OpenError::Store(err)

@@ -29,16 +29,24 @@
 //! A name that is taken is no error when the content is the same: restic
 //! retries an upload whose answer was lost ([`Receiver::compare`]).
 
-use std::cell::Cell;
+mod body;
+mod budget;
+mod error;
+mod sending;
+
 use std::error::Error as StdError;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use bytes::Bytes;
+
+use body::next_data;
+pub(crate) use body::{READ_BUFFER_BYTES, ReaderBody, drain_small_body};
+pub(crate) use budget::{BUFFERED_UPLOADS, BufferBudget};
+pub(crate) use error::UploadError;
+use sending::Sending;
 
 use crate::config::Config;
-use crate::http::error::ApiError;
 use crate::quota::{Quota, Reservation};
 use crate::repo::Key;
 use crate::repo::RepoPath;
@@ -46,158 +54,11 @@ use crate::repo::range::Want;
 use crate::runtime::pool::{ComputePool, Sha256};
 use crate::store::{Incoming, ObjectReader as _, Store, StoreError, Upload};
 
-/// Smallest upload buffer: what each of [`BUFFERED_UPLOADS`] uploads at once
-/// gets from the budget.
-const MIN_BUFFER_BYTES: usize = 192 * 1024;
-
-/// Largest upload buffer, for uploads that have the budget to few of them.
-/// Each buffer is one hand-off to the hasher and one to the writer, each
-/// costing thread wake-ups: 512 KiB buffers cut the server's CPU per uploaded
-/// GiB by a fifth against 192 KiB ones, and 1 MiB ones did no better (4 MiB
-/// ones did worse: they no longer stay in the CPU's caches between the copy
-/// in, the hash and the write).
-const MAX_BUFFER_BYTES: usize = 512 * 1024;
-
-/// Buffer sizes are multiples of this.
-const BUFFER_STEP_BYTES: usize = 64 * 1024;
-
-/// hyper's largest read, unless `--max-header-size` is larger: a buffer
-/// goes out once it has less room than this left, so that no part of a
-/// chunk (a view of hyper's read buffer) is held through a hand-over. One
-/// held then kept hyper from reusing its buffer while it read ahead, and
-/// it allocated a fresh one for each of ours (README, "Where an upload's
-/// CPU goes").
-const CHUNK_ROOM: usize = crate::http::connection::READ_BUFFER_BYTES;
-
-// Else a buffer could be handed over empty.
-const _: () = assert!(CHUNK_ROOM < MIN_BUFFER_BYTES);
-
 /// How long a body may pause before its upload gives its buffers back to the
 /// budget (after handing over what they hold). A client that is sending does
 /// not pause this long between two reads; one that stalls should not hold
 /// memory others could use while `--body-timeout` runs.
 const STALL_RELEASE: Duration = Duration::from_secs(1);
-
-/// Uploads that may hold their two buffers at once at the smallest size:
-/// 3 MiB in all, which covers the eight concurrent streams the memory budget
-/// is measured with.
-pub(crate) const BUFFERED_UPLOADS: usize = 8;
-
-/// The upload buffers all uploads draw from (see the module docs), in bytes.
-/// Each upload holding buffers gets an equal share, between the smallest and
-/// the largest size; an upload that finds no room counts as waiting, and the
-/// others shrink to make room for it with the next data they receive (a
-/// buffer over the new share is handed over then, full or not). There is
-/// never a wait for a buffer, so no upload can hold up another; a client trickling bytes to keep its
-/// buffers only pushes the others onto the unbuffered path.
-#[derive(Debug)]
-pub(crate) struct BufferBudget {
-    total: usize,
-    free: Cell<usize>,
-    /// Uploads holding buffers.
-    holders: Cell<usize>,
-    /// Uploads going without for want of room.
-    waiting: Cell<usize>,
-}
-
-impl BufferBudget {
-    /// A budget for `uploads` uploads at once at the smallest size; fewer
-    /// get larger buffers.
-    pub(crate) fn new(uploads: usize) -> Rc<BufferBudget> {
-        let total = uploads * 2 * MIN_BUFFER_BYTES;
-        Rc::new(BufferBudget {
-            total,
-            free: Cell::new(total),
-            holders: Cell::new(0),
-            waiting: Cell::new(0),
-        })
-    }
-
-    /// The size of each buffer as the budget is shared now.
-    fn current_share(&self) -> usize {
-        self.share(self.holders.get() + self.waiting.get())
-    }
-
-    /// The size of each buffer when `uploads` share the budget.
-    fn share(&self, uploads: usize) -> usize {
-        let each = self.total / (2 * uploads.max(1));
-        (each / BUFFER_STEP_BYTES * BUFFER_STEP_BYTES).clamp(MIN_BUFFER_BYTES, MAX_BUFFER_BYTES)
-    }
-
-    /// Two buffers' room for an upload that has none: its share, or less
-    /// while the others shrink to their new share, or nothing (and the
-    /// upload is then counted in `waiting` until it ends or gets room).
-    fn grant(self: &Rc<Self>, waiting: &mut Option<Waiting>) -> Option<Grant> {
-        let uploads = self.holders.get() + self.waiting.get() + usize::from(waiting.is_none());
-        let room = self.free.get() / 2 / BUFFER_STEP_BYTES * BUFFER_STEP_BYTES;
-        let size = self.share(uploads).min(room);
-        if size < MIN_BUFFER_BYTES {
-            waiting.get_or_insert_with(|| Waiting::new(self));
-            return None;
-        }
-        *waiting = None;
-        self.free.set(self.free.get() - 2 * size);
-        self.holders.set(self.holders.get() + 1);
-        Some(Grant {
-            budget: self.clone(),
-            held: 2 * size,
-        })
-    }
-}
-
-/// An upload's room in the budget, returned on drop.
-struct Grant {
-    budget: Rc<BufferBudget>,
-    /// Bytes held: the sizes of the upload's two buffers.
-    held: usize,
-}
-
-impl Grant {
-    /// Whether a buffer of `size` is larger than the share it would get
-    /// now, while an upload waits for room.
-    fn over_share(&self, size: usize) -> bool {
-        self.budget.waiting.get() > 0 && size > self.budget.current_share()
-    }
-
-    /// The size a buffer of `size` should have when it is filled again: the
-    /// current share, when that is smaller or there is room to grow.
-    fn resize(&mut self, size: usize) -> usize {
-        let budget = &self.budget;
-        let share = budget.current_share();
-        let free = budget.free.get();
-        if share < size || share - size <= free {
-            budget.free.set(free + size - share);
-            self.held = self.held + share - size;
-            share
-        } else {
-            size
-        }
-    }
-}
-
-impl Drop for Grant {
-    fn drop(&mut self) {
-        let budget = &self.budget;
-        budget.free.set(budget.free.get() + self.held);
-        budget.holders.set(budget.holders.get() - 1);
-    }
-}
-
-/// An upload counted as waiting for room, until dropped.
-struct Waiting(Rc<BufferBudget>);
-
-impl Waiting {
-    fn new(budget: &Rc<BufferBudget>) -> Waiting {
-        budget.waiting.set(budget.waiting.get() + 1);
-        Waiting(budget.clone())
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.waiting.set(self.0.waiting.get() - 1);
-    }
-}
 
 /// What applies to an upload, from what it targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +109,7 @@ impl Receiver<'_> {
         declared: Option<u64>,
         body: B,
         after: A,
-    ) -> Result<Received, ApiError>
+    ) -> Result<Received, UploadError>
     where
         S: Store,
         B: http_body::Body<Data = Bytes> + Unpin,
@@ -263,7 +124,7 @@ impl Receiver<'_> {
             }
             Err(Begin::Refused(e)) => {
                 // Refused before a byte was read: see drain_small_body.
-                crate::http::request::drain_small_body(body, declared, self.body_timeout).await;
+                drain_small_body(body, declared, self.body_timeout).await;
                 return Err(e);
             }
         };
@@ -277,17 +138,10 @@ impl Receiver<'_> {
         // Only the upload goes on: the buffers, their room in the budget and
         // a place among the waiting are given back before the commit's
         // fsync (or the abort), which can take seconds on an SD card.
-        let Sending {
-            upload,
-            hash,
-            budget,
-            buffers,
-            waiting,
-        } = sending;
-        drop((hash, budget, buffers, waiting));
+        let upload = sending.into_upload();
         let refusal = match filled {
             Ok((received, hash)) => match (self.rules.expected, hash) {
-                (Some(expected), Some(digest)) if expected != digest => ApiError::HashMismatch,
+                (Some(expected), Some(digest)) if expected != digest => UploadError::HashMismatch,
                 _ => {
                     // The commit and what follows it run in a task of their
                     // own: a client gone meanwhile (hyper then drops this
@@ -317,7 +171,7 @@ impl Receiver<'_> {
         sending: &mut Sending<U>,
         reservation: &mut Reservation,
         mut body: B,
-    ) -> Result<(u64, Option<[u8; 32]>), ApiError>
+    ) -> Result<(u64, Option<[u8; 32]>), UploadError>
     where
         U: Upload,
         B: http_body::Body<Data = Bytes> + Unpin,
@@ -354,9 +208,9 @@ impl Receiver<'_> {
             let Some(data) = next else { break };
             let len = data.len() as u64;
             if self.rules.max_bytes.is_some_and(|max| received + len > max) {
-                return Err(ApiError::PayloadTooLarge);
+                return Err(UploadError::TooLarge);
             }
-            reservation.grow(len).map_err(ApiError::QuotaExceeded)?;
+            reservation.grow(len).map_err(UploadError::Quota)?;
             received += len;
             sending.take(data).await?;
         }
@@ -365,14 +219,18 @@ impl Receiver<'_> {
     }
 
     /// The body's next piece of data within `limit`; None at its end.
-    async fn next_chunk<B>(&self, body: &mut B, limit: Duration) -> Result<Option<Bytes>, ApiError>
+    async fn next_chunk<B>(
+        &self,
+        body: &mut B,
+        limit: Duration,
+    ) -> Result<Option<Bytes>, UploadError>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
         tokio::time::timeout(limit, next_data(body))
             .await
-            .unwrap_or(Err(ApiError::BodyTimeout))
+            .unwrap_or(Err(UploadError::BodyTimeout))
     }
 
     /// The name is taken: a retry of an upload whose answer was lost (restic
@@ -387,13 +245,12 @@ impl Receiver<'_> {
         key: Key<'_>,
         declared: Option<u64>,
         mut body: B,
-    ) -> Result<Received, ApiError>
+    ) -> Result<Received, UploadError>
     where
         S: Store,
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
-        const TAKEN: ApiError = ApiError::Forbidden("object exists; objects are never overwritten");
         let mut stored = match self.rules.expected {
             Some(_) => None,
             None => Some(store.open(repo, key, Want::All).await?),
@@ -401,8 +258,8 @@ impl Receiver<'_> {
         if let (Some(stored), Some(len)) = (&stored, declared)
             && stored.size() != len
         {
-            crate::http::request::drain_small_body(body, declared, self.body_timeout).await;
-            return Err(TAKEN);
+            drain_small_body(body, declared, self.body_timeout).await;
+            return Err(UploadError::Taken);
         }
         let mut hash = self
             .rules
@@ -415,7 +272,7 @@ impl Receiver<'_> {
         while let Some(mut data) = self.next_chunk(&mut body, self.body_timeout).await? {
             received += data.len() as u64;
             if self.rules.max_bytes.is_some_and(|max| received > max) {
-                return Err(ApiError::PayloadTooLarge);
+                return Err(UploadError::TooLarge);
             }
             if let Some(hash) = hash.as_mut() {
                 hash.push(data).await?;
@@ -456,7 +313,7 @@ impl Receiver<'_> {
             log::debug!("{repo}: re-upload of a stored file with the same content");
             Ok(Received::Same)
         } else {
-            Err(TAKEN)
+            Err(UploadError::Taken)
         }
     }
 
@@ -472,7 +329,7 @@ impl Receiver<'_> {
         if let (Some(len), Some(max)) = (declared, self.rules.max_bytes)
             && len > max
         {
-            return Err(Begin::Refused(ApiError::PayloadTooLarge));
+            return Err(Begin::Refused(UploadError::TooLarge));
         }
         let incoming = Incoming {
             length: declared,
@@ -481,34 +338,18 @@ impl Receiver<'_> {
         let upload = store.begin_upload(repo, key, incoming).await;
         match upload {
             Err(e) if e.kind == crate::store::ErrorKind::AlreadyExists => Err(Begin::Exists),
-            Err(e) => Err(Begin::Refused(ApiError::Storage(e))),
+            Err(e) => Err(Begin::Refused(UploadError::Storage(e))),
             // The quota after the name: a retry of a stored upload takes no
             // new space.
             Ok(upload) => match declared.map(|len| self.quota.check(&repo.label(), len)) {
                 Some(Err(over)) => {
                     upload.abort().await;
-                    Err(Begin::Refused(ApiError::QuotaExceeded(over)))
+                    Err(Begin::Refused(UploadError::Quota(over)))
                 }
                 _ => Ok(upload),
             },
         }
     }
-}
-
-/// The body's next piece of data (trailers carry nothing we store); None at
-/// its end.
-async fn next_data<B>(body: &mut B) -> Result<Option<Bytes>, ApiError>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
-    while let Some(frame) = body.frame().await {
-        match frame.map_err(|e| ApiError::BodyRead(e.into()))?.into_data() {
-            Ok(data) => return Ok(Some(data)),
-            Err(_trailers) => continue,
-        }
-    }
-    Ok(None)
 }
 
 /// Work that must finish once started, whatever becomes of the request
@@ -528,7 +369,7 @@ pub(crate) async fn finish_detached(work: Detached) -> Result<u64, StoreError> {
 enum Begin {
     /// The name is taken: see [`Receiver::compare`].
     Exists,
-    Refused(ApiError),
+    Refused(UploadError),
 }
 
 /// What came of an upload.
@@ -540,178 +381,10 @@ pub(crate) enum Received {
     Same,
 }
 
-/// The two consumers of an upload's bytes, and its buffers while it holds a
-/// grant from the budget.
-struct Sending<U> {
-    upload: U,
-    hash: Option<Sha256>,
-    budget: Rc<BufferBudget>,
-    buffers: Option<Buffers>,
-    /// Some while the upload found no room in the budget.
-    waiting: Option<Waiting>,
-}
-
-/// An upload's two buffers: one being filled, the other handed over last
-/// (filled again once both consumers are done with it).
-struct Buffers {
-    filling: BytesMut,
-    /// The capacity of `filling`, which is handed over once it has less
-    /// than [`CHUNK_ROOM`] left.
-    filling_size: usize,
-    sent: Option<Bytes>,
-    /// The size of the other buffer (`sent`, or the one not yet made).
-    other_size: usize,
-    grant: Grant,
-}
-
-impl<U: Upload> Sending<U> {
-    fn new(upload: U, hash: Option<Sha256>, budget: Rc<BufferBudget>) -> Sending<U> {
-        Sending {
-            upload,
-            hash,
-            budget,
-            buffers: None,
-            waiting: None,
-        }
-    }
-
-    async fn take(&mut self, data: Bytes) -> Result<(), ApiError> {
-        if self.buffers.is_none() {
-            match self.budget.grant(&mut self.waiting) {
-                Some(grant) => {
-                    let size = grant.held / 2;
-                    self.buffers = Some(Buffers {
-                        filling: BytesMut::with_capacity(size),
-                        filling_size: size,
-                        sent: None,
-                        other_size: size,
-                        grant,
-                    })
-                }
-                None => return self.pass_through(data).await,
-            }
-        }
-        let mut data = data;
-        while !data.is_empty() {
-            let Some(buffers) = self.buffers.as_mut() else {
-                // Not reached (a hand-over keeps the buffers), but no byte
-                // may ever be dropped.
-                return self.pass_through(data).await;
-            };
-            let room = buffers.filling_size - buffers.filling.len();
-            // Dropped before any await: it is a view of hyper's read buffer.
-            buffers
-                .filling
-                .extend_from_slice(&data.split_to(room.min(data.len())));
-            let full = buffers.filling_size - buffers.filling.len() < CHUNK_ROOM;
-            // With an upload waiting for room, a buffer over the new share
-            // goes now, full or not, so that it shrinks at once: else a
-            // client sending a byte now and then would keep large buffers.
-            let oversized = || {
-                let larger = buffers.filling_size.max(buffers.other_size);
-                !buffers.filling.is_empty() && buffers.grant.over_share(larger)
-            };
-            if full || oversized() {
-                self.hand_over().await?;
-                // Let the other connections have the event loop: with its
-                // body's bytes always ready, an upload would otherwise run
-                // through tokio's whole cooperative budget (128 socket reads,
-                // 4 MiB) before a small GET got a turn.
-                tokio::task::yield_now().await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives `chunk` to the store and the hasher, each once it is done with
-    /// the previous one.
-    async fn push(&mut self, chunk: Bytes) -> Result<(), ApiError> {
-        let hashed = async {
-            match self.hash.as_mut() {
-                Some(hash) => hash.push(chunk.clone()).await,
-                None => Ok(()),
-            }
-        };
-        let (stored, hashed) = tokio::join!(self.upload.push(chunk.clone()), hashed);
-        stored?;
-        hashed?;
-        Ok(())
-    }
-
-    /// Without buffers: hyper's chunk goes on as it is, and is done with
-    /// before the next is read, so that the upload pins at most one chunk
-    /// besides hyper's read buffer.
-    async fn pass_through(&mut self, chunk: Bytes) -> Result<(), ApiError> {
-        self.push(chunk).await?;
-        self.settled().await
-    }
-
-    /// Returns once neither consumer holds a chunk.
-    async fn settled(&mut self) -> Result<(), ApiError> {
-        let hashed = async {
-            match self.hash.as_mut() {
-                Some(hash) => hash.settled().await,
-                None => Ok(()),
-            }
-        };
-        let (stored, hashed) = tokio::join!(self.upload.settled(), hashed);
-        stored?;
-        hashed?;
-        Ok(())
-    }
-
-    /// Hands over the buffer being filled, then takes the previous buffer
-    /// (which both consumers are done with by then) back to fill next, at
-    /// the size the budget's share is now.
-    async fn hand_over(&mut self) -> Result<(), ApiError> {
-        let Some(buffers) = self.buffers.as_mut() else {
-            return Ok(());
-        };
-        let full = std::mem::take(&mut buffers.filling).freeze();
-        let previous = buffers.sent.replace(full.clone());
-        let previous_size = std::mem::replace(&mut buffers.other_size, buffers.filling_size);
-        self.push(full).await?;
-        if let Some(buffers) = self.buffers.as_mut() {
-            let size = buffers.grant.resize(previous_size);
-            buffers.filling = match previous.map(Bytes::try_into_mut) {
-                Some(Ok(mut previous)) if size == previous_size => {
-                    previous.clear();
-                    previous
-                }
-                _ => BytesMut::with_capacity(size),
-            };
-            buffers.filling_size = size;
-        }
-        Ok(())
-    }
-
-    /// The body paused: hands over what is gathered and gives the buffers
-    /// back (each is freed once its consumers are done with it).
-    async fn release(&mut self) -> Result<(), ApiError> {
-        // Nor does a paused upload keep the others at a smaller share.
-        self.waiting = None;
-        let Some(buffers) = self.buffers.take() else {
-            return Ok(());
-        };
-        let Buffers { filling, .. } = buffers;
-        if !filling.is_empty() {
-            self.push(filling.freeze()).await?;
-        }
-        Ok(())
-    }
-
-    /// Hands over what is left; the digest, when hashed.
-    async fn finish(&mut self) -> Result<Option<[u8; 32]>, ApiError> {
-        self.release().await?;
-        match self.hash.take() {
-            Some(hash) => Ok(Some(hash.finish().await?)),
-            None => Ok(None),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::budget::{MAX_BUFFER_BYTES, MIN_BUFFER_BYTES, Waiting};
+    use super::sending::CHUNK_ROOM;
     use std::pin::Pin;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
