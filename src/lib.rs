@@ -27,6 +27,7 @@ mod upload;
 
 // Policy and accounting.
 mod auth;
+mod metrics;
 mod quota;
 
 // Storage, and the HTTP client it reaches object stores with.

@@ -7,11 +7,11 @@ use std::rc::Rc;
 use crate::auth::Auth;
 use crate::auth::policy::Policy;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::mirror::Mirror;
 use crate::quota::Quota;
 use crate::quota::usage::Usage;
 use crate::runtime::pool::ComputePool;
-use crate::status::metrics::Metrics;
 use crate::upload::BufferBudget;
 
 /// What every request needs; shared by all connections on the one thread.

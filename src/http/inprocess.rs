@@ -17,12 +17,12 @@ use crate::auth::policy::Policy;
 use crate::config::Config;
 use crate::http::request::{self, Client};
 use crate::http::route::Route;
+use crate::metrics::Metrics;
 use crate::quota::Quota;
 use crate::repo::Key;
 use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::runtime::pool::ComputePool;
 use crate::state::AppState;
-use crate::status::metrics::Metrics;
 use crate::store::memory::{MemStore, Op};
 
 const CLIENT: Client<'static> = Client {

@@ -2,6 +2,7 @@
 //! routed to one endpoint after access is decided. Nothing below this folder
 //! imports it.
 
+mod about;
 pub(crate) mod access_log;
 pub(crate) mod api;
 pub(crate) mod body;

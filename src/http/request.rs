@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use crate::http::about;
 use hyper::{Method, Request, Response};
 
 use crate::http::access_log::{AccessLog, Entry};
@@ -18,9 +18,9 @@ use crate::http::api::{self, Call, Effect, Endpoint};
 use crate::http::body::{Body, Completion};
 use crate::http::error::ApiError;
 use crate::http::route::Route;
+use crate::metrics::{BlobOp, Metrics};
 use crate::repo::ObjectType;
 use crate::state::AppState;
-use crate::status::metrics::{BlobOp, Metrics};
 use crate::store::Store;
 use crate::upload::drain_small_body;
 
@@ -186,7 +186,7 @@ where
     // Unauthenticated, for init scripts and watchdogs; restic never asks
     // for it, and a repository named `health` is `/health/...`.
     if parts.uri.path() == "/health" {
-        return health(state, &parts.method).await;
+        return about::health(state, &parts.method).await;
     }
     // SECURITY: see crate::http::origin. Before the credentials are checked: the
     // refusal needs none, and costs no bcrypt check.
@@ -207,10 +207,10 @@ where
         }
     }
     if metrics_request {
-        return metrics(state, access_log, &parts.method).await;
+        return about::metrics(state, access_log, &parts.method).await;
     }
-    if parts.uri.path() == "/" && crate::status::wanted(&parts.method, &parts.headers) {
-        return Ok(crate::status::page(state, user.as_deref()).await);
+    if parts.uri.path() == "/" && about::page_wanted(&parts.method, &parts.headers) {
+        return Ok(about::page(state, user.as_deref()).await);
     }
     let Route { repo, target } = Route::parse(parts.uri.path())?;
     let endpoint = Endpoint::select(&target, &parts.method)?;
@@ -246,76 +246,4 @@ where
         effect: reply.effect,
     });
     Ok(reply.response)
-}
-
-/// `GET /metrics`.
-/// `GET /health`: 200 `ok` when the server serves and the store can take
-/// backups, 503 and the reason when it cannot; a change either way is
-/// logged once, not at every probe.
-async fn health<S: Store>(
-    state: &AppState<S>,
-    method: &Method,
-) -> Result<Response<Body<S>>, ApiError> {
-    if method != Method::GET && method != Method::HEAD {
-        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
-    }
-    let reason = state.store.unhealthy(state.config.health_min_free).await;
-    let before = state.unhealthy.replace(reason.clone());
-    match (&before, &reason) {
-        (_, Some(now)) if before.as_ref() != Some(now) => log::warn!("health: unhealthy: {now}"),
-        (Some(_), None) => log::info!("health: healthy again"),
-        _ => {}
-    }
-    let (status, text) = match reason {
-        None => (hyper::StatusCode::OK, "ok\n".to_string()),
-        Some(why) => (
-            hyper::StatusCode::SERVICE_UNAVAILABLE,
-            format!("unhealthy: {why}\n"),
-        ),
-    };
-    let mut response = Response::new(Body::full(text));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    Ok(response)
-}
-
-async fn metrics<S: Store>(
-    state: &AppState<S>,
-    access_log: Option<&Rc<AccessLog>>,
-    method: &Method,
-) -> Result<Response<Body<S>>, ApiError> {
-    if method != Method::GET && method != Method::HEAD {
-        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
-    }
-    let space = state.store.space().await;
-    let mut logs = vec![crate::logging::health()];
-    logs.extend(access_log.map(|log| log.health()));
-    let mut text = state
-        .metrics
-        .as_ref()
-        .map(|m| m.render(&state.usage, space, &logs))
-        .unwrap_or_default();
-    if let Some(mirror) = &state.mirror {
-        mirror.render_metrics(&mut text);
-    }
-    if let Some(scrub) = &state.scrub {
-        scrub.render_metrics(&mut text);
-    }
-    if state.quota.has_budgets() {
-        crate::status::metrics::render_budgets(&state.quota.budgets(), &mut text);
-    }
-    let mut response = Response::new(Body::full(text));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    Ok(response)
 }

@@ -1,7 +1,7 @@
-//! What the server says about itself: the status page a browser sees at `/`
-//! and the Prometheus metrics at `/metrics`.
+//! The status page a browser sees at `/`: what the server keeps in memory
+//! about its repositories, disk, mirror, scrub and refused logins, rendered
+//! as one HTML page (served by `http::about`).
 
-pub(crate) mod metrics;
 mod page;
 
-pub(crate) use page::{hostname, page, wanted};
+pub(crate) use page::{hostname, page};

@@ -12,15 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use hyper::header::{
-    ACCEPT, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderMap, HeaderValue,
-    X_CONTENT_TYPE_OPTIONS,
-};
-use hyper::{Method, Response};
-
 use crate::auth::acl::Access;
 use crate::auth::refused::Refusal;
-use crate::http::body::Body;
 use crate::mirror::MirrorSummary;
 use crate::quota::Budget;
 use crate::quota::rules::Group;
@@ -32,15 +25,6 @@ use crate::time::{ago, duration, unix_now, utc};
 
 /// Damaged objects listed by name at most; the rest are counted.
 const MAX_DAMAGED_LISTED: usize = 20;
-
-/// Whether a request for `/` is a browser's asking for the page.
-pub(crate) fn wanted(method: &Method, headers: &HeaderMap) -> bool {
-    (method == Method::GET || method == Method::HEAD)
-        && headers
-            .get_all(ACCEPT)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")))
-}
 
 /// Everything the page shows, gathered once per request.
 struct View {
@@ -60,11 +44,12 @@ struct View {
     refused: Option<Vec<Refusal>>,
 }
 
-/// `GET /` with `Accept: text/html`, for an authenticated `user` (None
+/// The page's HTML for `GET /` with `Accept: text/html`, for an
+/// authenticated `user` (None
 /// without authentication). An administrator (see
 /// [`crate::auth::policy::Policy::sees_everything`]) sees the whole server; any
 /// other user only the repositories they may read, and the disk.
-pub(crate) async fn page<S: Store>(state: &AppState<S>, user: Option<&str>) -> Response<Body<S>> {
+pub(crate) async fn page<S: Store>(state: &AppState<S>, user: Option<&str>) -> String {
     let policy = &state.policy;
     let everything = policy.sees_everything(user);
     let readable = |label: &str| {
@@ -105,23 +90,7 @@ pub(crate) async fn page<S: Store>(state: &AppState<S>, user: Option<&str>) -> R
             .flatten(),
         refused: everything.then(|| state.refused.recent()),
     };
-    let mut response = Response::new(Body::full(view.render()));
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // SECURITY: no script, frame or outside resource, even if a name ever
-    // slipped past the escaping; the page only needs its own inline style.
-    headers.insert(
-        CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
-    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    response
+    view.render()
 }
 
 const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:1em auto;max-width:48em;\
@@ -498,15 +467,5 @@ mod tests {
         assert_eq!(bytes(200 << 30), "200 GiB");
         assert_eq!(bytes(u64::MAX), "16384 PiB");
         assert_eq!(escape("a&'\""), "a&amp;&#39;&quot;");
-    }
-
-    #[test]
-    fn only_browsers_get_the_page() {
-        let mut headers = HeaderMap::new();
-        assert!(!wanted(&Method::GET, &headers));
-        headers.insert(ACCEPT, HeaderValue::from_static("text/html,*/*;q=0.8"));
-        assert!(wanted(&Method::GET, &headers));
-        assert!(wanted(&Method::HEAD, &headers));
-        assert!(!wanted(&Method::POST, &headers));
     }
 }
