@@ -2,43 +2,56 @@
 //! and v2 on a one-threaded hyper server, with uploads streamed to storage and
 //! verified against their names.
 //!
-//! The folders are the layers, listed here from the top down; a module only
-//! imports modules listed below it (docs/architecture.md, and the test that
-//! checks it). Only what `main` needs is public.
+//! The groups of modules below are the layers, from the top down: a module
+//! imports only modules of the groups after its own, and no files import
+//! each other in a circle. `tests/layers.rs` checks both against this list;
+//! docs/architecture.md draws the map. Only what `main` needs is public.
 
 #![deny(unsafe_code)]
 
-// Startup and the command line: what `main` calls.
+// What `main` calls: the server's startup, and the other subcommands.
 pub mod app;
-pub mod cli;
 pub mod commands;
+
+// The flags, read into `config`.
+pub mod cli;
 
 // The request path: listener, connections, routing, endpoints.
 mod http;
 
-// What every request needs, built at startup; the status page.
-mod state;
+// The status page.
 mod status;
 
-// Background services, and what they share with the request path.
+// What every request needs, built at startup.
+mod state;
+
+// Background services.
 mod mirror;
 mod scrub;
+
+// The upload pipeline, shared by requests and the mirror.
 mod upload;
 
-// Policy and accounting.
-mod auth;
+// Counters for `/metrics`.
 mod metrics;
+
+// Who may do what; byte budgets and what each repository holds.
+mod auth;
 mod quota;
 
-// Storage, and the HTTP client it reaches object stores with.
-mod client;
+// Storage: a data directory or a bucket.
 mod store;
 
-// The ground: settings, restic's names, threads, the log, the clock.
+// The HTTP client the S3 store and `health` use.
+mod client;
+
+// Settings, the log, restic's names, our threads.
 pub mod config;
 pub mod logging;
 mod repo;
 mod runtime;
+
+// The clock; test support.
 #[cfg(test)]
 mod testing;
 mod time;

@@ -8,6 +8,7 @@ mod auth;
 mod board;
 mod fat;
 mod image;
+mod layers;
 mod lifecycle;
 mod metrics;
 mod mirror;

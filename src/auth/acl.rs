@@ -198,12 +198,9 @@ impl crate::runtime::reload::Reloadable for Acl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::route::{Route, Target};
 
     fn repo(path: &str) -> RepoPath {
-        let route = Route::parse(&format!("{path}config").replace("//", "/")).unwrap();
-        assert_eq!(route.target, Target::Config);
-        route.repo
+        RepoPath::from_label(path.trim_matches('/')).unwrap()
     }
 
     #[test]

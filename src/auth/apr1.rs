@@ -88,7 +88,7 @@ pub(crate) fn verify(password: &[u8], stored: &str) -> bool {
         return false;
     };
     let computed = hash(password, salt.as_bytes());
-    super::constant_time_eq(computed.as_bytes(), stored.as_bytes())
+    super::compare::constant_time_eq(computed.as_bytes(), stored.as_bytes())
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ impl PasswordHash {
                     &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
                     password.as_bytes(),
                 );
-                super::constant_time_eq(digest.as_ref(), stored)
+                super::compare::constant_time_eq(digest.as_ref(), stored)
             }
         }
     }

@@ -12,6 +12,7 @@
 
 pub(crate) mod acl;
 mod apr1;
+mod compare;
 pub(crate) mod htpasswd;
 pub(crate) mod policy;
 pub(crate) mod refused;
@@ -31,6 +32,7 @@ use ring::digest;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use self::compare::constant_time_eq;
 use self::htpasswd::{Users, valid_username};
 use self::throttle::Throttle;
 use crate::runtime::pool::ComputePool;
@@ -245,15 +247,6 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.set(self.0.get() - 1);
     }
-}
-
-/// Compares two secrets in time that depends only on their length.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 /// `Basic base64(user:password)` → (user, password).

@@ -115,10 +115,9 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::route::Route;
 
     fn repo(path: &str) -> RepoPath {
-        Route::parse(&format!("{path}config")).unwrap().repo
+        RepoPath::from_label(path.trim_matches('/')).unwrap()
     }
 
     #[test]
