@@ -2,8 +2,8 @@
 //! and v2 on a one-threaded hyper server, with uploads streamed to storage and
 //! verified against their names.
 //!
-//! Only what `main` needs is public; see README's "How it works" for the
-//! module map.
+//! Only what `main` needs is public; see docs/architecture.md for
+//! the module map.
 
 #![deny(unsafe_code)]
 

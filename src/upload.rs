@@ -64,8 +64,8 @@ const BUFFER_STEP_BYTES: usize = 64 * 1024;
 /// goes out once it has less room than this left, so that no part of a
 /// chunk (a view of hyper's read buffer) is held through a hand-over. One
 /// held then kept hyper from reusing its buffer while it read ahead, and
-/// it allocated a fresh one for each of ours (README, "Where an upload's
-/// CPU goes").
+/// it allocated a fresh one for each of ours (docs/benchmarks.md,
+/// "Where an upload's CPU goes").
 const CHUNK_ROOM: usize = crate::connection::READ_BUFFER_BYTES;
 
 // Else a buffer could be handed over empty.

@@ -400,9 +400,15 @@ fn every_link_in_the_documentation_resolves() {
             let (path, shown) = if file.is_empty() {
                 (root.join(doc), doc.clone())
             } else {
-                (root.join(folder).join(file), folder.join(file).display().to_string())
+                (
+                    root.join(folder).join(file),
+                    folder.join(file).display().to_string(),
+                )
             };
-            assert!(path.exists(), "{doc} links to {target}: {shown} does not exist");
+            assert!(
+                path.exists(),
+                "{doc} links to {target}: {shown} does not exist"
+            );
             if !anchor.is_empty() {
                 let headings = anchors(&std::fs::read_to_string(&path).unwrap());
                 assert!(

@@ -134,7 +134,10 @@ fn man_page_names_every_flag_and_command_and_no_other() {
 fn docs_name_every_flag_and_command_and_no_other() {
     let (mut flags, mut commands) = (BTreeSet::new(), Vec::new());
     cli(&[], &mut flags, &mut commands);
-    assert!(commands.contains(&"tls generate".to_string()), "{commands:?}");
+    assert!(
+        commands.contains(&"tls generate".to_string()),
+        "{commands:?}"
+    );
     let doc = std::fs::read_to_string(project().join("docs/command-line.md")).unwrap();
     let in_doc = flags_named(&doc);
     let missing: Vec<_> = flags.difference(&in_doc).collect();
@@ -162,9 +165,9 @@ fn docs_name_every_flag_and_command_and_no_other() {
         .filter_map(|line| line.strip_prefix("| `"))
         .map(|cell| {
             let cell = cell.split('`').next().unwrap();
-            let words = cell.split(' ').take_while(|w| {
-                !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase())
-            });
+            let words = cell
+                .split(' ')
+                .take_while(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()));
             words.collect::<Vec<_>>().join(" ")
         })
         .collect();
@@ -321,7 +324,7 @@ impl Root {
         })
     }
 
-    /// Copies `deb` in and installs it as the README says (`apt install ./...`).
+    /// Copies `deb` in and installs it as README.md says (`apt install ./...`).
     fn install(&self, deb: &Path) -> String {
         let name = deb.file_name().unwrap().to_str().unwrap();
         std::fs::copy(deb, self.file("/tmp").join(name)).unwrap();
@@ -449,7 +452,7 @@ fn package_installs_upgrades_and_purges_in_a_debian_root() {
     assert_eq!(root.systemd_calls(), "", "systemd is not running");
 
     // 2. The binary runs as the service user with the shipped settings, and
-    // serves a user added as the README says.
+    // serves a user added as README.md says.
     let add = root.command(&[
         "rest-server",
         "--path",
@@ -555,7 +558,7 @@ fn package_installs_upgrades_and_purges_in_a_debian_root() {
         (uid, gid, 0o700)
     );
 
-    // What the test costs, for the README: the bootstrap is most of it.
+    // What the test costs, for docs/packages.md: the bootstrap is most of it.
     let _ = std::io::Write::write_all(
         &mut std::io::stderr().lock(),
         format!(
