@@ -27,7 +27,7 @@ pub struct Flags {
     #[argh(option)]
     pub path: Option<PathBuf>,
     /// settings for an s3: --path or --mirror (provider, credentials, region,
-    /// ...), as name = value lines with rclone's names; see README
+    /// ...), as name = value lines with rclone's names; see docs/s3.md
     #[argh(option)]
     pub s3_config: Option<PathBuf>,
     /// copy every committed file to this bucket in the background:
@@ -64,14 +64,14 @@ pub struct Flags {
     /// users can only access their private repo
     #[argh(switch)]
     pub private_repos: bool,
-    /// file of access rules per user and repository (read, append, full); see README
+    /// file of access rules per user and repository (read, append, full); see docs/access.md
     #[argh(option)]
     pub acl: Option<PathBuf>,
     /// the maximum size of the data directory in bytes
     #[argh(option)]
     pub max_size: Option<u64>,
     /// file of byte budgets per repository or per user (`/alice/* 200G`);
-    /// see README
+    /// see docs/monitoring.md
     #[argh(option)]
     pub quota_file: Option<PathBuf>,
     /// GET /health answers 503 when the data directory has fewer bytes free
@@ -203,7 +203,7 @@ pub struct NtpArgs {
 pub struct HealthArgs {}
 
 /// verify every stored object against its name now; exit code 1 if any is
-/// damaged (README, "Scrub")
+/// damaged (docs/scrub.md)
 #[derive(FromArgs, Debug, Clone, PartialEq)]
 #[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand, name = "scrub")]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test this project has: the native suite (`cargo test`: unit tests,
 # integration tests, restic end to end), then the static ARM binaries under
-# qemu (tests/emulated.sh). This is the test command README.md gives.
+# qemu (tests/emulated.sh). This is the test command README.md gives
+# (docs/testing.md says more).
 #
 # A test whose tool (or root) is missing prints a SKIP line and passes; the
 # skips are listed again at the end. With REST_SERVER_TEST_REQUIRE_TOOLS=1
@@ -14,7 +15,7 @@ REST_SERVER_TEST_SKIP_LOG=$(mktemp)
 export REST_SERVER_TEST_SKIP_LOG
 list_skips() {
     if [ -s "$REST_SERVER_TEST_SKIP_LOG" ]; then
-        echo "== skipped (install what they need and run again; README.md, \"Quick start\"):"
+        echo "== skipped (install what they need and run again; docs/testing.md):"
         sort -u "$REST_SERVER_TEST_SKIP_LOG"
     fi
     rm -f "$REST_SERVER_TEST_SKIP_LOG"

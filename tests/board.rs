@@ -314,26 +314,112 @@ fn user_add_as_root_keeps_the_file_readable_by_the_service_user() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
 
+/// README.md and every page of docs/, with their paths from the project's root.
+fn documentation() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names = vec!["README.md".to_string()];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            names.push(format!("docs/{name}"));
+        }
+    }
+    names.sort_unstable();
+    names
+        .into_iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(root.join(&name)).unwrap();
+            (name, text)
+        })
+        .collect()
+}
+
 #[test]
-fn every_script_the_readme_runs_is_executable() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let mut scripts: Vec<&str> = readme
-        .split(|c: char| c.is_whitespace() || "`()[]|".contains(c))
-        .filter(|word| word.ends_with(".sh") && word.contains('/') && !word.starts_with('/'))
+fn every_script_the_documentation_runs_is_executable() {
+    let docs = documentation();
+    let mut scripts: Vec<(&str, &str)> = docs
+        .iter()
+        .flat_map(|(doc, text)| {
+            text.split(|c: char| c.is_whitespace() || "`()[]|".contains(c))
+                .filter(|word| {
+                    word.ends_with(".sh") && word.contains('/') && !word.starts_with('/')
+                })
+                .map(move |word| (word, doc.as_str()))
+        })
         .collect();
     scripts.sort_unstable();
-    scripts.dedup();
-    assert!(scripts.contains(&"board/install.sh"), "{scripts:?}");
-    assert!(scripts.contains(&"tests/all.sh"), "{scripts:?}");
-    for script in scripts {
+    scripts.dedup_by_key(|(script, _)| *script);
+    let names: Vec<&str> = scripts.iter().map(|(script, _)| *script).collect();
+    assert!(names.contains(&"board/install.sh"), "{names:?}");
+    assert!(names.contains(&"tests/all.sh"), "{names:?}");
+    for (script, doc) in scripts {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
         let mode = std::fs::metadata(&path)
-            .unwrap_or_else(|e| panic!("README names {script}: {e}"))
+            .unwrap_or_else(|e| panic!("{doc} names {script}: {e}"))
             .permissions()
             .mode();
         assert!(mode & 0o111 != 0, "{script} is not executable ({mode:o})");
     }
+}
+
+/// Every relative link in README.md and docs/ (`](path)`, `](path#anchor)`)
+/// names a file that exists, and an anchor names a heading of that file.
+#[test]
+fn every_link_in_the_documentation_resolves() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = documentation();
+    // GitHub's anchor for a heading: lowercase, punctuation dropped, spaces
+    // to hyphens.
+    let anchors = |text: &str| -> Vec<String> {
+        let mut fenced = false;
+        let mut found = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("```") {
+                fenced = !fenced;
+            } else if !fenced && line.starts_with('#') {
+                let heading = line.trim_start_matches('#').trim().to_lowercase();
+                let anchor: String = heading
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ')
+                    .map(|c| if c == ' ' { '-' } else { c })
+                    .collect();
+                found.push(anchor);
+            }
+        }
+        found
+    };
+    let mut checked = 0;
+    for (doc, text) in &docs {
+        for (i, _) in text.match_indices("](") {
+            let target = text[i + 2..].split(')').next().unwrap();
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let folder = std::path::Path::new(doc).parent().unwrap();
+            let (path, shown) = if file.is_empty() {
+                (root.join(doc), doc.clone())
+            } else {
+                (
+                    root.join(folder).join(file),
+                    folder.join(file).display().to_string(),
+                )
+            };
+            assert!(
+                path.exists(),
+                "{doc} links to {target}: {shown} does not exist"
+            );
+            if !anchor.is_empty() {
+                let headings = anchors(&std::fs::read_to_string(&path).unwrap());
+                assert!(
+                    headings.iter().any(|h| h == anchor),
+                    "{doc} links to {target}: no heading of {shown} has that anchor"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} links found");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Budget for the stripped aarch64 binary (README, "Building for boards").
+# Budget for the stripped aarch64 binary (docs/building.md, "Binary size budget").
 MAX_AARCH64_BYTES=$((3 * 1024 * 1024))
 
 # skip WHAT WHY: reports that WHAT cannot run because of WHY (and appends the

@@ -80,6 +80,22 @@ fn cli(prefix: &[String], flags: &mut BTreeSet<String>, commands: &mut Vec<Strin
     }
 }
 
+/// Every `--word` a text names (a flag, or something written like one).
+fn flags_named(text: &str) -> BTreeSet<String> {
+    let mut named = BTreeSet::new();
+    for (i, _) in text.match_indices("--") {
+        let name: String = text[i + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        // `---` is a Markdown table's rule, not a flag.
+        if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            named.insert(format!("--{name}"));
+        }
+    }
+    named
+}
+
 #[test]
 fn man_page_names_every_flag_and_command_and_no_other() {
     let (mut flags, mut commands) = (BTreeSet::new(), Vec::new());
@@ -89,14 +105,7 @@ fn man_page_names_every_flag_and_command_and_no_other() {
     let page = std::fs::read_to_string(project().join("board/deb/rest-server.8"))
         .unwrap()
         .replace("\\-", "-");
-    let mut in_page = BTreeSet::new();
-    for (i, _) in page.match_indices("--") {
-        let name: String = page[i + 2..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect();
-        in_page.insert(format!("--{name}"));
-    }
+    let in_page = flags_named(&page);
     let missing: Vec<_> = flags.difference(&in_page).collect();
     assert!(missing.is_empty(), "rest-server.8 lacks {missing:?}");
     // Words that are not flags of the server: Go's forms (`--flag=value`,
@@ -114,6 +123,64 @@ fn man_page_names_every_flag_and_command_and_no_other() {
         assert!(
             page.contains(command.as_str()),
             "rest-server.8 lacks `{command}`"
+        );
+    }
+}
+
+/// docs/command-line.md, like the manual page, names every flag and command
+/// line `--help` lists, and no flag or command that does not exist (each
+/// command line is a row of its "Subcommands" table).
+#[test]
+fn docs_name_every_flag_and_command_and_no_other() {
+    let (mut flags, mut commands) = (BTreeSet::new(), Vec::new());
+    cli(&[], &mut flags, &mut commands);
+    assert!(
+        commands.contains(&"tls generate".to_string()),
+        "{commands:?}"
+    );
+    let doc = std::fs::read_to_string(project().join("docs/command-line.md")).unwrap();
+    let in_doc = flags_named(&doc);
+    let missing: Vec<_> = flags.difference(&in_doc).collect();
+    assert!(missing.is_empty(), "docs/command-line.md lacks {missing:?}");
+    // Go's forms of a flag, written out as examples, and restic's
+    // `forget --prune`.
+    let others = ["--flag", "--switch", "--prune"];
+    let stale: Vec<_> = in_doc
+        .difference(&flags)
+        .filter(|f| !others.contains(&f.as_str()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "docs/command-line.md names unknown flags {stale:?}"
+    );
+    // A row of the Subcommands table: `| `user add [--update] NAME` | ...`;
+    // its command line is the lowercase words before the first argument.
+    let table = doc
+        .split("\n## Subcommands")
+        .nth(1)
+        .expect("docs/command-line.md has a \"Subcommands\" section");
+    let table = table.split("\n## ").next().unwrap();
+    let rows: Vec<String> = table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .map(|cell| {
+            let cell = cell.split('`').next().unwrap();
+            let words = cell
+                .split(' ')
+                .take_while(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()));
+            words.collect::<Vec<_>>().join(" ")
+        })
+        .collect();
+    for command in &commands {
+        assert!(
+            rows.contains(command),
+            "docs/command-line.md has no row for `{command}` ({rows:?})"
+        );
+    }
+    for row in &rows {
+        assert!(
+            commands.contains(row),
+            "docs/command-line.md names `{row}`, which is no command ({commands:?})"
         );
     }
 }
@@ -257,7 +324,7 @@ impl Root {
         })
     }
 
-    /// Copies `deb` in and installs it as the README says (`apt install ./...`).
+    /// Copies `deb` in and installs it as README.md says (`apt install ./...`).
     fn install(&self, deb: &Path) -> String {
         let name = deb.file_name().unwrap().to_str().unwrap();
         std::fs::copy(deb, self.file("/tmp").join(name)).unwrap();
@@ -385,7 +452,7 @@ fn package_installs_upgrades_and_purges_in_a_debian_root() {
     assert_eq!(root.systemd_calls(), "", "systemd is not running");
 
     // 2. The binary runs as the service user with the shipped settings, and
-    // serves a user added as the README says.
+    // serves a user added as README.md says.
     let add = root.command(&[
         "rest-server",
         "--path",
@@ -491,7 +558,7 @@ fn package_installs_upgrades_and_purges_in_a_debian_root() {
         (uid, gid, 0o700)
     );
 
-    // What the test costs, for the README: the bootstrap is most of it.
+    // What the test costs, for docs/packages.md: the bootstrap is most of it.
     let _ = std::io::Write::write_all(
         &mut std::io::stderr().lock(),
         format!(

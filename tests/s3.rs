@@ -485,7 +485,7 @@ fn two_servers_racing_for_one_name_do_not_replace_each_other(store: &S3Test) {
         }
         let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
         // Where the store refuses the second PUT, one server wins; where it
-        // does not (README), both may, and the last write stays. Either
+        // does not (docs/s3.md), both may, and the last write stays. Either
         // way what is stored is what a server said it stored.
         if store.dialect().honours_if_none_match {
             assert_eq!(winners.len(), 1, "round {round}: {statuses:?}");
@@ -498,7 +498,7 @@ fn two_servers_racing_for_one_name_do_not_replace_each_other(store: &S3Test) {
 }
 
 per_store!(the_store_answers_as_its_dialect_says, []);
-/// What README.md's table of tested stores says of each, asked of the store
+/// What docs/s3.md's table of tested stores says of each, asked of the store
 /// directly: the server's own checks stand in for the ones a store lacks
 /// (tested above on every store).
 fn the_store_answers_as_its_dialect_says(store: &S3Test) {

@@ -147,7 +147,7 @@ for pair in $pairs; do
 rest-server ($version-$revision) unstable; urgency=medium
 
   * rest-server $version, commit $commit, built for
-    $(triple "$arch") (README.md, "Debian packages").
+    $(triple "$arch") (docs/packages.md).
 
  -- $maintainer  $(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")
 EOF

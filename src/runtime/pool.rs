@@ -8,7 +8,7 @@
 //!
 //! Before these pools, each verified upload held one I/O thread hashing and
 //! one writing, so four large uploads occupied the whole I/O pool and a small
-//! GET waited behind them (README, "Benchmark"). A job waits in its pool's
+//! GET waited behind them (docs/benchmarks.md, "Latency under load"). A job waits in its pool's
 //! queue, and a busy pool takes the next job without going to sleep.
 //!
 //! Jobs travel as a concrete enum through one queue: hashing, the per-chunk

@@ -511,7 +511,7 @@ pub fn files_below(dir: &Path) -> Vec<String> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            // The scrub's state (README, "Files"), not repository data.
+            // The scrub's state (docs/files.md), not repository data.
             if entry.file_name() == ".scrub" {
                 continue;
             }
@@ -541,7 +541,7 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// Set to anything but empty or `0`, a test whose tool or privilege is missing
-/// fails instead of skipping. `.ci/run` sets it; README.md, "Quick start".
+/// fails instead of skipping. `.ci/run` sets it; docs/testing.md.
 pub const REQUIRE_TOOLS_VAR: &str = "REST_SERVER_TEST_REQUIRE_TOOLS";
 /// A file each skip appends its line to; `tests/all.sh` sets it and lists the
 /// skips at the end of the run.

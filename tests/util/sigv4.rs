@@ -1,6 +1,6 @@
 //! A small AWS Signature V4 client for the test stores: to set a store up
-//! (moto's IAM and STS calls) and to ask it the questions the README's
-//! table of stores answers (does it check the payload hash, the checksum,
+//! (moto's IAM and STS calls) and to ask it the questions the table of
+//! stores in docs/s3.md answers (does it check the payload hash, the checksum,
 //! `If-None-Match`), with requests the server itself never sends.
 
 use std::io::Write as _;

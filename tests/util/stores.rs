@@ -6,7 +6,7 @@
 //! `<body>::seaweedfs`, `<body>::ceph` and `<body>::moto`.
 //!
 //! What each store guarantees beyond the S3 basics is in [`Dialect`]; the
-//! README's table of tested stores says the same, and
+//! table of tested stores in docs/s3.md says the same, and
 //! `s3::the_store_answers_as_its_dialect_says` checks it.
 //!
 //! From any test file (the mirror's, say):
