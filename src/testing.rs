@@ -1,30 +1,13 @@
-//! Helpers for the crate's own tests.
+//! Helpers for the crate's own tests: the std-and-ring-only files of the
+//! integration tests' helpers (`tests/util/`), included here so that each
+//! helper exists once for unit tests, integration tests and the benchmark.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+#[path = "../tests/util/tempdir.rs"]
+mod tempdir;
+pub(crate) use tempdir::TempDir;
 
-/// A directory removed when dropped.
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir()
-            .join("rest-server-unit")
-            .join(format!("{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+// `pseudo_random`, the file's other helper, has no unit test that uses it.
+#[allow(dead_code)]
+#[path = "../tests/util/hash.rs"]
+mod hash;
+pub(crate) use hash::sha256_hex;

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The tests append their SKIP lines here (tests/util/mod.rs, tests/emulated.sh).
+# The tests append their SKIP lines here (tests/util/tools.rs, tests/emulated.sh).
 REST_SERVER_TEST_SKIP_LOG=$(mktemp)
 export REST_SERVER_TEST_SKIP_LOG
 list_skips() {

@@ -7,7 +7,7 @@
 # A target whose toolchain or emulator is missing is skipped with a message
 # saying what to install; nothing is skipped silently. With
 # REST_SERVER_TEST_REQUIRE_TOOLS set (to anything but empty or 0; .ci/run sets
-# it) a missing tool fails instead, as in the cargo tests (tests/util/mod.rs).
+# it) a missing tool fails instead, as in the cargo tests (tests/util/tools.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

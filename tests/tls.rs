@@ -15,19 +15,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::util::*;
 
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `-newkey` arguments for the other key types.
 const RSA: &[&str] = &["-newkey", "rsa:2048"];
 const ED25519: &[&str] = &["-newkey", "ed25519"];

@@ -24,6 +24,7 @@ use crate::repo::{ObjectId, ObjectType, RepoPath};
 use crate::runtime::pool::ComputePool;
 use crate::state::AppState;
 use crate::store::memory::{MemStore, Op};
+use crate::testing::sha256_hex;
 
 const CLIENT: Client<'static> = Client {
     ip: None,
@@ -116,11 +117,6 @@ fn request(method: &str, path: &str, user: Option<&str>, body: &[u8]) -> Request
 
 async fn send(state: &AppState<MemStore>, method: &str, path: &str, body: &[u8]) -> Answer {
     send_body(state, request(method, path, None, body)).await
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn repo(path: &str) -> RepoPath {

