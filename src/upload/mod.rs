@@ -428,8 +428,7 @@ mod tests {
         pause: Duration,
     ) -> (Vec<u8>, Bytes, usize) {
         let content = content();
-        let id =
-            ObjectId::parse(&hex(ring::digest::digest(&ring::digest::SHA256, &content))).unwrap();
+        let id = ObjectId::parse(&crate::testing::sha256_hex(&content)).unwrap();
         let key = Key::Object(ObjectType::Data, &id);
         let store = MemStore::default();
         let repo = RepoPath::default();
@@ -470,10 +469,6 @@ mod tests {
             local.run_until(async { tokio::join!(receive, feed) }).await;
         assert_eq!(received.unwrap(), Received::Stored(content.len() as u64));
         (content, store.get(&repo, key).unwrap(), free_while_paused)
-    }
-
-    fn hex(digest: ring::digest::Digest) -> String {
-        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
