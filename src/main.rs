@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use rest_server::app::AppError;
-use rest_server::cli::{CliError, Command, Flags, TlsAction, TlsGenerate, normalize_args};
+use rest_server::cli::{
+    CliError, Command, Flags, TlsAction, TlsGenerate, UserAction, normalize_args,
+};
 use rest_server::commands::error::CommandError;
 use rest_server::commands::probe::ProbeError;
 use rest_server::commands::{certgen, user as users};
@@ -184,12 +186,30 @@ fn run() -> Result<(), Failure> {
                 .map_err(CommandError::io("mdns (udp port 5353)"))?;
             Ok(())
         }
-        Some(Command::User(args)) => Ok(users::run(args.action.clone(), &flags.htpasswd_path()?)?),
+        Some(Command::User(args)) => Ok(users::run(
+            user_action(&args.action),
+            &flags.htpasswd_path()?,
+        )?),
         None => {
             rest_server::logging::init(flags.debug);
             let config = flags.resolve()?;
             Ok(rest_server::app::run(config)?)
         }
+    }
+}
+
+/// `user ...` as the plain data its body takes: `commands` sits below the
+/// command line and does not import it.
+fn user_action(action: &UserAction) -> users::Action {
+    match action {
+        UserAction::List(_) => users::Action::List,
+        UserAction::Remove(remove) => users::Action::Remove {
+            name: remove.name.clone(),
+        },
+        UserAction::Add(add) => users::Action::Add {
+            name: add.name.clone(),
+            update: add.update,
+        },
     }
 }
 

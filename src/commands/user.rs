@@ -11,14 +11,29 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::auth::htpasswd::{self, PasswordHash, Users, valid_username};
-use crate::cli::UserAction;
 use crate::commands::error::CommandError;
 
+/// What `rest-server user` is asked to do: the subcommand's arguments as plain
+/// data, so that this body does not import the command line above it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    List,
+    Remove {
+        name: String,
+    },
+    /// With `update`, a user who exists gets a new password; without it, an
+    /// existing user is refused.
+    Add {
+        name: String,
+        update: bool,
+    },
+}
+
 /// Runs a user subcommand on the htpasswd file at `file`.
-pub fn run(action: UserAction, file: &Path) -> Result<(), CommandError> {
+pub fn run(action: Action, file: &Path) -> Result<(), CommandError> {
     let shown = file.display();
     match action {
-        UserAction::List(_) => {
+        Action::List => {
             let text = fs::read_to_string(file).map_err(CommandError::io(file))?;
             let (users, warnings) = Users::parse(&text);
             for warning in warnings {
@@ -29,22 +44,22 @@ pub fn run(action: UserAction, file: &Path) -> Result<(), CommandError> {
             }
             Ok(())
         }
-        UserAction::Remove(args) => {
+        Action::Remove { name } => {
             let text = fs::read_to_string(file).map_err(CommandError::io(file))?;
-            let (rest, found) = htpasswd::without_user(&text, &args.name);
+            let (rest, found) = htpasswd::without_user(&text, &name);
             if !found {
                 return Err(CommandError::NoSuchUser {
                     file: file.to_path_buf(),
-                    name: args.name,
+                    name,
                 });
             }
             write_atomically(file, &rest).map_err(CommandError::io(file))?;
-            eprintln!("removed user {:?} from {shown}", args.name);
+            eprintln!("removed user {:?} from {shown}", name);
             Ok(())
         }
-        UserAction::Add(args) => {
-            if !valid_username(&args.name) {
-                return Err(CommandError::InvalidName(args.name));
+        Action::Add { name, update } => {
+            if !valid_username(&name) {
+                return Err(CommandError::InvalidName(name));
             }
             let text = match fs::read_to_string(file) {
                 Ok(text) => text,
@@ -52,20 +67,20 @@ pub fn run(action: UserAction, file: &Path) -> Result<(), CommandError> {
                 Err(e) => return Err(CommandError::io(file)(e)),
             };
             let (users, _) = Users::parse(&text);
-            if users.get(&args.name).is_some() && !args.update {
+            if users.get(&name).is_some() && !update {
                 return Err(CommandError::UserExists {
                     file: file.to_path_buf(),
-                    name: args.name,
+                    name,
                 });
             }
-            let password = read_password(&args.name)?;
+            let password = read_password(&name)?;
             let hash = PasswordHash::new_bcrypt(&password).map_err(CommandError::Bcrypt)?;
-            let updated = htpasswd::with_user(&text, &args.name, &hash);
+            let updated = htpasswd::with_user(&text, &name, &hash);
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
                 fs::create_dir_all(dir).map_err(CommandError::io(dir))?;
             }
             write_atomically(file, &updated).map_err(CommandError::io(file))?;
-            eprintln!("saved user {:?} in {shown}", args.name);
+            eprintln!("saved user {:?} in {shown}", name);
             Ok(())
         }
     }
