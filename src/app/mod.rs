@@ -1,9 +1,15 @@
 //! Startup and lifecycle: runtime, data directory, listener, signals.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+
+mod error;
+mod modes;
+
+pub use error::AppError;
+use error::Cause;
+use modes::log_modes;
 
 use crate::auth::acl::Acl;
 use crate::auth::htpasswd::Users;
@@ -15,86 +21,20 @@ use crate::http::access_log::AccessLog;
 use crate::http::connection::{Registry, Shared};
 use crate::http::listener::Listener;
 use crate::http::server;
-use crate::http::tls::{TlsConfig, TlsError};
+use crate::http::tls::TlsConfig;
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
 use crate::quota::Quota;
 use crate::quota::rules::QuotaRules;
 use crate::quota::usage::Usage;
 use crate::runtime::pool::ComputePool;
-use crate::runtime::reload::{ReloadError, Watch, Watched};
+use crate::runtime::reload::{Watch, Watched};
 use crate::state::AppState;
+use crate::store::Store;
 use crate::store::either::AnyStore;
 use crate::store::fs::{FsStore, WriterPool};
 use crate::store::s3::S3Store;
-use crate::store::{Store, StoreError};
 use crate::upload::{BUFFERED_UPLOADS, BufferBudget};
-
-/// Why the server could not start or run.
-#[derive(Debug)]
-pub struct AppError(Cause);
-
-#[derive(Debug)]
-enum Cause {
-    Runtime(io::Error),
-    /// The compute or upload writer threads could not be started.
-    Threads(io::Error),
-    /// The store cannot be used at startup (data directory or bucket).
-    Store(StoreError),
-    S3Settings(String),
-    Listen(io::Error),
-    AccessLog(io::Error),
-    Tls(ReloadError<TlsError>),
-    /// The htpasswd file cannot be read; the server never serves without it.
-    Htpasswd(PathBuf, ReloadError<io::Error>),
-    Acl(PathBuf, ReloadError<io::Error>),
-    QuotaFile(PathBuf, ReloadError<io::Error>),
-    Signals(io::Error),
-}
-
-impl fmt::Display for AppError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Cause::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
-            Cause::Threads(e) => write!(f, "cannot start the worker threads: {e}"),
-            Cause::Store(e) => write!(f, "storage: {e}"),
-            Cause::S3Settings(e) => write!(f, "S3 settings: {e}"),
-            Cause::Listen(e) => write!(f, "cannot listen: {e}"),
-            Cause::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
-            Cause::Tls(e) => write!(f, "TLS: {e}"),
-            Cause::Acl(path, e) => write!(f, "cannot read the ACL file {}: {e}", path.display()),
-            Cause::QuotaFile(path, e) => {
-                write!(f, "cannot read the quota file {}: {e}", path.display())
-            }
-            Cause::Htpasswd(path, e) => write!(
-                f,
-                "cannot read the password file {}: {e}. Create a user with \
-                 `rest-server --path <data directory> user add <name>` (or \
-                 `--htpasswd-file {} user add <name>`), or start with --no-auth \
-                 on a network you trust",
-                path.display(),
-                path.display()
-            ),
-            Cause::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for AppError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.0 {
-            Cause::Runtime(e)
-            | Cause::Threads(e)
-            | Cause::Listen(e)
-            | Cause::AccessLog(e)
-            | Cause::Signals(e) => Some(e),
-            Cause::Store(e) => Some(e),
-            Cause::S3Settings(_) => None,
-            Cause::Tls(e) => Some(e),
-            Cause::Htpasswd(_, e) | Cause::Acl(_, e) | Cause::QuotaFile(_, e) => Some(e),
-        }
-    }
-}
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), AppError> {
@@ -300,90 +240,6 @@ async fn serve_store<S: Store>(
     }
     log::info!("stopped");
     Ok(())
-}
-
-fn log_modes(config: &Config) {
-    let on_off = |b: bool| if b { "on" } else { "off" };
-    if let Storage::Local(dir) = &config.storage {
-        log::info!("data directory: {}", dir.display());
-        if dir.starts_with(std::env::temp_dir()) {
-            log::warn!(
-                "the data directory is in the system temp dir: data there may be lost on reboot"
-            );
-        }
-    }
-    match &config.auth {
-        AuthMode::Off => {
-            log::warn!("authentication: off (--no-auth): anyone who can connect has full access")
-        }
-        AuthMode::Htpasswd(file) => log::info!("authentication: htpasswd file {}", file.display()),
-        AuthMode::ProxyHeader(h) => {
-            log::info!("authentication: user named by the {h} header (--proxy-auth-username)")
-        }
-    }
-    log::info!(
-        "private repos: {}",
-        on_off(config.private_repos && config.auth != AuthMode::Off)
-    );
-    match &config.tls {
-        Some(tls) => log::info!(
-            "TLS: on (certificate {}, key {}, minimum version {}, client certificates {})",
-            tls.cert.display(),
-            tls.key.display(),
-            tls.min_version,
-            tls.client_ca
-                .as_ref()
-                .map_or("not required".into(), |ca| format!(
-                    "required, CA {}",
-                    ca.display()
-                ))
-        ),
-        None => log::info!("TLS: off"),
-    }
-    if let Some(tls) = &config.tls {
-        log::info!("TLS ciphers: {}", tls.ciphers);
-    }
-    log::info!(
-        "prometheus metrics: {}",
-        match (config.prometheus, config.prometheus_no_auth) {
-            (false, _) => "off",
-            (true, true) => "on at /metrics, without authentication",
-            (true, false) => "on at /metrics",
-        }
-    );
-    log::info!("append-only mode: {}", on_off(config.append_only));
-    if config.verify_upload {
-        log::info!("upload verification: on");
-    } else {
-        log::warn!(
-            "upload verification: off (--no-verify-upload): content is not checked against its name"
-        );
-    }
-    log::info!(
-        "group-accessible repos: {} (dirs {:o}, files {:o})",
-        on_off(config.modes.dir == 0o770),
-        config.modes.dir,
-        config.modes.file
-    );
-    log::info!(
-        "max size: {}",
-        config
-            .max_size
-            .map_or("unlimited".into(), |n| format!("{n} bytes"))
-    );
-    let l = &config.limits;
-    log::info!(
-        "limits: {} connections, header timeout {:?}, idle timeout {:?}, body timeout {:?}, \
-         max header {} B, max metadata body {} B, {} I/O threads (and {} writing uploads)",
-        l.max_connections,
-        l.header_timeout,
-        l.idle_timeout,
-        l.body_timeout,
-        l.max_header_bytes,
-        l.max_metadata_bytes,
-        l.io_threads,
-        l.upload_writers()
-    );
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
