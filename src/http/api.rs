@@ -16,7 +16,7 @@ use crate::repo::{Key, KeyBuf};
 use crate::repo::{ObjectType, RepoPath};
 use crate::state::AppState;
 use crate::store::{ObjectReader as _, Store};
-use crate::upload::{Received, Receiver, Rules};
+use crate::upload::{Checks, Received, Receiver};
 
 /// restic's media type for the v1 listing (names only).
 pub(crate) const MIME_API_V1: &str = "application/vnd.x.restic.rest.v1";
@@ -286,7 +286,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let receiver = Receiver {
-        rules: Rules::for_key(key, &state.config),
+        checks: Checks::for_key(key, &state.config),
         quota: &state.quota,
         compute: &state.compute,
         buffers: &state.upload_buffers,

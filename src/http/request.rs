@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use crate::http::about;
 use hyper::{Method, Request, Response};
 
+use crate::http::about;
 use crate::http::access_log::{AccessLog, Entry};
 use crate::http::api::{self, Call, Effect, Endpoint};
 use crate::http::body::{Body, Completion};

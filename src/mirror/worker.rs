@@ -15,7 +15,7 @@ use super::{Mirror, State};
 use crate::repo::Key;
 use crate::repo::range::Want;
 use crate::store::{ErrorKind, ObjectReader as _, Store};
-use crate::upload::{ReaderBody, Received, Receiver, Rules, UploadError};
+use crate::upload::{Checks, ReaderBody, Received, Receiver, UploadError};
 
 /// Longest wait between two attempts while the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -89,7 +89,7 @@ impl Mirror {
             paced_piece(&self.settings).zip(self.bandwidth.clone()),
         );
         let receiver = Receiver {
-            rules: Rules {
+            checks: Checks {
                 max_bytes: None,
                 expected: match key {
                     Key::Object(_, id) => Some(id.digest()),

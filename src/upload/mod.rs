@@ -1,7 +1,7 @@
 //! Receiving an upload: the request body streamed into a store upload,
 //! hashed on the way, within the size limit and the `--max-size` quota.
 //!
-//! What is uploaded decides the rules ([`Rules::for_key`]): keys, locks,
+//! What is uploaded decides the checks ([`Checks::for_key`]): keys, locks,
 //! snapshots and the config are small metadata, capped at
 //! `--max-metadata-size`; objects are verified against their name (the
 //! SHA-256 of their content) unless `--no-verify-upload`.
@@ -60,24 +60,25 @@ use crate::store::{Incoming, ObjectReader as _, Store, StoreError, Upload};
 /// memory others could use while `--body-timeout` runs.
 const STALL_RELEASE: Duration = Duration::from_secs(1);
 
-/// What applies to an upload, from what it targets.
+/// What an upload is checked against (its size, its hash), from what it
+/// targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rules {
+pub(crate) struct Checks {
     /// Largest body accepted.
     pub(crate) max_bytes: Option<u64>,
     /// The SHA-256 the content must have.
     pub(crate) expected: Option<[u8; 32]>,
 }
 
-impl Rules {
-    pub(crate) fn for_key(key: Key<'_>, config: &Config) -> Rules {
+impl Checks {
+    pub(crate) fn for_key(key: Key<'_>, config: &Config) -> Checks {
         let small = config.limits.max_metadata_bytes;
         match key {
-            Key::Config => Rules {
+            Key::Config => Checks {
                 max_bytes: Some(small),
                 expected: None,
             },
-            Key::Object(kind, id) => Rules {
+            Key::Object(kind, id) => Checks {
                 max_bytes: kind.is_small().then_some(small),
                 expected: config.verify_upload.then(|| id.digest()),
             },
@@ -87,7 +88,7 @@ impl Rules {
 
 /// The request side of an upload.
 pub(crate) struct Receiver<'a> {
-    pub(crate) rules: Rules,
+    pub(crate) checks: Checks,
     pub(crate) quota: &'a Rc<Quota>,
     pub(crate) compute: &'a ComputePool,
     pub(crate) buffers: &'a Rc<BufferBudget>,
@@ -129,7 +130,7 @@ impl Receiver<'_> {
             }
         };
         let hash = self
-            .rules
+            .checks
             .expected
             .map(|_| Sha256::new(self.compute.clone()));
         let mut sending = Sending::new(upload, hash, self.buffers.clone());
@@ -140,7 +141,7 @@ impl Receiver<'_> {
         // fsync (or the abort), which can take seconds on an SD card.
         let upload = sending.into_upload();
         let refusal = match filled {
-            Ok((received, hash)) => match (self.rules.expected, hash) {
+            Ok((received, hash)) => match (self.checks.expected, hash) {
                 (Some(expected), Some(digest)) if expected != digest => UploadError::HashMismatch,
                 _ => {
                     // The commit and what follows it run in a task of their
@@ -207,7 +208,11 @@ impl Receiver<'_> {
             };
             let Some(data) = next else { break };
             let len = data.len() as u64;
-            if self.rules.max_bytes.is_some_and(|max| received + len > max) {
+            if self
+                .checks
+                .max_bytes
+                .is_some_and(|max| received + len > max)
+            {
                 return Err(UploadError::TooLarge);
             }
             reservation.grow(len).map_err(UploadError::Quota)?;
@@ -251,7 +256,7 @@ impl Receiver<'_> {
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
-        let mut stored = match self.rules.expected {
+        let mut stored = match self.checks.expected {
             Some(_) => None,
             None => Some(store.open(repo, key, Want::All).await?),
         };
@@ -262,7 +267,7 @@ impl Receiver<'_> {
             return Err(UploadError::Taken);
         }
         let mut hash = self
-            .rules
+            .checks
             .expected
             .map(|_| Sha256::new(self.compute.clone()));
         // Stored bytes read but not yet compared.
@@ -271,7 +276,7 @@ impl Receiver<'_> {
         let mut received = 0u64;
         while let Some(mut data) = self.next_chunk(&mut body, self.body_timeout).await? {
             received += data.len() as u64;
-            if self.rules.max_bytes.is_some_and(|max| received > max) {
+            if self.checks.max_bytes.is_some_and(|max| received > max) {
                 return Err(UploadError::TooLarge);
             }
             if let Some(hash) = hash.as_mut() {
@@ -299,7 +304,7 @@ impl Receiver<'_> {
             }
         }
         if let Some(hash) = hash {
-            same = self.rules.expected == Some(hash.finish().await?);
+            same = self.checks.expected == Some(hash.finish().await?);
         } else if let Some(mut reader) = stored
             && same
         {
@@ -326,14 +331,14 @@ impl Receiver<'_> {
         key: Key<'_>,
         declared: Option<u64>,
     ) -> Result<S::Upload, Begin> {
-        if let (Some(len), Some(max)) = (declared, self.rules.max_bytes)
+        if let (Some(len), Some(max)) = (declared, self.checks.max_bytes)
             && len > max
         {
             return Err(Begin::Refused(UploadError::TooLarge));
         }
         let incoming = Incoming {
             length: declared,
-            sha256: self.rules.expected,
+            sha256: self.checks.expected,
         };
         let upload = store.begin_upload(repo, key, incoming).await;
         match upload {
@@ -436,7 +441,7 @@ mod tests {
         let quota = Rc::new(Quota::new(None, 0));
         let compute = ComputePool::start("test", 1).unwrap();
         let receiver = Receiver {
-            rules: Rules {
+            checks: Checks {
                 max_bytes: None,
                 expected: Some(id.digest()),
             },
