@@ -252,3 +252,29 @@ fn the_checks_see_a_wrong_import_and_a_circle() {
         [vec!["http".to_string()], vec!["store".to_string()]]
     );
 }
+
+#[test]
+fn the_module_map_names_every_source_file_and_no_other() {
+    let doc = std::fs::read_to_string(src().join("../docs/architecture.md")).unwrap();
+    let start = doc
+        .find("## Module map")
+        .expect("docs/architecture.md has a Module map");
+    let map = &doc[start..];
+    let map = map[2..].find("\n## ").map_or(map, |end| &map[..end + 2]);
+    // A table row's first cell: | `path/file.rs` | what it is |
+    let named: BTreeSet<PathBuf> = map
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once('`'))
+        .map(|(path, _)| PathBuf::from(path))
+        .collect();
+    let mut list = Vec::new();
+    sources(&src(), &src(), &mut list);
+    let files: BTreeSet<PathBuf> = list.into_iter().collect();
+    let missing: Vec<_> = files.difference(&named).collect();
+    let stale: Vec<_> = named.difference(&files).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "docs/architecture.md's module map lacks {missing:?} and names files that are not there: {stale:?}"
+    );
+}
