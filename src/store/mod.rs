@@ -305,3 +305,18 @@ pub(crate) trait Upload: 'static {
     {
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_space_errors() {
+        let err = io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        assert_eq!(classify(&err), ErrorKind::NoSpace);
+        let err = io::Error::from_raw_os_error(nix::libc::EDQUOT);
+        assert_eq!(classify(&err), ErrorKind::NoSpace);
+        let err = io::Error::from_raw_os_error(nix::libc::EIO);
+        assert_eq!(classify(&err), ErrorKind::Unexpected);
+    }
+}
