@@ -133,7 +133,9 @@ impl super::Store for FsStore {
             pending: None,
         })
     }
+}
 
+impl super::Lifecycle for FsStore {
     async fn scan(&self) -> Result<Scan, StoreError> {
         let (root, modes) = (self.root.clone(), self.modes);
         crate::store::blocking(move || {
