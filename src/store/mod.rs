@@ -26,9 +26,9 @@
 //!    `commands/scrub.rs` if the scrub is to run on it), with its settings
 //!    in `config`/`cli`.
 //!
-//! Nothing on the request path changes; the in-process tests take the new
-//! store as they take [`memory`]'s, and the integration tests' per-store
-//! suites (`tests/s3.rs`, the mirror's) take one more store.
+//! Nothing on the request path changes: it is generic over [`Store`], and
+//! the server's one instantiation is [`either::AnyStore`]. Test it as the
+//! S3 store is (the integration tests run the API and restic against it).
 
 pub(crate) mod either;
 pub(crate) mod fs;
