@@ -76,9 +76,12 @@ pub(super) async fn verify<S: Store>(
 /// as damage.
 fn is_damage(e: &StoreError) -> bool {
     use nix::errno::Errno;
-    e.source.kind() == std::io::ErrorKind::UnexpectedEof
+    let Some(source) = e.io() else {
+        return false;
+    };
+    source.kind() == std::io::ErrorKind::UnexpectedEof
         || matches!(
-            e.source.raw_os_error().map(Errno::from_raw),
+            source.raw_os_error().map(Errno::from_raw),
             Some(Errno::EIO | Errno::EBADMSG | Errno::EUCLEAN | Errno::ENODATA)
         )
 }

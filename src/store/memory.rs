@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    Batch, Incoming, Key, Listing, ObjectReader, OpenError, Repos, Scan, Space, Store, StoreError,
-    Upload, classify,
+    Batch, Incoming, Key, Lifecycle, Listing, ObjectReader, OpenError, Repos, Scan, Store,
+    StoreError, Upload, classify,
 };
 use crate::repo::range::{ByteRange, Want};
 use crate::repo::{ObjectId, ObjectType, RepoPath};
@@ -192,7 +192,9 @@ impl Store for MemStore {
             .collect();
         Ok(MemListing { batch: Some(batch) })
     }
+}
 
+impl Lifecycle for MemStore {
     async fn scan(&self) -> Result<Scan, StoreError> {
         let inner = self.inner.borrow();
         let mut scan = Scan::default();
@@ -205,14 +207,6 @@ impl Store for MemStore {
 
     async fn repos(&self) -> Result<Repos, StoreError> {
         Ok(self.scan().await?.repos)
-    }
-
-    async fn space(&self) -> Option<Space> {
-        None
-    }
-
-    async fn unhealthy(&self, _min_free: u64) -> Option<String> {
-        None
     }
 }
 

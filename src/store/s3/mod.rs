@@ -19,13 +19,13 @@
 
 mod advice;
 mod multipart;
+mod refusal;
 mod settings;
 mod sign;
 mod upload;
 mod xml;
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
@@ -41,9 +41,7 @@ use self::multipart::Multipart;
 pub(crate) use self::settings::{Encryption, Settings, SettingsError, is_location, parse_location};
 pub(crate) use self::upload::S3Upload;
 use self::upload::StreamedPut;
-use super::{
-    Batch, ErrorKind, Incoming, Key, OpenError, RepoStats, Repos, Scan, Space, StoreError,
-};
+use super::{Batch, ErrorKind, Incoming, Key, OpenError, RepoStats, Repos, Scan, StoreError};
 use crate::client::{BODY_STALL_TIMEOUT, Client, ClientError, OutBody};
 use crate::repo::range::{ByteRange, RangeError, Want};
 use crate::repo::{ObjectId, ObjectType, RepoPath};
@@ -477,7 +475,7 @@ impl Inner {
 /// A request that got no answer: the store could not be reached or did
 /// not answer in time, or the request could not be made.
 fn unreachable_store(op: &'static str, err: crate::client::ClientError) -> StoreError {
-    StoreError::new(ErrorKind::Unexpected, op, io::Error::other(err.to_string()))
+    StoreError::new(ErrorKind::Unexpected, op, err)
 }
 
 fn content_length(response: &Response<IncomingBody>) -> Option<u64> {
@@ -520,19 +518,13 @@ async fn check(
         (_, "QuotaExceeded" | "XMinioStorageFull" | "StorageFull") => ErrorKind::NoSpace,
         _ => ErrorKind::Unexpected,
     };
-    let mut reason = if error.code.is_empty() {
-        format!("the store answered {status}")
-    } else {
-        format!(
-            "the store answered {status} {}: {}",
-            error.code, error.message
-        )
+    let advice = advice::advice(status, &error.code, region);
+    let refusal = refusal::Refusal {
+        status: Some(status),
+        error,
+        advice,
     };
-    if let Some(advice) = advice::advice(status, &error.code, region) {
-        reason.push_str(" => ");
-        reason.push_str(&advice);
-    }
-    Err(StoreError::new(kind, op, io::Error::other(reason)))
+    Err(StoreError::new(kind, op, refusal))
 }
 
 /// Reads a small response body whole (bounded in size and in pauses).
@@ -547,7 +539,7 @@ async fn read_document(mut body: IncomingBody, op: &'static str) -> Result<Bytes
         .map_err(|_| StoreError::internal(op, "the store stopped sending"))?;
         match frame {
             None => return Ok(out.freeze()),
-            Some(Err(e)) => return Err(StoreError::internal(op, e.to_string())),
+            Some(Err(e)) => return Err(StoreError::internal(op, e)),
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     if out.len() + data.len() > MAX_DOCUMENT_BYTES {
@@ -715,7 +707,12 @@ impl super::Store for S3Store {
             next: Some(None),
         })
     }
+}
 
+/// Only what a bucket can answer: `space` and `unhealthy` keep their
+/// defaults (a bucket has no free space to run out of, and its reachability
+/// shows in every request's answer and in the log).
+impl super::Lifecycle for S3Store {
     /// Creates the bucket when missing (and allowed): the server starts
     /// on a new bucket.
     async fn scan(&self) -> Result<Scan, StoreError> {
@@ -728,16 +725,6 @@ impl super::Store for S3Store {
     /// must change nothing).
     async fn repos(&self) -> Result<Repos, StoreError> {
         Ok(self.tally().await?.repos)
-    }
-
-    /// A bucket has no free space to run out of, and its reachability
-    /// shows in every request's answer and in the log.
-    async fn unhealthy(&self, _min_free: u64) -> Option<String> {
-        None
-    }
-
-    async fn space(&self) -> Option<Space> {
-        None
     }
 }
 
@@ -817,7 +804,7 @@ impl super::ObjectReader for S3Reader {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Some(Err(StoreError::internal("read", e.to_string()))));
+                    return Poll::Ready(Some(Err(StoreError::internal("read", e))));
                 }
                 Poll::Ready(None) if self.remaining > 0 => {
                     self.remaining = 0;

@@ -6,7 +6,6 @@
 //! `rest-server cleanup`.
 
 use std::fmt::Write as _;
-use std::io;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
@@ -156,11 +155,12 @@ impl Multipart {
         let text = String::from_utf8_lossy(&text);
         if text.contains("<Error>") {
             let error = xml::error(&text);
-            return Err(StoreError::new(
-                super::ErrorKind::Unexpected,
-                "complete multipart upload",
-                io::Error::other(format!("{}: {}", error.code, error.message)),
-            ));
+            let refusal = super::refusal::Refusal {
+                status: None,
+                error,
+                advice: None,
+            };
+            return Err(StoreError::internal("complete multipart upload", refusal));
         }
         self.finished = true;
         Ok(())

@@ -1,0 +1,169 @@
+//! The filesystem store: restic's local backend layout under the data
+//! directory, so that a repository served here opens with `restic -r /path`
+//! and the other way round.
+//!
+//! How the pieces fit:
+//!
+//! - [`layout`]: where each object lives; every path is built there.
+//! - [`commit`]: temp file → fsync → rename without replacing → fsync the
+//!   folder; the store's durability, and nothing else.
+//! - [`read`]: sending a file, in pieces read ahead on the I/O pool.
+//! - [`write`](mod@write): receiving an upload on the upload writer threads
+//!   ([`WriterPool`]), committed by the protocol in [`commit`].
+//! - [`scan`]: the startup scan and the listings.
+//! - [`repair`]: what the scrub's repair needs (a checked swap).
+//! - [`space`]: free space and health.
+//!
+//! Nothing blocks the event loop: uploads are written by the upload writer
+//! threads, everything else runs on the I/O pool
+//! ([`crate::runtime::io_pool`]).
+
+mod commit;
+mod layout;
+mod read;
+mod repair;
+mod scan;
+mod space;
+mod write;
+
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+pub(crate) use self::read::FsReader;
+use self::read::{LARGE_READERS, Spares};
+pub(crate) use self::repair::Replaced;
+pub(crate) use self::scan::FsListing;
+use self::scan::Tidy;
+use self::write::Existing;
+pub(crate) use self::write::{FsUpload, WriterPool};
+use super::{Incoming, Key, Op as _, OpenError, Repos, Scan, Space, StoreError};
+use crate::config::Modes;
+use crate::repo::range::Want;
+use crate::repo::{ObjectType, RepoPath};
+
+impl Modes {
+    /// `--group-accessible-repos` lets the owning group in (0770/0660).
+    pub(crate) fn new(group_accessible: bool) -> Modes {
+        if group_accessible {
+            Modes {
+                dir: 0o770,
+                file: 0o660,
+            }
+        } else {
+            Modes {
+                dir: 0o700,
+                file: 0o600,
+            }
+        }
+    }
+}
+
+/// The data directory.
+#[derive(Clone)]
+pub(crate) struct FsStore {
+    root: Arc<PathBuf>,
+    modes: Modes,
+    /// Large-piece grants left for readers (see [`LARGE_READERS`]).
+    large_reads: Arc<AtomicUsize>,
+    /// Large piece buffers for readers to reuse.
+    spares: Spares,
+    /// The threads that write and fsync uploads. Not the I/O pool: four
+    /// large uploads that fsync would keep a pool of four busy, and every
+    /// other client's small read would wait behind them.
+    writers: WriterPool,
+}
+
+impl FsStore {
+    pub(crate) fn new(root: PathBuf, modes: Modes, writers: WriterPool) -> FsStore {
+        FsStore {
+            root: Arc::new(root),
+            modes,
+            large_reads: Arc::new(AtomicUsize::new(LARGE_READERS)),
+            spares: Spares::default(),
+            writers,
+        }
+    }
+}
+
+impl super::Store for FsStore {
+    type Reader = FsReader;
+    type Listing = FsListing;
+    type Upload = FsUpload;
+
+    async fn create_repo(&self, repo: &RepoPath) -> Result<(), StoreError> {
+        let (dir, modes) = (self.repo_dir(repo), self.modes);
+        log::info!("creating repository {repo} in {}", dir.display());
+        crate::store::blocking(move || layout::create_repo(&dir, modes)).await
+    }
+
+    async fn size(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
+        let path = self.path(repo, key);
+        crate::store::blocking(move || layout::file_len(&path)).await
+    }
+
+    async fn open(&self, repo: &RepoPath, key: Key<'_>, want: Want) -> Result<FsReader, OpenError> {
+        let path = self.path(repo, key);
+        let (large_reads, spares) = (self.large_reads.clone(), self.spares.clone());
+        read::open(path, want, large_reads, spares).await
+    }
+
+    async fn begin_upload(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        incoming: Incoming,
+    ) -> Result<FsUpload, StoreError> {
+        self.upload_to(repo, key, Existing::Refuse, incoming.length)
+            .await
+    }
+
+    async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
+        let path = self.path(repo, key);
+        crate::store::blocking(move || commit::remove(&path)).await
+    }
+
+    async fn list(&self, repo: &RepoPath, kind: ObjectType) -> Result<FsListing, StoreError> {
+        let type_dir = self.type_dir(repo, kind);
+        let dirs = crate::store::blocking(move || scan::listing_dirs(&type_dir, kind)).await?;
+        Ok(FsListing {
+            dirs: dirs.into(),
+            pending: None,
+        })
+    }
+}
+
+impl super::Lifecycle for FsStore {
+    async fn scan(&self) -> Result<Scan, StoreError> {
+        let (root, modes) = (self.root.clone(), self.modes);
+        crate::store::blocking(move || {
+            let mut builder = DirBuilder::new();
+            builder.recursive(true).mode(modes.dir);
+            builder.create(root.as_path()).op("create data directory")?;
+            scan::scan(&root, Tidy::RemoveTemps)
+        })
+        .await
+    }
+
+    async fn repos(&self) -> Result<Repos, StoreError> {
+        let root = self.root.clone();
+        crate::store::blocking(move || Ok(scan::scan(&root, Tidy::Leave)?.repos)).await
+    }
+
+    async fn space(&self) -> Option<Space> {
+        let root = self.root.clone();
+        crate::store::blocking(move || Ok(space::fs_space(&root)))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn unhealthy(&self, min_free: u64) -> Option<String> {
+        let root = self.root.clone();
+        crate::store::blocking(move || Ok(space::fs_unhealthy(&root, min_free)))
+            .await
+            .unwrap_or_else(|e| Some(e.to_string()))
+    }
+}
