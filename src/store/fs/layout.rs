@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use super::FsStore;
+use super::store::FsStore;
 use crate::config::Modes;
 use crate::repo::{Key, ObjectType, RepoPath};
 use crate::store::{Op as _, StoreError};

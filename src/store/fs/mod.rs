@@ -8,8 +8,10 @@
 //! - [`commit`]: temp file → fsync → rename without replacing → fsync the
 //!   folder; the store's durability, and nothing else.
 //! - [`read`]: sending a file, in pieces read ahead on the I/O pool.
-//! - [`write`](mod@write): receiving an upload on the upload writer threads
-//!   ([`WriterPool`]), committed by the protocol in [`commit`].
+//! - [`store`](mod@store): [`FsStore`], the handle on the data directory.
+//! - [`write`](mod@write): receiving an upload ([`FsUpload`]).
+//! - [`writers`]: the upload writer threads ([`WriterPool`]), which write,
+//!   fsync and commit by the protocol in [`commit`].
 //! - [`scan`]: the startup scan and the listings.
 //! - [`repair`]: what the scrub's repair needs (a checked swap).
 //! - [`space`]: free space and health.
@@ -24,21 +26,21 @@ mod read;
 mod repair;
 mod scan;
 mod space;
+mod store;
 mod write;
+mod writers;
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 pub(crate) use self::read::FsReader;
-use self::read::{LARGE_READERS, Spares};
 pub(crate) use self::repair::Replaced;
 pub(crate) use self::scan::FsListing;
 use self::scan::Tidy;
+pub(crate) use self::store::FsStore;
 use self::write::Existing;
-pub(crate) use self::write::{FsUpload, WriterPool};
+pub(crate) use self::write::FsUpload;
+pub(crate) use self::writers::WriterPool;
 use super::{Incoming, Key, Op as _, OpenError, Repos, Scan, Space, StoreError};
 use crate::config::Modes;
 use crate::repo::range::Want;
@@ -57,33 +59,6 @@ impl Modes {
                 dir: 0o700,
                 file: 0o600,
             }
-        }
-    }
-}
-
-/// The data directory.
-#[derive(Clone)]
-pub(crate) struct FsStore {
-    root: Arc<PathBuf>,
-    modes: Modes,
-    /// Large-piece grants left for readers (see [`LARGE_READERS`]).
-    large_reads: Arc<AtomicUsize>,
-    /// Large piece buffers for readers to reuse.
-    spares: Spares,
-    /// The threads that write and fsync uploads. Not the I/O pool: four
-    /// large uploads that fsync would keep a pool of four busy, and every
-    /// other client's small read would wait behind them.
-    writers: WriterPool,
-}
-
-impl FsStore {
-    pub(crate) fn new(root: PathBuf, modes: Modes, writers: WriterPool) -> FsStore {
-        FsStore {
-            root: Arc::new(root),
-            modes,
-            large_reads: Arc::new(AtomicUsize::new(LARGE_READERS)),
-            spares: Spares::default(),
-            writers,
         }
     }
 }

@@ -7,9 +7,9 @@
 use std::fs::{self, File};
 use std::path::Path;
 
-use super::FsStore;
 use super::commit::{remove_temp, sync, sync_dir};
 use super::read::LARGE_READ_CHUNK_BYTES;
+use super::store::FsStore;
 use super::write::{Existing, FsUpload};
 use crate::repo::{Key, RepoPath};
 use crate::store::{ErrorKind, Op as _, StoreError, classify};

@@ -1,0 +1,38 @@
+//! [`FsStore`]: the handle on the data directory, and what all its
+//! operations share (the permission bits, the readers' large-piece grants
+//! and spare buffers, the upload writer threads). Cheap to clone.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use super::read::{LARGE_READERS, Spares};
+use super::writers::WriterPool;
+use crate::config::Modes;
+
+/// The data directory.
+#[derive(Clone)]
+pub(crate) struct FsStore {
+    pub(super) root: Arc<PathBuf>,
+    pub(super) modes: Modes,
+    /// Large-piece grants left for readers (see [`LARGE_READERS`]).
+    pub(super) large_reads: Arc<AtomicUsize>,
+    /// Large piece buffers for readers to reuse.
+    pub(super) spares: Spares,
+    /// The threads that write and fsync uploads. Not the I/O pool: four
+    /// large uploads that fsync would keep a pool of four busy, and every
+    /// other client's small read would wait behind them.
+    pub(super) writers: WriterPool,
+}
+
+impl FsStore {
+    pub(crate) fn new(root: PathBuf, modes: Modes, writers: WriterPool) -> FsStore {
+        FsStore {
+            root: Arc::new(root),
+            modes,
+            large_reads: Arc::new(AtomicUsize::new(LARGE_READERS)),
+            spares: Spares::default(),
+            writers,
+        }
+    }
+}
