@@ -90,23 +90,69 @@ fn named_paths(file: &Path, text: &str) -> Vec<Vec<String>> {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
                 .collect();
-            // `use super::*;` is a test module's view of its own file.
-            if start == "super::" && text[from..].starts_with('*') {
-                continue;
-            }
             let segments: Vec<String> = rest
                 .split("::")
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .collect();
+            // Inside an inline `mod tests {` (at a line's start, to the end
+            // of the file, as test modules are), `super` is the file itself.
+            let mut here = here.clone();
+            if let Some(inline) = inline_module(text, begin) {
+                here.push(inline);
+            }
             let mut path = match start {
                 "crate::" => Vec::new(),
                 "super::" => here[..here.len().saturating_sub(1)].to_vec(),
                 _ => here.clone(),
             };
+            let mut segments = segments.into_iter().peekable();
+            while start == "super::" && segments.next_if(|s| s == "super").is_some() {
+                path.pop();
+            }
             path.extend(segments);
+            // `use super::{a, b::C};` names `a` and `b`, not the parent.
+            let after = &text[from + rest.len()..];
+            if rest.ends_with("::") || rest.is_empty() {
+                if let Some(group) = after.strip_prefix('{') {
+                    let group = &group[..group.find('}').unwrap_or(group.len())];
+                    for item in group.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                        let first = item.split("::").next().unwrap_or(item);
+                        let first = first.split_whitespace().next().unwrap_or(first);
+                        let mut named = path.clone();
+                        if first != "self" {
+                            named.push(first.to_string());
+                        }
+                        found.push(named);
+                    }
+                    continue;
+                }
+            }
             found.push(path);
         }
+    }
+    found
+}
+
+/// The inline module (`mod tests {` at a line's start, to the end of the
+/// file) that `at` is in.
+fn inline_module(text: &str, at: usize) -> Option<String> {
+    let mut found = None;
+    let mut from = 0;
+    while let Some(pos) = text[from..].find('\n') {
+        let begin = from + pos + 1;
+        if begin > at {
+            break;
+        }
+        let line = text[begin..].lines().next().unwrap_or("");
+        let line = line
+            .strip_prefix("pub(crate) ")
+            .or_else(|| line.strip_prefix("pub "))
+            .unwrap_or(line);
+        if let Some(name) = line.strip_prefix("mod ").and_then(|l| l.strip_suffix(" {")) {
+            found = Some(name.to_string());
+        }
+        from = begin;
     }
     found
 }
@@ -239,12 +285,19 @@ fn the_checks_see_a_wrong_import_and_a_circle() {
         .collect();
     let named = named_paths(
         Path::new("store/fs.rs"),
-        &code("use crate::http::api::Call; // crate::config::Nope\nuse super::Store;"),
+        &code(
+            "use crate::http::api::Call; // crate::config::Nope\nuse super::Store;\nuse super::{fs, Op};",
+        ),
     );
     let targets: Vec<PathBuf> = named.iter().filter_map(|p| file_of(p, &files)).collect();
     assert_eq!(
         targets,
-        [PathBuf::from("http/api.rs"), PathBuf::from("store/mod.rs")]
+        [
+            PathBuf::from("http/api.rs"),
+            PathBuf::from("store/mod.rs"),
+            PathBuf::from("store/fs.rs"),
+            PathBuf::from("store/mod.rs")
+        ]
     );
     let lib = "mod http;\n\nmod store;\n";
     assert_eq!(

@@ -13,8 +13,10 @@ use hyper::Method;
 use hyper::header::ETAG;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Inner, StoreError, read_document, sign, xml};
+use super::bucket::{Inner, read_document};
+use super::{sign, xml};
 use crate::client::OutBody;
+use crate::store::StoreError;
 
 /// Multipart uploads buffering at once; more wait for a slot.
 pub(crate) const MULTIPART_SLOTS: usize = 2;

@@ -8,9 +8,11 @@ use hyper::Method;
 use hyper::Request;
 use tokio::sync::{mpsc, oneshot};
 
+use super::bucket::{Inner, check, unreachable_store};
 use super::multipart::Multipart;
-use super::{Inner, StoreError, check, sign, unreachable_store};
+use super::sign;
 use crate::client::{BODY_STALL_TIMEOUT, OutBody, Sent};
+use crate::store::StoreError;
 
 /// An upload in progress; dropped before commit, it leaves nothing.
 pub(crate) enum S3Upload {
@@ -19,7 +21,7 @@ pub(crate) enum S3Upload {
     Parts(Multipart),
 }
 
-impl super::super::Upload for S3Upload {
+impl crate::store::Upload for S3Upload {
     async fn push(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         match self {
             S3Upload::Put(put) => put.push(chunk).await,
