@@ -113,20 +113,20 @@ fn named_paths(file: &Path, text: &str) -> Vec<Vec<String>> {
             path.extend(segments);
             // `use super::{a, b::C};` names `a` and `b`, not the parent.
             let after = &text[from + rest.len()..];
-            if rest.ends_with("::") || rest.is_empty() {
-                if let Some(group) = after.strip_prefix('{') {
-                    let group = &group[..group.find('}').unwrap_or(group.len())];
-                    for item in group.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-                        let first = item.split("::").next().unwrap_or(item);
-                        let first = first.split_whitespace().next().unwrap_or(first);
-                        let mut named = path.clone();
-                        if first != "self" {
-                            named.push(first.to_string());
-                        }
-                        found.push(named);
+            if (rest.ends_with("::") || rest.is_empty())
+                && let Some(group) = after.strip_prefix('{')
+            {
+                let group = &group[..group.find('}').unwrap_or(group.len())];
+                for item in group.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    let first = item.split("::").next().unwrap_or(item);
+                    let first = first.split_whitespace().next().unwrap_or(first);
+                    let mut named = path.clone();
+                    if first != "self" {
+                        named.push(first.to_string());
                     }
-                    continue;
+                    found.push(named);
                 }
+                continue;
             }
             found.push(path);
         }
