@@ -16,7 +16,7 @@ use crate::repo::{Key, KeyBuf};
 use crate::repo::{ObjectType, RepoPath};
 use crate::state::AppState;
 use crate::store::{ObjectReader as _, Store};
-use crate::upload::{Checks, Received, Receiver};
+use crate::upload::{After, Checks, Received, Receiver, upload_body};
 
 /// restic's media type for the v1 listing (names only).
 pub(crate) const MIME_API_V1: &str = "application/vnd.x.restic.rest.v1";
@@ -126,7 +126,7 @@ pub(crate) async fn call<S, B>(
 ) -> Result<Reply<S>, ApiError>
 where
     S: Store,
-    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     match endpoint {
@@ -282,7 +282,7 @@ async fn save_file<S, B>(
 ) -> Result<Reply<S>, ApiError>
 where
     S: Store,
-    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let receiver = Receiver {
@@ -296,12 +296,15 @@ where
     // also if the client is gone by then (see Receiver::receive).
     let (usage, mirror) = (state.usage.clone(), state.mirror.clone());
     let (owned_repo, owned_key) = (repo.clone(), KeyBuf::of(key));
-    let after = move |bytes| async move {
-        usage.wrote(&owned_repo.label(), owned_key.key().kind(), bytes);
-        if let Some(mirror) = mirror {
-            mirror.committed(&owned_repo, owned_key.key(), bytes).await;
-        }
-    };
+    let after: After = Box::new(move |bytes| {
+        Box::pin(async move {
+            usage.wrote(&owned_repo.label(), owned_key.key().kind(), bytes);
+            if let Some(mirror) = mirror {
+                mirror.committed(&owned_repo, owned_key.key(), bytes).await;
+            }
+        })
+    });
+    let body = upload_body(body);
     let stored = receiver
         .receive(&state.store, repo, key, declared, body, after)
         .await?;

@@ -88,7 +88,7 @@ struct Answer {
 
 async fn send_body<B>(state: &AppState<MemStore>, request: Request<B>) -> Answer
 where
-    B: http_body::Body<Data = Bytes> + Unpin,
+    B: http_body::Body<Data = Bytes> + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (response, mut record) = request::serve(state, None, request, &CLIENT).await;

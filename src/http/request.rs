@@ -94,7 +94,7 @@ pub(crate) async fn serve<S, B>(
 ) -> (Response<Body<S>>, Record)
 where
     S: Store,
-    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let entry = access_log.map(|_| Entry::from_request(&req, client.name, SystemTime::now()));
@@ -180,7 +180,7 @@ async fn handle<S, B>(
 ) -> Result<Response<Body<S>>, ApiError>
 where
     S: Store,
-    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     // Unauthenticated, for init scripts and watchdogs; restic never asks

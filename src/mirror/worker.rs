@@ -14,8 +14,9 @@ use super::queue::{Class, Item};
 use super::{Mirror, State};
 use crate::repo::Key;
 use crate::repo::range::Want;
+use crate::store::either::AnyStore;
 use crate::store::{ErrorKind, ObjectReader as _, Store};
-use crate::upload::{Checks, ReaderBody, Received, Receiver, UploadError};
+use crate::upload::{Checks, ReaderBody, Received, Receiver, UploadError, upload_body};
 
 /// Longest wait between two attempts while the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -108,8 +109,16 @@ impl Mirror {
                 }),
         };
         match receiver
-            .receive(&self.remote, &item.repo, key, Some(size), body, |_| async {
-            })
+            .receive(
+                // As the server's store: the upload pipeline is compiled
+                // once, for the store the server runs on.
+                &AnyStore::S3(self.remote.clone()),
+                &item.repo,
+                key,
+                Some(size),
+                upload_body(body),
+                Box::new(|_| Box::pin(async {})),
+            )
             .await
         {
             Ok(Received::Stored(_)) => Outcome::Done,

@@ -34,14 +34,15 @@ mod budget;
 mod error;
 mod sending;
 
-use std::error::Error as StdError;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use body::next_data;
-pub(crate) use body::{READ_BUFFER_BYTES, ReaderBody, drain_small_body};
+pub(crate) use body::{
+    After, READ_BUFFER_BYTES, ReaderBody, UploadBody, drain_small_body, upload_body,
+};
 pub(crate) use budget::{BUFFERED_UPLOADS, BufferBudget};
 pub(crate) use error::UploadError;
 use sending::Sending;
@@ -102,22 +103,15 @@ impl Receiver<'_> {
     /// anything is written. `after` runs once the file is committed, with
     /// its size, also when this future has been dropped meanwhile (must run
     /// inside a `LocalSet`).
-    pub(crate) async fn receive<S, B, A, F>(
+    pub(crate) async fn receive<S: Store>(
         &self,
         store: &S,
         repo: &RepoPath,
         key: Key<'_>,
         declared: Option<u64>,
-        body: B,
-        after: A,
-    ) -> Result<Received, UploadError>
-    where
-        S: Store,
-        B: http_body::Body<Data = Bytes> + Unpin,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
-        A: FnOnce(u64) -> F + 'static,
-        F: Future<Output = ()> + 'static,
-    {
+        body: UploadBody,
+        after: After,
+    ) -> Result<Received, UploadError> {
         let upload = match self.begin(store, repo, key, declared).await {
             Ok(upload) => upload,
             Err(Begin::Exists) => {
@@ -167,16 +161,14 @@ impl Receiver<'_> {
 
     /// Streams the body into the upload and the hasher; returns the bytes
     /// received and the digest (when hashed).
-    async fn fill<U, B>(
+    async fn fill<U>(
         &self,
         sending: &mut Sending<U>,
         reservation: &mut Reservation,
-        mut body: B,
+        mut body: UploadBody,
     ) -> Result<(u64, Option<[u8; 32]>), UploadError>
     where
         U: Upload,
-        B: http_body::Body<Data = Bytes> + Unpin,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
         let mut received = 0u64;
         let first_wait = STALL_RELEASE.min(self.body_timeout);
@@ -224,15 +216,11 @@ impl Receiver<'_> {
     }
 
     /// The body's next piece of data within `limit`; None at its end.
-    async fn next_chunk<B>(
+    async fn next_chunk(
         &self,
-        body: &mut B,
+        body: &mut UploadBody,
         limit: Duration,
-    ) -> Result<Option<Bytes>, UploadError>
-    where
-        B: http_body::Body<Data = Bytes> + Unpin,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
-    {
+    ) -> Result<Option<Bytes>, UploadError> {
         tokio::time::timeout(limit, next_data(body))
             .await
             .unwrap_or(Err(UploadError::BodyTimeout))
@@ -243,18 +231,16 @@ impl Receiver<'_> {
     /// verifies against the name, or, unverified (`config`,
     /// `--no-verify-upload`), is byte-identical to the stored file. The
     /// stored file is never touched; anything else is 403.
-    async fn compare<S, B>(
+    async fn compare<S>(
         &self,
         store: &S,
         repo: &RepoPath,
         key: Key<'_>,
         declared: Option<u64>,
-        mut body: B,
+        mut body: UploadBody,
     ) -> Result<Received, UploadError>
     where
         S: Store,
-        B: http_body::Body<Data = Bytes> + Unpin,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
         let mut stored = match self.checks.expected {
             Some(_) => None,
@@ -468,7 +454,14 @@ mod tests {
             drop(tx);
             free
         };
-        let receive = receiver.receive(&store, &repo, key, None, ChannelBody(rx), |_| async {});
+        let receive = receiver.receive(
+            &store,
+            &repo,
+            key,
+            None,
+            upload_body(ChannelBody(rx)),
+            Box::new(|_| Box::pin(async {})),
+        );
         let local = tokio::task::LocalSet::new();
         let (received, free_while_paused) =
             local.run_until(async { tokio::join!(receive, feed) }).await;

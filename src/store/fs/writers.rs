@@ -105,6 +105,7 @@ pub(crate) type WriterPool = Pool<UploadWrite>;
 
 impl Writer {
     /// The temp file of a new upload of `length` bytes, when declared.
+    #[inline]
     pub(super) fn new(file: File, length: Option<u64>) -> Writer {
         Writer {
             file,
