@@ -76,10 +76,16 @@ impl Failure {
 }
 
 /// Prints `failure` once on stderr, with its causes, and gives its exit code.
-/// A server error also goes to the log, as every other server event does.
+/// A failure while running (the server's, or a `cleanup` or `scrub` store's)
+/// also goes to the log, as every other server event does.
 fn exit(failure: &Failure) -> ExitCode {
     let message = with_causes(failure.error());
-    if let Failure::App(_) = failure {
+    let logged = match failure {
+        Failure::App(_) => true,
+        Failure::Command(e) => e.goes_to_the_log(),
+        Failure::Usage(_) => false,
+    };
+    if logged {
         log::error!("{message}");
     }
     // The log's lines first, then this one: stderr keeps their order.

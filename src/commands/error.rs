@@ -73,6 +73,22 @@ pub enum CommandError {
 }
 
 impl CommandError {
+    /// Whether the failure happened while running (a store, the runtime,
+    /// a scrub pass) rather than in what the user asked: such a failure
+    /// also goes to the log, as the server's own failures do.
+    pub fn goes_to_the_log(&self) -> bool {
+        matches!(
+            self,
+            CommandError::Runtime(_)
+                | CommandError::Threads(_)
+                | CommandError::Store(_)
+                | CommandError::S3Settings(_)
+                | CommandError::Scrub(_)
+                | CommandError::ScrubSetup(_)
+                | CommandError::NoScrubState
+        )
+    }
+
     /// An `io::Error` about `path`, for `map_err`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> CommandError {
         let path = path.into();

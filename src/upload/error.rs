@@ -35,11 +35,11 @@ impl fmt::Display for UploadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UploadError::Taken => f.write_str("object exists; objects are never overwritten"),
-            UploadError::HashMismatch => f.write_str("content does not match its name"),
-            UploadError::TooLarge => f.write_str("body too large"),
+            UploadError::HashMismatch => f.write_str("content does not match its name (SHA-256)"),
+            UploadError::TooLarge => f.write_str("body larger than allowed for this type"),
             UploadError::Quota(over) => write!(f, "{over}"),
-            UploadError::BodyRead(e) => write!(f, "cannot read the body: {e}"),
-            UploadError::BodyTimeout => f.write_str("the body paused too long"),
+            UploadError::BodyRead(e) => write!(f, "reading body: {e}"),
+            UploadError::BodyTimeout => f.write_str("client stopped sending the body"),
             UploadError::Storage(e) => write!(f, "{e}"),
             UploadError::Open(e) => write!(f, "{e}"),
             UploadError::Pool(e) => write!(f, "{e}"),
