@@ -21,7 +21,7 @@ pub enum CliError {
     Listen(String),
     /// The named flag was given 0.
     NotPositive(&'static str),
-    /// `--max-header-size` below [`MIN_HEADER_BYTES`].
+    /// `--max-header-size` below `MIN_HEADER_BYTES`.
     HeaderSizeTooSmall,
     /// `--tls-cert`, `--tls-key` or `--tls-client-ca` without `--tls`.
     TlsFilesWithoutTls,

@@ -5,7 +5,7 @@
 //!
 //! One blocking loop on a plain UDP socket, no runtime: a request, a reply
 //! checked against it, the clock stepped when it is off by more than
-//! [`STEP_THRESHOLD_NS`], and each correction logged.
+//! `STEP_THRESHOLD_NS`, and each correction logged.
 
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -152,7 +152,7 @@ fn step(offset: i128) -> nix::Result<()> {
 }
 
 /// Syncs from the first of `servers` that answers, every `interval`, for
-/// good; [`RETRY_AFTER`] when none did.
+/// good; `RETRY_AFTER` when none did.
 pub fn run(servers: &[String], interval: Duration) -> ! {
     let mut failing = false;
     loop {

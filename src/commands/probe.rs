@@ -3,7 +3,7 @@
 //! wget needed, and TLS works without a CA.
 //!
 //! Runs once, on a runtime of its own: connect, one request, read the
-//! answer, all within [`PROBE_TIMEOUT`]. Over TLS the server must
+//! answer, all within `PROBE_TIMEOUT`. Over TLS the server must
 //! present exactly the certificate in its `--tls-cert` file (the probe
 //! pins it; names are not checked, since `localhost` is rarely among them),
 //! and the handshake's signature is verified with it.

@@ -3,7 +3,7 @@
 //! simplelog formats it; tests and operators read that format.
 //!
 //! simplelog's `WriteLogger` formats and filters; what it writes goes to a
-//! bounded queue ([`writer`]) that a thread empties into stderr, so a slow
+//! bounded queue (`writer`) that a thread empties into stderr, so a slow
 //! stderr (journald under load) never stalls a request.
 
 pub(crate) mod writer;

@@ -32,7 +32,7 @@ impl Journal {
         }
     }
 
-    /// Appends a delete's [`line`] and makes it durable; a failure is
+    /// Appends a delete's [`line`](fn@line) and makes it durable; a failure is
     /// logged (the delete stays queued in memory).
     pub(super) async fn append(&self, line: String) {
         // Under the lock: a clearing of the journal must not overtake this.

@@ -15,7 +15,7 @@
 //!
 //! The files: [`verify`] checks one object, [`walk`] lists them in order,
 //! [`pace`] keeps to the rate; [`background`] is the server's scrub,
-//! [`once`] the command's pass, [`report`] the `--status` text; [`status`]
+//! [`once`](mod@once) the command's pass, [`report`] the `--status` text; [`status`]
 //! is what the server shows (the page, [`metrics`], the delete handler);
 //! [`state`] is the file they share.
 

@@ -1,7 +1,7 @@
 //! Healing from the offsite mirror (`rest-server scrub --repair`): a damaged
 //! local object is fetched from the bucket, checked against its name while
 //! it is written to a temp file beside the original, and only then put in
-//! place of the damaged copy ([`FsUpload::replace_damaged`], which hashes
+//! place of the damaged copy ([`FsUpload::replace_damaged`](crate::store::fs::FsUpload::replace_damaged), which hashes
 //! the local copy once more first). A mirror copy that is missing or wrong
 //! changes nothing.
 
