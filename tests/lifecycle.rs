@@ -214,14 +214,7 @@ fn extra_connections_wait_while_every_slot_serves_a_request() {
         })
         .collect();
     // A third is not served while they stay busy...
-    let addr = server.tcp_addr();
-    let mut third = std::net::TcpStream::connect(addr).unwrap();
-    third
-        .set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
-    third
-        .write_all(&Request::new("GET", "/repo/keys/").to_bytes())
-        .unwrap();
+    let mut third = ask_keys(server.tcp_addr(), Duration::from_millis(700));
     let mut buf = [0u8; 1];
     let early = third.read(&mut buf);
     assert!(early.is_err(), "served beyond the cap: {early:?}");
@@ -234,17 +227,21 @@ fn extra_connections_wait_while_every_slot_serves_a_request() {
     drop(holders);
 }
 
+/// A new connection that has sent `GET /repo/keys/`, reading with `timeout`.
+fn ask_keys(addr: std::net::SocketAddr, timeout: Duration) -> std::net::TcpStream {
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(timeout)).unwrap();
+    client
+        .write_all(&Request::new("GET", "/repo/keys/").to_bytes())
+        .unwrap();
+    client
+}
+
 /// A new client's `GET /repo/keys/`: its status, and how long it waited
 /// (at most 30 s).
 fn new_client(addr: std::net::SocketAddr) -> (u16, Duration) {
     let started = std::time::Instant::now();
-    let mut client = std::net::TcpStream::connect(addr).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    client
-        .write_all(&Request::new("GET", "/repo/keys/").to_bytes())
-        .unwrap();
+    let mut client = ask_keys(addr, Duration::from_secs(30));
     let status = read_response(&mut client, false).status;
     (status, started.elapsed())
 }

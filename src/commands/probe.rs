@@ -85,18 +85,16 @@ pub fn health(config: &Config) -> Result<Answer, ProbeError> {
             return Err(ProbeError::CannotAsk("TLS on a Unix socket"));
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(ProbeError::Exchange)?;
     let timed_out = || {
         let why = io::Error::new(io::ErrorKind::TimedOut, "no answer within 10 s");
         ProbeError::Exchange(why)
     };
     // The timer is made inside the runtime, which it needs.
-    runtime
-        .block_on(async { tokio::time::timeout(PROBE_TIMEOUT, ask(config)).await })
-        .map_err(|_| timed_out())?
+    crate::runtime::block_on(None, async {
+        tokio::time::timeout(PROBE_TIMEOUT, ask(config)).await
+    })
+    .map_err(ProbeError::Exchange)?
+    .map_err(|_| timed_out())?
 }
 
 async fn ask(config: &Config) -> Result<Answer, ProbeError> {
