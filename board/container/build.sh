@@ -16,6 +16,7 @@ cd "$(dirname "$0")/../.."
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 archive=${1:-target/container/rest-server-$version.tar}
 name=${IMAGE_NAME:-localhost/rest-server:$version}
+source=$(git config --get remote.origin.url || true)
 
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
@@ -35,7 +36,7 @@ buildah manifest create "$name" >/dev/null
 for platform in linux/amd64 linux/arm64 linux/arm/v7; do
     # Docker's image format: OCI's image config has no HEALTHCHECK.
     buildah build --quiet --format docker --platform "$platform" \
-        --build-arg VERSION="$version" --manifest "$name" \
+        --build-arg VERSION="$version" --build-arg SOURCE="$source" --manifest "$name" \
         -f "$context/Containerfile" "$context" >/dev/null
 done
 mkdir -p "$(dirname "$archive")"
