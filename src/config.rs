@@ -194,8 +194,19 @@ impl Default for Limits {
     }
 }
 
+/// Where the server runs. In the container image (docs/container.md) it
+/// checks its volume at start, creates an empty users file, and its hints
+/// name `exec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Deployment {
+    #[default]
+    Host,
+    Container,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub(crate) deployment: Deployment,
     pub(crate) storage: Storage,
     pub(crate) mirror: Option<Mirror>,
     /// The background scrub; None when off.
@@ -256,6 +267,12 @@ impl Config {
             verify_upload: true,
             modes: Modes::new(false),
             limits: Limits::default(),
+            deployment: Deployment::Host,
         }
+    }
+
+    /// This configuration, run as `deployment` says.
+    pub fn deployed(self, deployment: Deployment) -> Config {
+        Config { deployment, ..self }
     }
 }

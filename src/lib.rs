@@ -45,8 +45,9 @@ mod store;
 // The HTTP client the S3 store and `health` use.
 mod client;
 
-// Settings, the log, restic's names, our threads.
+// Settings, the log, restic's names, our threads, the container around us.
 pub mod config;
+pub mod container;
 pub mod logging;
 mod repo;
 mod runtime;

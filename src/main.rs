@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use rest_server::app::AppError;
 use rest_server::cli::{
-    CliError, Command, Flags, TlsAction, TlsGenerate, UserAction, normalize_args,
+    CliError, Command, Flags, TlsAction, TlsGenerate, UserAction, normalize_args, with_environment,
 };
 use rest_server::commands::error::CommandError;
 use rest_server::commands::probe::ProbeError;
 use rest_server::commands::{certgen, user as users};
+use rest_server::config::Deployment;
+use rest_server::container;
 
 fn main() -> ExitCode {
     match run() {
@@ -115,7 +117,15 @@ fn with_causes(error: &(dyn Error + 'static)) -> String {
 fn run() -> Result<(), Failure> {
     let args: Vec<String> = std::env::args().collect();
     let command = args.first().map_or("rest-server", String::as_str);
-    let normalized = normalize_args(args.get(1..).unwrap_or_default())?;
+    let mut normalized = normalize_args(args.get(1..).unwrap_or_default())?;
+    let deployment = match container::marked(std::env::var_os(container::MARKER).as_deref()) {
+        true => Deployment::Container,
+        false => Deployment::Host,
+    };
+    if deployment == Deployment::Container {
+        let env = |name: &str| std::env::var(name).ok();
+        normalized = with_environment(normalized, &env, container::server_args())?;
+    }
     let refs: Vec<&str> = normalized.iter().map(String::as_str).collect();
     let flags = match Flags::from_args(&[command], &refs) {
         Ok(flags) => flags,
@@ -196,10 +206,11 @@ fn run() -> Result<(), Failure> {
         Some(Command::User(args)) => Ok(users::run(
             user_action(&args.action),
             &flags.htpasswd_path()?,
+            deployment,
         )?),
         None => {
             rest_server::logging::init(flags.debug);
-            let config = flags.resolve()?;
+            let config = flags.resolve()?.deployed(deployment);
             Ok(rest_server::app::run(config)?)
         }
     }

@@ -29,6 +29,8 @@ pub(super) enum Cause {
     Acl(PathBuf, ReloadError<io::Error>),
     QuotaFile(PathBuf, ReloadError<io::Error>),
     Signals(io::Error),
+    /// In the container image: a data directory the server cannot use.
+    Volume(super::volume::Unusable),
 }
 
 impl fmt::Display for AppError {
@@ -55,6 +57,7 @@ impl fmt::Display for AppError {
                 path.display()
             ),
             Cause::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            Cause::Volume(why) => write!(f, "{why}"),
         }
     }
 }
@@ -68,7 +71,7 @@ impl std::error::Error for AppError {
             | Cause::AccessLog(e)
             | Cause::Signals(e) => Some(e),
             Cause::Store(e) => Some(e),
-            Cause::S3Settings(_) => None,
+            Cause::S3Settings(_) | Cause::Volume(_) => None,
             Cause::Tls(e) => Some(e),
             Cause::Htpasswd(_, e) | Cause::Acl(_, e) | Cause::QuotaFile(_, e) => Some(e),
         }

@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 mod error;
 mod modes;
+mod volume;
 
 pub use error::AppError;
 use error::Cause;
@@ -16,7 +17,7 @@ use crate::auth::htpasswd::Users;
 use crate::auth::policy::Policy;
 use crate::auth::{Auth, BasicAuth};
 use crate::config::Storage;
-use crate::config::{AuthMode, Config};
+use crate::config::{AuthMode, Config, Deployment};
 use crate::http::access_log::AccessLog;
 use crate::http::connection::{Registry, Shared};
 use crate::http::listener::Listener;
@@ -38,6 +39,9 @@ use crate::upload::{BUFFERED_UPLOADS, BufferBudget};
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), AppError> {
+    if config.deployment == Deployment::Container {
+        volume::prepare(&config).map_err(|e| AppError(Cause::Volume(e)))?;
+    }
     let threads = Some(config.limits.io_threads);
     crate::runtime::block_on(threads, serve(config)).map_err(|e| AppError(Cause::Runtime(e)))?
 }
@@ -154,8 +158,15 @@ async fn serve_store<S: Store>(
                 .await
                 .map_err(|e| AppError(Cause::Htpasswd(file.clone(), e)))?;
             if users.get().is_empty() {
+                let hint = match config.deployment {
+                    Deployment::Container => {
+                        "; add one with: docker exec -it <container> rest-server user add <name> \
+                         (podman exec works the same)"
+                    }
+                    Deployment::Host => "",
+                };
                 log::warn!(
-                    "no usable user in {}: every request will be refused",
+                    "no usable user in {}: every request will be refused{hint}",
                     file.display()
                 );
             }

@@ -44,6 +44,9 @@ pub enum CliError {
     Mirror(&'static str),
     /// A scrub flag that cannot work as given.
     Scrub(String),
+    /// A container variable (`cli::environment`) with a value it does not
+    /// take: the variable and the value.
+    Environment(&'static str, String),
 }
 
 impl std::fmt::Display for CliError {
@@ -94,6 +97,14 @@ impl std::fmt::Display for CliError {
             }
             CliError::Mirror(why) => f.write_str(why),
             CliError::Scrub(why) => f.write_str(why),
+            CliError::Environment(name, value) => write!(
+                f,
+                "{name}={value:?}: {}",
+                match *name {
+                    "OPTIONS" => "give flags only, as on the command line",
+                    _ => "give 1 or 0 (true or false)",
+                }
+            ),
         }
     }
 }
@@ -116,7 +127,8 @@ impl std::error::Error for CliError {
             | CliError::S3Location(_)
             | CliError::S3ConfigWithoutS3
             | CliError::Mirror(_)
-            | CliError::Scrub(_) => None,
+            | CliError::Scrub(_)
+            | CliError::Environment(..) => None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! The files, in the order a command line goes through them:
 //! - `normalize`: Go's flag syntax rewritten for argh;
+//! - `environment`: in the container image, flags from its variables;
 //! - `flags` and `subcommands`: what the user typed (argh's derive; their doc
 //!   comments are the `--help` text);
 //! - `resolve`: the checks, the defaults, and the [`Config`];
@@ -18,12 +19,14 @@
 //!
 //! [`Config`]: crate::config::Config
 
+mod environment;
 mod error;
 mod flags;
 mod normalize;
 mod resolve;
 mod subcommands;
 
+pub use environment::{VARIABLES, with_environment};
 pub use error::CliError;
 pub use flags::Flags;
 pub use normalize::normalize_args;

@@ -26,6 +26,12 @@ const SWITCHES: &[&str] = &[
     "repair",
 ];
 
+/// Whether `name` (without dashes) is a switch, which takes no value:
+/// one of [`SWITCHES`], or argh's `--help` / `-h`.
+pub(super) fn is_switch(name: &str) -> bool {
+    matches!(name, "help" | "h") || SWITCHES.contains(&name)
+}
+
 /// Rewrites Go-style `--flag=value` into `--flag value`, `--switch=true` into
 /// `--switch` and drops `--switch=false`. Also accepts Go's single-dash form.
 pub fn normalize_args(args: &[String]) -> Result<Vec<String>, CliError> {

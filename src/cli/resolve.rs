@@ -367,6 +367,7 @@ impl Flags {
             verify_upload: !self.no_verify_upload,
             modes: Modes::new(self.group_accessible_repos),
             limits,
+            deployment: Default::default(),
         })
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Writes are atomic (temp file, fsync, rename, fsync folder) and leave the
 //! file at mode 0600; a running server picks the change up within 30 s, or at
-//! once on SIGHUP.
+//! once on SIGHUP, which a command run in the container image sends the
+//! server beside it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -12,6 +13,7 @@ use std::path::Path;
 
 use crate::auth::htpasswd::{self, PasswordHash, Users, valid_username};
 use crate::commands::error::CommandError;
+use crate::config::Deployment;
 
 /// What `rest-server user` is asked to do: the subcommand's arguments as plain
 /// data, so that this body does not import the command line above it.
@@ -29,8 +31,18 @@ pub enum Action {
     },
 }
 
-/// Runs a user subcommand on the htpasswd file at `file`.
-pub fn run(action: Action, file: &Path) -> Result<(), CommandError> {
+/// Runs a user subcommand on the htpasswd file at `file`; in a container,
+/// a change is reloaded by the server at once.
+pub fn run(action: Action, file: &Path, deployment: Deployment) -> Result<(), CommandError> {
+    let changed = !matches!(action, Action::List);
+    change(action, file)?;
+    if changed && deployment == Deployment::Container && crate::container::ask_server_to_reload() {
+        eprintln!("the server (PID 1) reloads its users now");
+    }
+    Ok(())
+}
+
+fn change(action: Action, file: &Path) -> Result<(), CommandError> {
     let shown = file.display();
     match action {
         Action::List => {
