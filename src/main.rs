@@ -180,8 +180,17 @@ fn run() -> Result<(), Failure> {
         }
         Some(Command::Health(_)) => {
             let config = flags.resolve()?;
-            let answer =
-                rest_server::commands::probe::health(&config).map_err(CommandError::Probe)?;
+            let answer = match rest_server::commands::probe::health(&config) {
+                // A container's healthcheck knows healthy (0) and unhealthy
+                // (anything else): one that can never ask would mark the
+                // container unhealthy for good, and get it restarted in a
+                // loop by tools that heal containers.
+                Err(e @ ProbeError::CannotAsk(_)) if deployment == Deployment::Container => {
+                    println!("{e}");
+                    return Ok(());
+                }
+                answer => answer.map_err(CommandError::Probe)?,
+            };
             println!("{}", answer.text);
             match answer.healthy {
                 true => Ok(()),
