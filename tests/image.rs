@@ -626,59 +626,6 @@ fn build_script_takes_the_mirror_from_its_option_the_environment_or_the_apt_sour
     assert!(err.contains("is not a URI"), "{err}");
 }
 
-/// A network namespace this test made; dropping it ends the processes in it
-/// and removes it.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        let made = Command::new("ip").args(["netns", "add", &name]).status();
-        assert!(made.is_ok_and(|s| s.success()), "ip netns add {name}");
-        Netns(name)
-    }
-
-    /// `ip -n NAME args...`, which must succeed.
-    fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip -n {} {args:?}: {}",
-            self.0,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `program args...` inside the namespace, its output in `log`.
-    fn spawn(&self, args: &[&str], log: &Path) -> Child {
-        // One open file for both: they share its offset.
-        let out = std::fs::File::create(log).unwrap();
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("ip netns exec")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// A process that is killed when the test ends, however it ends.
 struct Killed(Child);
 

@@ -271,27 +271,6 @@ fn group_accessible_repos() {
     assert_eq!(mode(&format!("repo/keys/{id}")), 0o660);
 }
 
-/// Mounts a small tmpfs for the test's lifetime; needs root.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| SmallDisk(at.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn full_disk_is_507_and_leaves_nothing() {
     let test = "full_disk_is_507_and_leaves_nothing";

@@ -10,9 +10,11 @@
 #![allow(dead_code)]
 
 pub mod ceph;
+pub mod disk;
 pub mod hash;
 pub mod http;
 pub mod moto;
+pub mod netns;
 pub mod ports;
 pub mod seaweed;
 pub mod server;
@@ -22,8 +24,10 @@ pub mod tempdir;
 pub mod tools;
 
 // The split is for includers and readers; the tests see one flat set.
+pub use disk::*;
 pub use hash::*;
 pub use http::*;
+pub use netns::*;
 pub use server::*;
 pub use tempdir::*;
 pub use tools::*;
