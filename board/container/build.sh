@@ -79,10 +79,11 @@ for pair in $binaries; do
 done
 
 if [ -n "$staged" ]; then
-    echo "$staged: the build context; build and push the images with"
+    echo "$staged: the build context; build the images with"
     echo "  docker buildx build --platform $(echo "$platforms" | tr ' ' ',')" \
         "--build-arg VERSION=$version${source:+ --build-arg SOURCE=$source}" \
-        "-f $staged/Containerfile -t IMAGE --push $staged"
+        "-f $staged/Containerfile -t rest-server:$version $staged"
+    echo "(and --push to send them to a registry, or one --platform and --load)"
     exit 0
 fi
 
