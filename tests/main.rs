@@ -6,6 +6,7 @@ mod util;
 mod api;
 mod auth;
 mod board;
+mod container;
 mod fat;
 mod image;
 mod layers;
