@@ -2,7 +2,8 @@
 # Builds the static binaries and tests them: under qemu user-mode emulation
 # the whole integration suite (restic end to end included) against aarch64 and
 # the restic end-to-end test against armv7; natively the restic end-to-end test
-# against x86_64 musl. Part of tests/all.sh.
+# against x86_64 musl. Then the Debian packages and the container image made
+# of them. Part of tests/all.sh.
 #
 # A target whose toolchain or emulator is missing is skipped with a message
 # saying what to install; nothing is skipped silently. With
@@ -145,4 +146,37 @@ else
         board/deb/build.sh --out "$target_dir/deb" $debs
         REST_SERVER_DEB_DIR="$target_dir/deb" cargo test --test integration packages:: -- --include-ignored
     fi
+fi
+
+# The container image (board/container/) of the three static builds above,
+# built with buildah in a storage of its own under the target dir (a vfs
+# storage: plain folders, no mounts left), saved as an OCI archive; then
+# tests/container.rs checks the archive and runs the amd64 image with podman
+# (runc as its runtime) in network namespaces of its own.
+missing=""
+for tool in buildah podman runc ip; do
+    command -v "$tool" >/dev/null || missing="$missing $tool"
+done
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+unbuilt=""
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
+    # A target skipped above (and said so) has no binary.
+    [ -x "$target_dir/$target/release/rest-server" ] || unbuilt="$unbuilt $target"
+done
+if [ -n "$missing" ]; then
+    skip "the container image" "missing$missing (see .ci/run for the Debian packages)"
+elif [ -n "$unbuilt" ]; then
+    skip "the container image" "no static binary for$unbuilt"
+else
+    echo "== the container image: the archive, then the amd64 image under podman"
+    storage="$target_dir/container-storage"
+    rm -rf "$storage"
+    mkdir -p "$storage"
+    printf '[storage]\ndriver = "vfs"\ngraphroot = "%s"\nrunroot = "%s"\n' \
+        "$storage/graph" "$storage/run" >"$storage/storage.conf"
+    archive="$target_dir/container/rest-server.tar"
+    CARGO_TARGET_DIR="$target_dir" CONTAINERS_STORAGE_CONF="$storage/storage.conf" \
+        board/container/build.sh "$archive"
+    rm -rf "$storage"
+    REST_SERVER_CONTAINER_ARCHIVE="$archive" cargo test --test integration container:: -- --include-ignored
 fi
