@@ -762,3 +762,32 @@ fn start_checks_refuse_a_missing_read_only_or_foreign_data_directory() {
         assert!(!logs.contains(OURS_REPORTS), "{tag}:\n{logs}");
     }
 }
+
+/// A healthcheck that can never ask (the server wants client certificates)
+/// says so and passes in the image, where it would otherwise mark the
+/// container unhealthy for good; outside the image it keeps exit code 3.
+/// The binary on the host, with the image's marker set or not.
+#[test]
+fn health_that_cannot_ask_passes_in_the_image_only() {
+    let dir = TempDir::new("container-health");
+    let run = |marked: bool| {
+        let mut command = Command::new(binary());
+        command
+            .env_remove("REST_SERVER_CONTAINER")
+            .env_remove("OPTIONS")
+            .env_remove("DISABLE_AUTHENTICATION")
+            .arg("--path")
+            .arg(dir.path())
+            .args(["--tls", "--tls-client-ca", "/nonexistent/ca.pem", "health"]);
+        if marked {
+            command.env("REST_SERVER_CONTAINER", "1");
+        }
+        command.output().unwrap()
+    };
+    let host = run(false);
+    assert_eq!(host.status.code(), Some(3), "{host:?}");
+    let image = run(true);
+    assert_eq!(image.status.code(), Some(0), "{image:?}");
+    let said = String::from_utf8_lossy(&image.stdout);
+    assert!(said.starts_with("health not checked: "), "{said}");
+}
