@@ -50,6 +50,13 @@
 //!   one-stream uploads with that scrub running beside them and without it
 //!   (do uploads keep their speed, and does the scrub back off?).
 //!
+//! - `cargo bench --bench upload -- container` (root, podman, runc, ip)
+//!   reads the container image's archive named by `BENCH_CONTAINER_ARCHIVE`
+//!   (board/container/build.sh): each platform's download size and binary,
+//!   then the time from `podman run` to serving, beside the same binary
+//!   started without a container, the idle RSS of each, and how long
+//!   `podman stop` takes.
+//!
 //! Each phase runs 3 rounds; the median is reported, with the spread. With
 //! at least 4 cores (and `taskset`), servers run on the first quarter of
 //! them and this client on the rest; the first lines say which.
@@ -118,6 +125,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("download", download_scenario),
     ("tls", tls_scenario),
     ("scrub", scrub_scenario),
+    ("container", container_scenario),
 ];
 
 fn main() {
@@ -1607,4 +1615,165 @@ fn watch_scrub(ours: &Path, data: &Path, rate_mb: u64, uploads: Option<&[Blob]>)
         watch.peak_kib
     );
     watch
+}
+
+/// Rounds of the container scenario (each starts a container and a plain
+/// server once; cheap, so more than the others' 3).
+const CONTAINER_ROUNDS: usize = 7;
+
+/// The container image (`BENCH_CONTAINER_ARCHIVE`, made by
+/// board/container/build.sh): each platform's download size (compressed
+/// layers and configuration, as a registry counts it) and its binary; then,
+/// alternating, the amd64 image run with podman and the same binary run
+/// without a container (each in a network namespace of its own, on port
+/// 8000): the time from the command to the first `GET /health` answered,
+/// the idle RSS, and the time `podman stop` takes.
+fn container_scenario(_ours: &Path, work: &Path) {
+    use util::json::Json;
+    use util::podman::{Container, Podman};
+
+    let archive = std::env::var_os("BENCH_CONTAINER_ARCHIVE")
+        .map(PathBuf::from)
+        .expect("BENCH_CONTAINER_ARCHIVE names the archive board/container/build.sh made");
+    let unpacked = work.join("archive");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&unpacked)
+        .status();
+    assert!(
+        untar.is_ok_and(|s| s.success()),
+        "tar -xf {}",
+        archive.display()
+    );
+    let blob = |digest: String| {
+        unpacked
+            .join("blobs/sha256")
+            .join(&digest["sha256:".len()..])
+    };
+    let index = Json::read(&unpacked.join("index.json"));
+    let list = Json::read(&blob(index.must("manifests.0.digest")));
+    let mut amd64_layer = None;
+    for i in 0..list.len("manifests") {
+        let entry = |key: &str| list.string(&format!("manifests.{i}.{key}"));
+        let platform = format!(
+            "{}/{}{}",
+            entry("platform.os").unwrap(),
+            entry("platform.architecture").unwrap(),
+            entry("platform.variant").map_or(String::new(), |v| format!("/{v}"))
+        );
+        let manifest = Json::read(&blob(entry("digest").unwrap()));
+        let size = |path: &str| manifest.0[path].parse::<u64>().unwrap();
+        let layers: u64 = (0..manifest.len("layers"))
+            .map(|l| size(&format!("layers.{l}.size")))
+            .sum();
+        let config = size("config.size");
+        let layer = blob(manifest.must("layers.0.digest"));
+        let listing = Command::new("tar")
+            .arg("-tvf")
+            .arg(&layer)
+            .output()
+            .unwrap();
+        let binary: u64 = String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .find(|l| l.ends_with("usr/bin/rest-server"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|n| n.parse().ok())
+            .expect("the binary in the layer");
+        println!(
+            "image {platform}: download {:.2} MiB ({layers} B of compressed layers, {} layer(s), + {config} B configuration); binary {binary} B",
+            (layers + config) as f64 / MIB,
+            manifest.len("layers"),
+        );
+        if platform == "linux/amd64" {
+            amd64_layer = Some(layer);
+        }
+    }
+    // The amd64 image's own binary, for the run without a container.
+    let plain = work.join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let extracted = Command::new("tar")
+        .arg("-xf")
+        .arg(amd64_layer.expect("an amd64 image"))
+        .arg("-C")
+        .arg(&plain)
+        .arg("usr/bin/rest-server")
+        .status();
+    assert!(extracted.is_ok_and(|s| s.success()));
+    let plain_binary = plain.join("usr/bin/rest-server");
+
+    let podman = Podman::shared(&archive);
+    let ns = util::Netns::loopback_only(format!("rs-bench-{}", std::process::id()));
+    let network = format!("--network=ns:{}", ns.path().display());
+    let health = Request::new("GET", "/health");
+    // The first `GET /health` answered 200 after `started`, polled every
+    // millisecond; how long it took.
+    let serving = |started: Instant| -> Duration {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 8000));
+        loop {
+            if let Ok(mut stream) = ns.connect(addr) {
+                stream.write_all(&health.to_bytes()).unwrap();
+                if read_response(&mut stream, false).status == 200 {
+                    return started.elapsed();
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "not serving after 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let (mut in_container, mut without, mut stops) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rss_container, mut rss_plain) = (0, 0);
+    for round in 0..CONTAINER_ROUNDS {
+        let name = format!("rs-bench-{}-{round}", std::process::id());
+        let started = Instant::now();
+        let container = Container::run(&podman, &name, &[&network], &["--no-auth"]);
+        in_container.push(serving(started).as_secs_f64() * 1000.0);
+        let pid: i32 = container.inspect("{{.State.Pid}}").parse().unwrap();
+        rss_container = proc_status_kib(Pid::from_raw(pid), "VmRSS:");
+        stops.push(container.stop().as_secs_f64() * 1000.0);
+        drop(container);
+
+        let data = fresh_data(work);
+        let started = Instant::now();
+        let mut child = ns
+            .command(plain_binary.to_str().unwrap())
+            .args(["--no-auth", "--path"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        without.push(serving(started).as_secs_f64() * 1000.0);
+        // `ip netns exec` execs the server: the child is the server.
+        rss_plain = proc_status_kib(Pid::from_raw(child.id() as i32), "VmRSS:");
+        nix::sys::signal::kill(Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM)
+            .unwrap();
+        child.wait().unwrap();
+    }
+    let spread = |values: &[f64]| {
+        let low = values.iter().cloned().fold(f64::MAX, f64::min);
+        let high = values.iter().cloned().fold(0f64, f64::max);
+        format!(
+            "median {:.0} ms (spread {low:.0}-{high:.0})",
+            median(values.to_vec())
+        )
+    };
+    println!(
+        "start to serving (the command to the first GET /health answered), {CONTAINER_ROUNDS} rounds alternating:"
+    );
+    println!("  podman run of the image: {}", spread(&in_container));
+    println!(
+        "  the same binary, no container (ip netns exec): {}",
+        spread(&without)
+    );
+    println!(
+        "podman stop (SIGTERM, the server's graceful shutdown): {}",
+        spread(&stops)
+    );
+    println!("idle RSS after start: in the container {rss_container} KiB, without {rss_plain} KiB");
 }
