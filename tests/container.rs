@@ -439,10 +439,11 @@ fn image_serves_restic_as_uid_1000_and_keeps_the_volume_over_a_restart() {
     let (code, out) = container.healthcheck();
     assert_eq!(code, 0, "healthcheck: {out}");
 
-    // Stopped by SIGTERM: the server shuts down gracefully at once; podman
-    // would send SIGKILL only after 10 s (exit code 137).
+    // Stopped by SIGTERM: the server shuts down gracefully within its
+    // shutdown timeout (10 s by default, which is also when podman would
+    // send SIGKILL: exit code 137, where a graceful stop gives 0).
     let took = container.stop();
-    assert!(took < Duration::from_secs(5), "podman stop took {took:?}");
+    assert!(took < Duration::from_secs(10), "podman stop took {took:?}");
     assert_eq!(container.inspect("{{.State.ExitCode}}"), "0");
     let logs = container.logs();
     assert!(logs.contains("[INFO] received SIGTERM"), "{logs}");
