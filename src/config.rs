@@ -235,6 +235,8 @@ pub struct Config {
     /// snapshot past which it is shown red; 0: never.
     pub(crate) stale_days: u64,
     pub(crate) verify_upload: bool,
+    /// `--trash-days`: deleted files kept this many days; None: removed.
+    pub(crate) trash_days: Option<u64>,
     pub(crate) modes: Modes,
     pub(crate) limits: Limits,
 }
@@ -265,6 +267,7 @@ impl Config {
             health_min_free: 0,
             stale_days: 3,
             verify_upload: true,
+            trash_days: None,
             modes: Modes::new(false),
             limits: Limits::default(),
             deployment: Deployment::Host,

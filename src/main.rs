@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use rest_server::app::AppError;
 use rest_server::cli::{
-    CliError, Command, Flags, TlsAction, TlsGenerate, UserAction, normalize_args, with_environment,
+    CliError, Command, Flags, TlsAction, TlsGenerate, TrashAction, UserAction, normalize_args,
+    with_environment,
 };
 use rest_server::commands::error::CommandError;
 use rest_server::commands::probe::ProbeError;
-use rest_server::commands::{certgen, user as users};
+use rest_server::commands::{certgen, trash, user as users};
 use rest_server::config::Deployment;
 use rest_server::container;
 
@@ -212,6 +213,14 @@ fn run() -> Result<(), Failure> {
                 .map_err(CommandError::io("mdns (udp port 5353)"))?;
             Ok(())
         }
+        Some(Command::Trash(args)) => {
+            let root = flags.data_dir()?;
+            Ok(rest_server::commands::trash::run(
+                trash_action(&args.action, flags.trash_days),
+                &root,
+                flags.group_accessible_repos,
+            )?)
+        }
         Some(Command::User(args)) => Ok(users::run(
             user_action(&args.action),
             &flags.htpasswd_path()?,
@@ -236,6 +245,25 @@ fn user_action(action: &UserAction) -> users::Action {
         UserAction::Add(add) => users::Action::Add {
             name: add.name.clone(),
             update: add.update,
+        },
+    }
+}
+
+/// `trash ...` as the plain data its body takes.
+fn trash_action(action: &TrashAction, trash_days: Option<u64>) -> trash::Action {
+    match action {
+        TrashAction::List(list) => trash::Action::List {
+            repo: list.repo.clone(),
+            since: list.since.clone(),
+        },
+        TrashAction::Restore(restore) => trash::Action::Restore {
+            repo: restore.repo.clone(),
+            since: restore.since.clone(),
+            kind: restore.kind.clone(),
+        },
+        TrashAction::Purge(purge) => trash::Action::Purge {
+            older_than: purge.older_than.clone(),
+            trash_days,
         },
     }
 }

@@ -23,3 +23,4 @@ mod scrub;
 mod security;
 mod status;
 mod tls;
+mod trash;

@@ -52,7 +52,11 @@ async fn serve(config: Config) -> Result<(), AppError> {
         Storage::Local(dir) => {
             let writers = WriterPool::start("upload-write", config.limits.upload_writers())
                 .map_err(|e| AppError(Cause::Threads(e)))?;
-            let store = FsStore::new(dir.clone(), config.modes, writers);
+            let store =
+                FsStore::new(dir.clone(), config.modes, writers).with_trash(config.trash_days);
+            if config.trash_days.is_some() {
+                tokio::task::spawn_local(purge_trash_hourly(store.clone()));
+            }
             let mirror = match &config.mirror {
                 None => None,
                 Some(mirror) => {
@@ -251,6 +255,18 @@ async fn serve_store<S: Store>(
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// How often the trash is purged of what is older than `--trash-days`.
+const TRASH_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Purges the trash at start, then every [`TRASH_PURGE_INTERVAL`].
+async fn purge_trash_hourly(store: FsStore) {
+    let mut every = tokio::time::interval(TRASH_PURGE_INTERVAL);
+    loop {
+        every.tick().await;
+        store.purge_trash().await;
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

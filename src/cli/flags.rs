@@ -138,6 +138,11 @@ pub struct Flags {
     /// s, m, h or d (default 30d; 0 turns the background scrub off)
     #[argh(option)]
     pub scrub_interval: Option<String>,
+    /// keep each deleted repository file (locks excepted) this many days in
+    /// <data directory>/.trash, where `trash restore` brings it back; see
+    /// docs/trash.md (default: off)
+    #[argh(option)]
+    pub trash_days: Option<u64>,
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,

@@ -32,8 +32,8 @@ pub use flags::Flags;
 pub use normalize::normalize_args;
 pub use subcommands::{
     Cleanup, Command, HealthArgs, MdnsArgs, MirrorAction, MirrorArgs, MirrorStatus, NtpArgs,
-    ScrubArgs, TlsAction, TlsArgs, TlsGenerate, UserAction, UserAdd, UserArgs, UserList,
-    UserRemove,
+    ScrubArgs, TlsAction, TlsArgs, TlsGenerate, TrashAction, TrashArgs, TrashList, TrashPurge,
+    TrashRestore, UserAction, UserAdd, UserArgs, UserList, UserRemove,
 };
 
 /// A command line as the `String`s it is, for the tests.

@@ -175,7 +175,7 @@ impl Flags {
         match self.storage()? {
             Storage::Local(dir) => Ok(dir),
             Storage::S3 { .. } => Err(CliError::Mirror(
-                "the mirror is of a data directory: give its --path",
+                "this command works on a data directory: give its --path",
             )),
         }
     }
@@ -346,7 +346,12 @@ impl Flags {
         if self.acl.is_some() && auth == AuthMode::Off {
             return Err(CliError::AclWithoutAuth);
         }
+        let trash_days = self.trash_days.filter(|&days| days > 0);
+        if trash_days.is_some() && matches!(storage, Storage::S3 { .. }) {
+            return Err(CliError::NoDataDir("--trash-days"));
+        }
         Ok(Config {
+            trash_days,
             acl: self.acl,
             quota_file: self.quota_file,
             tls,

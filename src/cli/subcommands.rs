@@ -1,5 +1,6 @@
 //! The subcommands' flags: one struct per subcommand (`user`, `tls
-//! generate`, `mirror status`, `cleanup`, `scrub`, `health`, `ntp`, `mdns`),
+//! generate`, `mirror status`, `cleanup`, `scrub`, `health`, `ntp`, `mdns`,
+//! `trash`),
 //! holding what the user typed after its name. Their bodies live in
 //! `crate::commands`; the doc comments are the `--help` text, word for word.
 
@@ -20,6 +21,70 @@ pub enum Command {
     Health(HealthArgs),
     Ntp(NtpArgs),
     Mdns(MdnsArgs),
+    Trash(TrashArgs),
+}
+
+/// the files deleted into the trash (--trash-days): list, restore, purge
+/// (docs/trash.md)
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "trash")]
+pub struct TrashArgs {
+    #[argh(subcommand)]
+    pub action: TrashAction,
+}
+
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand)]
+pub enum TrashAction {
+    List(TrashList),
+    Restore(TrashRestore),
+    Purge(TrashPurge),
+}
+
+/// list what is in the trash: when each file was deleted (UTC), by whom,
+/// its repository, type and name, and its bytes
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "list")]
+pub struct TrashList {
+    /// only this repository (alice/laptop; / for the root one)
+    #[argh(option)]
+    pub repo: Option<String>,
+    /// only what was deleted since then: YYYY-MM-DD[THH:MM[:SS]] in UTC, or
+    /// an age such as 90m, 6h or 2d
+    #[argh(option)]
+    pub since: Option<String>,
+}
+
+/// move back what was deleted from a repository since a time, never over
+/// a file that exists, and say what to run in restic next
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "restore")]
+pub struct TrashRestore {
+    /// the repository (alice/laptop; / for the root one)
+    #[argh(option)]
+    pub repo: String,
+    /// what was deleted since then: YYYY-MM-DD[THH:MM[:SS]] in UTC, or an
+    /// age such as 90m, 6h or 2d
+    #[argh(option)]
+    pub since: String,
+    /// only files of this type: config, keys, snapshots, index or data
+    #[argh(option, long = "type")]
+    pub kind: Option<String>,
+}
+
+/// remove from the trash for good what was deleted longer ago than
+/// --older-than (default: --trash-days)
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "purge")]
+pub struct TrashPurge {
+    /// an age: 90m, 6h, 2d, or days without a unit; 0 empties the trash
+    #[argh(option)]
+    pub older_than: Option<String>,
 }
 
 /// answer multicast DNS queries for this board's name with its IPv4

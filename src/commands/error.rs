@@ -70,6 +70,8 @@ pub enum CommandError {
     /// `scrub` of a data directory that is not there, or whose state file
     /// cannot be read.
     ScrubSetup(String),
+    /// `trash`: a value it cannot use (the text says which and why).
+    Trash(String),
 }
 
 impl CommandError {
@@ -129,6 +131,7 @@ impl fmt::Display for CommandError {
             CommandError::S3Settings(e) => write!(f, "S3 settings: {e}"),
             CommandError::Scrub(_) => f.write_str("scrub"),
             CommandError::ScrubSetup(why) => write!(f, "scrub: {why}"),
+            CommandError::Trash(why) => write!(f, "trash: {why}"),
             CommandError::NoScrubState => f.write_str(
                 "scrub --status reads the state file of a data directory; a bucket's \
                  scrub keeps none (run `rest-server scrub` for its result)",
@@ -169,7 +172,8 @@ impl Error for CommandError {
             | CommandError::Unhealthy
             | CommandError::S3Settings(_)
             | CommandError::NoScrubState
-            | CommandError::ScrubSetup(_) => None,
+            | CommandError::ScrubSetup(_)
+            | CommandError::Trash(_) => None,
         }
     }
 }

@@ -10,4 +10,5 @@ pub mod mirror;
 pub mod ntp;
 pub mod probe;
 pub mod scrub;
+pub mod trash;
 pub mod user;

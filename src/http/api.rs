@@ -107,6 +107,8 @@ pub(crate) struct Call<'a, B> {
     pub(crate) headers: &'a HeaderMap,
     /// Some for uploads, the only endpoint that reads it.
     pub(crate) body: Option<B>,
+    /// Who asks (None without authentication): a trash records who deleted.
+    pub(crate) user: Option<&'a str>,
 }
 
 /// The file a target names, if it names one.
@@ -140,7 +142,7 @@ where
                 .ok_or(ApiError::BadRequest("request body already taken"))?;
             save_file(state, call.repo, key(call.target)?, declared, body).await
         }
-        Endpoint::Delete => delete_file(state, call.repo, key(call.target)?).await,
+        Endpoint::Delete => delete_file(state, call.repo, key(call.target)?, call.user).await,
         Endpoint::List => match call.target {
             Target::List(kind) => list_blobs(state, call.repo, *kind, call.headers).await,
             _ => Err(ApiError::NotFound("no such route")),
@@ -246,6 +248,7 @@ async fn delete_file<S: Store>(
     state: &AppState<S>,
     repo: &RepoPath,
     key: Key<'_>,
+    user: Option<&str>,
 ) -> Result<Reply<S>, ApiError> {
     // The delete and what follows it run in a task of their own: a client
     // gone meanwhile (hyper then drops this future) must not leave a file
@@ -254,8 +257,9 @@ async fn delete_file<S: Store>(
     let (quota, usage) = (state.quota.clone(), state.usage.clone());
     let (mirror, scrub) = (state.mirror.clone(), state.scrub.clone());
     let (repo, key) = (repo.clone(), KeyBuf::of(key));
+    let user = user.map(str::to_string);
     let freed = crate::upload::finish_detached(Box::pin(async move {
-        let freed = store.delete(&repo, key.key()).await?;
+        let freed = store.delete(&repo, key.key(), user.as_deref()).await?;
         let label = repo.label();
         quota.release(&label, freed);
         usage.deleted(&label, key.key().kind(), freed);

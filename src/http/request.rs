@@ -231,6 +231,7 @@ where
         } else {
             None
         },
+        user: user.as_deref(),
     };
     let reply = api::call(state, endpoint, call).await?;
     if state.metrics.is_none() {

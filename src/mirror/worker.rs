@@ -151,7 +151,7 @@ impl Mirror {
             Err(e) if e.kind == ErrorKind::NotFound => {}
             Err(e) => return Outcome::Retry(e.to_string()),
         }
-        match self.remote.delete(&item.repo, item.name.key()).await {
+        match self.remote.delete(&item.repo, item.name.key(), None).await {
             Ok(_) => Outcome::Done,
             Err(e) => Outcome::Retry(e.to_string()),
         }

@@ -83,9 +83,14 @@ macro_rules! backends {
                 }
             }
 
-            async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
+            async fn delete(
+                &self,
+                repo: &RepoPath,
+                key: Key<'_>,
+                by: Option<&str>,
+            ) -> Result<u64, StoreError> {
                 match self {
-                    $(AnyStore::$name(s) => s.delete(repo, key).await),+
+                    $(AnyStore::$name(s) => s.delete(repo, key, by).await),+
                 }
             }
 

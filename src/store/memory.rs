@@ -159,7 +159,12 @@ impl Store for MemStore {
         })
     }
 
-    async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
+    async fn delete(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        _by: Option<&str>,
+    ) -> Result<u64, StoreError> {
         self.check(Op::Delete, "remove")?;
         let (removed, delay) = {
             let mut inner = self.inner.borrow_mut();

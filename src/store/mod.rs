@@ -312,8 +312,15 @@ pub(crate) trait Store: Lifecycle + Clone + 'static {
     ) -> Result<Self::Upload, StoreError>;
 
     /// Removes a stored file and returns the bytes it freed; a missing file
-    /// frees nothing and is no error, because restic retries deletes.
-    async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError>;
+    /// frees nothing and is no error, because restic retries deletes. A
+    /// store with a trash keeps the file there, as deleted by `by` (the
+    /// user; None without authentication, or for the mirror's deletes).
+    async fn delete(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        by: Option<&str>,
+    ) -> Result<u64, StoreError>;
 
     /// The objects of one type, streamed in batches; NotFound when the
     /// repository (or its type folder) does not exist.

@@ -15,6 +15,7 @@
 //! - [`scan`]: the startup scan and the listings.
 //! - [`repair`]: what the scrub's repair needs (a checked swap).
 //! - [`space`]: free space and health.
+//! - [`trash`]: deleted files kept for `--trash-days`, and their restore.
 //!
 //! Nothing blocks the event loop: uploads are written by the upload writer
 //! threads, everything else runs on the I/O pool
@@ -27,6 +28,7 @@ mod repair;
 mod scan;
 mod space;
 mod store;
+pub(crate) mod trash;
 mod write;
 mod writers;
 
@@ -95,9 +97,19 @@ impl super::Store for FsStore {
             .await
     }
 
-    async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
+    async fn delete(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        by: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let path = self.path(repo, key);
-        crate::store::blocking(move || commit::remove(&path)).await
+        let locks = matches!(key, Key::Object(ObjectType::Locks, _));
+        if self.trash_days.is_none() || locks {
+            return crate::store::blocking(move || commit::remove(&path)).await;
+        }
+        let (trashed, modes) = (self.trash_path(repo, key, by), self.modes);
+        crate::store::blocking(move || trash::keep(&path, &trashed, modes)).await
     }
 
     async fn list(&self, repo: &RepoPath, kind: ObjectType) -> Result<FsListing, StoreError> {

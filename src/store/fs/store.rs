@@ -23,6 +23,9 @@ pub(crate) struct FsStore {
     /// large uploads that fsync would keep a pool of four busy, and every
     /// other client's small read would wait behind them.
     pub(super) writers: WriterPool,
+    /// `--trash-days`: a client's delete moves the file into the trash
+    /// (see [`super::trash`]); None removes it.
+    pub(super) trash_days: Option<u64>,
 }
 
 impl FsStore {
@@ -33,6 +36,15 @@ impl FsStore {
             large_reads: Arc::new(AtomicUsize::new(LARGE_READERS)),
             spares: Spares::default(),
             writers,
+            trash_days: None,
+        }
+    }
+
+    /// This store, keeping deleted files for `days` days (`--trash-days`).
+    pub(crate) fn with_trash(self, days: Option<u64>) -> FsStore {
+        FsStore {
+            trash_days: days,
+            ..self
         }
     }
 }

@@ -276,7 +276,12 @@ impl super::Store for S3Store {
         }
     }
 
-    async fn delete(&self, repo: &RepoPath, key: Key<'_>) -> Result<u64, StoreError> {
+    async fn delete(
+        &self,
+        repo: &RepoPath,
+        key: Key<'_>,
+        _by: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let inner = &self.inner;
         let name = inner.object_key(repo, key);
         let size = match inner.head(&name, "stat").await {

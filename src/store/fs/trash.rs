@@ -1,0 +1,308 @@
+//! The trash (`--trash-days`): a client's delete of a repository file moves
+//! it into the trash instead of removing it, so that a delete made with
+//! stolen credentials (a `forget --prune` by an attacker) can be undone by
+//! the owner of the machine (`rest-server trash restore`). docs/trash.md.
+//!
+//! ```text
+//! <root>/.trash/<repo segments...>/.trashed/<kind>~<name>~<unix ns>~<user>
+//! ```
+//!
+//! One folder per repository, in a dot folder no request can name and no
+//! scan or listing enters; `kind` is `config` or the type's folder name, and
+//! the name says when the file was deleted and by whom, so the trash needs
+//! no index that could disagree with it. The move is one rename on the
+//! same file system, then an fsync of both folders: after a crash the file
+//! is in one place or the other. Locks are removed as before: restic
+//! deletes its own on every run.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::commit::{commit_temp, sync_dir};
+use super::layout::{ensure_dir, is_fanned_out};
+use super::store::FsStore;
+use crate::config::Modes;
+use crate::repo::{Key, ObjectType, RepoPath};
+use crate::store::{Op as _, StoreError};
+
+/// The trash's folder in the data directory.
+pub(crate) const TRASH_DIR: &str = ".trash";
+/// A repository's folder of trashed files, below its path in the trash (a
+/// dot name, which no repository's segment can be).
+const TRASHED: &str = ".trashed";
+/// Between the parts of a trashed file's name: in neither a kind, a hex id,
+/// a number nor a user name.
+const SEPARATOR: char = '~';
+
+/// A file in the trash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Trashed {
+    /// The repository's label (`/alice/laptop`; `/` for the root one).
+    pub(crate) repo: String,
+    /// None for the repository's `config`.
+    pub(crate) kind: Option<ObjectType>,
+    /// The object's id, or `config`.
+    pub(crate) name: String,
+    /// When it was deleted: nanoseconds since 1970.
+    pub(crate) deleted_ns: u64,
+    /// Who deleted it (`-` without authentication).
+    pub(crate) by: String,
+    pub(crate) bytes: u64,
+    /// Where it is now.
+    pub(crate) path: PathBuf,
+}
+
+impl Trashed {
+    /// Seconds since 1970 of the delete.
+    pub(crate) fn deleted(&self) -> u64 {
+        self.deleted_ns / 1_000_000_000
+    }
+}
+
+/// Nanoseconds since 1970, now.
+pub(crate) fn now_ns() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    since.map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A user name as it can stand in a file name: what the htpasswd file allows
+/// passes, anything else (a proxy's header value) becomes `_`.
+fn file_safe(user: Option<&str>) -> String {
+    match user {
+        None | Some("") => "-".to_string(),
+        Some(name) => name
+            .chars()
+            .map(|c| match c {
+                'A'..='Z' | 'a'..='z' | '0'..='9' | '_' | '.' | '@' | '-' => c,
+                _ => '_',
+            })
+            .collect(),
+    }
+}
+
+fn kind_name(kind: Option<ObjectType>) -> &'static str {
+    kind.map_or("config", ObjectType::dir_name)
+}
+
+impl FsStore {
+    /// Where the file of `key`, deleted now by `by`, goes in the trash.
+    pub(super) fn trash_path(&self, repo: &RepoPath, key: Key<'_>, by: Option<&str>) -> PathBuf {
+        let mut dir = self.root.join(TRASH_DIR);
+        dir.extend(repo.segments());
+        dir.push(TRASHED);
+        let (kind, name) = match key {
+            Key::Config => (None, "config"),
+            Key::Object(kind, id) => (Some(kind), id.as_str()),
+        };
+        dir.join(format!(
+            "{kind}{SEPARATOR}{name}{SEPARATOR}{}{SEPARATOR}{}",
+            now_ns(),
+            file_safe(by),
+            kind = kind_name(kind)
+        ))
+    }
+}
+
+/// Moves `live` to `trashed` (made by [`FsStore::trash_path`]); the bytes it
+/// held, 0 when it was not there (restic retries deletes).
+pub(super) fn keep(live: &Path, trashed: &Path, modes: Modes) -> Result<u64, StoreError> {
+    let len = match fs::symlink_metadata(live) {
+        Ok(meta) if meta.is_dir() => return Err(StoreError::not_found("trash")),
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).op("stat"),
+    };
+    let folder = trashed.parent().unwrap_or(Path::new("."));
+    let mut builder = fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(builder.recursive(true), modes.dir);
+    builder.create(folder).op("create trash folder")?;
+    match fs::rename(live, trashed) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).op("move to trash"),
+    }
+    // The trash's new name first, then the live name's removal.
+    sync_dir(folder)?;
+    sync_dir(live.parent().unwrap_or(Path::new(".")))?;
+    Ok(len)
+}
+
+/// Parses a trashed file's name into (kind, name, deleted ns, by).
+fn parse(file: &str) -> Option<(Option<ObjectType>, String, u64, String)> {
+    let mut parts = file.splitn(4, SEPARATOR);
+    let kind = match parts.next()? {
+        "config" => None,
+        dir => Some(*ObjectType::ALL.iter().find(|k| k.dir_name() == dir)?),
+    };
+    let name = parts.next()?.to_string();
+    let deleted = parts.next()?.parse().ok()?;
+    let by = parts.next()?.to_string();
+    Some((kind, name, deleted, by))
+}
+
+/// Everything in the trash of the data directory `root`, oldest first.
+pub(crate) fn entries(root: &Path) -> Result<Vec<Trashed>, StoreError> {
+    let trash = root.join(TRASH_DIR);
+    let mut found = Vec::new();
+    let mut pending = vec![trash.clone()];
+    while let Some(dir) = pending.pop() {
+        let listing = match fs::read_dir(&dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).op("read trash"),
+        };
+        for entry in listing {
+            let entry = entry.op("read trash")?;
+            let path = entry.path();
+            if entry.file_name() != TRASHED {
+                if entry.file_type().op("read trash")?.is_dir() {
+                    pending.push(path);
+                }
+                continue;
+            }
+            let relative = dir.strip_prefix(&trash).unwrap_or(Path::new(""));
+            let repo = format!("/{}", relative.to_string_lossy());
+            for file in fs::read_dir(&path).op("read trash")? {
+                let file = file.op("read trash")?;
+                let Some((kind, name, deleted_ns, by)) = parse(&file.file_name().to_string_lossy())
+                else {
+                    continue;
+                };
+                let bytes = file.metadata().map_or(0, |m| m.len());
+                found.push(Trashed {
+                    repo: repo.clone(),
+                    kind,
+                    name,
+                    deleted_ns,
+                    by,
+                    bytes,
+                    path: file.path(),
+                });
+            }
+        }
+    }
+    found.sort_by_key(|t| t.deleted_ns);
+    Ok(found)
+}
+
+/// Where a trashed file lives when it is not in the trash.
+fn live_path(root: &Path, entry: &Trashed) -> PathBuf {
+    let mut path = root.to_path_buf();
+    path.extend(entry.repo.split('/').filter(|s| !s.is_empty()));
+    match entry.kind {
+        None => path.push("config"),
+        Some(kind) => {
+            path.push(kind.dir_name());
+            if is_fanned_out(kind) {
+                path.push(entry.name.get(..2).unwrap_or("00"));
+            }
+            path.push(&entry.name);
+        }
+    }
+    path
+}
+
+/// What a restore did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Restored {
+    /// Moved back.
+    pub(crate) files: Vec<Trashed>,
+    /// Left in the trash: a file of that name is there already.
+    pub(crate) taken: Vec<Trashed>,
+}
+
+/// Moves back, never over an existing file, the files of `entries` (the
+/// newest of each name, when one was deleted more than once).
+pub(crate) fn restore(
+    root: &Path,
+    entries: Vec<Trashed>,
+    modes: Modes,
+) -> Result<Restored, StoreError> {
+    let mut newest: Vec<Trashed> = Vec::new();
+    for entry in entries.into_iter().rev() {
+        let same =
+            |t: &Trashed| t.repo == entry.repo && t.kind == entry.kind && t.name == entry.name;
+        if !newest.iter().any(same) {
+            newest.push(entry);
+        }
+    }
+    let mut done = Restored::default();
+    for entry in newest.into_iter().rev() {
+        let live = live_path(root, &entry);
+        if let Some(folder) = live.parent() {
+            ensure_dir(folder, modes)?;
+        }
+        match commit_temp(&entry.path, &live) {
+            Ok(()) => done.files.push(entry),
+            Err(e) if e.kind == crate::store::ErrorKind::AlreadyExists => done.taken.push(entry),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Removes from the trash the files deleted before `before_ns`; what it
+/// removed.
+pub(crate) fn purge(root: &Path, before_ns: u64) -> Result<Vec<Trashed>, StoreError> {
+    let mut removed = Vec::new();
+    for entry in entries(root)? {
+        if entry.deleted_ns >= before_ns {
+            break;
+        }
+        match fs::remove_file(&entry.path) {
+            Ok(()) => removed.push(entry),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).op("purge trash"),
+        }
+    }
+    Ok(removed)
+}
+
+impl FsStore {
+    /// Removes from the trash what is older than `--trash-days`, on the
+    /// I/O pool; logs what it removed.
+    pub(crate) async fn purge_trash(&self) {
+        let Some(days) = self.trash_days else {
+            return;
+        };
+        let root = self.root.clone();
+        let purged = crate::store::blocking(move || purge(&root, ago_ns(days * 86_400))).await;
+        match purged {
+            Ok(removed) if removed.is_empty() => {}
+            Ok(removed) => {
+                let bytes: u64 = removed.iter().map(|t| t.bytes).sum();
+                log::info!(
+                    "trash: purged {} file(s), {bytes} bytes, deleted more than {days} day(s) ago",
+                    removed.len()
+                );
+            }
+            Err(e) => log::error!("trash: purge failed: {e}"),
+        }
+    }
+}
+
+/// Nanoseconds since 1970 of `secs` seconds ago.
+pub(crate) fn ago_ns(secs: u64) -> u64 {
+    now_ns().saturating_sub(secs.saturating_mul(1_000_000_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back() {
+        let (kind, name, ns, by) = parse("snapshots~abc~17~alice@home").unwrap();
+        assert_eq!(
+            (kind, name.as_str(), ns, by.as_str()),
+            (Some(ObjectType::Snapshots), "abc", 17, "alice@home")
+        );
+        assert_eq!(parse("config~config~5~-").unwrap().0, None);
+        assert_eq!(parse("nonsense~a~1~b"), None);
+        assert_eq!(parse("data~a~x~b"), None);
+        assert_eq!(file_safe(Some("a/b~c d")), "a_b_c_d");
+        assert_eq!(file_safe(None), "-");
+    }
+}

@@ -1,0 +1,244 @@
+//! The trash (`--trash-days`, docs/trash.md): a delete moves the file out of
+//! sight, restic sees what it saw before, and `rest-server trash restore`
+//! undoes an attacker's `forget --prune`, after which restic's own checks
+//! find every original snapshot.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::restic::make_tree;
+use crate::util::*;
+
+/// `rest-server --path data trash args...`: (exit code, stdout, stderr).
+fn trash(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["--path", data.to_str().unwrap(), "trash"];
+    all.extend(args);
+    run_cli(&all)
+}
+
+/// The files in the trash's folder of repository `repo` (`alice` or
+/// `alice/laptop`).
+fn trashed(data: &Path, repo: &str) -> Vec<String> {
+    let dir = data.join(".trash").join(repo).join(".trashed");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_delete_goes_to_the_trash_out_of_sight_and_a_lock_does_not() {
+    let dir = TempDir::new("trash-api");
+    let data = dir.path().join("data");
+    let users = bcrypt_line("alice", "pw");
+    let server = Server::start_with_users(&data, &users, &["--trash-days", "7"]);
+    let as_alice = |method: &str, path: &str| Request::new(method, path).basic("alice", "pw");
+    assert_eq!(
+        server.send(&as_alice("POST", "/alice/?create=true")).status,
+        200
+    );
+    let content = pseudo_random(5000, 1);
+    let id = sha256_hex(&content);
+    let object = format!("/alice/data/{id}");
+    assert_eq!(
+        server
+            .send(&as_alice("POST", &object).body(content.clone()))
+            .status,
+        200
+    );
+    let lock = b"a lock";
+    let lock_path = format!("/alice/locks/{}", sha256_hex(lock));
+    assert_eq!(
+        server
+            .send(&as_alice("POST", &lock_path).body(lock.to_vec()))
+            .status,
+        200
+    );
+
+    assert_eq!(server.send(&as_alice("DELETE", &object)).status, 200);
+    assert_eq!(server.send(&as_alice("DELETE", &lock_path)).status, 200);
+    // restic sees what it saw without a trash.
+    assert_eq!(server.send(&as_alice("GET", &object)).status, 404);
+    assert_eq!(server.send(&as_alice("HEAD", &object)).status, 404);
+    let listing = server.send(&as_alice("GET", "/alice/data/")).text();
+    assert!(!listing.contains(&id), "{listing}");
+    assert_eq!(server.send(&as_alice("DELETE", &object)).status, 200);
+    // No request reaches the trash.
+    let sneaky = server.send(&as_alice("GET", "/.trash/alice/.trashed/"));
+    assert_ne!(sneaky.status, 200);
+    // The object is kept, named with who deleted it; the lock is gone.
+    let kept = trashed(&data, "alice");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].starts_with(&format!("data~{id}~")), "{kept:?}");
+    assert!(kept[0].ends_with("~alice"), "{kept:?}");
+    assert_eq!(
+        std::fs::read(data.join(".trash/alice/.trashed").join(&kept[0])).unwrap(),
+        content
+    );
+    // The same upload again is an upload like any other.
+    assert_eq!(
+        server
+            .send(&as_alice("POST", &object).body(content.clone()))
+            .status,
+        200
+    );
+    assert_eq!(server.send(&as_alice("GET", &object)).body, content);
+
+    let (code, out, err) = trash(&data, &["list", "--repo", "alice"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("alice  /alice  data/{id}  5000")),
+        "{out}"
+    );
+    assert!(err.contains("1 file(s), 5000 bytes"), "{err}");
+    // A restore never replaces the file that is there again.
+    let (code, out, err) = trash(&data, &["restore", "--repo", "alice", "--since", "1h"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("restored 0 file(s)"), "{out}");
+    assert!(out.contains(&format!(
+        "left in the trash (a file of that name exists): data/{id}"
+    )));
+    // Younger than the window: the purge keeps it; --older-than 0 empties.
+    let path = data.to_str().unwrap();
+    let (code, out, _) = run_cli(&["--path", path, "--trash-days", "7", "trash", "purge"]);
+    assert_eq!((code, out.trim()), (0, "purged 0 file(s), 0 bytes"));
+    let (code, out, _) = trash(&data, &["purge", "--older-than", "0"]);
+    assert_eq!((code, out.trim()), (0, "purged 1 file(s), 5000 bytes"));
+    assert!(trashed(&data, "alice").is_empty());
+    let (code, _, err) = trash(&data, &["purge"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--older-than"), "{err}");
+}
+
+/// `date -u` of Unix seconds, as `--since` takes it.
+fn utc(secs: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%S"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// How many snapshots restic lists.
+fn snapshots(run: &dyn Fn(&[&str]) -> std::process::Output) -> usize {
+    let out = ok(run(&["snapshots", "--json"]), "snapshots");
+    out.matches("\"short_id\"").count()
+}
+
+/// The attack as it happens: backups, then someone with the owner's
+/// credentials forgets all but the last snapshot and prunes (the packs only
+/// the old snapshots used are deleted), and later deletes every snapshot
+/// file by hand. The owner restores from the trash each time; restic's own
+/// steps then find every snapshot, and `check --read-data` passes, and the
+/// first snapshot restores byte for byte.
+#[test]
+fn trash_restore_undoes_forget_prune_and_deleted_snapshots() {
+    let test = "trash_restore_undoes_forget_prune_and_deleted_snapshots";
+    if !require_tool("restic", test) {
+        return;
+    }
+    let dir = TempDir::new("trash-restic");
+    let data = dir.path().join("data");
+    let (source, cache) = (dir.path().join("source"), dir.path().join("cache"));
+    make_tree(&source);
+    let first = dir.path().join("first");
+    make_tree(&first);
+    let users = bcrypt_line("alice", "pw");
+    let server = Server::start_with_users(&data, &users, &["--trash-days", "30"]);
+    let repo = format!("rest:http://alice:pw@{}/alice/laptop/", server.tcp_addr());
+    let run = |args: &[&str]| restic(&repo, &cache, args);
+    ok(run(&["init"]), "init");
+    ok(run(&["backup", source.to_str().unwrap()]), "backup 1");
+    // Each backup changes the tree, so that the prune has packs to delete.
+    for round in 2..=3u64 {
+        std::fs::remove_file(source.join(format!("big{}.bin", round - 2))).unwrap();
+        std::fs::write(
+            source.join(format!("new{round}.bin")),
+            pseudo_random(3 << 20, round),
+        )
+        .unwrap();
+        ok(run(&["backup", source.to_str().unwrap()]), "backup");
+    }
+    assert_eq!(snapshots(&run), 3);
+
+    // The attack: the owner's credentials, restic's own commands.
+    let attack = now();
+    let pruned = ok(
+        run(&["forget", "--keep-last", "1", "--prune"]),
+        "forget --prune",
+    );
+    assert!(pruned.contains("remove"), "{pruned}");
+    assert_eq!(snapshots(&run), 1);
+    let in_trash = trashed(&data, "alice/laptop");
+    for kind in ["snapshots~", "index~", "data~"] {
+        assert!(
+            in_trash.iter().any(|n| n.starts_with(kind)),
+            "no {kind} in {in_trash:?}"
+        );
+    }
+
+    // The owner, on the server.
+    let (code, out, err) = trash(
+        &data,
+        &["restore", "--repo", "alice/laptop", "--since", &utc(attack)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rebuild-index"), "{out}");
+    ok(run(&["rebuild-index"]), "rebuild-index");
+    ok(run(&["check", "--read-data"]), "check --read-data");
+    assert_eq!(snapshots(&run), 3);
+    // The oldest snapshot is the first tree, byte for byte.
+    let listing = ok(run(&["snapshots", "--json"]), "snapshots");
+    let oldest = listing
+        .split("\"short_id\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let target = dir.path().join("restored");
+    ok(
+        run(&["restore", &oldest, "--target", target.to_str().unwrap()]),
+        "restore of the oldest snapshot",
+    );
+    assert_same_tree(&first, &target.join(source.strip_prefix("/").unwrap()));
+
+    // Every snapshot file deleted by hand, then back with --type.
+    let ids: Vec<String> = std::fs::read_dir(data.join("alice/laptop/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let by_hand = now();
+    for id in &ids {
+        let path = format!("/alice/laptop/snapshots/{id}");
+        let deleted = server.send(&Request::new("DELETE", &path).basic("alice", "pw"));
+        assert_eq!(deleted.status, 200);
+    }
+    assert_eq!(snapshots(&run), 0);
+    let since = utc(by_hand);
+    let args = [
+        "restore",
+        "--repo",
+        "alice/laptop",
+        "--since",
+        &since,
+        "--type",
+        "snapshots",
+    ];
+    let (code, out, err) = trash(&data, &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("restored 3 file(s)"), "{out}");
+    assert_eq!(snapshots(&run), 3);
+    ok(run(&["check"]), "check");
+}
