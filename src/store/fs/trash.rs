@@ -183,7 +183,7 @@ pub(crate) fn entries(root: &Path) -> Result<Vec<Trashed>, StoreError> {
             }
         }
     }
-    found.sort_by_key(|t| t.deleted_ns);
+    found.sort_unstable_by_key(|t| t.deleted_ns);
     Ok(found)
 }
 
