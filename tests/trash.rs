@@ -242,3 +242,24 @@ fn trash_restore_undoes_forget_prune_and_deleted_snapshots() {
     assert_eq!(snapshots(&run), 3);
     ok(run(&["check"]), "check");
 }
+
+/// `--append-only` refuses the delete before it reaches the trash, and a
+/// lock's delete (which append-only allows) is a removal, not a trashing.
+#[test]
+fn append_only_keeps_the_trash_empty() {
+    let dir = TempDir::new("trash-append-only");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--trash-days", "7", "--append-only"]);
+    assert_eq!(server.request("POST", "/r/?create=true").status, 200);
+    let content = pseudo_random(100, 2);
+    let object = format!("/r/snapshots/{}", sha256_hex(&content));
+    let saved = server.send(&Request::new("POST", &object).body(content.clone()));
+    assert_eq!(saved.status, 200);
+    let lock = format!("/r/locks/{}", sha256_hex(b"lock"));
+    let locked = server.send(&Request::new("POST", &lock).body(b"lock".to_vec()));
+    assert_eq!(locked.status, 200);
+    assert_eq!(server.request("DELETE", &object).status, 403);
+    assert_eq!(server.request("DELETE", &lock).status, 200);
+    assert_eq!(server.request("GET", &object).body, content);
+    assert!(!data.join(".trash").exists());
+}

@@ -75,7 +75,8 @@ pub fn run(action: Action, root: &Path, group_accessible: bool) -> Result<(), Co
             }
             if !done.files.is_empty() {
                 println!(
-                    "next, with restic (the repository's password; restic 0.16 and later \
+                    "restart the server, so that its counts (--max-size, quotas, metrics) \
+                     and its mirror take the restored files in\nnext, with restic (the repository's password; restic 0.16 and later \
                      name rebuild-index `repair index`):\n  restic -r rest:http://<server>{repo} \
                      rebuild-index\n  restic -r rest:http://<server>{repo} check --read-data\n  \
                      restic -r rest:http://<server>{repo} snapshots"
