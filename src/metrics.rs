@@ -243,6 +243,22 @@ impl Metrics {
                 "gauge",
             );
             let _ = writeln!(out, "rest_server_filesystem_size_bytes {}", space.total);
+            if let Some(trash) = space.trash {
+                header(
+                    &mut out,
+                    "rest_server_trash_files",
+                    "Files deleted by clients and kept in the trash (--trash-days)",
+                    "gauge",
+                );
+                let _ = writeln!(out, "rest_server_trash_files {}", trash.files);
+                header(
+                    &mut out,
+                    "rest_server_trash_bytes",
+                    "Bytes in the trash, part of the data filesystem's used bytes",
+                    "gauge",
+                );
+                let _ = writeln!(out, "rest_server_trash_bytes {}", trash.bytes);
+            }
         }
         header(
             &mut out,
@@ -383,7 +399,15 @@ mod tests {
             dropped: 3,
             write_errors: 4,
         }];
-        let text = metrics.render(&usage, Some(Space { free: 1, total: 2 }), &logs);
+        let text = metrics.render(
+            &usage,
+            Some(Space {
+                free: 1,
+                total: 2,
+                trash: None,
+            }),
+            &logs,
+        );
         assert!(text.contains("rest_server_log_lines_dropped_total{log=\"access\"} 3"));
         assert!(text.contains("rest_server_log_write_errors_total{log=\"access\"} 4"));
         assert!(text.contains(

@@ -35,7 +35,7 @@ fn a_delete_goes_to_the_trash_out_of_sight_and_a_lock_does_not() {
     let dir = TempDir::new("trash-api");
     let data = dir.path().join("data");
     let users = bcrypt_line("alice", "pw");
-    let server = Server::start_with_users(&data, &users, &["--trash-days", "7"]);
+    let server = Server::start_with_users(&data, &users, &["--trash-days", "7", "--prometheus"]);
     let as_alice = |method: &str, path: &str| Request::new(method, path).basic("alice", "pw");
     assert_eq!(
         server.send(&as_alice("POST", "/alice/?create=true")).status,
@@ -79,6 +79,23 @@ fn a_delete_goes_to_the_trash_out_of_sight_and_a_lock_does_not() {
         std::fs::read(data.join(".trash/alice/.trashed").join(&kept[0])).unwrap(),
         content
     );
+    // Counted apart from live data: /metrics and the status page.
+    let metrics = server.send(&as_alice("GET", "/metrics")).text();
+    assert!(
+        metrics.contains("\nrest_server_trash_files 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nrest_server_trash_bytes 5000\n"),
+        "{metrics}"
+    );
+    let page = server
+        .send(&as_alice("GET", "/").header("Accept", "text/html"))
+        .text();
+    assert!(
+        page.contains("Trash: 1 file(s), 4.88 KiB, each kept 7 day(s)"),
+        "{page}"
+    );
     // The same upload again is an upload like any other.
     assert_eq!(
         server
@@ -102,6 +119,15 @@ fn a_delete_goes_to_the_trash_out_of_sight_and_a_lock_does_not() {
     assert!(out.contains(&format!(
         "left in the trash (a file of that name exists): data/{id}"
     )));
+    // Counted again at the next start, from the trash itself.
+    drop(server);
+    let server = Server::start_with_users(&data, &users, &["--trash-days", "7", "--prometheus"]);
+    let metrics = server.send(&as_alice("GET", "/metrics")).text();
+    assert!(
+        metrics.contains("\nrest_server_trash_bytes 5000\n"),
+        "{metrics}"
+    );
+    drop(server);
     // Younger than the window: the purge keeps it; --older-than 0 empties.
     let path = data.to_str().unwrap();
     let (code, out, _) = run_cli(&["--path", path, "--trash-days", "7", "trash", "purge"]);

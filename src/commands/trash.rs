@@ -97,7 +97,9 @@ pub fn run(action: Action, root: &Path, group_accessible: bool) -> Result<(), Co
                     ));
                 }
             };
-            let removed = trash::purge(root, trash::ago_ns(age)).map_err(CommandError::Store)?;
+            let removed = trash::purge(root, trash::ago_ns(age))
+                .map_err(CommandError::Store)?
+                .removed;
             let bytes: u64 = removed.iter().map(|t| t.bytes).sum();
             println!("purged {} file(s), {bytes} bytes", removed.len());
             Ok(())

@@ -152,6 +152,15 @@ impl View {
             space.total,
             space.total / 10 * 9,
         );
+        if let Some(trash) = space.trash {
+            let _ = write!(
+                out,
+                "<p>Trash: {} file(s), {}, each kept {} day(s) after its delete.</p>",
+                trash.files,
+                bytes(trash.bytes),
+                trash.days
+            );
+        }
     }
 
     fn render_repos(&self, out: &mut String) {
@@ -393,6 +402,7 @@ mod tests {
             user: Some("alice".to_string()),
             everything: true,
             space: Some(Space {
+                trash: None,
                 free: 3 << 30,
                 total: 10 << 30,
             }),

@@ -273,6 +273,16 @@ pub(crate) struct Scan {
 pub(crate) struct Space {
     pub(crate) free: u64,
     pub(crate) total: u64,
+    /// With `--trash-days`: what the trash holds (part of the used bytes).
+    pub(crate) trash: Option<TrashUse>,
+}
+
+/// What the trash holds, and for how long it keeps a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TrashUse {
+    pub(crate) files: u64,
+    pub(crate) bytes: u64,
+    pub(crate) days: u64,
 }
 
 /// A repository store. Every method is asynchronous and never blocks the

@@ -109,7 +109,11 @@ impl super::Store for FsStore {
             return crate::store::blocking(move || commit::remove(&path)).await;
         }
         let (trashed, modes) = (self.trash_path(repo, key, by), self.modes);
-        crate::store::blocking(move || trash::keep(&path, &trashed, modes)).await
+        let kept = crate::store::blocking(move || trash::keep(&path, &trashed, modes)).await?;
+        if let Some(bytes) = kept {
+            self.count_trash(false, 1, bytes);
+        }
+        Ok(kept.unwrap_or(0))
     }
 
     async fn list(&self, repo: &RepoPath, kind: ObjectType) -> Result<FsListing, StoreError> {
@@ -124,14 +128,23 @@ impl super::Store for FsStore {
 
 impl super::Lifecycle for FsStore {
     async fn scan(&self) -> Result<Scan, StoreError> {
-        let (root, modes) = (self.root.clone(), self.modes);
-        crate::store::blocking(move || {
+        let (root, modes, trash) = (self.root.clone(), self.modes, self.trash_days);
+        let (scan, trashed) = crate::store::blocking(move || {
             let mut builder = DirBuilder::new();
             builder.recursive(true).mode(modes.dir);
             builder.create(root.as_path()).op("create data directory")?;
-            scan::scan(&root, Tidy::RemoveTemps)
+            let scan = scan::scan(&root, Tidy::RemoveTemps)?;
+            // What the trash holds, counted once.
+            let trashed = match trash {
+                Some(_) => trash::entries(&root)?,
+                None => Vec::new(),
+            };
+            let bytes: u64 = trashed.iter().map(|t| t.bytes).sum();
+            Ok((scan, (trashed.len() as u64, bytes)))
         })
-        .await
+        .await?;
+        self.count_trash(true, trashed.0, trashed.1);
+        Ok(scan)
     }
 
     async fn repos(&self) -> Result<Repos, StoreError> {
@@ -141,10 +154,14 @@ impl super::Lifecycle for FsStore {
 
     async fn space(&self) -> Option<Space> {
         let root = self.root.clone();
-        crate::store::blocking(move || Ok(space::fs_space(&root)))
+        let space = crate::store::blocking(move || Ok(space::fs_space(&root)))
             .await
             .ok()
-            .flatten()
+            .flatten()?;
+        Some(Space {
+            trash: self.trash_use(),
+            ..space
+        })
     }
 
     async fn unhealthy(&self, min_free: u64) -> Option<String> {

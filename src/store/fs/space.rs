@@ -34,5 +34,6 @@ pub(super) fn fs_space(path: &Path) -> Option<Space> {
     Some(Space {
         free: stat.blocks_available() as u64 * fragment,
         total: stat.blocks() as u64 * fragment,
+        trash: None,
     })
 }

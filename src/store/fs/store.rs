@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use super::read::{LARGE_READERS, Spares};
 use super::writers::WriterPool;
@@ -26,6 +26,9 @@ pub(crate) struct FsStore {
     /// `--trash-days`: a client's delete moves the file into the trash
     /// (see [`super::trash`]); None removes it.
     pub(super) trash_days: Option<u64>,
+    /// Files and bytes in the trash: counted at the startup scan, then kept
+    /// by deletes and purges (a scrape of `/metrics` walks nothing).
+    pub(super) trash_count: Arc<[AtomicU64; 2]>,
 }
 
 impl FsStore {
@@ -37,6 +40,7 @@ impl FsStore {
             spares: Spares::default(),
             writers,
             trash_days: None,
+            trash_count: Default::default(),
         }
     }
 

@@ -106,12 +106,12 @@ impl FsStore {
 }
 
 /// Moves `live` to `trashed` (made by [`FsStore::trash_path`]); the bytes it
-/// held, 0 when it was not there (restic retries deletes).
-pub(super) fn keep(live: &Path, trashed: &Path, modes: Modes) -> Result<u64, StoreError> {
+/// held, None when it was not there (restic retries deletes).
+pub(super) fn keep(live: &Path, trashed: &Path, modes: Modes) -> Result<Option<u64>, StoreError> {
     let len = match fs::symlink_metadata(live) {
         Ok(meta) if meta.is_dir() => return Err(StoreError::not_found("trash")),
         Ok(meta) => meta.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).op("stat"),
     };
     let folder = trashed.parent().unwrap_or(Path::new("."));
@@ -120,13 +120,13 @@ pub(super) fn keep(live: &Path, trashed: &Path, modes: Modes) -> Result<u64, Sto
     builder.create(folder).op("create trash folder")?;
     match fs::rename(live, trashed) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).op("move to trash"),
     }
     // The trash's new name first, then the live name's removal.
     sync_dir(folder)?;
     sync_dir(live.parent().unwrap_or(Path::new(".")))?;
-    Ok(len)
+    Ok(Some(len))
 }
 
 /// Parses a trashed file's name into (kind, name, deleted ns, by).
@@ -243,24 +243,61 @@ pub(crate) fn restore(
     Ok(done)
 }
 
-/// Removes from the trash the files deleted before `before_ns`; what it
-/// removed.
-pub(crate) fn purge(root: &Path, before_ns: u64) -> Result<Vec<Trashed>, StoreError> {
-    let mut removed = Vec::new();
+/// What a purge removed, and what the trash holds after it.
+pub(crate) struct Purged {
+    pub(crate) removed: Vec<Trashed>,
+    /// Files and bytes left.
+    pub(crate) left: (u64, u64),
+}
+
+/// Removes from the trash the files deleted before `before_ns`.
+pub(crate) fn purge(root: &Path, before_ns: u64) -> Result<Purged, StoreError> {
+    let mut purged = Purged {
+        removed: Vec::new(),
+        left: (0, 0),
+    };
     for entry in entries(root)? {
         if entry.deleted_ns >= before_ns {
-            break;
+            purged.left.0 += 1;
+            purged.left.1 += entry.bytes;
+            continue;
         }
         match fs::remove_file(&entry.path) {
-            Ok(()) => removed.push(entry),
+            Ok(()) => purged.removed.push(entry),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).op("purge trash"),
         }
     }
-    Ok(removed)
+    Ok(purged)
 }
 
 impl FsStore {
+    /// Counts `files` more files of `bytes` in the trash, or with `set`,
+    /// that many in all (a purge's count, which also takes in what a
+    /// `trash` command changed meanwhile).
+    pub(super) fn count_trash(&self, set: bool, files: u64, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let [f, b] = &*self.trash_count;
+        if set {
+            f.store(files, Relaxed);
+            b.store(bytes, Relaxed);
+        } else {
+            f.fetch_add(files, Relaxed);
+            b.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    /// What the trash holds, with `--trash-days`.
+    pub(super) fn trash_use(&self) -> Option<crate::store::TrashUse> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let [files, bytes] = &*self.trash_count;
+        self.trash_days.map(|days| crate::store::TrashUse {
+            files: files.load(Relaxed),
+            bytes: bytes.load(Relaxed),
+            days,
+        })
+    }
+
     /// Removes from the trash what is older than `--trash-days`, on the
     /// I/O pool; logs what it removed.
     pub(crate) async fn purge_trash(&self) {
@@ -269,16 +306,19 @@ impl FsStore {
         };
         let root = self.root.clone();
         let purged = crate::store::blocking(move || purge(&root, ago_ns(days * 86_400))).await;
-        match purged {
-            Ok(removed) if removed.is_empty() => {}
-            Ok(removed) => {
-                let bytes: u64 = removed.iter().map(|t| t.bytes).sum();
-                log::info!(
-                    "trash: purged {} file(s), {bytes} bytes, deleted more than {days} day(s) ago",
-                    removed.len()
-                );
+        let removed = match purged {
+            Ok(purged) => {
+                self.count_trash(true, purged.left.0, purged.left.1);
+                purged.removed
             }
-            Err(e) => log::error!("trash: purge failed: {e}"),
+            Err(e) => return log::error!("trash: purge failed: {e}"),
+        };
+        if !removed.is_empty() {
+            let bytes: u64 = removed.iter().map(|t| t.bytes).sum();
+            log::info!(
+                "trash: purged {} file(s), {bytes} bytes, deleted more than {days} day(s) ago",
+                removed.len()
+            );
         }
     }
 }
