@@ -237,6 +237,9 @@ pub struct Config {
     pub(crate) verify_upload: bool,
     /// `--trash-days`: deleted files kept this many days; None: removed.
     pub(crate) trash_days: Option<u64>,
+    /// `--delete-alarm`: percent of a repository's snapshots deleted within
+    /// a day that raises the deletion alarm; 0: never.
+    pub(crate) delete_alarm: u64,
     pub(crate) modes: Modes,
     pub(crate) limits: Limits,
 }
@@ -268,6 +271,7 @@ impl Config {
             stale_days: 3,
             verify_upload: true,
             trash_days: None,
+            delete_alarm: 50,
             modes: Modes::new(false),
             limits: Limits::default(),
             deployment: Deployment::Host,

@@ -228,6 +228,38 @@ impl Metrics {
                 );
             }
         }
+        let deletes = usage.deletes();
+        if !deletes.is_empty() {
+            header(
+                &mut out,
+                "rest_server_repo_deleted_24h",
+                "Files of the repository deleted in the last 24 hours, by type",
+                "gauge",
+            );
+            for (repo, recent, _) in &deletes {
+                for (kind, n) in [("snapshots", recent.snapshots), ("data", recent.data)] {
+                    let _ = writeln!(
+                        out,
+                        "rest_server_repo_deleted_24h{{repo=\"{}\",type=\"{kind}\"}} {n}",
+                        escape(repo)
+                    );
+                }
+            }
+            header(
+                &mut out,
+                "rest_server_repo_delete_alarm",
+                "1 when a share of the repository's snapshots past --delete-alarm was deleted in the last 24 hours",
+                "gauge",
+            );
+            for (repo, _, alarm) in &deletes {
+                let _ = writeln!(
+                    out,
+                    "rest_server_repo_delete_alarm{{repo=\"{}\"}} {}",
+                    escape(repo),
+                    u8::from(*alarm)
+                );
+            }
+        }
         if let Some(space) = space {
             header(
                 &mut out,
@@ -383,6 +415,7 @@ mod tests {
                 bytes: 130,
                 objects: 3,
                 newest_snapshot: Some(5),
+                snapshots: 1,
             },
         );
         // Only repositories with series of their own are shown.

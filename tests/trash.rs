@@ -289,3 +289,88 @@ fn append_only_keeps_the_trash_empty() {
     assert_eq!(server.request("GET", &object).body, content);
     assert!(!data.join(".trash").exists());
 }
+
+/// The forged-time attack (rest-server#292): someone with the owner's
+/// credentials writes snapshots dated in the future; the owner's next
+/// `forget --keep-last 4 --prune` keeps those and deletes the real ones.
+/// The server cannot read snapshots, but it sees half of the repository's
+/// snapshots deleted at once: the deletion alarm fires in the log, in
+/// `/metrics` and on the status page, the deletes still succeed, and the
+/// real snapshots come back from the trash.
+#[test]
+fn the_deletion_alarm_fires_when_a_prune_deletes_the_real_snapshots() {
+    let test = "the_deletion_alarm_fires_when_a_prune_deletes_the_real_snapshots";
+    if !require_tool("restic", test) {
+        return;
+    }
+    let dir = TempDir::new("trash-alarm");
+    let data = dir.path().join("data");
+    let (source, cache) = (dir.path().join("source"), dir.path().join("cache"));
+    std::fs::create_dir_all(&source).unwrap();
+    let users = bcrypt_line("alice", "pw");
+    let flags = ["--trash-days", "30", "--prometheus"];
+    let server = Server::start_with_users(&data, &users, &flags);
+    let repo = format!("rest:http://alice:pw@{}/alice/laptop/", server.tcp_addr());
+    let run = |args: &[&str]| restic(&repo, &cache, args);
+    ok(run(&["init"]), "init");
+    let src = source.to_str().unwrap();
+    for i in 0..4u64 {
+        std::fs::write(source.join(format!("f{i}")), pseudo_random(1000, i)).unwrap();
+        ok(run(&["backup", src]), "backup");
+    }
+    // The attacker's snapshots, dated years ahead.
+    for year in 2040..2044 {
+        let time = format!("{year}-01-01 00:00:00");
+        ok(run(&["backup", "--time", &time, src]), "forged backup");
+    }
+    let metrics = |server: &Server| {
+        let request = Request::new("GET", "/metrics").basic("alice", "pw");
+        server.send(&request).text()
+    };
+    assert!(!metrics(&server).contains("rest_server_repo_delete_alarm"));
+    let before = now();
+
+    // The owner's routine prune.
+    ok(
+        run(&["forget", "--keep-last", "4", "--prune"]),
+        "forget --prune",
+    );
+    assert_eq!(snapshots(&run), 4);
+    assert!(server.wait_for_log(
+        "deletion alarm: 4 of 8 snapshots of /alice/laptop deleted within 24 h",
+        std::time::Duration::from_secs(5)
+    ));
+    let text = metrics(&server);
+    assert!(
+        text.contains("rest_server_repo_delete_alarm{repo=\"alice/laptop\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rest_server_repo_deleted_24h{repo=\"alice/laptop\",type=\"snapshots\"} 4"),
+        "{text}"
+    );
+    let page = server
+        .send(
+            &Request::new("GET", "/")
+                .basic("alice", "pw")
+                .header("Accept", "text/html"),
+        )
+        .text();
+    assert!(
+        page.contains("/alice/laptop: 4 of 8 snapshots deleted in the last 24 hours."),
+        "{page}"
+    );
+
+    // The real ones, back: everything the prune deleted (their trees went
+    // with them, so not --type snapshots alone).
+    let since = utc(before);
+    let (code, out, err) = trash(
+        &data,
+        &["restore", "--repo", "alice/laptop", "--since", &since],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("restored "), "{out}");
+    ok(run(&["rebuild-index"]), "rebuild-index");
+    ok(run(&["check", "--read-data"]), "check --read-data");
+    assert_eq!(snapshots(&run), 8);
+}

@@ -122,7 +122,7 @@ async fn serve_store<S: Store>(
     let metrics = config
         .prometheus
         .then(|| Rc::new(Metrics::new(repos.clone())));
-    let usage = Rc::new(Usage::new(scan.repos));
+    let usage = Rc::new(Usage::new(scan.repos).with_alarm(config.delete_alarm));
     if let Some(limit) = config.max_size {
         log::info!("max size: {limit} bytes, {} in use", scan.bytes);
     }

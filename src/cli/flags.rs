@@ -143,6 +143,11 @@ pub struct Flags {
     /// docs/trash.md (default: off)
     #[argh(option)]
     pub trash_days: Option<u64>,
+    /// log an error and flag the repository (status page, /metrics) when
+    /// this share of its snapshots, in percent, is deleted within 24 hours,
+    /// 3 at least; 0: never (default 50)
+    #[argh(option)]
+    pub delete_alarm: Option<u64>,
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,

@@ -352,6 +352,10 @@ impl Flags {
         }
         Ok(Config {
             trash_days,
+            delete_alarm: self
+                .delete_alarm
+                .unwrap_or(crate::quota::deletes::DEFAULT_PERCENT)
+                .min(100),
             acl: self.acl,
             quota_file: self.quota_file,
             tls,

@@ -8,6 +8,7 @@
 //! them back. An upload that would pass any budget is refused with 507,
 //! before writing when its length is declared, while streaming otherwise.
 
+pub(crate) mod deletes;
 pub(crate) mod rules;
 pub(crate) mod usage;
 

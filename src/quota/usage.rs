@@ -6,7 +6,9 @@
 //! Lives on the event-loop thread only, hence `RefCell`.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
+use super::deletes::{Recent, Window, alarming};
 use crate::repo::ObjectType;
 use crate::store::{RepoStats, Repos};
 
@@ -19,6 +21,11 @@ pub(crate) const MAX_REPOS: usize = 10_000;
 #[derive(Debug, Default)]
 pub(crate) struct Usage {
     repos: RefCell<Repos>,
+    /// Each repository's deletes of the last day, for the deletion alarm.
+    deletes: RefCell<BTreeMap<String, Window>>,
+    /// `--delete-alarm`: the share of snapshots (percent) whose deletion
+    /// within a day raises it; 0: never.
+    alarm_percent: u64,
 }
 
 impl Usage {
@@ -34,6 +41,16 @@ impl Usage {
         }
         Usage {
             repos: RefCell::new(repos),
+            deletes: RefCell::default(),
+            alarm_percent: super::deletes::DEFAULT_PERCENT,
+        }
+    }
+
+    /// This usage, with the deletion alarm at `percent` (0: off).
+    pub(crate) fn with_alarm(self, percent: u64) -> Usage {
+        Usage {
+            alarm_percent: percent,
+            ..self
         }
     }
 
@@ -63,6 +80,7 @@ impl Usage {
         }
         if kind == Some(ObjectType::Snapshots) {
             stats.newest_snapshot = Some(crate::time::unix_now());
+            stats.snapshots += 1;
         }
     }
 
@@ -80,6 +98,43 @@ impl Usage {
         if kind.is_some() {
             stats.objects = stats.objects.saturating_sub(1);
         }
+        if kind == Some(ObjectType::Snapshots) {
+            stats.snapshots = stats.snapshots.saturating_sub(1);
+        }
+        let left = stats.snapshots;
+        drop(repos);
+        let now = crate::time::unix_now();
+        let mut deletes = self.deletes.borrow_mut();
+        let window = deletes.entry(repo.to_string()).or_default();
+        window.record(kind, now);
+        let recent = window.recent(now);
+        if !window.logged && alarming(recent.snapshots, left, self.alarm_percent) {
+            window.logged = true;
+            log::error!(
+                "deletion alarm: {} of {} snapshots of /{repo} deleted within 24 h: if \
+                 that was not a prune you meant, see docs/trash.md",
+                recent.snapshots,
+                recent.snapshots + left
+            );
+        }
+    }
+
+    /// Each repository's deletes of the last day that hold any, with
+    /// whether they raise the deletion alarm.
+    pub(crate) fn deletes(&self) -> Vec<(String, Recent, bool)> {
+        let now = crate::time::unix_now();
+        let repos = self.repos.borrow();
+        let mut deletes = self.deletes.borrow_mut();
+        deletes
+            .iter_mut()
+            .map(|(repo, window)| (repo, window.recent(now)))
+            .filter(|(_, recent)| recent.snapshots + recent.data > 0)
+            .map(|(repo, recent)| {
+                let left = repos.get(repo).map_or(0, |s| s.snapshots);
+                let alarm = alarming(recent.snapshots, left, self.alarm_percent);
+                (repo.clone(), recent, alarm)
+            })
+            .collect()
     }
 
     /// Whether `repo` is tracked, or would be once it holds something.

@@ -39,6 +39,9 @@ struct View {
     repos: Vec<(String, RepoStats)>,
     /// The `--quota-file` budgets the shown repositories are in.
     budgets: Vec<Budget>,
+    /// Shown repositories whose deletion alarm is raised: snapshots deleted
+    /// in the last day, and those left.
+    alarms: Vec<(String, u64, u64)>,
     mirror: Option<MirrorSummary>,
     scrub: Option<ScrubSummary>,
     refused: Option<Vec<Refusal>>,
@@ -72,6 +75,19 @@ pub(crate) async fn page<S: Store>(state: &AppState<S>, user: Option<&str>) -> S
         budgets.retain(|b| open.get(&b.group) == Some(&true));
         repos.retain(|(label, _)| readable(label));
     }
+    let alarms = state
+        .usage
+        .deletes()
+        .into_iter()
+        .filter(|(label, _, alarm)| *alarm && readable(label))
+        .map(|(label, recent, _)| {
+            let left = repos
+                .iter()
+                .find(|(l, _)| *l == label)
+                .map_or(0, |(_, s)| s.snapshots);
+            (label, recent.snapshots, left)
+        })
+        .collect();
     let view = View {
         host: state.host.clone(),
         uptime: state.started.elapsed(),
@@ -82,6 +98,7 @@ pub(crate) async fn page<S: Store>(state: &AppState<S>, user: Option<&str>) -> S
         space: state.store.space().await,
         repos,
         budgets,
+        alarms,
         mirror: everything
             .then(|| state.mirror.as_ref().map(|m| m.summary()))
             .flatten(),
@@ -119,6 +136,17 @@ impl View {
             let _ = write!(out, " · signed in as {}", escape(user));
         }
         out.push_str("</p>");
+        for (label, deleted, left) in &self.alarms {
+            let _ = write!(
+                out,
+                "<h2 class=\"bad\">Deletion alarm</h2><p class=\"bad\">/{}: {deleted} of {} \
+                 snapshots deleted in the last 24 hours.</p><p>If no one you trust pruned it, \
+                 the deleted files may still be in the trash: see docs/trash.md \
+                 (<code>rest-server trash list</code>).</p>",
+                escape(label),
+                deleted + left
+            );
+        }
         self.render_disk(&mut out);
         self.render_repos(&mut out);
         render_budgets(&mut out, &self.budgets);
@@ -416,6 +444,7 @@ mod tests {
                 used: 95,
                 limit: 100,
             }],
+            alarms: vec![("alice/laptop".into(), 5, 1)],
             mirror: None,
             scrub: None,
             refused: Some(Vec::new()),
@@ -427,6 +456,7 @@ mod tests {
             bytes,
             objects,
             newest_snapshot: newest,
+            snapshots: 1,
         }
     }
 
@@ -455,6 +485,12 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("(<span class=\"bad\">2</span>)"), "{html}");
+        assert!(
+            html.contains(
+                "<p class=\"bad\">/alice/laptop: 5 of 6 snapshots deleted in the last 24 hours.</p>"
+            ),
+            "{html}"
+        );
         assert!(html.contains("None since the server started"));
         assert!(html.contains("<tr class=\"bad\"><td>/alice</td><td><code>/$user/*</code></td><td class=\"n\">95 B (95%)</td><td class=\"n\">100 B</td></tr>"), "{html}");
     }

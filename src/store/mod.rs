@@ -253,6 +253,8 @@ pub(crate) struct RepoStats {
     pub(crate) objects: u64,
     /// Modification time (Unix seconds) of the newest snapshot.
     pub(crate) newest_snapshot: Option<u64>,
+    /// Snapshot files: what the deletion alarm weighs deletes against.
+    pub(crate) snapshots: u64,
 }
 
 /// Per repository, by label (`alice/laptop`; empty for the root one).

@@ -94,6 +94,7 @@ pub(super) fn scan(root: &Path, tidy: Tidy) -> Result<Scan, StoreError> {
                 stats.bytes += meta.len();
                 stats.objects += u64::from(kind.is_some());
                 if kind == Some(ObjectType::Snapshots) {
+                    stats.snapshots += 1;
                     let modified = meta
                         .modified()
                         .ok()

@@ -355,6 +355,7 @@ impl S3Store {
                 stats.bytes += entry.size;
                 stats.objects += u64::from(kind.is_some());
                 if kind == Some(ObjectType::Snapshots) {
+                    stats.snapshots += 1;
                     stats.newest_snapshot = stats.newest_snapshot.max(entry.modified);
                 }
             }
