@@ -1,10 +1,11 @@
 //! The server log on stderr: info by default, debug with `--debug`, one line a
-//! record (`2026-11-21T23:24:00.31342917Z [INFO] start server on ...`), as
-//! simplelog formats it; tests and operators read that format.
+//! record (`2026-11-21T23:24:00.31342917Z [INFO] start server on ...`), the
+//! format simplelog wrote before this logger replaced it; tests and operators
+//! read that format.
 //!
-//! simplelog's `WriteLogger` formats and filters; what it writes goes to a
-//! bounded queue (`writer`) that a thread empties into stderr, so a slow
-//! stderr (journald under load) never stalls a request.
+//! Each record is formatted whole and goes to a bounded queue (`writer`) that a
+//! thread empties into stderr, so a slow stderr (journald under load) never
+//! stalls a request.
 
 pub(crate) mod writer;
 
@@ -13,8 +14,7 @@ use std::io::{self, Write};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::{Level, LevelFilter};
-use simplelog::{ConfigBuilder, WriteLogger};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use writer::{FLUSH_TIMEOUT, LogWriter, Notes, QUEUE_LINES};
 
@@ -24,15 +24,6 @@ const TARGET: &str = "rest_server";
 
 /// The server log's queue, for [`health`].
 static QUEUE: OnceLock<LogWriter> = OnceLock::new();
-
-fn config() -> simplelog::Config {
-    ConfigBuilder::new()
-        .add_filter_allow_str(TARGET)
-        .set_time_format_rfc3339()
-        .set_target_level(LevelFilter::Off)
-        .set_thread_level(LevelFilter::Off)
-        .build()
-}
 
 /// Installs the server log; a second call changes nothing.
 pub fn init(debug: bool) {
@@ -45,17 +36,17 @@ pub fn init(debug: bool) {
         return;
     }
     let out = match LogWriter::spawn("server-log", QUEUE_LINES, io::stderr(), NOTES) {
-        Ok(out) => out,
+        Ok(out) => Out::Queue(QUEUE.get_or_init(|| out).clone()),
         Err(e) => {
             // Not expected at startup; a log that can block beats none.
             eprintln!("rest-server: no log writer thread ({e}): logging to stderr directly");
-            let _ = WriteLogger::init(level, config(), io::stderr());
-            return;
+            Out::Stderr
         }
     };
-    let queue = QUEUE.get_or_init(|| out).clone();
     // Only fails if another logger is set already, which is harmless.
-    let _ = WriteLogger::init(level, config(), Queue::new(queue));
+    if log::set_logger(Box::leak(Box::new(Logger { level, out }))).is_ok() {
+        log::set_max_level(level);
+    }
 }
 
 /// Writes `line` as it is, without time or level, in order with the log's
@@ -100,35 +91,48 @@ pub(crate) fn health() -> LogHealth {
     }
 }
 
-/// What simplelog writes to: a record arrives in several writes and ends
-/// with a newline; then it goes to the queue whole.
-struct Queue {
-    out: LogWriter,
-    record: Vec<u8>,
+/// Where the server log's lines go: the queue, or stderr directly if its
+/// thread could not start. One type, so the logger is compiled once.
+enum Out {
+    Queue(LogWriter),
+    Stderr,
 }
 
-impl Queue {
-    fn new(out: LogWriter) -> Queue {
-        Queue {
-            out,
-            record: Vec::with_capacity(128),
-        }
-    }
+/// The server log: this crate's records at `level` and above, each formatted
+/// whole into one line ([`format_record`]) before it is written.
+struct Logger {
+    level: LevelFilter,
+    out: Out,
 }
 
-impl Write for Queue {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.record.extend_from_slice(bytes);
-        if self.record.ends_with(b"\n") {
-            let record = std::mem::replace(&mut self.record, Vec::with_capacity(128));
-            self.out.send(record);
-        }
-        Ok(bytes.len())
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level && metadata.target().starts_with(TARGET)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush(FLUSH_TIMEOUT);
-        Ok(())
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut line = Vec::with_capacity(128);
+        format_record(&mut line, SystemTime::now(), record.level(), record.args());
+        match &self.out {
+            Out::Queue(queue) => queue.send(line),
+            Out::Stderr => {
+                let _ = io::stderr().write_all(&line);
+            }
+        }
+    }
+
+    fn flush(&self) {
+        match &self.out {
+            Out::Queue(queue) => {
+                queue.flush(FLUSH_TIMEOUT);
+            }
+            Out::Stderr => {
+                let _ = io::stderr().flush();
+            }
+        }
     }
 }
 
@@ -147,14 +151,14 @@ const NOTES: Notes = Notes {
     write_failed: |_| {},
 };
 
-/// `2026-11-21T23:24:00.31342917Z [WARN] message\n`, as simplelog writes a
-/// record: for the writer's own notes, which do not pass through simplelog.
+/// `2026-11-21T23:24:00.31342917Z [WARN] message\n`, as simplelog wrote a
+/// record: for every record, and for the writer's own notes.
 fn format_record(out: &mut Vec<u8>, time: SystemTime, level: Level, args: &fmt::Arguments) {
     // Writing to a Vec cannot fail.
     let _ = writeln!(out, "{} [{level}] {args}", Rfc3339(time));
 }
 
-/// RFC 3339 in UTC as the `time` crate writes it for simplelog: the fraction
+/// RFC 3339 in UTC as the `time` crate wrote it for simplelog: the fraction
 /// of a second without trailing zeros, none when it is zero.
 struct Rfc3339(SystemTime);
 
@@ -188,7 +192,6 @@ impl fmt::Display for Rfc3339 {
 mod tests {
     use super::writer::tests::gated_sink;
     use super::*;
-    use log::{Log, Record};
     use std::time::Duration;
 
     #[test]
@@ -229,7 +232,10 @@ mod tests {
     fn logs_the_crates_own_records_at_its_level_without_blocking() {
         let (sink, gate) = gated_sink();
         let out = LogWriter::spawn("test-server-log", 4, sink, NOTES).unwrap();
-        let log = WriteLogger::new(LevelFilter::Info, config(), Queue::new(out.clone()));
+        let log = Logger {
+            level: LevelFilter::Info,
+            out: Out::Queue(out.clone()),
+        };
         log.log(&record(
             Level::Info,
             "rest_server::app",
