@@ -52,7 +52,8 @@ pub mod logging;
 mod repo;
 mod runtime;
 
-// The clock; test support.
+// The clock, a sort for short lists; test support.
+mod small_sort;
 #[cfg(test)]
 mod testing;
 mod time;

@@ -58,7 +58,7 @@ impl Refused {
     /// The addresses, most recently refused first.
     pub(crate) fn recent(&self) -> Vec<Refusal> {
         let mut all = self.recent.borrow().to_vec();
-        all.sort_by_key(|r| std::cmp::Reverse(r.last));
+        crate::small_sort::sort_short_by(&mut all, |a, b| a.last > b.last);
         all
     }
 }

@@ -120,13 +120,16 @@ impl Ciphers {
         let mut provider = rustls::crypto::ring::default_provider();
         if self == Ciphers::ChaChaFirst {
             // Stable: each version's other suites keep their order.
-            provider.cipher_suites.sort_by_key(|suite| {
-                !matches!(
+            let chacha = |suite: &rustls::SupportedCipherSuite| {
+                matches!(
                     suite.suite(),
                     rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
                         | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
                         | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
                 )
+            };
+            crate::small_sort::sort_short_by(&mut provider.cipher_suites, |a, b| {
+                chacha(a) && !chacha(b)
             });
         }
         provider

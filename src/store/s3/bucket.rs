@@ -101,7 +101,7 @@ impl Inner {
         for (name, value) in headers {
             signed.push((name, value));
         }
-        signed.sort_by(|a, b| a.0.cmp(b.0));
+        crate::small_sort::sort_short_by(&mut signed, |a, b| a.0 < b.0);
         let uri = if query.is_empty() {
             path.clone()
         } else {

@@ -145,7 +145,7 @@ pub(crate) fn query(pairs: &[(&str, &str)]) -> String {
             (n, v)
         })
         .collect();
-    encoded.sort();
+    crate::small_sort::sort_short_by(&mut encoded, |a, b| a < b);
     let mut out = String::new();
     for (name, value) in encoded {
         if !out.is_empty() {
