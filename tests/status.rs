@@ -114,8 +114,30 @@ fn a_browser_shows_each_repository_its_last_backup_and_refused_logins() {
     // Budgets: each user's, and the whole server's (which sums everyone's).
     let quotas = dir.path().join("quotas");
     std::fs::write(&quotas, "/$user/* 10M\n/* 100M\n").unwrap();
-    let quota_flag = ["--private-repos", "--quota-file", quotas.to_str().unwrap()];
-    let server = Server::start_with_users(&data, &users, &quota_flag);
+    let flags = [
+        "--private-repos",
+        "--quota-file",
+        quotas.to_str().unwrap(),
+        "--trash-days",
+        "30",
+    ];
+    let server = Server::start_with_users(&data, &users, &flags);
+    // Alice's laptop backs up three times more, then someone forgets all
+    // but the last: three of her four snapshots deleted within the day
+    // raise the deletion alarm, and the trash holds them.
+    let alice_url = format!(
+        "rest:http://alice:alice-pw@{}/alice/laptop/",
+        server.tcp_addr()
+    );
+    for round in 0..3u64 {
+        std::fs::write(source.join("b"), pseudo_random(100, round)).unwrap();
+        let backup = restic(&alice_url, &cache, &["backup", source.to_str().unwrap()]);
+        ok(backup, "backup");
+    }
+    ok(
+        restic(&alice_url, &cache, &["forget", "--keep-last", "1"]),
+        "forget",
+    );
 
     // A password guess from another machine on the LAN.
     let mut guess = connect_from([127, 0, 0, 2].into(), server.tcp_addr());
@@ -170,6 +192,16 @@ fn a_browser_shows_each_repository_its_last_backup_and_refused_logins() {
         admin.contains("<b>") && admin.contains(" free</b>"),
         "{admin}"
     );
+    assert!(
+        admin.contains(
+            "<p class=\"bad\">/alice/laptop: 3 of 4 snapshots deleted in the last 24 hours.</p>"
+        ),
+        "{admin}"
+    );
+    assert!(
+        admin.contains("<p>Trash: 3 file(s), ") && admin.contains("each kept 30 day(s)"),
+        "{admin}"
+    );
     // The guess, by address, without the name it tried.
     let guess = row(&admin, "127.0.0.2");
     assert!(guess.contains("wrong password"), "{guess}");
@@ -185,6 +217,10 @@ fn a_browser_shows_each_repository_its_last_backup_and_refused_logins() {
     assert!(!own.contains("bob/desktop"), "{own}");
     assert!(!own.contains("Refused logins"), "{own}");
     assert!(own.contains("only the repositories you may read"), "{own}");
+    assert!(
+        own.contains("Deletion alarm"),
+        "her repository's alarm: {own}"
+    );
     // Her own budget, not the server's: its use would tell of bob's.
     assert!(
         row(&own, "/alice").contains("<code>/$user/*</code>"),

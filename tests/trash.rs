@@ -374,3 +374,34 @@ fn the_deletion_alarm_fires_when_a_prune_deletes_the_real_snapshots() {
     ok(run(&["check", "--read-data"]), "check --read-data");
     assert_eq!(snapshots(&run), 8);
 }
+
+/// A repository on a disk mounted below the data directory cannot be
+/// trashed to (a rename does not cross file systems): its delete fails,
+/// the log says why, and the file stays.
+#[test]
+fn a_repository_on_another_file_system_keeps_its_files_and_says_why() {
+    let test = "a_repository_on_another_file_system_keeps_its_files_and_says_why";
+    if !require_root(test) || !require_tool("mount", test) {
+        return;
+    }
+    let dir = TempDir::new("trash-exdev");
+    let data = dir.path().join("data");
+    let Some(disk) = SmallDisk::mount(&data.join("usb"), "8m") else {
+        skip_or_fail(test, "a tmpfs cannot be mounted here");
+        return;
+    };
+    let server = Server::start(&data, &["--trash-days", "7"]);
+    assert_eq!(server.request("POST", "/usb/?create=true").status, 200);
+    let content = pseudo_random(1000, 3);
+    let object = format!("/usb/index/{}", sha256_hex(&content));
+    let saved = server.send(&Request::new("POST", &object).body(content.clone()));
+    assert_eq!(saved.status, 200);
+    assert_eq!(server.request("DELETE", &object).status, 500);
+    assert!(server.wait_for_log(
+        "move to trash, which is on the data directory's file system",
+        std::time::Duration::from_secs(5)
+    ));
+    assert_eq!(server.request("GET", &object).body, content);
+    drop(server);
+    drop(disk);
+}

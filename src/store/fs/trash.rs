@@ -121,6 +121,11 @@ pub(super) fn keep(live: &Path, trashed: &Path, modes: Modes) -> Result<Option<u
     match fs::rename(live, trashed) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // A repository on a disk mounted below the data directory: the file
+        // stays, and the delete fails, rather than leave the trash's promise.
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+            return Err(e).op("move to trash, which is on the data directory's file system");
+        }
         Err(e) => return Err(e).op("move to trash"),
     }
     // The trash's new name first, then the live name's removal.
