@@ -34,22 +34,7 @@ const DEFAULT_SCRUB_INTERVAL_DAYS: u64 = 30;
 
 /// A duration as `--scrub-interval` takes it: days, or a number with a unit.
 fn parse_interval(text: &str) -> Option<Duration> {
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "d"),
-    };
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    number
-        .parse::<u64>()
-        .ok()?
-        .checked_mul(unit)
-        .map(Duration::from_secs)
+    crate::time::parse_age(text).map(Duration::from_secs)
 }
 
 /// The smallest `--max-header-size`, in bytes.

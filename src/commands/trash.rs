@@ -151,20 +151,11 @@ fn type_named(text: &str) -> Result<Option<ObjectType>, CommandError> {
 /// An age (`90m`, `6h`, `2d`; with `bare_days`, a number alone is days) in
 /// seconds.
 fn when_ago(text: &str, flag: &str, bare_days: bool) -> Result<u64, CommandError> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let unit = match unit {
-        "" if bare_days => 86_400,
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad_time(text, flag)),
-    };
-    let number: u64 = number.parse().map_err(|_| bad_time(text, flag))?;
-    Ok(number.saturating_mul(unit))
+    let bare = text.bytes().all(|b| b.is_ascii_digit());
+    match crate::time::parse_age(text) {
+        Some(secs) if bare_days || !bare => Ok(secs),
+        _ => Err(bad_time(text, flag)),
+    }
 }
 
 /// A time as `--since` takes it, in Unix seconds: an age before `now`, or
