@@ -329,14 +329,7 @@ fn archive_holds_the_static_binary_for_three_platforms_configured_alike() {
 
 /// Runs Debian's restic inside `ns` on `repo`, with its cache in `cache`.
 fn restic_in(ns: &Netns, repo: &str, cache: &Path, args: &[&str]) -> Output {
-    ns.command("restic")
-        .args(["--repo", repo, "--cache-dir"])
-        .arg(cache)
-        .args(args)
-        .env("RESTIC_PASSWORD", PASSWORD)
-        .env_remove("RESTIC_REPOSITORY")
-        .output()
-        .expect("run restic")
+    restic_by(ns.command("restic"), repo, cache, args)
 }
 
 /// `rest-server user add NAME` run in the container with `podman exec -i`,

@@ -223,7 +223,18 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Runs Debian's restic on `repo` with its cache in `cache`.
 pub fn restic(repo: &str, cache: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("restic")
+    restic_by(Command::new("restic"), repo, cache, args)
+}
+
+/// Runs `command`, which runs restic (directly, or inside a network
+/// namespace), on `repo` with its cache in `cache` and the tests' password.
+pub fn restic_by(
+    mut command: Command,
+    repo: &str,
+    cache: &Path,
+    args: &[&str],
+) -> std::process::Output {
+    command
         .args(["--repo", repo, "--cache-dir"])
         .arg(cache)
         .args(args)
