@@ -650,6 +650,14 @@ fn a_file_that_cannot_be_copied_keeps_the_mirror_from_current() {
         "{}",
         server.log()
     );
+    // The status file follows the log line a moment later.
+    assert!(
+        eventually(DRAIN_TIMEOUT, || mirror_status(&data)
+            .1
+            .contains("INCOMPLETE")),
+        "{}",
+        mirror_status(&data).1
+    );
     let (current, text) = mirror_status(&data);
     assert!(!current && text.contains("INCOMPLETE"), "{text}");
     assert_eq!(
