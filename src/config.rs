@@ -34,6 +34,38 @@ pub(crate) struct MirrorSettings {
     pub(crate) bandwidth: Option<u64>,
     /// Mirror deletes (never with --append-only).
     pub(crate) deletes: bool,
+    /// S3 Object Lock on every mirrored object (`--mirror-lock-days`).
+    pub(crate) lock: Option<ObjectLock>,
+}
+
+/// How long, and how strictly, the bucket keeps each mirrored object from
+/// being removed or replaced: the store refuses to remove a locked version
+/// before its date, to anyone holding the board's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ObjectLock {
+    pub(crate) days: u32,
+    pub(crate) mode: LockMode,
+}
+
+/// S3's two retention modes (`--mirror-lock-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockMode {
+    /// Keys with `s3:BypassGovernanceRetention` may still remove a version:
+    /// the board's keys must not have it.
+    Governance,
+    /// Nobody, the account's root included, removes a version before its
+    /// date.
+    Compliance,
+}
+
+impl LockMode {
+    /// As S3's `x-amz-object-lock-mode` header says it.
+    pub(crate) fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
 }
 
 /// The server's scrub settings (`--scrub-rate`, `--scrub-interval`).
@@ -129,6 +161,10 @@ pub struct ScrubTarget {
 
 /// The bucket `cleanup` works on (opaque outside the crate).
 pub struct CleanupTarget(pub(crate) Storage);
+
+/// The mirror's bucket `mirror recover` works on (opaque outside the
+/// crate).
+pub struct MirrorTarget(pub(crate) Mirror);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ListenAddr {

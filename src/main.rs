@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use rest_server::app::AppError;
 use rest_server::cli::{
-    CliError, Command, Flags, TlsAction, TlsGenerate, TrashAction, UserAction, normalize_args,
-    with_environment,
+    CliError, Command, Flags, MirrorAction, MirrorArgs, TlsAction, TlsGenerate, TrashAction,
+    UserAction, normalize_args, with_environment,
 };
 use rest_server::commands::error::CommandError;
 use rest_server::commands::probe::ProbeError;
@@ -152,6 +152,18 @@ fn run() -> Result<(), Failure> {
             let aborted = rest_server::commands::cleanup::cleanup(&target, cleanup.min_age)?;
             println!("aborted {aborted} unfinished multipart upload(s)");
             Ok(())
+        }
+        Some(Command::Mirror(MirrorArgs {
+            action: MirrorAction::Recover(recover),
+        })) => {
+            rest_server::logging::init(flags.debug);
+            let target = flags.mirror_target()?;
+            Ok(rest_server::commands::mirror::recover(
+                &target,
+                recover.repo.as_deref(),
+                &recover.since,
+                recover.dry_run,
+            )?)
         }
         Some(Command::Mirror(_)) => {
             let dir = flags.data_dir()?;

@@ -1,8 +1,10 @@
 //! A stable sort for the few short lists the server sorts (a handful of
-//! refused addresses, TLS suites, an S3 request's headers and query): std's
-//! sort is compiled anew, 5-8 KiB of aarch64 code, for every element type and
-//! comparison, and the binary has a size budget. Long lists (directory
-//! listings, a scrub's batches) keep std's sort.
+//! refused addresses, TLS suites, an S3 request's headers and query) and for
+//! a page of a bucket's version history (in order already but on moto, so
+//! sorted in linear time): std's sort is compiled anew, 5-8 KiB of aarch64
+//! code, for every element type and comparison, and the binary has a size
+//! budget. Long lists (directory listings, a scrub's batches) keep std's
+//! sort.
 
 /// Sorts `items` so that no element comes after one it is `less` than, keeping
 /// the order of equal elements: the result std's `sort_by` gives. Insertion

@@ -67,6 +67,62 @@ pub(crate) fn utc(unix: u64) -> String {
     )
 }
 
+/// `2026-11-30T15:16:17Z`: ISO 8601 in UTC, as S3 takes a date.
+pub(crate) fn iso8601(unix: u64) -> String {
+    let (year, month, day) = civil_from_days((unix / 86_400) as i64);
+    let rem = unix % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A moment as `--since` takes it, in Unix seconds: an age before `now`
+/// (`90m`, `6h`, `2d`; a number alone is not taken), or
+/// `YYYY-MM-DD[THH:MM[:SS]][Z]` in UTC (a space for the `T` too).
+pub(crate) fn parse_moment(text: &str, now: u64) -> Option<u64> {
+    if !text.bytes().all(|b| b.is_ascii_digit())
+        && let Some(age) = parse_age(text)
+    {
+        return Some(now.saturating_sub(age));
+    }
+    let text = text.trim_end_matches('Z');
+    let (date, time) = text.split_once(['T', ' ']).unwrap_or((text, "00:00"));
+    let date: Vec<&str> = date.split('-').collect();
+    let time: Vec<&str> = time.split(':').collect();
+    let number = |s: Option<&&str>, digits: usize| -> Option<u32> {
+        let s = s?;
+        match s.len() == digits && s.bytes().all(|b| b.is_ascii_digit()) {
+            true => s.parse().ok(),
+            false => None,
+        }
+    };
+    let (year, month, day) = (
+        number(date.first(), 4)?,
+        number(date.get(1), 2)?,
+        number(date.get(2), 2)?,
+    );
+    let (hour, minute) = (number(time.first(), 2)?, number(time.get(1), 2)?);
+    let second = match time.get(2) {
+        Some(s) => number(Some(s), 2)?,
+        None => 0,
+    };
+    if date.len() != 3
+        || time.len() > 3
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let days = days_from_civil(year.into(), month, day);
+    u64::try_from(days * 86_400 + i64::from(hour * 3600 + minute * 60 + second)).ok()
+}
+
 /// `3 d 4 h`, `5 h 12 min`, `40 s`: the two largest units, a zero second
 /// one left out.
 pub(crate) fn duration(secs: u64) -> String {

@@ -13,6 +13,7 @@ mod layers;
 mod lifecycle;
 mod metrics;
 mod mirror;
+mod mirror_lock;
 mod mirror_random;
 mod modes;
 mod packages;

@@ -263,7 +263,7 @@ fn put_data(server: &Server, repo: &str, content: &[u8]) -> String {
 
 /// Waits until `mirror status` says CURRENT; panics with the status and
 /// the log if it does not within the drain timeout.
-fn wait_current(server: &Server, data: &Path) {
+pub fn wait_current(server: &Server, data: &Path) {
     assert!(
         eventually(DRAIN_TIMEOUT, || mirror_status(data).0),
         "{}\n{}",

@@ -63,7 +63,7 @@ async fn serve(config: Config) -> Result<(), AppError> {
             let mirror = match &config.mirror {
                 None => None,
                 Some(mirror) => {
-                    let remote = S3Store::open(&mirror.location, mirror.settings_file.as_deref())
+                    let remote = S3Store::open_mirror(mirror)
                         .map_err(|e| AppError(Cause::S3Settings(e.0)))?;
                     Some(MirrorParts {
                         dir: dir.clone(),

@@ -33,6 +33,15 @@ pub struct Flags {
     /// mirror bandwidth limit in bytes per second (default unlimited)
     #[argh(option)]
     pub mirror_bwlimit: Option<u64>,
+    /// lock every mirrored object in the bucket (S3 Object Lock) for this
+    /// many days, renewed while it is live, so that the board's own keys
+    /// cannot remove it; see docs/mirror.md (default: off)
+    #[argh(option)]
+    pub mirror_lock_days: Option<u32>,
+    /// the lock's retention mode: governance or compliance (default
+    /// governance)
+    #[argh(option)]
+    pub mirror_lock_mode: Option<String>,
     /// listen address: host:port, :port, or unix:/path/to.sock (default ":8000")
     #[argh(option)]
     pub listen: Option<String>,

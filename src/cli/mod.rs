@@ -31,9 +31,9 @@ pub use error::CliError;
 pub use flags::Flags;
 pub use normalize::normalize_args;
 pub use subcommands::{
-    Cleanup, Command, HealthArgs, MdnsArgs, MirrorAction, MirrorArgs, MirrorStatus, NtpArgs,
-    ScrubArgs, TlsAction, TlsArgs, TlsGenerate, TrashAction, TrashArgs, TrashList, TrashPurge,
-    TrashRestore, UserAction, UserAdd, UserArgs, UserList, UserRemove,
+    Cleanup, Command, HealthArgs, MdnsArgs, MirrorAction, MirrorArgs, MirrorRecover, MirrorStatus,
+    NtpArgs, ScrubArgs, TlsAction, TlsArgs, TlsGenerate, TrashAction, TrashArgs, TrashList,
+    TrashPurge, TrashRestore, UserAction, UserAdd, UserArgs, UserList, UserRemove,
 };
 
 /// A command line as the `String`s it is, for the tests.

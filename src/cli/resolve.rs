@@ -8,11 +8,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::MirrorSettings;
 use crate::config::Modes;
 use crate::config::{AccessLogTarget, AuthMode, Config, Limits, ListenAddr};
 use crate::config::{Ciphers, ScrubSchedule, TlsSettings, TlsVersion};
-use crate::config::{CleanupTarget, DEFAULT_MIRROR_UPLOADS, Mirror, ScrubTarget, Storage};
+use crate::config::{
+    CleanupTarget, DEFAULT_MIRROR_UPLOADS, Mirror, MirrorTarget, ScrubTarget, Storage,
+};
+use crate::config::{LockMode, MirrorSettings, ObjectLock};
 use crate::store::s3;
 
 use super::{CliError, Flags, ScrubArgs};
@@ -100,6 +102,19 @@ impl Flags {
             storage @ Storage::S3 { .. } => Ok(CleanupTarget(storage)),
             Storage::Local(_) => Err(CliError::Mirror(
                 "cleanup is for an s3: --path: a data directory's leftovers are removed at startup",
+            )),
+        }
+    }
+
+    /// The mirror's bucket, for `mirror recover`: `--mirror` (with
+    /// `--s3-config`), whatever `--path` is.
+    pub fn mirror_target(&self) -> Result<MirrorTarget, CliError> {
+        let local = Storage::Local(PathBuf::new());
+        match self.mirror_settings(&local)? {
+            Some(mirror) => Ok(MirrorTarget(mirror)),
+            None => Err(CliError::Mirror(
+                "mirror recover works on the mirror's bucket: give --mirror (and --s3-config) \
+                 before `mirror`, as the server has them",
             )),
         }
     }
@@ -226,10 +241,13 @@ impl Flags {
         let Some(target) = &self.mirror else {
             let given = self.mirror_deletes
                 || self.mirror_uploads.is_some()
-                || self.mirror_bwlimit.is_some();
+                || self.mirror_bwlimit.is_some()
+                || self.mirror_lock_days.is_some()
+                || self.mirror_lock_mode.is_some();
             if given {
                 return Err(CliError::Mirror(
-                    "--mirror-deletes, --mirror-uploads and --mirror-bwlimit need --mirror",
+                    "--mirror-deletes, --mirror-uploads, --mirror-bwlimit and --mirror-lock-* \
+                     need --mirror",
                 ));
             }
             return Ok(None);
@@ -256,8 +274,32 @@ impl Flags {
                 },
                 bandwidth: self.mirror_bwlimit.filter(|&n| n > 0),
                 deletes: self.mirror_deletes,
+                lock: self.object_lock()?,
             },
         }))
+    }
+
+    /// `--mirror-lock-days` and `--mirror-lock-mode`.
+    fn object_lock(&self) -> Result<Option<ObjectLock>, CliError> {
+        let mode = match self.mirror_lock_mode.as_deref() {
+            None | Some("governance") => LockMode::Governance,
+            Some("compliance") => LockMode::Compliance,
+            Some(_) => {
+                return Err(CliError::Mirror(
+                    "--mirror-lock-mode: give governance or compliance",
+                ));
+            }
+        };
+        match self.mirror_lock_days {
+            None if self.mirror_lock_mode.is_some() => Err(CliError::Mirror(
+                "--mirror-lock-mode needs --mirror-lock-days",
+            )),
+            None => Ok(None),
+            // A day at least: the renewal runs when half the window is
+            // left; and S3 takes no longer retention than 100 years.
+            Some(days @ 1..=36_500) => Ok(Some(ObjectLock { days, mode })),
+            Some(_) => Err(CliError::Mirror("--mirror-lock-days: give 1 to 36500 days")),
+        }
     }
 
     /// Checks the flags and builds the configuration.

@@ -171,6 +171,7 @@ pub struct MirrorArgs {
 #[argh(subcommand)]
 pub enum MirrorAction {
     Status(MirrorStatus),
+    Recover(MirrorRecover),
 }
 
 /// say whether the offsite copy is current, from the status the running
@@ -179,6 +180,27 @@ pub enum MirrorAction {
 #[cfg_attr(test, derive(argh::ArgsInfo))]
 #[argh(subcommand, name = "status")]
 pub struct MirrorStatus {}
+
+/// bring the mirror's bucket (versioned: --mirror-lock-days) back to what
+/// it held at --since, removing the delete markers and versions made since
+/// then; give --mirror (and --s3-config) before `mirror`; see
+/// docs/mirror.md
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[cfg_attr(test, derive(argh::ArgsInfo))]
+#[argh(subcommand, name = "recover")]
+pub struct MirrorRecover {
+    /// the moment to go back to, by the store's clock: YYYY-MM-DD[THH:MM[:SS]]
+    /// in UTC, or an age (90m, 6h, 2d)
+    #[argh(option)]
+    pub since: String,
+    /// only this repository (e.g. alice/laptop; default: all under the
+    /// mirror's prefix)
+    #[argh(option)]
+    pub repo: Option<String>,
+    /// change nothing: list the keys that changed since then
+    #[argh(switch)]
+    pub dry_run: bool,
+}
 
 /// make TLS files for --tls
 #[derive(FromArgs, Debug, Clone, PartialEq)]

@@ -72,6 +72,8 @@ pub enum CommandError {
     ScrubSetup(String),
     /// `trash`: a value it cannot use (the text says which and why).
     Trash(String),
+    /// `mirror recover`: a value it cannot use.
+    Recover(String),
 }
 
 impl CommandError {
@@ -132,6 +134,7 @@ impl fmt::Display for CommandError {
             CommandError::Scrub(_) => f.write_str("scrub"),
             CommandError::ScrubSetup(why) => write!(f, "scrub: {why}"),
             CommandError::Trash(why) => write!(f, "trash: {why}"),
+            CommandError::Recover(why) => write!(f, "mirror recover: {why}"),
             CommandError::NoScrubState => f.write_str(
                 "scrub --status reads the state file of a data directory; a bucket's \
                  scrub keeps none (run `rest-server scrub` for its result)",
@@ -173,7 +176,8 @@ impl Error for CommandError {
             | CommandError::S3Settings(_)
             | CommandError::NoScrubState
             | CommandError::ScrubSetup(_)
-            | CommandError::Trash(_) => None,
+            | CommandError::Trash(_)
+            | CommandError::Recover(_) => None,
         }
     }
 }

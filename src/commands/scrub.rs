@@ -30,8 +30,7 @@ pub fn scrub(
                 None => None,
                 Some(mirror) => Some(Healer {
                     local: store.clone(),
-                    remote: S3Store::open(&mirror.location, mirror.settings_file.as_deref())
-                        .map_err(CommandError::S3Settings)?,
+                    remote: S3Store::open_mirror(mirror).map_err(CommandError::S3Settings)?,
                     compute: compute.clone(),
                 }),
             };

@@ -158,47 +158,9 @@ fn when_ago(text: &str, flag: &str, bare_days: bool) -> Result<u64, CommandError
     }
 }
 
-/// A time as `--since` takes it, in Unix seconds: an age before `now`, or
-/// `YYYY-MM-DD[THH:MM[:SS]][Z]` in UTC (a space for the `T` too).
+/// A time as `--since` takes it, in Unix seconds ([`crate::time::parse_moment`]).
 fn when(text: &str, now: u64, flag: &str) -> Result<u64, CommandError> {
-    if let Ok(age) = when_ago(text, flag, false) {
-        return Ok(now.saturating_sub(age));
-    }
-    let bad = || bad_time(text, flag);
-    let text = text.trim_end_matches('Z');
-    let (date, time) = text.split_once(['T', ' ']).unwrap_or((text, "00:00"));
-    let date: Vec<&str> = date.split('-').collect();
-    let time: Vec<&str> = time.split(':').collect();
-    let number = |s: Option<&&str>, digits: usize| -> Result<u32, CommandError> {
-        let s = s.ok_or_else(bad)?;
-        match s.len() == digits && s.bytes().all(|b| b.is_ascii_digit()) {
-            true => s.parse().map_err(|_| bad()),
-            false => Err(bad()),
-        }
-    };
-    let (year, month, day) = (
-        number(date.first(), 4)?,
-        number(date.get(1), 2)?,
-        number(date.get(2), 2)?,
-    );
-    let (hour, minute) = (number(time.first(), 2)?, number(time.get(1), 2)?);
-    let second = match time.get(2) {
-        Some(s) => number(Some(s), 2)?,
-        None => 0,
-    };
-    if date.len() != 3
-        || time.len() > 3
-        || !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(bad());
-    }
-    let days = crate::time::days_from_civil(year.into(), month, day);
-    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    u64::try_from(secs).map_err(|_| bad())
+    crate::time::parse_moment(text, now).ok_or_else(|| bad_time(text, flag))
 }
 
 fn bad_time(text: &str, flag: &str) -> CommandError {

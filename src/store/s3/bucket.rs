@@ -163,6 +163,13 @@ impl Inner {
         if let Some(acl) = &s.acl {
             headers.push(("x-amz-acl", acl.clone()));
         }
+        if let Some(lock) = &s.lock {
+            headers.push(("x-amz-object-lock-mode", lock.mode.as_s3().into()));
+            headers.push((
+                "x-amz-object-lock-retain-until-date",
+                super::lock::retain_until(lock),
+            ));
+        }
         headers
     }
 
@@ -184,6 +191,24 @@ impl Inner {
                 "x-amz-server-side-encryption-customer-key-md5",
                 b64.encode(md5),
             ));
+        }
+    }
+
+    /// The SSE-C headers a server-side copy needs to read its source.
+    pub(super) fn copy_source_key_headers(&self, headers: &mut Vec<(&'static str, String)>) {
+        let mut own = Vec::new();
+        self.customer_key_headers(&mut own);
+        for (name, value) in own {
+            let name = match name {
+                "x-amz-server-side-encryption-customer-algorithm" => {
+                    "x-amz-copy-source-server-side-encryption-customer-algorithm"
+                }
+                "x-amz-server-side-encryption-customer-key" => {
+                    "x-amz-copy-source-server-side-encryption-customer-key"
+                }
+                _ => "x-amz-copy-source-server-side-encryption-customer-key-md5",
+            };
+            headers.push((name, value));
         }
     }
 
@@ -284,7 +309,7 @@ impl Inner {
             .map_err(|e| unreachable_store(OP, e))?;
         let status = response.status();
         match check(OP, response).await {
-            Ok(_) => Ok(()),
+            Ok(_) => self.check_object_lock().await,
             // The answer to a HEAD has no body, so no S3 error code: a
             // refusal is asked once more as a one-key listing, whose answer
             // names the code (SignatureDoesNotMatch, AccessDenied...).
@@ -311,6 +336,11 @@ impl Inner {
                 if let Some(acl) = &self.settings.acl {
                     headers.push(("x-amz-acl", acl.clone()));
                 }
+                // Only a bucket made with object lock can have it (which
+                // also turns on its versioning).
+                if self.settings.lock.is_some() {
+                    headers.push(("x-amz-bucket-object-lock-enabled", "true".into()));
+                }
                 let created = self
                     .call("create bucket", &|| {
                         self.request(
@@ -330,7 +360,7 @@ impl Inner {
                     Err(e) if e.kind == ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(e),
                 }
-                Ok(())
+                self.check_object_lock().await
             }
             Err(e) => Err(e),
         }

@@ -20,12 +20,15 @@
 mod advice;
 mod bucket;
 mod list;
+mod lock;
 mod multipart;
 mod read;
 mod refusal;
+mod rewind;
 mod settings;
 mod sign;
 mod upload;
+mod versions;
 mod xml;
 
 use std::rc::Rc;
@@ -59,6 +62,13 @@ impl S3Store {
         settings_file: Option<&std::path::Path>,
     ) -> Result<S3Store, SettingsError> {
         S3Store::new(settings::load(location, settings_file)?)
+    }
+
+    /// The mirror's bucket, with its object lock if asked for.
+    pub(crate) fn open_mirror(mirror: &crate::config::Mirror) -> Result<S3Store, SettingsError> {
+        let mut settings = settings::load(&mirror.location, mirror.settings_file.as_deref())?;
+        settings.lock = mirror.run.lock;
+        S3Store::new(settings)
     }
 
     pub(crate) fn new(settings: Settings) -> Result<S3Store, SettingsError> {
@@ -266,10 +276,20 @@ impl super::Store for S3Store {
             Err(e) => return Err(e),
         }
         let headers = inner.object_headers(key);
+        // A locked object's PUT must carry a checksum (AWS refuses it
+        // otherwise): without the body's SHA-256 in advance, the upload
+        // goes in parts, each with its Content-MD5.
+        let checksummed = incoming.sha256.is_some() || inner.settings.lock.is_none();
         match incoming.length {
-            Some(length) if length <= inner.settings.upload_cutoff => Ok(S3Upload::Put(Box::new(
-                StreamedPut::begin(&self.inner, &name, headers, incoming.sha256, length)?,
-            ))),
+            Some(length) if length <= inner.settings.upload_cutoff && checksummed => {
+                Ok(S3Upload::Put(Box::new(StreamedPut::begin(
+                    &self.inner,
+                    &name,
+                    headers,
+                    incoming.sha256,
+                    length,
+                )?)))
+            }
             _ => Ok(S3Upload::Parts(
                 Multipart::begin(&self.inner, name, headers).await?,
             )),

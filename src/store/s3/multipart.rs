@@ -99,6 +99,16 @@ impl Multipart {
         let number_text = number.to_string();
         let mut headers = Vec::new();
         self.store.customer_key_headers(&mut headers);
+        // A part of a locked object must carry a checksum (AWS).
+        if self.store.settings.lock.is_some() {
+            use base64::Engine as _;
+            use md5::Digest as _;
+            let digest = md5::Md5::digest(&part);
+            headers.push((
+                "content-md5",
+                base64::engine::general_purpose::STANDARD.encode(digest),
+            ));
+        }
         let store = &self.store;
         let response = store
             .call("upload part", &|| {
@@ -165,6 +175,11 @@ impl Multipart {
             return Err(StoreError::internal("complete multipart upload", refusal));
         }
         self.finished = true;
+        // Some stores (moto, Ceph) ignore the lock headers of a multipart
+        // upload: the lock is set on the object made.
+        if let Some(lock) = &self.store.settings.lock {
+            self.store.set_retention(&self.name, lock).await?;
+        }
         Ok(())
     }
 }

@@ -121,6 +121,9 @@ pub(crate) struct Settings {
     pub(crate) chunk_bytes: u64,
     /// Bodies above this go up as multipart uploads (`upload_cutoff`).
     pub(crate) upload_cutoff: u64,
+    /// Object Lock on every object written (the mirror's
+    /// `--mirror-lock-days`; never from the settings file).
+    pub(crate) lock: Option<crate::config::ObjectLock>,
 }
 
 /// A setting that cannot be used, with what to fix.
@@ -436,6 +439,7 @@ pub(crate) fn resolve(
         list_chunk,
         chunk_bytes,
         upload_cutoff,
+        lock: None,
     })
 }
 

@@ -107,6 +107,12 @@ impl StreamedPut {
                     "x-amz-checksum-sha256",
                     base64::engine::general_purpose::STANDARD.encode(digest),
                 ));
+                // A locked object's PUT must say it has a checksum: moto
+                // (as AWS's rule reads) looks for this header, not the
+                // checksum's own.
+                if store.settings.lock.is_some() {
+                    headers.push(("x-amz-sdk-checksum-algorithm", "SHA256".into()));
+                }
                 sign::hex(&digest)
             }
             None => sign::UNSIGNED_PAYLOAD.to_string(),

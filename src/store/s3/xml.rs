@@ -151,6 +151,26 @@ pub(crate) fn unix_time(text: &str) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
+/// Milliseconds since the epoch of an ISO 8601 UTC time, its fraction of a
+/// second kept (`2024-01-02T03:04:05.123Z`).
+pub(crate) fn unix_time_ms(text: &str) -> Option<u64> {
+    let secs = unix_time(text)?;
+    let fraction = text.trim().get(19..).unwrap_or("");
+    let millis = match fraction.strip_prefix('.') {
+        Some(digits) => {
+            let digits: String = digits
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .chain("000".chars())
+                .take(3)
+                .collect();
+            digits.parse::<u64>().ok()?
+        }
+        None => 0,
+    };
+    Some(secs * 1000 + millis)
+}
+
 /// An S3 error body's code and message.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct S3Error {

@@ -1,0 +1,334 @@
+//! The mirror with S3 Object Lock (`--mirror-lock-days`, docs/mirror.md):
+//! the test plays a thief holding the board's own S3 keys, on each store.
+//! Plain deletes and overwrites only pile up on top of the locked versions,
+//! versioned deletes are refused, and `rest-server mirror recover` brings
+//! the bucket back to what it held, restic's `check --read-data` and every
+//! snapshot included. The owner's own `forget --prune` (the forged-time
+//! attack) is undone offsite the same way.
+
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::mirror::{mirror_status, wait_current};
+use crate::restic::make_tree;
+use crate::util::sigv4::{SignedRequest, xml_value};
+use crate::util::stores::{S3Test, per_store};
+use crate::util::*;
+
+/// One entry of the bucket's version history.
+#[derive(Debug, Clone)]
+struct Listed {
+    key: String,
+    version: String,
+    marker: bool,
+}
+
+/// Every version and delete marker under `prefix/` of `bucket`, asked with
+/// the board's keys (one page: the test's repository is small); restic's
+/// lock files (the test's own restic on the bucket makes them) left out.
+fn history(store: &S3Test, bucket: &str, prefix: &str) -> Vec<Listed> {
+    let path = format!("/{bucket}");
+    let query = format!("prefix={prefix}%2F&versions=");
+    let mut request = SignedRequest::new("GET", &store.addr, &path);
+    request.query = &query;
+    let answer = store.signer().send(&store.addr, &request);
+    let text = answer.text();
+    assert_eq!(answer.status, 200, "list versions: {text}");
+    assert_ne!(xml_value(&text, "IsTruncated"), Some("true"), "{text}");
+    let mut found = Vec::new();
+    let mut rest = text.as_str();
+    loop {
+        let (at, tag, marker) = match (rest.find("<Version>"), rest.find("<DeleteMarker>")) {
+            (Some(v), Some(m)) if m < v => (m, "DeleteMarker", true),
+            (Some(v), _) => (v, "Version", false),
+            (None, Some(m)) => (m, "DeleteMarker", true),
+            (None, None) => break,
+        };
+        let end = rest[at..].find(&format!("</{tag}>")).unwrap() + at;
+        let entry = &rest[at..end];
+        let key = xml_value(entry, "Key").unwrap().to_string();
+        if !key.contains("/locks/") {
+            found.push(Listed {
+                key,
+                version: xml_value(entry, "VersionId").unwrap().to_string(),
+                marker,
+            });
+        }
+        rest = &rest[end..];
+    }
+    found
+}
+
+/// Sends `method` on `key` of `bucket` with the board's keys (a versioned
+/// request with `version`); returns the status and the answer's text.
+fn as_thief(
+    store: &S3Test,
+    method: &str,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let path = format!("/{bucket}/{key}");
+    let query = version
+        .map(|v| format!("versionId={v}"))
+        .unwrap_or_default();
+    let mut request = SignedRequest::new(method, &store.addr, &path);
+    request.query = &query;
+    request.body = body.to_vec();
+    let answer = store.signer().send(&store.addr, &request);
+    (answer.status, answer.text())
+}
+
+/// The next whole second by the clock, once it has come: everything before
+/// this call is listed as before it, even by a store that lists whole
+/// seconds, and everything after as at or after it.
+fn moment() -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let next = now.as_secs() + 1;
+    std::thread::sleep(Duration::from_secs(next) - now);
+    next
+}
+
+/// `2026-12-06T14:47:49Z`, as `--since` takes a time.
+fn iso(unix: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{unix}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The snapshots restic sees directly on the bucket.
+fn snapshot_count(direct: &dyn Fn(&[&str]) -> std::process::Output) -> usize {
+    let out = ok(
+        direct(&["--no-lock", "snapshots", "--json"]),
+        "snapshots on the bucket",
+    );
+    out.matches("\"short_id\"").count()
+}
+
+per_store!(
+    a_thief_with_the_boards_keys_cannot_destroy_the_locked_mirror,
+    ["restic"]
+);
+fn a_thief_with_the_boards_keys_cannot_destroy_the_locked_mirror(store: &S3Test) {
+    let dir = TempDir::new("mirror-lock");
+    let (data, source, cache) = (
+        dir.path().join("data"),
+        dir.path().join("source"),
+        dir.path().join("cache"),
+    );
+    make_tree(&source);
+    // A bucket of its own: the server makes it, with object lock.
+    let bucket = format!("{}-locked", store.bucket);
+    let settings = store.settings_file(dir.path(), "");
+    let mirror_flags = |command: &mut Command| {
+        command
+            .arg("--mirror")
+            .arg(store.path(&format!("{bucket}/board")))
+            .arg("--s3-config")
+            .arg(&settings);
+        store.credentials(command);
+    };
+    let mut command = Command::new(binary());
+    command.arg("--path").arg(&data).args([
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--mirror-deletes",
+        "--mirror-lock-days",
+        "2",
+    ]);
+    mirror_flags(&mut command);
+    let server = Server::spawn(command, &data);
+    let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
+    ok(restic(&repo, &cache, &["init"]), "init");
+    ok(
+        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        "first backup",
+    );
+    let first = dir.path().join("first");
+    std::fs::create_dir_all(&first).unwrap();
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&source)
+            .arg(&first)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::remove_file(source.join("big0.bin")).unwrap();
+    std::fs::write(source.join("dir1/new.bin"), pseudo_random(1 << 20, 77)).unwrap();
+    ok(
+        restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+        "second backup",
+    );
+    wait_current(&server, &data);
+
+    let direct = |args: &[&str]| {
+        store
+            .restic(
+                &format!("{bucket}/board/laptop"),
+                &store.secret_key,
+                &dir.path().join("cache-direct"),
+            )
+            .args(args)
+            .output()
+            .expect("run restic")
+    };
+    assert_eq!(snapshot_count(&direct), 2);
+    let locked = history(store, &bucket, "board");
+    assert!(locked.iter().all(|v| !v.marker), "{locked:?}");
+
+    // The owner's prune (as after forged snapshots): mirrored deletes only
+    // hide the files offsite, behind delete markers.
+    let before_prune = moment();
+    ok(
+        restic(&repo, &cache, &["forget", "--keep-last", "1", "--prune"]),
+        "forget --prune",
+    );
+    wait_current(&server, &data);
+    assert_eq!(snapshot_count(&direct), 1);
+    let markers = history(store, &bucket, "board")
+        .into_iter()
+        .filter(|v| v.marker)
+        .count();
+    assert!(markers >= 2, "the prune left no delete markers offsite");
+    drop(server);
+
+    // The thief, with the board's keys: plain deletes of everything...
+    let after_prune = moment();
+    let live: Vec<Listed> = {
+        let all = history(store, &bucket, "board");
+        let mut seen = std::collections::HashSet::new();
+        // Each key's newest entry comes first: the live ones are versions.
+        all.into_iter()
+            .filter(|v| seen.insert(v.key.clone()))
+            .filter(|v| !v.marker)
+            .collect()
+    };
+    assert!(live.len() > 5, "{live:?}");
+    for v in &live {
+        let (status, text) = as_thief(store, "DELETE", &bucket, &v.key, None, b"");
+        assert_eq!(status, 204, "plain delete of {}: {text}", v.key);
+    }
+    // ...then deletes of each version, which the lock refuses...
+    for v in history(store, &bucket, "board")
+        .iter()
+        .filter(|v| !v.marker)
+    {
+        let (status, text) = as_thief(store, "DELETE", &bucket, &v.key, Some(&v.version), b"");
+        assert_eq!(
+            status, 403,
+            "a versioned delete of locked {} was not refused: {text}",
+            v.key
+        );
+    }
+    // ...and overwrites of the config and the snapshots.
+    for v in live
+        .iter()
+        .filter(|v| v.key.ends_with("/config") || v.key.contains("/snapshots/"))
+    {
+        let (status, text) = as_thief(store, "PUT", &bucket, &v.key, None, b"ransom note");
+        assert_eq!(status, 200, "overwrite of {}: {text}", v.key);
+    }
+    assert!(!direct(&["--no-lock", "snapshots"]).status.success());
+
+    // The owner rewinds the bucket: first a dry run, which changes nothing.
+    let recover = |since: u64, dry: bool| {
+        let mut command = Command::new(binary());
+        mirror_flags(&mut command);
+        command.args(["mirror", "recover", "--since", &iso(since)]);
+        if dry {
+            command.arg("--dry-run");
+        }
+        let out = command.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "mirror recover: {text}");
+        text
+    };
+    let listed = recover(after_prune, true);
+    assert!(
+        listed.contains(&format!("{} key(s) changed since", live.len())),
+        "{listed}"
+    );
+    assert!(!direct(&["--no-lock", "snapshots"]).status.success());
+    let said = recover(after_prune, false);
+    assert!(
+        said.contains(&format!("{} key(s) brought back", live.len())),
+        "{said}"
+    );
+    assert_eq!(snapshot_count(&direct), 1, "{said}");
+    ok(
+        direct(&["check", "--read-data"]),
+        "check --read-data after the thief",
+    );
+
+    // And back to before the prune: both snapshots, the first one whole.
+    let said = recover(before_prune, false);
+    assert_eq!(snapshot_count(&direct), 2, "{said}");
+    ok(
+        direct(&["check", "--read-data"]),
+        "check --read-data before the prune",
+    );
+    let target = dir.path().join("restore");
+    let snapshots = ok(direct(&["--no-lock", "snapshots", "--json"]), "snapshots");
+    let oldest = snapshots
+        .split("\"short_id\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    ok(
+        direct(&["restore", &oldest, "--target", target.to_str().unwrap()]),
+        "restore of the first snapshot",
+    );
+    assert_same_tree(
+        &first.join("source"),
+        &target.join(source.strip_prefix("/").unwrap()),
+    );
+}
+
+per_store!(a_lock_on_a_bucket_without_object_lock_copies_nothing, []);
+/// The harness's bucket was made without object lock: the mirror says so
+/// and copies nothing, rather than copying without the lock asked for.
+fn a_lock_on_a_bucket_without_object_lock_copies_nothing(store: &S3Test) {
+    let dir = TempDir::new("mirror-no-lock");
+    let data = dir.path().join("data");
+    let mut command = Command::new(binary());
+    command
+        .arg("--path")
+        .arg(&data)
+        .args([
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--mirror-lock-days",
+            "2",
+        ])
+        .args(store.mirror_args(&store.location("board"), dir.path()));
+    store.credentials(&mut command);
+    let server = Server::spawn(command, &data);
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    assert!(
+        server.wait_for_log("has no object lock", Duration::from_secs(60)),
+        "{}",
+        server.log()
+    );
+    // The status file follows the log a moment later.
+    assert!(
+        eventually(Duration::from_secs(30), || mirror_status(&data)
+            .1
+            .contains("has no object lock")),
+        "{}",
+        mirror_status(&data).1
+    );
+    assert!(!mirror_status(&data).0);
+    assert!(history(store, &store.bucket, "board").is_empty());
+}
