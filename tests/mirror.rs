@@ -254,7 +254,7 @@ pub fn bucket_server(store: &SeaweedFs, dir: &Path) -> Server {
 }
 
 /// Uploads `content` under its hash to `/{repo}/data/{hash}`; returns the path.
-fn put_data(server: &Server, repo: &str, content: &[u8]) -> String {
+pub fn put_data(server: &Server, repo: &str, content: &[u8]) -> String {
     let path = format!("/{repo}/data/{}", sha256_hex(content));
     let stored = server.send(&Request::new("POST", &path).body(content));
     assert_eq!(stored.status, 200, "{path}: {}", stored.text());

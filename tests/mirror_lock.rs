@@ -9,7 +9,7 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::mirror::{mirror_status, wait_current};
+use crate::mirror::{mirror_status, put_data, wait_current};
 use crate::restic::make_tree;
 use crate::util::sigv4::{SignedRequest, xml_value};
 use crate::util::stores::{S3Test, per_store};
@@ -331,4 +331,88 @@ fn a_lock_on_a_bucket_without_object_lock_copies_nothing(store: &S3Test) {
     );
     assert!(!mirror_status(&data).0);
     assert!(history(store, &store.bucket, "board").is_empty());
+}
+
+per_store!(the_lock_is_renewed_and_follows_a_new_window, []);
+/// The renewal pass: a first start with a lock renews what is live, and a
+/// longer `--mirror-lock-days` moves every live object's date on at the
+/// next start (the store's own answer to GetObjectRetention is the judge).
+fn the_lock_is_renewed_and_follows_a_new_window(store: &S3Test) {
+    let dir = TempDir::new("mirror-renew");
+    let data = dir.path().join("data");
+    let bucket = format!("{}-renew", store.bucket);
+    let settings = store.settings_file(dir.path(), "");
+    let start = |days: &str| {
+        let mut command = Command::new(binary());
+        command
+            .arg("--path")
+            .arg(&data)
+            .args([
+                "--no-auth",
+                "--listen",
+                "127.0.0.1:0",
+                "--mirror-lock-days",
+                days,
+            ])
+            .arg("--mirror")
+            .arg(store.path(&format!("{bucket}/board")))
+            .arg("--s3-config")
+            .arg(&settings);
+        store.credentials(&mut command);
+        Server::spawn(command, &data)
+    };
+    // The retain-until date of `key`'s newest version, in Unix seconds, as
+    // a HEAD answers it (moto has no GetObjectRetention).
+    let retained = |key: &str| -> u64 {
+        let path = format!("/{bucket}/{key}");
+        let request = SignedRequest::new("HEAD", &store.addr, &path);
+        let answer = store.signer().send(&store.addr, &request);
+        assert_eq!(answer.status, 200, "HEAD {key}");
+        let date = answer
+            .header("x-amz-object-lock-retain-until-date")
+            .unwrap_or_else(|| panic!("{key} has no retain-until date: {answer:?}"));
+        let out = Command::new("date")
+            .args(["-u", "-d", date, "+%s"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let server = start("1");
+    assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    let path = put_data(&server, "repo", &pseudo_random(30_000, 9));
+    wait_current(&server, &data);
+    assert!(
+        server.wait_for_log("locks renewed until", Duration::from_secs(60)),
+        "{}",
+        server.log()
+    );
+    let key = format!("board{}", path.replacen("/data/", "/data/XX/", 1));
+    let id = path.rsplit('/').next().unwrap();
+    let key = key.replace("XX", &id[..2]);
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let first = retained(&key);
+    assert!(
+        first > now() + 86_400 - 600 && first <= now() + 86_400,
+        "{first}"
+    );
+    drop(server);
+
+    let server = start("3");
+    assert!(
+        server.wait_for_log("locks renewed until", Duration::from_secs(60)),
+        "{}",
+        server.log()
+    );
+    assert!(server.log().contains("on 1 object(s)"), "{}", server.log());
+    let renewed = retained(&key);
+    assert!(renewed > now() + 3 * 86_400 - 600, "{renewed}");
 }

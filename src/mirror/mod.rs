@@ -20,7 +20,8 @@
 //!
 //! The parts: [`queue`] (the order and the bookkeeping per file name),
 //! [`worker`] (copies and deletes, retries), [`pace`] (the bandwidth limit),
-//! [`recover`] (the journal replay and the comparison at start),
+//! [`recover`] (the journal replay and the comparison at start), [`renew`]
+//! (the object lock's renewal),
 //! [`journal`] (the delete journal), [`status`] (the status file and
 //! `rest-server mirror status`).
 
@@ -28,6 +29,7 @@ mod journal;
 mod pace;
 mod queue;
 mod recover;
+mod renew;
 mod status;
 mod worker;
 
@@ -146,11 +148,11 @@ impl Mirror {
                 .map(|rate| Rc::new(RefCell::new(TokenBucket::new(rate)))),
             unlimited: Rc::new(Quota::new(None, 0)),
             buffers: BufferBudget::new(pace::buffer_grants(&settings)),
-            journal: Journal::new(dir),
+            journal: Journal::new(dir.clone()),
             status,
         });
         log::info!(
-            "mirror: copying committed files to {} ({} uploads at once{}{})",
+            "mirror: copying committed files to {} ({} uploads at once{}{}{})",
             mirror.target,
             settings.uploads,
             match settings.bandwidth {
@@ -161,9 +163,17 @@ impl Mirror {
                 ", deletes mirrored"
             } else {
                 ", deletes not mirrored"
+            },
+            match settings.lock {
+                Some(lock) => format!(
+                    ", each object locked for {} day(s) ({})",
+                    lock.days,
+                    lock.mode.as_s3()
+                ),
+                None => String::new(),
             }
         );
-        tokio::task::spawn_local(mirror.clone().prepare(repos));
+        tokio::task::spawn_local(mirror.clone().prepare(repos, dir));
         for _ in 0..settings.uploads.max(1) {
             tokio::task::spawn_local(mirror.clone().worker());
         }

@@ -7,6 +7,7 @@
 //! [`Queue::take`]: super::queue::Queue::take
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::rc::Rc;
 
 use super::Mirror;
@@ -17,7 +18,9 @@ use crate::store::{ErrorKind, Store, StoreError};
 
 impl Mirror {
     /// Replays the delete journal, then compares listings until that works.
-    pub(super) async fn prepare(self: Rc<Self>, repos: Vec<String>) {
+    /// With a lock, the renewal follows, for as long as the server runs
+    /// (one task: a task type of its own costs 12 KiB of the binary).
+    pub(super) async fn prepare(self: Rc<Self>, repos: Vec<String>, state_dir: PathBuf) {
         match self.journal.read().await {
             Ok(items) if !items.is_empty() && !self.settings.deletes => log::warn!(
                 "mirror: {} delete(s) journalled earlier are not mirrored: deletes are off \
@@ -54,7 +57,7 @@ impl Mirror {
                     // workers, or they would wait for the next commit.
                     self.changed.notify_waiters();
                     self.status_changed.notify_one();
-                    return;
+                    break;
                 }
                 Err(e) => {
                     failures += 1;
@@ -67,6 +70,9 @@ impl Mirror {
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+        if let Some(lock) = self.settings.lock {
+            self.renew_locks(state_dir, lock).await;
         }
     }
 

@@ -85,3 +85,23 @@ pub(super) fn retain_until(lock: &ObjectLock) -> String {
     let until = crate::time::unix_now() + u64::from(lock.days) * 86_400;
     crate::time::iso8601(until)
 }
+
+impl super::S3Store {
+    /// Moves the lock of `repo`'s `key` on to `days` from now (nothing
+    /// when no lock is asked for). NotFound: not in the bucket (yet).
+    pub(crate) async fn renew_lock(
+        &self,
+        repo: &crate::repo::RepoPath,
+        key: crate::repo::Key<'_>,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        match &inner.settings.lock {
+            Some(lock) => {
+                inner
+                    .set_retention(&inner.object_key(repo, key), lock)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+}
