@@ -405,3 +405,62 @@ fn a_repository_on_another_file_system_keeps_its_files_and_says_why() {
     drop(server);
     drop(disk);
 }
+
+/// Deleting and uploading again cannot fill the disk past the budgets: a
+/// file in the trash counts in its repository's quota and in --max-size
+/// until the trash lets it go, at the server's purge or, after `trash
+/// purge`, at the next start.
+#[test]
+fn the_trash_counts_in_the_budgets_until_purged() {
+    let dir = TempDir::new("trash-quota");
+    let data = dir.path().join("data");
+    let rules = dir.path().join("quotas");
+    std::fs::write(&rules, "/alice 3K\n").unwrap();
+    let args = [
+        "--trash-days",
+        "7",
+        "--quota-file",
+        rules.to_str().unwrap(),
+        "--max-size",
+        "5000",
+    ];
+    let upload = |server: &Server, repo: &str, seed: u64| {
+        let content = pseudo_random(2000, seed);
+        let path = format!("/{repo}/data/{}", sha256_hex(&content));
+        (
+            path.clone(),
+            server
+                .send(&Request::new("POST", &path).body(content))
+                .status,
+        )
+    };
+    let server = Server::start(&data, &args);
+    for repo in ["alice", "bob"] {
+        assert_eq!(
+            server
+                .request("POST", &format!("/{repo}/?create=true"))
+                .status,
+            200
+        );
+    }
+    let (first, status) = upload(&server, "alice", 1);
+    assert_eq!(status, 200);
+    assert_eq!(server.request("DELETE", &first).status, 200);
+    // alice's deleted 2000 bytes still count: 2000 more would pass 3K.
+    assert_eq!(upload(&server, "alice", 2).1, 507, "{}", server.log());
+    // The data directory's: 2000 live for bob, 2000 in the trash.
+    assert_eq!(upload(&server, "bob", 3).1, 200);
+    assert_eq!(upload(&server, "bob", 4).1, 507, "{}", server.log());
+    drop(server);
+
+    // Counted again at a start, from the trash itself.
+    let server = Server::start(&data, &args);
+    assert_eq!(upload(&server, "alice", 2).1, 507, "{}", server.log());
+    drop(server);
+
+    // Purged, the room is back.
+    let (code, out, err) = trash(&data, &["purge", "--older-than", "0s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let server = Server::start(&data, &args);
+    assert_eq!(upload(&server, "alice", 2).1, 200, "{}", server.log());
+}

@@ -54,12 +54,6 @@ async fn serve(config: Config) -> Result<(), AppError> {
                 .map_err(|e| AppError(Cause::Threads(e)))?;
             let store =
                 FsStore::new(dir.clone(), config.modes, writers).with_trash(config.trash_days);
-            if config.trash_days.is_some() {
-                // Of the type the request path's detached work has: a task
-                // type of its own would cost 12 KiB of tokio's task code.
-                let purging: crate::upload::Detached = Box::pin(purge_trash_hourly(store.clone()));
-                tokio::task::spawn_local(purging);
-            }
             let mirror = match &config.mirror {
                 None => None,
                 Some(mirror) => {
@@ -200,6 +194,16 @@ async fn serve_store<S: Store>(
         quota = quota.with_rules(rules, usage.clone());
     }
     let quota = Rc::new(quota);
+    if config.trash_days.is_some() {
+        // Of the type the request path's detached work has: a task type of
+        // its own would cost 12 KiB of tokio's task code.
+        let purging: crate::upload::Detached = Box::pin(purge_trash_hourly(
+            store.clone(),
+            quota.clone(),
+            usage.clone(),
+        ));
+        tokio::task::spawn_local(purging);
+    }
     let tls = match &config.tls {
         Some(settings) => {
             let tls = Watched::<TlsConfig>::load(settings.clone())
@@ -263,13 +267,20 @@ async fn serve_store<S: Store>(
 /// How often the trash is purged of what is older than `--trash-days`.
 const TRASH_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Purges the trash at start, then every [`TRASH_PURGE_INTERVAL`]; runs
-/// until the server stops.
-async fn purge_trash_hourly(store: FsStore) -> Result<u64, crate::store::StoreError> {
+/// Purges the trash at start, then every [`TRASH_PURGE_INTERVAL`], and
+/// gives the bytes purged back to the budgets; runs until the server stops.
+async fn purge_trash_hourly<S: Store>(
+    store: S,
+    quota: Rc<Quota>,
+    usage: Rc<Usage>,
+) -> Result<u64, crate::store::StoreError> {
     let mut every = tokio::time::interval(TRASH_PURGE_INTERVAL);
     loop {
         every.tick().await;
-        store.purge_trash().await;
+        for (repo, bytes) in store.purge_trash().await {
+            quota.release(&repo, bytes);
+            usage.purged(&repo, bytes);
+        }
     }
 }
 

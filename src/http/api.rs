@@ -259,9 +259,15 @@ async fn delete_file<S: Store>(
     let (repo, key) = (repo.clone(), KeyBuf::of(key));
     let user = user.map(str::to_string);
     let freed = crate::upload::finish_detached(Box::pin(async move {
+        let kept = store.keeps_deleted(key.key());
         let freed = store.delete(&repo, key.key(), user.as_deref()).await?;
         let label = repo.label();
-        quota.release(&label, freed);
+        // A file kept in the trash still takes its room: its bytes leave
+        // the budgets when the trash purges it.
+        match kept {
+            true => usage.trashed(&label, freed),
+            false => quota.release(&label, freed),
+        }
         usage.deleted(&label, key.key().kind(), freed);
         if let Some(mirror) = &mirror {
             mirror.deleted(&repo, key.key()).await;

@@ -178,7 +178,8 @@ impl Budgets {
         let mut counted = self.counted.borrow_mut();
         if counted.version != Some(version) {
             let mut used = BTreeMap::new();
-            let stored = self.usage.snapshot().into_iter().map(|(l, s)| (l, s.bytes));
+            let stored =
+                (self.usage.snapshot().into_iter()).map(|(l, s)| (l, s.bytes + s.trash_bytes));
             let in_flight = self.in_flight.borrow().clone();
             for (label, bytes) in stored.chain(in_flight) {
                 for (group, _) in rules.groups(&label) {

@@ -119,6 +119,21 @@ impl Usage {
         }
     }
 
+    /// A deleted file of `bytes` went to the trash: it still counts in the
+    /// repository's budgets.
+    pub(crate) fn trashed(&self, repo: &str, bytes: u64) {
+        if let Some(stats) = self.repos.borrow_mut().get_mut(repo) {
+            stats.trash_bytes += bytes;
+        }
+    }
+
+    /// The trash let go of `bytes` of the repository's files.
+    pub(crate) fn purged(&self, repo: &str, bytes: u64) {
+        if let Some(stats) = self.repos.borrow_mut().get_mut(repo) {
+            stats.trash_bytes = stats.trash_bytes.saturating_sub(bytes);
+        }
+    }
+
     /// Each repository's deletes of the last day that hold any, with
     /// whether they raise the deletion alarm.
     pub(crate) fn deletes(&self) -> Vec<(String, Recent, bool)> {

@@ -129,6 +129,18 @@ macro_rules! backends {
                     $(AnyStore::$name(s) => s.unhealthy(min_free).await),+
                 }
             }
+
+            fn keeps_deleted(&self, key: Key<'_>) -> bool {
+                match self {
+                    $(AnyStore::$name(s) => s.keeps_deleted(key)),+
+                }
+            }
+
+            async fn purge_trash(&self) -> Vec<(String, u64)> {
+                match self {
+                    $(AnyStore::$name(s) => s.purge_trash().await),+
+                }
+            }
         }
 
         impl ObjectReader for AnyReader {

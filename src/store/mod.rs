@@ -255,6 +255,10 @@ pub(crate) struct RepoStats {
     pub(crate) newest_snapshot: Option<u64>,
     /// Snapshot files: what the deletion alarm weighs deletes against.
     pub(crate) snapshots: u64,
+    /// Bytes of its deleted files the trash keeps (`--trash-days`): they
+    /// count in its budgets until purged, so that deleting and uploading
+    /// again cannot fill the disk past them.
+    pub(crate) trash_bytes: u64,
 }
 
 /// Per repository, by label (`alice/laptop`; empty for the root one).
@@ -369,6 +373,18 @@ pub(crate) trait Lifecycle {
     /// its reachability shows in every request's answer and in the log.
     async fn unhealthy(&self, _min_free: u64) -> Option<String> {
         None
+    }
+
+    /// Whether a delete of `key` keeps the file in the trash (its bytes
+    /// stay on the disk) rather than removing it.
+    fn keeps_deleted(&self, _key: Key<'_>) -> bool {
+        false
+    }
+
+    /// Removes from the trash what is older than its window; returns the
+    /// bytes removed per repository (by label).
+    async fn purge_trash(&self) -> Vec<(String, u64)> {
+        Vec::new()
     }
 }
 

@@ -104,8 +104,7 @@ impl super::Store for FsStore {
         by: Option<&str>,
     ) -> Result<u64, StoreError> {
         let path = self.path(repo, key);
-        let locks = matches!(key, Key::Object(ObjectType::Locks, _));
-        if self.trash_days.is_none() || locks {
+        if !super::Lifecycle::keeps_deleted(self, key) {
             return crate::store::blocking(move || commit::remove(&path)).await;
         }
         let (trashed, modes) = (self.trash_path(repo, key, by), self.modes);
@@ -133,13 +132,20 @@ impl super::Lifecycle for FsStore {
             let mut builder = DirBuilder::new();
             builder.recursive(true).mode(modes.dir);
             builder.create(root.as_path()).op("create data directory")?;
-            let scan = scan::scan(&root, Tidy::RemoveTemps)?;
-            // What the trash holds, counted once.
+            let mut scan = scan::scan(&root, Tidy::RemoveTemps)?;
+            // What the trash holds, counted once: in the data directory's
+            // bytes (--max-size) and in each repository's budgets.
             let trashed = match trash {
                 Some(_) => trash::entries(&root)?,
                 None => Vec::new(),
             };
             let bytes: u64 = trashed.iter().map(|t| t.bytes).sum();
+            scan.bytes += bytes;
+            for t in &trashed {
+                if let Some(stats) = scan.repos.get_mut(t.repo.trim_start_matches('/')) {
+                    stats.trash_bytes += t.bytes;
+                }
+            }
             Ok((scan, (trashed.len() as u64, bytes)))
         })
         .await?;
@@ -150,6 +156,16 @@ impl super::Lifecycle for FsStore {
     async fn repos(&self) -> Result<Repos, StoreError> {
         let root = self.root.clone();
         crate::store::blocking(move || Ok(scan::scan(&root, Tidy::Leave)?.repos)).await
+    }
+
+    /// Locks are removed, never kept: restic makes and removes them all the
+    /// time, and a stale one only gets in the way.
+    fn keeps_deleted(&self, key: Key<'_>) -> bool {
+        self.trash_days.is_some() && !matches!(key, Key::Object(ObjectType::Locks, _))
+    }
+
+    async fn purge_trash(&self) -> Vec<(String, u64)> {
+        self.purge_expired().await
     }
 
     async fn space(&self) -> Option<Space> {

@@ -305,9 +305,9 @@ impl FsStore {
 
     /// Removes from the trash what is older than `--trash-days`, on the
     /// I/O pool; logs what it removed.
-    pub(crate) async fn purge_trash(&self) {
+    pub(super) async fn purge_expired(&self) -> Vec<(String, u64)> {
         let Some(days) = self.trash_days else {
-            return;
+            return Vec::new();
         };
         let root = self.root.clone();
         let purged = crate::store::blocking(move || purge(&root, ago_ns(days * 86_400))).await;
@@ -316,7 +316,10 @@ impl FsStore {
                 self.count_trash(true, purged.left.0, purged.left.1);
                 purged.removed
             }
-            Err(e) => return log::error!("trash: purge failed: {e}"),
+            Err(e) => {
+                log::error!("trash: purge failed: {e}");
+                return Vec::new();
+            }
         };
         if !removed.is_empty() {
             let bytes: u64 = removed.iter().map(|t| t.bytes).sum();
@@ -325,6 +328,10 @@ impl FsStore {
                 removed.len()
             );
         }
+        removed
+            .into_iter()
+            .map(|t| (t.repo.trim_start_matches('/').to_string(), t.bytes))
+            .collect()
     }
 }
 
