@@ -416,6 +416,7 @@ mod tests {
                 objects: 3,
                 newest_snapshot: Some(5),
                 snapshots: 1,
+                trash_bytes: 0,
             },
         );
         // Only repositories with series of their own are shown.

@@ -457,6 +457,7 @@ mod tests {
             objects,
             newest_snapshot: newest,
             snapshots: 1,
+            trash_bytes: 0,
         }
     }
 

@@ -165,10 +165,7 @@ impl Inner {
         }
         if let Some(lock) = &s.lock {
             headers.push(("x-amz-object-lock-mode", lock.mode.as_s3().into()));
-            headers.push((
-                "x-amz-object-lock-retain-until-date",
-                super::lock::retain_until(lock),
-            ));
+            headers.push(("x-amz-object-lock-retain-until-date", retain_until(lock)));
         }
         headers
     }
@@ -365,6 +362,12 @@ impl Inner {
             Err(e) => Err(e),
         }
     }
+}
+
+/// `x-amz-object-lock-retain-until-date` for an object locked now.
+pub(super) fn retain_until(lock: &crate::config::ObjectLock) -> String {
+    let until = crate::time::unix_now() + u64::from(lock.days) * 86_400;
+    crate::time::iso8601(until)
 }
 
 /// A request that got no answer: the store could not be reached or did

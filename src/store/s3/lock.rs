@@ -2,12 +2,13 @@
 //! have it on, and each object written is locked until a date that the
 //! mirror moves on while the object is live (`x-amz-object-lock-*` headers
 //! on a PUT; PutObjectRetention after a multipart upload, whose lock
-//! headers some stores ignore, and for each renewal).
+//! headers some stores ignore, and for each renewal). The S3 store's
+//! `renew_lock` is built on it.
 
 use bytes::Bytes;
 use hyper::Method;
 
-use super::bucket::Inner;
+use super::bucket::{Inner, retain_until};
 use super::{sign, xml};
 use crate::client::OutBody;
 use crate::config::ObjectLock;
@@ -77,31 +78,5 @@ impl Inner {
         })
         .await
         .map(drop)
-    }
-}
-
-/// `x-amz-object-lock-retain-until-date` for an object locked now.
-pub(super) fn retain_until(lock: &ObjectLock) -> String {
-    let until = crate::time::unix_now() + u64::from(lock.days) * 86_400;
-    crate::time::iso8601(until)
-}
-
-impl super::S3Store {
-    /// Moves the lock of `repo`'s `key` on to `days` from now (nothing
-    /// when no lock is asked for). NotFound: not in the bucket (yet).
-    pub(crate) async fn renew_lock(
-        &self,
-        repo: &crate::repo::RepoPath,
-        key: crate::repo::Key<'_>,
-    ) -> Result<(), StoreError> {
-        let inner = &self.inner;
-        match &inner.settings.lock {
-            Some(lock) => {
-                inner
-                    .set_retention(&inner.object_key(repo, key), lock)
-                    .await
-            }
-            None => Ok(()),
-        }
     }
 }

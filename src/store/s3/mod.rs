@@ -101,6 +101,24 @@ impl S3Store {
         self.inner.check_bucket().await
     }
 
+    /// Moves the lock of `repo`'s `key` on to `days` from now (nothing
+    /// when no lock is asked for). NotFound: not in the bucket (yet).
+    pub(crate) async fn renew_lock(
+        &self,
+        repo: &crate::repo::RepoPath,
+        key: crate::repo::Key<'_>,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        match &inner.settings.lock {
+            Some(lock) => {
+                inner
+                    .set_retention(&inner.object_key(repo, key), lock)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// What the log says of where repositories are.
     pub(crate) fn describe(&self) -> String {
         let s = &self.inner.settings;
