@@ -162,6 +162,10 @@ pub struct ScrubTarget {
 /// The bucket `cleanup` works on (opaque outside the crate).
 pub struct CleanupTarget(pub(crate) Storage);
 
+/// Where `trash` works: a data directory or a bucket (opaque outside the
+/// crate).
+pub struct TrashTarget(pub(crate) Storage);
+
 /// The mirror's bucket `mirror recover` works on (opaque outside the
 /// crate).
 pub struct MirrorTarget(pub(crate) Mirror);

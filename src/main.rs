@@ -226,10 +226,10 @@ fn run() -> Result<(), Failure> {
             Ok(())
         }
         Some(Command::Trash(args)) => {
-            let root = flags.data_dir()?;
+            let target = flags.trash_target()?;
             Ok(rest_server::commands::trash::run(
                 trash_action(&args.action, flags.trash_days),
-                &root,
+                &target,
                 flags.group_accessible_repos,
             )?)
         }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::restic::make_tree;
+use crate::util::stores::per_store;
 use crate::util::*;
 
 /// `rest-server --path data trash args...`: (exit code, stdout, stderr).
@@ -463,4 +464,108 @@ fn the_trash_counts_in_the_budgets_until_purged() {
     assert_eq!(code, 0, "{out}{err}");
     let server = Server::start(&data, &args);
     assert_eq!(upload(&server, "alice", 2).1, 200, "{}", server.log());
+}
+
+per_store!(a_bucket_keeps_deleted_objects_in_its_trash, ["restic"]);
+/// `--trash-days` on an `s3:` `--path`: the attacker's `forget --prune`
+/// moves the objects under the trash prefix, and `trash restore` on the
+/// bucket brings back every snapshot, as on a data directory.
+fn a_bucket_keeps_deleted_objects_in_its_trash(store: &crate::util::stores::S3Test) {
+    let dir = TempDir::new("trash-s3");
+    let (source, cache) = (dir.path().join("source"), dir.path().join("cache"));
+    make_tree(&source);
+    let location = store.location("repos");
+    let mut command = store.server(&location, dir.path(), "");
+    command.args(["--trash-days", "7"]);
+    let server = Server::spawn(command, dir.path());
+    let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
+    ok(restic(&repo, &cache, &["init"]), "init");
+    for round in 0..2u64 {
+        std::fs::write(
+            source.join(format!("round{round}")),
+            pseudo_random(70_000, round),
+        )
+        .unwrap();
+        ok(
+            restic(&repo, &cache, &["backup", source.to_str().unwrap()]),
+            "backup",
+        );
+    }
+    let attack = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    ok(
+        restic(&repo, &cache, &["forget", "--keep-last", "1", "--prune"]),
+        "the attacker's forget --prune",
+    );
+    let count = |text: &str| text.matches("\"short_id\"").count();
+    let snapshots = || ok(restic(&repo, &cache, &["snapshots", "--json"]), "snapshots");
+    assert_eq!(count(&snapshots()), 1);
+    let trash = |args: &[&str]| {
+        let mut command = store.server(&location, dir.path(), "");
+        command.arg("trash").args(args);
+        let out = command.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "trash {args:?}: {text}");
+        text
+    };
+    let listed = trash(&["list", "--repo", "laptop"]);
+    assert!(listed.contains("/laptop  snapshots/"), "{listed}");
+    // At a start, the trash counts in the repository's budget again.
+    drop(server);
+    let rules = dir.path().join("quotas");
+    std::fs::write(&rules, "/laptop 100G\n").unwrap();
+    let mut command = store.server(&location, dir.path(), "");
+    command.args(["--trash-days", "7", "--prometheus", "--quota-file"]);
+    command.arg(&rules);
+    let server = Server::spawn(command, dir.path());
+    let trashed: u64 = listed
+        .rsplit("file(s), ")
+        .next()
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the list's count");
+    let stored: u64 = metric(&server, "rest_server_repo_stored_bytes{repo=\"laptop\"}")
+        .parse()
+        .unwrap();
+    let used: u64 = metric(
+        &server,
+        "rest_server_quota_used_bytes{group=\"/laptop\",rule=\"/laptop\"}",
+    )
+    .parse()
+    .unwrap();
+    assert!(trashed > 0);
+    assert_eq!(used, stored + trashed, "{listed}");
+    let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
+    let snapshots = || ok(restic(&repo, &cache, &["snapshots", "--json"]), "snapshots");
+    let since = iso_utc(attack);
+    let restored = trash(&["restore", "--repo", "laptop", "--since", &since]);
+    assert!(restored.contains("restored "), "{restored}");
+    ok(restic(&repo, &cache, &["rebuild-index"]), "rebuild-index");
+    ok(
+        restic(&repo, &cache, &["check", "--read-data"]),
+        "check --read-data",
+    );
+    assert_eq!(count(&snapshots()), 2);
+    // What restore took is gone from the trash; rebuild-index's old index
+    // files went in since.
+    let left = trash(&["list"]);
+    assert!(
+        !left.contains("snapshots/") && !left.contains("data/"),
+        "{left}"
+    );
+}
+
+/// `2026-12-06T14:47:49Z`, as `--since` takes a time.
+fn iso_utc(unix: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{unix}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

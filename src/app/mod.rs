@@ -76,7 +76,8 @@ async fn serve(config: Config) -> Result<(), AppError> {
         }
         Storage::S3 { location, settings } => {
             let store = S3Store::open(location, settings.as_deref())
-                .map_err(|e| AppError(Cause::S3Settings(e.0)))?;
+                .map_err(|e| AppError(Cause::S3Settings(e.0)))?
+                .with_trash(config.trash_days);
             log::info!("repositories in {}", store.describe());
             serve_store(config, AnyStore::S3(store), None, None).await
         }

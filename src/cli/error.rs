@@ -87,9 +87,6 @@ impl std::fmt::Display for CliError {
             CliError::AclWithoutAuth => f.write_str(
                 "--acl needs authentication: remove --no-auth (or add --proxy-auth-username)",
             ),
-            CliError::NoDataDir("--trash-days") => f.write_str(
-                "--trash-days keeps deleted files in the data directory: not yet with an s3: --path",
-            ),
             CliError::NoDataDir(flag) => write!(
                 f,
                 "with an s3: --path there is no data directory for the default file: give {flag}"

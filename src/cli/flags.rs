@@ -148,8 +148,8 @@ pub struct Flags {
     #[argh(option)]
     pub scrub_interval: Option<String>,
     /// keep each deleted repository file (locks excepted) this many days in
-    /// <data directory>/.trash, where `trash restore` brings it back; see
-    /// docs/trash.md (default: off)
+    /// .trash of the data directory (or of the s3: --path), where `trash
+    /// restore` brings it back; see docs/trash.md (default: off)
     #[argh(option)]
     pub trash_days: Option<u64>,
     /// log an error and flag the repository (status page, /metrics) when

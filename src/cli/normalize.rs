@@ -24,6 +24,7 @@ const SWITCHES: &[&str] = &[
     "version",
     "status",
     "repair",
+    "dry-run",
 ];
 
 /// Whether `name` (without dashes) is a switch, which takes no value:

@@ -12,7 +12,7 @@ use crate::config::Modes;
 use crate::config::{AccessLogTarget, AuthMode, Config, Limits, ListenAddr};
 use crate::config::{Ciphers, ScrubSchedule, TlsSettings, TlsVersion};
 use crate::config::{
-    CleanupTarget, DEFAULT_MIRROR_UPLOADS, Mirror, MirrorTarget, ScrubTarget, Storage,
+    CleanupTarget, DEFAULT_MIRROR_UPLOADS, Mirror, MirrorTarget, ScrubTarget, Storage, TrashTarget,
 };
 use crate::config::{LockMode, MirrorSettings, ObjectLock};
 use crate::store::s3;
@@ -104,6 +104,11 @@ impl Flags {
                 "cleanup is for an s3: --path: a data directory's leftovers are removed at startup",
             )),
         }
+    }
+
+    /// Where `trash` works: the data directory or the bucket of `--path`.
+    pub fn trash_target(&self) -> Result<TrashTarget, CliError> {
+        Ok(TrashTarget(self.storage()?))
     }
 
     /// The mirror's bucket, for `mirror recover`: `--mirror` (with
@@ -374,9 +379,6 @@ impl Flags {
             return Err(CliError::AclWithoutAuth);
         }
         let trash_days = self.trash_days.filter(|&days| days > 0);
-        if trash_days.is_some() && matches!(storage, Storage::S3 { .. }) {
-            return Err(CliError::NoDataDir("--trash-days"));
-        }
         Ok(Config {
             trash_days,
             delete_alarm: self

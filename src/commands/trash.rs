@@ -1,13 +1,56 @@
 //! `rest-server trash list|restore|purge`: what `--trash-days` kept of the
 //! deleted files, for the owner of the machine (docs/trash.md). They work
-//! on the data directory itself, beside a running server or without one.
+//! on the data directory or the bucket itself, beside a running server or
+//! without one.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use crate::commands::error::CommandError;
-use crate::config::Modes;
+use crate::config::{Modes, Storage, TrashTarget};
 use crate::repo::{ObjectType, RepoPath};
-use crate::store::fs::trash::{self, Trashed};
+use crate::store::fs::trash;
+use crate::store::s3::S3Store;
+use crate::store::trash::{Purged, Restored, Trashed};
+
+/// The trash a command works on.
+enum Trash {
+    Dir(PathBuf, Modes),
+    Bucket(S3Store),
+}
+
+impl Trash {
+    fn entries(&self) -> Result<Vec<Trashed>, CommandError> {
+        match self {
+            Trash::Dir(root, _) => trash::entries(root).map_err(CommandError::Store),
+            Trash::Bucket(store) => on_bucket(store.trash_entries()),
+        }
+    }
+
+    fn restore(&self, found: Vec<Trashed>) -> Result<Restored, CommandError> {
+        match self {
+            Trash::Dir(root, modes) => {
+                trash::restore(root, found, *modes).map_err(CommandError::Store)
+            }
+            Trash::Bucket(store) => on_bucket(store.trash_restore(found)),
+        }
+    }
+
+    fn purge(&self, before_ns: u64) -> Result<Purged, CommandError> {
+        match self {
+            Trash::Dir(root, _) => trash::purge(root, before_ns).map_err(CommandError::Store),
+            Trash::Bucket(store) => on_bucket(store.trash_purge(before_ns)),
+        }
+    }
+}
+
+/// Runs one of the bucket's trash operations to its end.
+fn on_bucket<T>(
+    work: impl Future<Output = Result<T, crate::store::StoreError>>,
+) -> Result<T, CommandError> {
+    crate::runtime::block_on(None, work)
+        .map_err(CommandError::Runtime)?
+        .map_err(CommandError::Store)
+}
 
 /// What `rest-server trash` is asked to do, as plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +72,18 @@ pub enum Action {
 }
 
 /// Runs a trash subcommand on the data directory `root`.
-pub fn run(action: Action, root: &Path, group_accessible: bool) -> Result<(), CommandError> {
+pub fn run(
+    action: Action,
+    target: &TrashTarget,
+    group_accessible: bool,
+) -> Result<(), CommandError> {
     let now = crate::time::unix_now();
+    let trash = match &target.0 {
+        Storage::Local(root) => Trash::Dir(root.clone(), Modes::new(group_accessible)),
+        Storage::S3 { location, settings } => Trash::Bucket(
+            S3Store::open(location, settings.as_deref()).map_err(CommandError::S3Settings)?,
+        ),
+    };
     match action {
         Action::List { repo, since } => {
             let repo = repo.as_deref().map(label).transpose()?;
@@ -38,7 +91,7 @@ pub fn run(action: Action, root: &Path, group_accessible: bool) -> Result<(), Co
                 .as_deref()
                 .map(|t| when(t, now, "--since"))
                 .transpose()?;
-            let found = chosen(root, repo.as_deref(), since.unwrap_or(0), None)?;
+            let found = chosen(&trash, repo.as_deref(), since.unwrap_or(0), None)?;
             for t in &found {
                 println!(
                     "{}  {}  {}  {}/{}  {}",
@@ -58,9 +111,8 @@ pub fn run(action: Action, root: &Path, group_accessible: bool) -> Result<(), Co
             let repo = label(&repo)?;
             let since = when(&since, now, "--since")?;
             let kind = kind.as_deref().map(type_named).transpose()?;
-            let found = chosen(root, Some(&repo), since, kind)?;
-            let modes = Modes::new(group_accessible);
-            let done = trash::restore(root, found, modes).map_err(CommandError::Store)?;
+            let found = chosen(&trash, Some(&repo), since, kind)?;
+            let done = trash.restore(found)?;
             let bytes: u64 = done.files.iter().map(|t| t.bytes).sum();
             println!(
                 "restored {} file(s), {bytes} bytes, of {repo}",
@@ -97,9 +149,7 @@ pub fn run(action: Action, root: &Path, group_accessible: bool) -> Result<(), Co
                     ));
                 }
             };
-            let removed = trash::purge(root, trash::ago_ns(age))
-                .map_err(CommandError::Store)?
-                .removed;
+            let removed = trash.purge(trash::ago_ns(age))?.removed;
             let bytes: u64 = removed.iter().map(|t| t.bytes).sum();
             println!("purged {} file(s), {bytes} bytes", removed.len());
             Ok(())
@@ -110,12 +160,12 @@ pub fn run(action: Action, root: &Path, group_accessible: bool) -> Result<(), Co
 /// The trash's files of `repo` (all repositories if None), deleted at or
 /// after `since` (Unix seconds), of `kind` (Some(None): config) if given.
 fn chosen(
-    root: &Path,
+    trash: &Trash,
     repo: Option<&str>,
     since: u64,
     kind: Option<Option<ObjectType>>,
 ) -> Result<Vec<Trashed>, CommandError> {
-    let all = trash::entries(root).map_err(CommandError::Store)?;
+    let all = trash.entries()?;
     Ok(all
         .into_iter()
         .filter(|t| repo.is_none_or(|r| t.repo == r))

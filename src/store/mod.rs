@@ -36,6 +36,7 @@ pub(crate) mod fs;
 pub(crate) mod memory;
 mod noreplace;
 pub(crate) mod s3;
+pub(crate) mod trash;
 mod writeback;
 
 use std::collections::BTreeMap;

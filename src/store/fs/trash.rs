@@ -1,90 +1,25 @@
-//! The trash (`--trash-days`): a client's delete of a repository file moves
-//! it into the trash instead of removing it, so that a delete made with
-//! stolen credentials (a `forget --prune` by an attacker) can be undone by
-//! the owner of the machine (`rest-server trash restore`). docs/trash.md.
+//! The trash of a data directory (`--trash-days`): a client's delete of a
+//! repository file moves it into the trash instead of removing it, so that
+//! a delete made with stolen credentials (a `forget --prune` by an
+//! attacker) can be undone by the owner of the machine (`rest-server trash
+//! restore`). The layout and names are [`crate::store::trash`]'s.
 //!
-//! ```text
-//! <root>/.trash/<repo segments...>/.trashed/<kind>~<name>~<unix ns>~<user>
-//! ```
-//!
-//! One folder per repository, in a dot folder no request can name and no
-//! scan or listing enters; `kind` is `config` or the type's folder name, and
-//! the name says when the file was deleted and by whom, so the trash needs
-//! no index that could disagree with it. The move is one rename on the
-//! same file system, then an fsync of both folders: after a crash the file
-//! is in one place or the other. Locks are removed as before: restic
-//! deletes its own on every run.
+//! The move is one rename on the same file system, then an fsync of both
+//! folders: after a crash the file is in one place or the other. Locks are
+//! removed as before: restic deletes its own on every run.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::commit::{commit_temp, sync_dir};
 use super::layout::{ensure_dir, is_fanned_out};
 use super::store::FsStore;
 use crate::config::Modes;
-use crate::repo::{Key, ObjectType, RepoPath};
+use crate::repo::{Key, RepoPath};
+pub(crate) use crate::store::trash::{Purged, Restored, Trashed, ago_ns};
+use crate::store::trash::{TRASH_DIR, TRASHED, entry_name, newest_of_each, parse};
 use crate::store::{Op as _, StoreError};
-
-/// The trash's folder in the data directory.
-pub(crate) const TRASH_DIR: &str = ".trash";
-/// A repository's folder of trashed files, below its path in the trash (a
-/// dot name, which no repository's segment can be).
-const TRASHED: &str = ".trashed";
-/// Between the parts of a trashed file's name: in neither a kind, a hex id,
-/// a number nor a user name.
-const SEPARATOR: char = '~';
-
-/// A file in the trash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Trashed {
-    /// The repository's label (`/alice/laptop`; `/` for the root one).
-    pub(crate) repo: String,
-    /// None for the repository's `config`.
-    pub(crate) kind: Option<ObjectType>,
-    /// The object's id, or `config`.
-    pub(crate) name: String,
-    /// When it was deleted: nanoseconds since 1970.
-    pub(crate) deleted_ns: u64,
-    /// Who deleted it (`-` without authentication).
-    pub(crate) by: String,
-    pub(crate) bytes: u64,
-    /// Where it is now.
-    pub(crate) path: PathBuf,
-}
-
-impl Trashed {
-    /// Seconds since 1970 of the delete.
-    pub(crate) fn deleted(&self) -> u64 {
-        self.deleted_ns / 1_000_000_000
-    }
-}
-
-/// Nanoseconds since 1970, now.
-pub(crate) fn now_ns() -> u64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH);
-    since.map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// A user name as it can stand in a file name: what the htpasswd file allows
-/// passes, anything else (a proxy's header value) becomes `_`.
-fn file_safe(user: Option<&str>) -> String {
-    match user {
-        None | Some("") => "-".to_string(),
-        Some(name) => name
-            .chars()
-            .map(|c| match c {
-                'A'..='Z' | 'a'..='z' | '0'..='9' | '_' | '.' | '@' | '-' => c,
-                _ => '_',
-            })
-            .collect(),
-    }
-}
-
-fn kind_name(kind: Option<ObjectType>) -> &'static str {
-    kind.map_or("config", ObjectType::dir_name)
-}
 
 impl FsStore {
     /// Where the file of `key`, deleted now by `by`, goes in the trash.
@@ -92,16 +27,7 @@ impl FsStore {
         let mut dir = self.root.join(TRASH_DIR);
         dir.extend(repo.segments());
         dir.push(TRASHED);
-        let (kind, name) = match key {
-            Key::Config => (None, "config"),
-            Key::Object(kind, id) => (Some(kind), id.as_str()),
-        };
-        dir.join(format!(
-            "{kind}{SEPARATOR}{name}{SEPARATOR}{}{SEPARATOR}{}",
-            now_ns(),
-            file_safe(by),
-            kind = kind_name(kind)
-        ))
+        dir.join(entry_name(key, by))
     }
 }
 
@@ -132,19 +58,6 @@ pub(super) fn keep(live: &Path, trashed: &Path, modes: Modes) -> Result<Option<u
     sync_dir(folder)?;
     sync_dir(live.parent().unwrap_or(Path::new(".")))?;
     Ok(Some(len))
-}
-
-/// Parses a trashed file's name into (kind, name, deleted ns, by).
-fn parse(file: &str) -> Option<(Option<ObjectType>, String, u64, String)> {
-    let mut parts = file.splitn(4, SEPARATOR);
-    let kind = match parts.next()? {
-        "config" => None,
-        dir => Some(*ObjectType::ALL.iter().find(|k| k.dir_name() == dir)?),
-    };
-    let name = parts.next()?.to_string();
-    let deleted = parts.next()?.parse().ok()?;
-    let by = parts.next()?.to_string();
-    Some((kind, name, deleted, by))
 }
 
 /// Everything in the trash of the data directory `root`, oldest first.
@@ -209,15 +122,6 @@ fn live_path(root: &Path, entry: &Trashed) -> PathBuf {
     path
 }
 
-/// What a restore did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Restored {
-    /// Moved back.
-    pub(crate) files: Vec<Trashed>,
-    /// Left in the trash: a file of that name is there already.
-    pub(crate) taken: Vec<Trashed>,
-}
-
 /// Moves back, never over an existing file, the files of `entries` (the
 /// newest of each name, when one was deleted more than once).
 pub(crate) fn restore(
@@ -225,16 +129,8 @@ pub(crate) fn restore(
     entries: Vec<Trashed>,
     modes: Modes,
 ) -> Result<Restored, StoreError> {
-    let mut newest: Vec<Trashed> = Vec::new();
-    for entry in entries.into_iter().rev() {
-        let same =
-            |t: &Trashed| t.repo == entry.repo && t.kind == entry.kind && t.name == entry.name;
-        if !newest.iter().any(same) {
-            newest.push(entry);
-        }
-    }
     let mut done = Restored::default();
-    for entry in newest.into_iter().rev() {
+    for entry in newest_of_each(entries) {
         let live = live_path(root, &entry);
         if let Some(folder) = live.parent() {
             ensure_dir(folder, modes)?;
@@ -246,13 +142,6 @@ pub(crate) fn restore(
         }
     }
     Ok(done)
-}
-
-/// What a purge removed, and what the trash holds after it.
-pub(crate) struct Purged {
-    pub(crate) removed: Vec<Trashed>,
-    /// Files and bytes left.
-    pub(crate) left: (u64, u64),
 }
 
 /// Removes from the trash the files deleted before `before_ns`.
@@ -332,29 +221,5 @@ impl FsStore {
             .into_iter()
             .map(|t| (t.repo.trim_start_matches('/').to_string(), t.bytes))
             .collect()
-    }
-}
-
-/// Nanoseconds since 1970 of `secs` seconds ago.
-pub(crate) fn ago_ns(secs: u64) -> u64 {
-    now_ns().saturating_sub(secs.saturating_mul(1_000_000_000))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_parse_back() {
-        let (kind, name, ns, by) = parse("snapshots~abc~17~alice@home").unwrap();
-        assert_eq!(
-            (kind, name.as_str(), ns, by.as_str()),
-            (Some(ObjectType::Snapshots), "abc", 17, "alice@home")
-        );
-        assert_eq!(parse("config~config~5~-").unwrap().0, None);
-        assert_eq!(parse("nonsense~a~1~b"), None);
-        assert_eq!(parse("data~a~x~b"), None);
-        assert_eq!(file_safe(Some("a/b~c d")), "a_b_c_d");
-        assert_eq!(file_safe(None), "-");
     }
 }

@@ -224,6 +224,69 @@ impl Inner {
         check(op, response).await
     }
 
+    /// Copies `from` (its version `version`, or its newest) to `to` inside
+    /// the bucket, written as this store writes a new object (encryption,
+    /// ACL, lock); the bytes never leave the store.
+    pub(super) async fn copy(
+        &self,
+        from: &str,
+        version: Option<&str>,
+        to: &str,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "copy";
+        let mut source = String::from("/");
+        sign::encode(&self.settings.bucket, false, &mut source);
+        source.push('/');
+        sign::encode(from, true, &mut source);
+        if let Some(id) = version {
+            source.push_str("?versionId=");
+            sign::encode(id, false, &mut source);
+        }
+        let mut headers = self.object_headers(Key::Config);
+        self.copy_source_key_headers(&mut headers);
+        headers.push(("x-amz-copy-source", source));
+        let response = self
+            .call(OP, &|| {
+                self.request(
+                    &Method::PUT,
+                    Some(to),
+                    &[],
+                    &headers,
+                    sign::EMPTY_PAYLOAD,
+                    OutBody::empty(),
+                )
+            })
+            .await?;
+        // A copy may answer 200 and report its failure in the body.
+        let text = read_document(response.into_body(), OP).await?;
+        let text = String::from_utf8_lossy(&text);
+        if text.contains("<Error>") {
+            let refusal = refusal::Refusal {
+                status: None,
+                error: xml::error(&text),
+                advice: None,
+            };
+            return Err(StoreError::internal(OP, refusal));
+        }
+        Ok(())
+    }
+
+    /// Removes `key` (a plain DELETE).
+    pub(super) async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.call("remove", &|| {
+            self.request(
+                &Method::DELETE,
+                Some(key),
+                &[],
+                &[],
+                sign::EMPTY_PAYLOAD,
+                OutBody::empty(),
+            )
+        })
+        .await
+        .map(drop)
+    }
+
     pub(super) async fn head(&self, key: &str, op: &'static str) -> Result<u64, StoreError> {
         let mut headers = Vec::new();
         self.customer_key_headers(&mut headers);

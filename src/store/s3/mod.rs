@@ -27,6 +27,7 @@ mod refusal;
 mod rewind;
 mod settings;
 mod sign;
+mod trash;
 mod upload;
 mod versions;
 mod xml;
@@ -52,6 +53,9 @@ use crate::repo::{ObjectType, RepoPath};
 #[derive(Clone)]
 pub(crate) struct S3Store {
     inner: Rc<Inner>,
+    /// `--trash-days`: a client's delete moves the object into the trash
+    /// (see [`trash`]); None removes it.
+    trash_days: Option<u64>,
 }
 
 impl S3Store {
@@ -81,6 +85,7 @@ impl S3Store {
         };
         let client = Client::new(settings.endpoint.clone(), roots).map_err(SettingsError)?;
         Ok(S3Store {
+            trash_days: None,
             inner: Rc::new(Inner {
                 client,
                 settings,
@@ -116,6 +121,14 @@ impl S3Store {
                     .await
             }
             None => Ok(()),
+        }
+    }
+
+    /// This store, keeping deleted objects for `days` days (`--trash-days`).
+    pub(crate) fn with_trash(self, days: Option<u64>) -> S3Store {
+        S3Store {
+            trash_days: days,
+            ..self
         }
     }
 
@@ -318,8 +331,11 @@ impl super::Store for S3Store {
         &self,
         repo: &RepoPath,
         key: Key<'_>,
-        _by: Option<&str>,
+        by: Option<&str>,
     ) -> Result<u64, StoreError> {
+        if self.keeps(key) {
+            return self.keep(repo, key, by).await;
+        }
         let inner = &self.inner;
         let name = inner.object_key(repo, key);
         let size = match inner.head(&name, "stat").await {
@@ -327,18 +343,7 @@ impl super::Store for S3Store {
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
-        inner
-            .call("remove", &|| {
-                inner.request(
-                    &Method::DELETE,
-                    Some(&name),
-                    &[],
-                    &[],
-                    sign::EMPTY_PAYLOAD,
-                    OutBody::empty(),
-                )
-            })
-            .await?;
+        inner.remove(&name).await?;
         Ok(size)
     }
 
@@ -371,6 +376,14 @@ impl super::Lifecycle for S3Store {
     async fn repos(&self) -> Result<Repos, StoreError> {
         Ok(self.tally().await?.repos)
     }
+
+    fn keeps_deleted(&self, key: Key<'_>) -> bool {
+        self.keeps(key)
+    }
+
+    async fn purge_trash(&self) -> Vec<(String, u64)> {
+        self.purge_expired().await
+    }
 }
 
 impl S3Store {
@@ -380,12 +393,28 @@ impl S3Store {
         let inner = &self.inner;
         let prefix = inner.repo_prefix(&RepoPath::default());
         let mut scan = Scan::default();
+        let mut trashed: Vec<(String, u64)> = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let page = inner.list_page(&prefix, token.as_deref()).await?;
             for entry in page.entries {
-                let Some((repo, kind)) = entry.key.strip_prefix(prefix.as_str()).and_then(repo_of)
-                else {
+                let Some(relative) = entry.key.strip_prefix(prefix.as_str()) else {
+                    continue;
+                };
+                // The trash: in the bucket's bytes (--max-size) and in its
+                // repository's budgets, never a repository of its own.
+                if S3Store::in_trash(relative) {
+                    scan.bytes += entry.size;
+                    let repo = relative
+                        .split_once(&format!("/{}", crate::store::trash::TRASHED))
+                        .map_or("", |(repo, _)| repo);
+                    let repo = repo.strip_prefix(".trash/").unwrap_or("");
+                    // Listed before the repositories ('.' sorts first):
+                    // given to them at the end.
+                    trashed.push((repo.to_string(), entry.size));
+                    continue;
+                }
+                let Some((repo, kind)) = repo_of(relative) else {
                     continue;
                 };
                 scan.bytes += entry.size;
@@ -399,9 +428,15 @@ impl S3Store {
             }
             match page.next {
                 Some(next) => token = Some(next),
-                None => return Ok(scan),
+                None => break,
             }
         }
+        for (repo, bytes) in trashed {
+            if let Some(stats) = scan.repos.get_mut(&repo) {
+                stats.trash_bytes += bytes;
+            }
+        }
+        Ok(scan)
     }
 }
 

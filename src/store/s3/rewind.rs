@@ -133,7 +133,7 @@ impl S3Store {
                     done.copied_back += 1;
                 }
                 _ => {
-                    self.inner.hide(key).await?;
+                    self.inner.remove(key).await?;
                     done.hidden += 1;
                 }
             }

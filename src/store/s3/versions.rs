@@ -1,11 +1,11 @@
-//! A versioned bucket's history (ListObjectVersions) and the three requests
-//! that rewrite it: removing one version or delete marker, copying an old
-//! version back on top, and hiding a key behind a delete marker. Only
-//! `mirror recover` uses them ([`super::rewind`]).
+//! A versioned bucket's history (ListObjectVersions) and the requests that
+//! rewrite it: removing one version or delete marker, copying an old
+//! version back on top (and, with [`Inner::remove`], hiding a key behind a
+//! delete marker). Only `mirror recover` uses them ([`super::rewind`]).
 
 use hyper::{Method, StatusCode};
 
-use super::bucket::{Inner, check, read_document, unreachable_store};
+use super::bucket::{Inner, check, unreachable_store};
 use super::{sign, xml};
 use crate::client::OutBody;
 use crate::store::StoreError;
@@ -90,57 +90,7 @@ impl Inner {
     /// Makes version `id` of `key` its newest again, by a server-side copy
     /// (locked like every object this store writes).
     pub(super) async fn copy_back(&self, key: &str, id: &str) -> Result<(), StoreError> {
-        const OP: &str = "copy a version back";
-        let mut source = String::from("/");
-        sign::encode(&self.settings.bucket, false, &mut source);
-        source.push('/');
-        sign::encode(key, true, &mut source);
-        source.push_str("?versionId=");
-        sign::encode(id, false, &mut source);
-        let mut headers = self.object_headers(crate::repo::Key::Config);
-        headers.retain(|(name, _)| *name != "x-amz-storage-class");
-        self.copy_source_key_headers(&mut headers);
-        headers.push(("x-amz-copy-source", source));
-        let response = self
-            .call(OP, &|| {
-                self.request(
-                    &Method::PUT,
-                    Some(key),
-                    &[],
-                    &headers,
-                    sign::EMPTY_PAYLOAD,
-                    OutBody::empty(),
-                )
-            })
-            .await?;
-        // A copy may answer 200 and report its failure in the body.
-        let text = read_document(response.into_body(), OP).await?;
-        let text = String::from_utf8_lossy(&text);
-        if text.contains("<Error>") {
-            let refusal = super::refusal::Refusal {
-                status: None,
-                error: xml::error(&text),
-                advice: None,
-            };
-            return Err(StoreError::internal(OP, refusal));
-        }
-        Ok(())
-    }
-
-    /// Hides `key` behind a new delete marker (a plain DELETE).
-    pub(super) async fn hide(&self, key: &str) -> Result<(), StoreError> {
-        self.call("hide", &|| {
-            self.request(
-                &Method::DELETE,
-                Some(key),
-                &[],
-                &[],
-                sign::EMPTY_PAYLOAD,
-                OutBody::empty(),
-            )
-        })
-        .await
-        .map(drop)
+        self.copy(key, Some(id), key).await
     }
 }
 
