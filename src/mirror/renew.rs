@@ -16,8 +16,8 @@ use crate::config::ObjectLock;
 use crate::repo::{Key, ObjectType, RepoPath};
 use crate::store::{ErrorKind, Lifecycle, Store, StoreError};
 
-/// When the last whole pass began (Unix seconds) and the days it locked
-/// for, in the mirror's folder.
+/// When the last whole pass began (Unix seconds), the days it locked for,
+/// and the date it locked until, in the mirror's folder.
 const RECORD: &str = "locks-renewed";
 /// How long after a pass that left objects unrenewed the next one begins.
 const RETRY: Duration = Duration::from_secs(6 * 3600);
@@ -47,27 +47,38 @@ impl Mirror {
                     .unwrap_or(None)
             };
             let now = crate::time::unix_now();
+            let last = last.as_deref().and_then(parse_record);
             // A window changed since (`--mirror-lock-days`) is applied now.
-            let due = match last.as_deref().map(parse_record) {
-                Some(Some((at, days))) if days == lock.days => at.saturating_add(half),
+            let due = match last {
+                Some(record) if record.days == lock.days => record.at.saturating_add(half),
                 _ => 0,
             };
             if now < due {
                 tokio::time::sleep(Duration::from_secs(due - now).min(NAP)).await;
                 continue;
             }
-            let pass = self.renew_pass().await;
+            // Never earlier than a date set before: S3 refuses to shorten
+            // a lock, so a shorter window takes over once it reaches it
+            // (objects copied under a longer one may be locked up to now
+            // plus its days).
+            let floor = match last {
+                Some(r) if r.days > lock.days => r.until.max(now + u64::from(r.days) * 86_400),
+                Some(r) => r.until,
+                None => 0,
+            };
+            let until = (now + u64::from(lock.days) * 86_400).max(floor);
+            let pass = self.renew_pass(until).await;
             if pass.failed == 0 {
                 log::info!(
                     "mirror: locks renewed until {} on {} object(s) ({} not in the bucket yet)",
-                    crate::time::utc(now + u64::from(lock.days) * 86_400),
+                    crate::time::utc(until),
                     pass.renewed,
                     pass.absent
                 );
                 let record = record.clone();
                 let written = crate::store::blocking(move || {
                     let temp = record.with_extension("tmp");
-                    std::fs::write(&temp, format!("{now} {}\n", lock.days))
+                    std::fs::write(&temp, format!("{now} {} {until}\n", lock.days))
                         .and_then(|()| std::fs::rename(&temp, &record))
                         .map_err(|e| StoreError::new(ErrorKind::Unexpected, "record", e))
                 })
@@ -90,7 +101,7 @@ impl Mirror {
     }
 
     /// One pass over every file of every repository on the disk.
-    async fn renew_pass(&self) -> Pass {
+    async fn renew_pass(&self, until: u64) -> Pass {
         let mut pass = Pass::default();
         let repos = match self.local.repos().await {
             Ok(repos) => repos,
@@ -105,7 +116,7 @@ impl Mirror {
                 continue;
             };
             if self.local.size(&repo, Key::Config).await.is_ok() {
-                pass.book(self.remote.renew_lock(&repo, Key::Config).await);
+                pass.book(self.remote.renew_lock(&repo, Key::Config, until).await);
             }
             for kind in [
                 ObjectType::Keys,
@@ -122,7 +133,7 @@ impl Mirror {
                     Ok(files) => {
                         for (id, _) in files {
                             let key = Key::Object(kind, &id);
-                            pass.book(self.remote.renew_lock(&repo, key).await);
+                            pass.book(self.remote.renew_lock(&repo, key, until).await);
                         }
                     }
                     Err(e) => pass.book(Err(e)),
@@ -133,10 +144,24 @@ impl Mirror {
     }
 }
 
-/// `<unix seconds> <days>`, as [`RECORD`] holds it.
-fn parse_record(text: &str) -> Option<(u64, u32)> {
-    let (at, days) = text.trim().split_once(' ')?;
-    Some((at.parse().ok()?, days.parse().ok()?))
+/// A whole pass, as [`RECORD`] holds it: `<at> <days> <until>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    /// When it began (Unix seconds).
+    at: u64,
+    days: u32,
+    /// The date it locked every live object until (Unix seconds).
+    until: u64,
+}
+
+fn parse_record(text: &str) -> Option<Record> {
+    let mut parts = text.split_whitespace();
+    let record = Record {
+        at: parts.next()?.parse().ok()?,
+        days: parts.next()?.parse().ok()?,
+        until: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some(record)
 }
 
 impl Pass {
@@ -154,13 +179,20 @@ impl Pass {
 
 #[cfg(test)]
 mod tests {
+    use super::{Record, parse_record};
+
     #[test]
-    fn the_record_holds_a_time_and_days() {
+    fn the_record_holds_a_time_days_and_a_date() {
         assert_eq!(
-            super::parse_record("1700000000 30\n"),
-            Some((1_700_000_000, 30))
+            parse_record("1700000000 30 1702592000\n"),
+            Some(Record {
+                at: 1_700_000_000,
+                days: 30,
+                until: 1_702_592_000
+            })
         );
-        assert_eq!(super::parse_record("1700000000"), None);
-        assert_eq!(super::parse_record("x 30"), None);
+        assert_eq!(parse_record("1700000000 30"), None);
+        assert_eq!(parse_record("x 30 5"), None);
+        assert_eq!(parse_record("1 2 3 4"), None);
     }
 }

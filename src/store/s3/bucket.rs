@@ -429,8 +429,12 @@ impl Inner {
 
 /// `x-amz-object-lock-retain-until-date` for an object locked now.
 pub(super) fn retain_until(lock: &crate::config::ObjectLock) -> String {
-    let until = crate::time::unix_now() + u64::from(lock.days) * 86_400;
-    crate::time::iso8601(until)
+    crate::time::iso8601(lock_until(lock))
+}
+
+/// Until when (Unix seconds) an object locked now is locked.
+pub(crate) fn lock_until(lock: &crate::config::ObjectLock) -> u64 {
+    crate::time::unix_now() + u64::from(lock.days) * 86_400
 }
 
 /// A request that got no answer: the store could not be reached or did

@@ -8,10 +8,10 @@
 use bytes::Bytes;
 use hyper::Method;
 
-use super::bucket::{Inner, retain_until};
+use super::bucket::Inner;
 use super::{sign, xml};
 use crate::client::OutBody;
-use crate::config::ObjectLock;
+use crate::config::LockMode;
 use crate::store::{ErrorKind, StoreError};
 
 impl Inner {
@@ -46,21 +46,22 @@ impl Inner {
         }
     }
 
-    /// Locks the newest version of `key` until `lock.days` from now
-    /// (PutObjectRetention): a later date is always allowed, an earlier
-    /// one never without the bypass permission the board's keys lack.
+    /// Locks the newest version of `key` until `until` (Unix seconds;
+    /// PutObjectRetention): a later date is always allowed, an earlier one
+    /// never without the bypass permission the board's keys lack.
     pub(super) async fn set_retention(
         &self,
         key: &str,
-        lock: &ObjectLock,
+        mode: LockMode,
+        until: u64,
     ) -> Result<(), StoreError> {
         use base64::Engine as _;
         use md5::Digest as _;
         let body = Bytes::from(format!(
             "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode>\
              <RetainUntilDate>{}</RetainUntilDate></Retention>",
-            lock.mode.as_s3(),
-            retain_until(lock)
+            mode.as_s3(),
+            crate::time::iso8601(until)
         ));
         let payload = sign::hex(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
         // AWS wants the body's Content-MD5 on this request.

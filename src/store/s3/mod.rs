@@ -106,19 +106,20 @@ impl S3Store {
         self.inner.check_bucket().await
     }
 
-    /// Moves the lock of `repo`'s `key` on to `days` from now (nothing
-    /// when no lock is asked for). NotFound: not in the bucket (yet).
+    /// Moves the lock of `repo`'s `key` on to `until` (Unix seconds;
+    /// nothing when no lock is asked for). NotFound: not in the bucket
+    /// (yet).
     pub(crate) async fn renew_lock(
         &self,
         repo: &crate::repo::RepoPath,
         key: crate::repo::Key<'_>,
+        until: u64,
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
         match &inner.settings.lock {
             Some(lock) => {
-                inner
-                    .set_retention(&inner.object_key(repo, key), lock)
-                    .await
+                let name = inner.object_key(repo, key);
+                inner.set_retention(&name, lock.mode, until).await
             }
             None => Ok(()),
         }

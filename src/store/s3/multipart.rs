@@ -178,7 +178,10 @@ impl Multipart {
         // Some stores (moto, Ceph) ignore the lock headers of a multipart
         // upload: the lock is set on the object made.
         if let Some(lock) = &self.store.settings.lock {
-            self.store.set_retention(&self.name, lock).await?;
+            let until = super::bucket::lock_until(lock);
+            (self.store)
+                .set_retention(&self.name, lock.mode, until)
+                .await?;
         }
         Ok(())
     }
