@@ -66,7 +66,14 @@ impl Mirror {
                         "mirror: cannot compare with the bucket ({e}); trying again in {}s",
                         wait.as_secs()
                     );
-                    self.state.borrow_mut().last_error = Some(e.to_string());
+                    {
+                        // The status file says why soon, not at its next
+                        // refresh.
+                        let mut state = self.state.borrow_mut();
+                        state.last_error = Some(e.to_string());
+                        state.generation += 1;
+                    }
+                    self.status_changed.notify_one();
                     tokio::time::sleep(wait).await;
                 }
             }
