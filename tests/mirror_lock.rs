@@ -21,6 +21,9 @@ struct Listed {
     key: String,
     version: String,
     marker: bool,
+    /// The key's newest entry (moto lists a page's versions before its
+    /// markers, so the order does not say).
+    latest: bool,
 }
 
 /// Every version and delete marker under `prefix/` of `bucket`, asked with
@@ -52,6 +55,7 @@ fn history(store: &S3Test, bucket: &str, prefix: &str) -> Vec<Listed> {
                 key,
                 version: xml_value(entry, "VersionId").unwrap().to_string(),
                 marker,
+                latest: xml_value(entry, "IsLatest") == Some("true"),
             });
         }
         rest = &rest[end..];
@@ -76,6 +80,31 @@ fn as_thief(
     let mut request = SignedRequest::new(method, &store.addr, &path);
     request.query = &query;
     request.body = body.to_vec();
+    let answer = store.signer().send(&store.addr, &request);
+    (answer.status, answer.text())
+}
+
+/// A PUT of `key` with the board's keys, `locked` for a day in governance
+/// mode as a thief who wants the garbage to stay would ask.
+fn thief_put(store: &S3Test, bucket: &str, key: &str, body: &[u8], locked: bool) -> (u16, String) {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let path = format!("/{bucket}/{key}");
+    let mut request = SignedRequest::new("PUT", &store.addr, &path);
+    request.body = body.to_vec();
+    if locked {
+        let until = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 86_400;
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body));
+        request.headers = vec![
+            ("content-md5", md5),
+            ("x-amz-object-lock-mode", "GOVERNANCE".to_string()),
+            ("x-amz-object-lock-retain-until-date", iso(until)),
+        ];
+    }
     let answer = store.signer().send(&store.addr, &request);
     (answer.status, answer.text())
 }
@@ -200,15 +229,10 @@ fn a_thief_with_the_boards_keys_cannot_destroy_the_locked_mirror(store: &S3Test)
 
     // The thief, with the board's keys: plain deletes of everything...
     let after_prune = moment();
-    let live: Vec<Listed> = {
-        let all = history(store, &bucket, "board");
-        let mut seen = std::collections::HashSet::new();
-        // Each key's newest entry comes first: the live ones are versions.
-        all.into_iter()
-            .filter(|v| seen.insert(v.key.clone()))
-            .filter(|v| !v.marker)
-            .collect()
-    };
+    let live: Vec<Listed> = history(store, &bucket, "board")
+        .into_iter()
+        .filter(|v| v.latest && !v.marker)
+        .collect();
     assert!(live.len() > 5, "{live:?}");
     for v in &live {
         let (status, text) = as_thief(store, "DELETE", &bucket, &v.key, None, b"");
@@ -226,20 +250,27 @@ fn a_thief_with_the_boards_keys_cannot_destroy_the_locked_mirror(store: &S3Test)
             v.key
         );
     }
-    // ...and overwrites of the config and the snapshots.
+    // ...and overwrites of the config and the snapshots, the snapshots'
+    // locked by the thief so that they cannot be removed, and a forged
+    // snapshot, locked too.
     for v in live
         .iter()
         .filter(|v| v.key.ends_with("/config") || v.key.contains("/snapshots/"))
     {
-        let (status, text) = as_thief(store, "PUT", &bucket, &v.key, None, b"ransom note");
+        let locked = v.key.contains("/snapshots/");
+        let (status, text) = thief_put(store, &bucket, &v.key, b"ransom note", locked);
         assert_eq!(status, 200, "overwrite of {}: {text}", v.key);
     }
+    let forged = format!("board/laptop/snapshots/{}", "f".repeat(64));
+    let (status, text) = thief_put(store, &bucket, &forged, b"forged", true);
+    assert_eq!(status, 200, "forged snapshot: {text}");
     assert!(!direct(&["--no-lock", "snapshots"]).status.success());
 
     // The owner rewinds the bucket: first a dry run, which changes nothing.
     let recover = |since: u64, dry: bool| {
         let mut command = Command::new(binary());
         mirror_flags(&mut command);
+        command.args(["--mirror-lock-days", "2"]);
         command.args(["mirror", "recover", "--since", &iso(since)]);
         if dry {
             command.arg("--dry-run");
@@ -255,15 +286,20 @@ fn a_thief_with_the_boards_keys_cannot_destroy_the_locked_mirror(store: &S3Test)
     };
     let listed = recover(after_prune, true);
     assert!(
-        listed.contains(&format!("{} key(s) changed since", live.len())),
+        listed.contains(&format!("{} key(s) changed since", live.len() + 1)),
         "{listed}"
     );
     assert!(!direct(&["--no-lock", "snapshots"]).status.success());
     let said = recover(after_prune, false);
     assert!(
-        said.contains(&format!("{} key(s) brought back", live.len())),
+        said.contains(&format!("{} key(s) brought back", live.len() + 1)),
         "{said}"
     );
+    // The thief's locked versions stay; the ones from before are copied
+    // back over them (two snapshots... one left after the prune), and the
+    // forged snapshot is hidden.
+    assert!(said.contains(" 1 old version(s) copied back"), "{said}");
+    assert!(said.contains(" 1 new key(s) hidden"), "{said}");
     assert_eq!(snapshot_count(&direct), 1, "{said}");
     ok(
         direct(&["check", "--read-data"]),
@@ -316,6 +352,7 @@ fn a_lock_on_a_bucket_without_object_lock_copies_nothing(store: &S3Test) {
     store.credentials(&mut command);
     let server = Server::spawn(command, &data);
     assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
+    put_data(&server, "repo", &pseudo_random(20_000, 5));
     assert!(
         server.wait_for_log("has no object lock", Duration::from_secs(60)),
         "{}",
@@ -331,6 +368,20 @@ fn a_lock_on_a_bucket_without_object_lock_copies_nothing(store: &S3Test) {
     );
     assert!(!mirror_status(&data).0);
     assert!(history(store, &store.bucket, "board").is_empty());
+    // A bucket without versions has no history: recover refuses, rather
+    // than delete what was made since for good.
+    let mut command = Command::new(binary());
+    command.args(store.mirror_args(&store.location("board"), dir.path()));
+    store.credentials(&mut command);
+    let out = command
+        .args(["mirror", "recover", "--since", "1h"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && text.contains("does not keep versions"),
+        "{text}"
+    );
 }
 
 /// How long a renewal pass of a few objects may take: the server's own

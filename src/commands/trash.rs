@@ -78,7 +78,7 @@ pub fn run(
     group_accessible: bool,
 ) -> Result<(), CommandError> {
     let now = crate::time::unix_now();
-    let trash = match &target.0 {
+    let bin = match &target.0 {
         Storage::Local(root) => Trash::Dir(root.clone(), Modes::new(group_accessible)),
         Storage::S3 { location, settings } => Trash::Bucket(
             S3Store::open(location, settings.as_deref()).map_err(CommandError::S3Settings)?,
@@ -91,7 +91,7 @@ pub fn run(
                 .as_deref()
                 .map(|t| when(t, now, "--since"))
                 .transpose()?;
-            let found = chosen(&trash, repo.as_deref(), since.unwrap_or(0), None)?;
+            let found = chosen(&bin, repo.as_deref(), since.unwrap_or(0), None)?;
             for t in &found {
                 println!(
                     "{}  {}  {}  {}/{}  {}",
@@ -111,8 +111,8 @@ pub fn run(
             let repo = label(&repo)?;
             let since = when(&since, now, "--since")?;
             let kind = kind.as_deref().map(type_named).transpose()?;
-            let found = chosen(&trash, Some(&repo), since, kind)?;
-            let done = trash.restore(found)?;
+            let found = chosen(&bin, Some(&repo), since, kind)?;
+            let done = bin.restore(found)?;
             let bytes: u64 = done.files.iter().map(|t| t.bytes).sum();
             println!(
                 "restored {} file(s), {bytes} bytes, of {repo}",
@@ -149,7 +149,7 @@ pub fn run(
                     ));
                 }
             };
-            let removed = trash.purge(trash::ago_ns(age))?.removed;
+            let removed = bin.purge(trash::ago_ns(age))?.removed;
             let bytes: u64 = removed.iter().map(|t| t.bytes).sum();
             println!("purged {} file(s), {bytes} bytes", removed.len());
             Ok(())

@@ -173,6 +173,7 @@ impl Mirror {
                 None => String::new(),
             }
         );
+        mirror.state.borrow_mut().queue.hold_until_compared = settings.lock.is_some();
         tokio::task::spawn_local(mirror.clone().prepare(repos, dir));
         for _ in 0..settings.uploads.max(1) {
             tokio::task::spawn_local(mirror.clone().worker());

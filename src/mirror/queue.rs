@@ -90,6 +90,10 @@ pub(super) struct Queue {
     pub(super) backlog_bytes: u64,
     /// Whether the startup comparison of listings finished.
     pub(super) compared: bool,
+    /// With a lock: nothing goes out before the comparison, which checks
+    /// that the bucket has object lock (a store may ignore lock headers on
+    /// a bucket without it, and an unlocked copy protects nothing).
+    pub(super) hold_until_compared: bool,
 }
 
 impl Queue {
@@ -115,7 +119,9 @@ impl Queue {
         // Until the startup comparison has queued what the bucket lacks, no
         // snapshot (its packs may be among those) and no delete (the new
         // index may be) goes out.
-        let class = if !self.queues[0].is_empty() {
+        let class = if !self.compared && self.hold_until_compared {
+            return None;
+        } else if !self.queues[0].is_empty() {
             Class::First
         } else if !self.compared {
             return None;

@@ -27,6 +27,8 @@ const NAP: Duration = Duration::from_secs(3600);
 /// How a pass went: renewed, not in the bucket (yet), failed.
 #[derive(Debug, Default)]
 struct Pass {
+    /// The latest date an object was locked until (Unix seconds).
+    until: u64,
     renewed: u64,
     absent: u64,
     failed: u64,
@@ -66,8 +68,8 @@ impl Mirror {
                 Some(r) => r.until,
                 None => 0,
             };
-            let until = (now + u64::from(lock.days) * 86_400).max(floor);
-            let pass = self.renew_pass(until).await;
+            let pass = self.renew_pass(lock.days, floor).await;
+            let until = pass.until;
             if pass.failed == 0 {
                 log::info!(
                     "mirror: locks renewed until {} on {} object(s) ({} not in the bucket yet)",
@@ -101,8 +103,17 @@ impl Mirror {
     }
 
     /// One pass over every file of every repository on the disk.
-    async fn renew_pass(&self, until: u64) -> Pass {
+    /// Each object is locked until `days` from the moment it is renewed,
+    /// and never before `floor`: a file the mirror copies while the pass
+    /// runs is locked until its copy's time plus N, which a date taken at
+    /// the pass's start would shorten (refused).
+    async fn renew_pass(&self, days: u32, floor: u64) -> Pass {
         let mut pass = Pass::default();
+        let until = |pass: &mut Pass| {
+            let until = (crate::time::unix_now() + u64::from(days) * 86_400).max(floor);
+            pass.until = pass.until.max(until);
+            until
+        };
         let repos = match self.local.repos().await {
             Ok(repos) => repos,
             Err(e) => {
@@ -115,8 +126,13 @@ impl Mirror {
             let Some(repo) = RepoPath::from_label(label) else {
                 continue;
             };
-            if self.local.size(&repo, Key::Config).await.is_ok() {
-                pass.book(self.remote.renew_lock(&repo, Key::Config, until).await);
+            match self.local.size(&repo, Key::Config).await {
+                Ok(_) => {
+                    let until = until(&mut pass);
+                    pass.book(self.remote.renew_lock(&repo, Key::Config, until).await);
+                }
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => pass.book(Err(e)),
             }
             for kind in [
                 ObjectType::Keys,
@@ -133,6 +149,7 @@ impl Mirror {
                     Ok(files) => {
                         for (id, _) in files {
                             let key = Key::Object(kind, &id);
+                            let until = until(&mut pass);
                             pass.book(self.remote.renew_lock(&repo, key, until).await);
                         }
                     }

@@ -77,6 +77,13 @@ pub(crate) fn ago_ns(secs: u64) -> u64 {
     now_ns().saturating_sub(secs.saturating_mul(1_000_000_000))
 }
 
+/// Whether a delete of `key` goes to the trash of `--trash-days`: locks
+/// never do (restic makes and removes them all the time, and a stale one
+/// only gets in the way).
+pub(crate) fn keeps(trash_days: Option<u64>, key: Key<'_>) -> bool {
+    trash_days.is_some() && !matches!(key, Key::Object(ObjectType::Locks, _))
+}
+
 /// A user name as it can stand in a file name: what the htpasswd file allows
 /// passes, anything else (a proxy's header value) becomes `_`.
 fn file_safe(user: Option<&str>) -> String {

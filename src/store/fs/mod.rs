@@ -158,10 +158,8 @@ impl super::Lifecycle for FsStore {
         crate::store::blocking(move || Ok(scan::scan(&root, Tidy::Leave)?.repos)).await
     }
 
-    /// Locks are removed, never kept: restic makes and removes them all the
-    /// time, and a stale one only gets in the way.
     fn keeps_deleted(&self, key: Key<'_>) -> bool {
-        self.trash_days.is_some() && !matches!(key, Key::Object(ObjectType::Locks, _))
+        super::trash::keeps(self.trash_days, key)
     }
 
     async fn purge_trash(&self) -> Vec<(String, u64)> {

@@ -245,6 +245,10 @@ impl Inner {
         let mut headers = self.object_headers(Key::Config);
         self.copy_source_key_headers(&mut headers);
         headers.push(("x-amz-copy-source", source));
+        // As on a locked PUT (moto asks for it on a locked copy too).
+        if self.settings.lock.is_some() {
+            headers.push(("x-amz-sdk-checksum-algorithm", "SHA256".into()));
+        }
         let response = self
             .call(OP, &|| {
                 self.request(

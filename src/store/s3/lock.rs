@@ -23,15 +23,7 @@ impl Inner {
         if self.settings.lock.is_none() {
             return Ok(());
         }
-        let enabled = match self.bucket_document(OP, &[("object-lock", "")]).await {
-            Ok(text) => {
-                xml::first(&text, "ObjectLockEnabled").is_some_and(|v| v.trim() == "Enabled")
-            }
-            // AWS: ObjectLockConfigurationNotFoundError (404).
-            Err(e) if e.kind == ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
-        };
-        match enabled {
+        match self.object_lock_enabled().await? {
             true => Ok(()),
             false => Err(StoreError::internal(
                 OP,
@@ -43,6 +35,19 @@ impl Inner {
                     self.settings.bucket
                 ),
             )),
+        }
+    }
+
+    /// Whether the bucket has object lock on (`GET ?object-lock`).
+    pub(super) async fn object_lock_enabled(&self) -> Result<bool, StoreError> {
+        const OP: &str = "check object lock";
+        match self.bucket_document(OP, &[("object-lock", "")]).await {
+            Ok(text) => {
+                Ok(xml::first(&text, "ObjectLockEnabled").is_some_and(|v| v.trim() == "Enabled"))
+            }
+            // AWS: ObjectLockConfigurationNotFoundError (404).
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -58,6 +58,7 @@ impl S3Store {
         dry: bool,
     ) -> Result<Rewound, StoreError> {
         let inner = &self.inner;
+        inner.check_rewindable().await?;
         let prefix = inner.repo_prefix(repo.unwrap_or(&RepoPath::default()));
         let mut done = Rewound::default();
         // One key's versions at a time: a key's versions are listed

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use super::S3Store;
-use crate::repo::{Key, ObjectId, ObjectType, RepoPath};
+use crate::repo::{Key, ObjectId, RepoPath};
 use crate::store::trash::{
     Purged, Restored, TRASH_DIR, TRASHED, Trashed, entry_name, newest_of_each, parse,
 };
@@ -57,7 +57,14 @@ impl S3Store {
         // Copied before the live key goes: a failure between the two leaves
         // the file in both places, never in neither.
         inner.copy(&live, None, &trashed).await?;
-        inner.remove(&live).await?;
+        if let Err(e) = inner.remove(&live).await {
+            // The delete fails and the file stays live: its copy would be
+            // counted nowhere, and a retry would make another.
+            if let Err(e) = inner.remove(&trashed).await {
+                log::warn!("trash: could not take back the copy {trashed}: {e}");
+            }
+            return Err(e);
+        }
         Ok(size)
     }
 
@@ -157,8 +164,16 @@ impl S3Store {
                 purged.left.1 += entry.bytes;
                 continue;
             }
-            self.inner.remove(&entry.path.to_string_lossy()).await?;
-            purged.removed.push(entry);
+            // One that cannot be removed now stays for the next purge; what
+            // was removed is reported all the same.
+            match self.inner.remove(&entry.path.to_string_lossy()).await {
+                Ok(()) => purged.removed.push(entry),
+                Err(e) => {
+                    log::warn!("trash: could not purge {}: {e}", entry.path.display());
+                    purged.left.0 += 1;
+                    purged.left.1 += entry.bytes;
+                }
+            }
         }
         Ok(purged)
     }
@@ -193,8 +208,8 @@ impl S3Store {
         }
     }
 
-    /// Whether a delete of `key` goes to the trash: locks never do.
+    /// Whether a delete of `key` goes to the trash.
     pub(super) fn keeps(&self, key: Key<'_>) -> bool {
-        self.trash_days.is_some() && !matches!(key, Key::Object(ObjectType::Locks, _))
+        crate::store::trash::keeps(self.trash_days, key)
     }
 }

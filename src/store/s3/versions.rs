@@ -56,10 +56,42 @@ impl Inner {
         ];
         if let Some((key, version)) = after {
             query.push(("key-marker", key));
-            query.push(("version-id-marker", version));
+            if !version.is_empty() {
+                query.push(("version-id-marker", version));
+            }
         }
         let text = self.bucket_document("list versions", &query).await?;
         parse_page(&text).map_err(|e| StoreError::internal("list versions", e))
+    }
+
+    /// Refuses a rewind where it would destroy rather than undo: on a
+    /// bucket without versioning every object is its only version, and on
+    /// a locked bucket what is copied back must be locked too.
+    pub(super) async fn check_rewindable(&self) -> Result<(), StoreError> {
+        const OP: &str = "check versioning";
+        let text = self.bucket_document(OP, &[("versioning", "")]).await?;
+        if xml::first(&text, "Status").is_none_or(|s| s.trim() != "Enabled") {
+            return Err(StoreError::internal(
+                OP,
+                format!(
+                    "bucket {:?} does not keep versions: there is no history to go back \
+                     to, and removing what was made since would delete it for good",
+                    self.settings.bucket
+                ),
+            ));
+        }
+        if self.settings.lock.is_none() && self.object_lock_enabled().await? {
+            return Err(StoreError::internal(
+                OP,
+                format!(
+                    "bucket {:?} has object lock: give --mirror-lock-days (and \
+                     --mirror-lock-mode) as the server has them, so that what recover \
+                     copies back is locked too",
+                    self.settings.bucket
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Removes one version or delete marker for good (a versioned DELETE).
