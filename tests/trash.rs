@@ -569,3 +569,55 @@ fn iso_utc(unix: u64) -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// The server's own purge (at start, then hourly) gives what it removes
+/// back to the budgets: a file deleted long ago stops counting once the
+/// purge at start has removed it.
+#[test]
+fn the_servers_purge_gives_the_room_back() {
+    let dir = TempDir::new("trash-purge-room");
+    let data = dir.path().join("data");
+    let rules = dir.path().join("quotas");
+    std::fs::write(&rules, "/alice 3K\n").unwrap();
+    let server = Server::start(&data, &["--trash-days", "7"]);
+    assert_eq!(server.request("POST", "/alice/?create=true").status, 200);
+    drop(server);
+    // Deleted in 1970, by the name's clock: past any window.
+    let content = pseudo_random(2000, 7);
+    let old = data
+        .join(".trash/alice/.trashed")
+        .join(format!("data~{}~1000000000~-", sha256_hex(&content)));
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::write(&old, &content).unwrap();
+    let args = [
+        "--trash-days",
+        "7",
+        "--quota-file",
+        rules.to_str().unwrap(),
+        "--prometheus",
+    ];
+    let server = Server::start(&data, &args);
+    let used = || {
+        let metrics = server.request("GET", "/metrics").text();
+        find_metric(
+            &metrics,
+            "rest_server_quota_used_bytes{group=\"/alice\",rule=\"/alice\"}",
+        )
+        .map(str::to_string)
+    };
+    // Counted at the start's scan, given back by the purge that follows.
+    assert!(
+        eventually(std::time::Duration::from_secs(30), || used().as_deref()
+            == Some("0")),
+        "{:?}\n{}",
+        used(),
+        server.log()
+    );
+    assert!(!old.exists());
+    let fresh = pseudo_random(2500, 8);
+    let path = format!("/alice/data/{}", sha256_hex(&fresh));
+    assert_eq!(
+        server.send(&Request::new("POST", &path).body(fresh)).status,
+        200
+    );
+}

@@ -12,8 +12,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use super::Mirror;
+use super::queue::Item;
 use crate::config::ObjectLock;
-use crate::repo::{Key, ObjectType, RepoPath};
+use crate::repo::{Key, KeyBuf, ObjectType, RepoPath};
 use crate::store::{ErrorKind, Lifecycle, Store, StoreError};
 
 /// When the last whole pass began (Unix seconds), the days it locked for,
@@ -127,9 +128,11 @@ impl Mirror {
                 continue;
             };
             match self.local.size(&repo, Key::Config).await {
-                Ok(_) => {
+                Ok(size) => {
                     let until = until(&mut pass);
-                    pass.book(self.remote.renew_lock(&repo, Key::Config, until).await);
+                    let renewed = self.remote.renew_lock(&repo, Key::Config, until).await;
+                    self.copy_if_missing(&renewed, &repo, KeyBuf::Config, size);
+                    pass.book(renewed);
                 }
                 Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => pass.book(Err(e)),
@@ -147,10 +150,12 @@ impl Mirror {
                 };
                 match local {
                     Ok(files) => {
-                        for (id, _) in files {
+                        for (id, size) in files {
                             let key = Key::Object(kind, &id);
                             let until = until(&mut pass);
-                            pass.book(self.remote.renew_lock(&repo, key, until).await);
+                            let renewed = self.remote.renew_lock(&repo, key, until).await;
+                            self.copy_if_missing(&renewed, &repo, KeyBuf::Object(kind, id), size);
+                            pass.book(renewed);
                         }
                     }
                     Err(e) => pass.book(Err(e)),
@@ -179,6 +184,29 @@ fn parse_record(text: &str) -> Option<Record> {
         until: parts.next()?.parse().ok()?,
     };
     parts.next().is_none().then_some(record)
+}
+
+impl Mirror {
+    /// A file on the disk that the bucket does not show (a delete marker
+    /// on top, as a thief's plain delete leaves, or a copy still waiting)
+    /// is queued to be copied: copied again, it is locked anew. A copy
+    /// already waiting is not queued twice.
+    fn copy_if_missing(
+        &self,
+        renewed: &Result<(), StoreError>,
+        repo: &RepoPath,
+        name: KeyBuf,
+        size: u64,
+    ) {
+        if matches!(renewed, Err(e) if e.kind == ErrorKind::NotFound) {
+            self.queue(Item {
+                repo: repo.clone(),
+                name,
+                size,
+                since: crate::time::unix_now(),
+            });
+        }
+    }
 }
 
 impl Pass {
