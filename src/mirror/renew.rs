@@ -49,43 +49,62 @@ impl Mirror {
                 Some(record) if record.days == lock.days => record.at.saturating_add(half),
                 _ => 0,
             };
-            if now < due {
-                tokio::time::sleep(Duration::from_secs(due - now).min(NAP)).await;
-                continue;
-            }
-            // Never earlier than a date set before: S3 refuses to shorten
-            // a lock, so a shorter window takes over once it reaches it
-            // (objects copied under a longer one may be locked up to now
-            // plus its days).
-            let floor = match last {
-                Some(r) if r.days > lock.days => r.until.max(now + u64::from(r.days) * 86_400),
-                Some(r) => r.until,
-                None => 0,
-            };
-            let until = (now + u64::from(lock.days) * 86_400).max(floor);
-            let pass = self.renew_pass(until).await;
-            if pass.failed == 0 {
-                log::info!(
-                    "mirror: locks renewed until {} on {} object(s) ({} not in the bucket yet)",
-                    crate::time::utc(until),
-                    pass.renewed,
-                    pass.absent
-                );
-                let text = format!("{now} {} {until}\n", lock.days);
-                if let Err(e) = record_io(&state_dir, Some(text)).await {
-                    log::warn!("mirror: cannot record the lock renewal: {e}");
-                    tokio::time::sleep(RETRY).await;
-                }
+            let wait = if now < due {
+                Duration::from_secs(due - now).min(NAP)
             } else {
-                log::error!(
-                    "mirror: lock renewal: {} object(s) not renewed ({}); {} renewed; next try in {} h",
-                    pass.failed,
-                    pass.first_error.unwrap_or_default(),
-                    pass.renewed,
-                    RETRY.as_secs() / 3600
-                );
-                tokio::time::sleep(RETRY).await;
+                match self.renew_and_record(&state_dir, lock, now, last).await {
+                    Some(wait) => wait,
+                    None => continue,
+                }
+            };
+            // The one sleep of the loop: each await of a timer is compiled
+            // on its own.
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A pass, logged and recorded; how long to wait before the record is
+    /// read again (None: at once).
+    async fn renew_and_record(
+        &self,
+        state_dir: &Path,
+        lock: ObjectLock,
+        now: u64,
+        last: Option<Record>,
+    ) -> Option<Duration> {
+        // Never earlier than a date set before: S3 refuses to shorten
+        // a lock, so a shorter window takes over once it reaches it
+        // (objects copied under a longer one may be locked up to now
+        // plus its days).
+        let floor = match last {
+            Some(r) if r.days > lock.days => r.until.max(now + u64::from(r.days) * 86_400),
+            Some(r) => r.until,
+            None => 0,
+        };
+        let until = (now + u64::from(lock.days) * 86_400).max(floor);
+        let pass = self.renew_pass(until).await;
+        if pass.failed == 0 {
+            log::info!(
+                "mirror: locks renewed until {} on {} object(s) ({} not in the bucket yet)",
+                crate::time::utc(until),
+                pass.renewed,
+                pass.absent
+            );
+            let text = format!("{now} {} {until}\n", lock.days);
+            if let Err(e) = record_io(state_dir, Some(text)).await {
+                log::warn!("mirror: cannot record the lock renewal: {e}");
+                return Some(RETRY);
             }
+            None
+        } else {
+            log::error!(
+                "mirror: lock renewal: {} object(s) not renewed ({}); {} renewed; next try in {} h",
+                pass.failed,
+                pass.first_error.unwrap_or_default(),
+                pass.renewed,
+                RETRY.as_secs() / 3600
+            );
+            Some(RETRY)
         }
     }
 
