@@ -35,10 +35,11 @@ pub fn recover(
         })?),
     };
     let store = S3Store::open_mirror(&target.0).map_err(CommandError::S3Settings)?;
-    let done = crate::runtime::block_on(
-        None,
-        store.rewind(repo.as_ref(), moment.saturating_mul(1000), dry_run),
-    )
+    let done = crate::runtime::block_on_boxed(store.rewind(
+        repo.as_ref(),
+        moment.saturating_mul(1000),
+        dry_run,
+    ))
     .map_err(CommandError::Runtime)?
     .map_err(CommandError::Store)?;
     let when = crate::time::iso8601(moment);

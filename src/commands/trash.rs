@@ -47,7 +47,7 @@ impl Trash {
 fn on_bucket<T>(
     work: impl Future<Output = Result<T, crate::store::StoreError>>,
 ) -> Result<T, CommandError> {
-    crate::runtime::block_on(None, work)
+    crate::runtime::block_on_boxed(work)
         .map_err(CommandError::Runtime)?
         .map_err(CommandError::Store)
 }

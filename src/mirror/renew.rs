@@ -7,7 +7,7 @@
 //! first pass runs at the first start with the lock, and locks what an
 //! earlier mirror copied without one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ use crate::store::{ErrorKind, Lifecycle, Store, StoreError};
 /// When the last whole pass began (Unix seconds), the days it locked for,
 /// and the date it locked until, in the mirror's folder.
 const RECORD: &str = "locks-renewed";
+/// Where the record is written before it is renamed into place.
+const TEMP: &str = "locks-renewed.tmp";
 /// How long after a pass that left objects unrenewed the next one begins.
 const RETRY: Duration = Duration::from_secs(6 * 3600);
 /// The longest sleep at once, so that a clock set forward is noticed.
@@ -40,15 +42,9 @@ impl Mirror {
     /// Renews the locks every `lock.days / 2` days, for as long as the
     /// server runs.
     pub(super) async fn renew_locks(self: Rc<Self>, state_dir: PathBuf, lock: ObjectLock) {
-        let record = state_dir.join(RECORD);
         let half = u64::from(lock.days) * 86_400 / 2;
         loop {
-            let last = {
-                let record = record.clone();
-                crate::store::blocking(move || Ok(std::fs::read_to_string(record).ok()))
-                    .await
-                    .unwrap_or(None)
-            };
+            let last = record_io(&state_dir, None).await.unwrap_or(None);
             let now = crate::time::unix_now();
             let last = last.as_deref().and_then(parse_record);
             // A window changed since (`--mirror-lock-days`) is applied now.
@@ -56,50 +52,62 @@ impl Mirror {
                 Some(record) if record.days == lock.days => record.at.saturating_add(half),
                 _ => 0,
             };
-            if now < due {
-                tokio::time::sleep(Duration::from_secs(due - now).min(NAP)).await;
-                continue;
-            }
-            // Never earlier than a date set before: S3 refuses to shorten
-            // a lock, so a shorter window takes over once it reaches it
-            // (objects copied under a longer one may be locked up to now
-            // plus its days).
-            let floor = match last {
-                Some(r) if r.days > lock.days => r.until.max(now + u64::from(r.days) * 86_400),
-                Some(r) => r.until,
-                None => 0,
-            };
-            let pass = self.renew_pass(lock.days, floor).await;
-            let until = pass.until;
-            if pass.failed == 0 {
-                log::info!(
-                    "mirror: locks renewed until {} on {} object(s) ({} not in the bucket yet)",
-                    crate::time::utc(until),
-                    pass.renewed,
-                    pass.absent
-                );
-                let record = record.clone();
-                let written = crate::store::blocking(move || {
-                    let temp = record.with_extension("tmp");
-                    std::fs::write(&temp, format!("{now} {} {until}\n", lock.days))
-                        .and_then(|()| std::fs::rename(&temp, &record))
-                        .map_err(|e| StoreError::new(ErrorKind::Unexpected, "record", e))
-                })
-                .await;
-                if let Err(e) = written {
-                    log::warn!("mirror: cannot record the lock renewal: {e}");
-                    tokio::time::sleep(RETRY).await;
-                }
+            let wait = if now < due {
+                Duration::from_secs(due - now).min(NAP)
             } else {
-                log::error!(
-                    "mirror: lock renewal: {} object(s) not renewed ({}); {} renewed; next try in {} h",
-                    pass.failed,
-                    pass.first_error.unwrap_or_default(),
-                    pass.renewed,
-                    RETRY.as_secs() / 3600
-                );
-                tokio::time::sleep(RETRY).await;
+                match self.renew_and_record(&state_dir, lock, now, last).await {
+                    Some(wait) => wait,
+                    None => continue,
+                }
+            };
+            // The one sleep of the loop: each await of a timer is compiled
+            // on its own.
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A pass, logged and recorded; how long to wait before the record is
+    /// read again (None: at once).
+    async fn renew_and_record(
+        &self,
+        state_dir: &Path,
+        lock: ObjectLock,
+        now: u64,
+        last: Option<Record>,
+    ) -> Option<Duration> {
+        // Never earlier than a date set before: S3 refuses to shorten
+        // a lock, so a shorter window takes over once it reaches it
+        // (objects copied under a longer one may be locked up to now
+        // plus its days).
+        let floor = match last {
+            Some(r) if r.days > lock.days => r.until.max(now + u64::from(r.days) * 86_400),
+            Some(r) => r.until,
+            None => 0,
+        };
+        let pass = self.renew_pass(lock.days, floor).await;
+        let until = pass.until;
+        if pass.failed == 0 {
+            log::info!(
+                "mirror: locks renewed until {} on {} object(s) ({} not in the bucket yet)",
+                crate::time::utc(until),
+                pass.renewed,
+                pass.absent
+            );
+            let text = format!("{now} {} {until}\n", lock.days);
+            if let Err(e) = record_io(state_dir, Some(text)).await {
+                log::warn!("mirror: cannot record the lock renewal: {e}");
+                return Some(RETRY);
             }
+            None
+        } else {
+            log::error!(
+                "mirror: lock renewal: {} object(s) not renewed ({}); {} renewed; next try in {} h",
+                pass.failed,
+                pass.first_error.unwrap_or_default(),
+                pass.renewed,
+                RETRY.as_secs() / 3600
+            );
+            Some(RETRY)
         }
     }
 
@@ -220,6 +228,25 @@ impl Pass {
             }
         }
     }
+}
+
+/// Reads [`RECORD`] in `state_dir` (None: absent or unreadable), or with
+/// `text` replaces it (a temp file, then a rename). One closure for both:
+/// each closure type given to the file-I/O pool is a tokio task type of its
+/// own, about 3 KiB of the aarch64 binary.
+async fn record_io(state_dir: &Path, text: Option<String>) -> Result<Option<String>, StoreError> {
+    let record = state_dir.join(RECORD);
+    // RECORD with the extension `tmp`, as `with_extension` would make it
+    // (which would bring in std's extension code for this one name).
+    let temp = state_dir.join(TEMP);
+    crate::store::blocking(move || match text {
+        None => Ok(std::fs::read_to_string(record).ok()),
+        Some(text) => std::fs::write(&temp, text)
+            .and_then(|()| std::fs::rename(&temp, &record))
+            .map(|()| None)
+            .map_err(|e| StoreError::new(ErrorKind::Unexpected, "record", e)),
+    })
+    .await
 }
 
 #[cfg(test)]

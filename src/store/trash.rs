@@ -21,6 +21,8 @@ pub(crate) const TRASH_DIR: &str = ".trash";
 /// A repository's folder of trashed files, below its path in the trash (a
 /// dot name, which no repository's segment can be).
 pub(crate) const TRASHED: &str = ".trashed";
+/// [`TRASHED`] after a repository's last segment, as a bucket's keys hold it.
+pub(crate) const SLASH_TRASHED: &str = "/.trashed";
 /// Between the parts of a trashed file's name: in neither a kind, a hex id,
 /// a number nor a user name.
 const SEPARATOR: char = '~';
@@ -156,5 +158,6 @@ mod tests {
         assert_eq!(parse("data~a~x~b"), None);
         assert_eq!(file_safe(Some("a/b~c d")), "a_b_c_d");
         assert_eq!(file_safe(None), "-");
+        assert_eq!(SLASH_TRASHED, format!("/{TRASHED}"));
     }
 }

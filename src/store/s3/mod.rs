@@ -407,7 +407,7 @@ impl S3Store {
                 if S3Store::in_trash(relative) {
                     scan.bytes += entry.size;
                     let repo = relative
-                        .split_once(&format!("/{}", crate::store::trash::TRASHED))
+                        .split_once(crate::store::trash::SLASH_TRASHED)
                         .map_or("", |(repo, _)| repo);
                     let repo = repo.strip_prefix(".trash/").unwrap_or("");
                     // Listed before the repositories ('.' sorts first):

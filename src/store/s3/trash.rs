@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use super::S3Store;
 use crate::repo::{Key, ObjectId, RepoPath};
 use crate::store::trash::{
-    Purged, Restored, TRASH_DIR, TRASHED, Trashed, entry_name, newest_of_each, parse,
+    Purged, Restored, SLASH_TRASHED, TRASH_DIR, TRASHED, Trashed, entry_name, newest_of_each, parse,
 };
 use crate::store::{ErrorKind, StoreError};
 
@@ -82,7 +82,7 @@ impl S3Store {
                 };
                 let (repo, file) = match relative.strip_prefix(TRASHED) {
                     Some(file) => ("", file),
-                    None => match relative.split_once(&format!("/{TRASHED}")) {
+                    None => match relative.split_once(SLASH_TRASHED) {
                         Some(split) => split,
                         None => continue,
                     },
