@@ -102,7 +102,7 @@ fn thief_put(store: &S3Test, bucket: &str, key: &str, body: &[u8], locked: bool)
         request.headers = vec![
             ("content-md5", md5),
             ("x-amz-object-lock-mode", "GOVERNANCE".to_string()),
-            ("x-amz-object-lock-retain-until-date", iso(until)),
+            ("x-amz-object-lock-retain-until-date", iso_utc(until)),
         ];
     }
     let answer = store.signer().send(&store.addr, &request);
@@ -117,15 +117,6 @@ fn moment() -> u64 {
     let next = now.as_secs() + 1;
     std::thread::sleep(Duration::from_secs(next) - now);
     next
-}
-
-/// `2026-12-06T14:47:49Z`, as `--since` takes a time.
-fn iso(unix: u64) -> String {
-    let out = Command::new("date")
-        .args(["-u", "-d", &format!("@{unix}"), "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// The snapshots restic sees directly on the bucket.
@@ -271,7 +262,7 @@ fn a_thief_with_the_boards_keys_cannot_destroy_the_locked_mirror(store: &S3Test)
         let mut command = Command::new(binary());
         mirror_flags(&mut command);
         command.args(["--mirror-lock-days", "2"]);
-        command.args(["mirror", "recover", "--since", &iso(since)]);
+        command.args(["mirror", "recover", "--since", &iso_utc(since)]);
         if dry {
             command.arg("--dry-run");
         }

@@ -561,15 +561,6 @@ fn a_bucket_keeps_deleted_objects_in_its_trash(store: &crate::util::stores::S3Te
     );
 }
 
-/// `2026-12-06T14:47:49Z`, as `--since` takes a time.
-fn iso_utc(unix: u64) -> String {
-    let out = Command::new("date")
-        .args(["-u", "-d", &format!("@{unix}"), "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// The server's own purge (at start, then hourly) gives what it removes
 /// back to the budgets: a file deleted long ago stops counting once the
 /// purge at start has removed it.

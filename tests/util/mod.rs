@@ -305,3 +305,13 @@ pub fn find_metric<'a>(metrics: &'a str, name: &str) -> Option<&'a str> {
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
 }
+
+/// `2026-12-06T14:47:49Z`: a Unix time as `--since` takes it (and S3 a
+/// retain-until date).
+pub fn iso_utc(unix: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{unix}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
