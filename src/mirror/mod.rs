@@ -43,7 +43,7 @@ use tokio::sync::Notify;
 
 use crate::config::MirrorSettings;
 use crate::quota::Quota;
-use crate::repo::{Key, KeyBuf, RepoPath};
+use crate::repo::{Key, KeyBuf, ObjectType, RepoPath};
 use crate::runtime::pool::ComputePool;
 use crate::runtime::rate::TokenBucket;
 use crate::store::fs::FsStore;
@@ -57,6 +57,16 @@ pub(crate) use status::status_report;
 
 /// The mirror's own files, in the data directory (a dot name: never served).
 const STATE_DIR: &str = ".mirror";
+
+/// The object types the mirror copies (locks never), in the order the
+/// start's comparison and the lock's renewal go through them; with the
+/// config, every file of a repository the bucket holds.
+const COPIED: [ObjectType; 4] = [
+    ObjectType::Keys,
+    ObjectType::Data,
+    ObjectType::Index,
+    ObjectType::Snapshots,
+];
 
 /// Counts for the metrics, the log and the status file.
 #[derive(Debug, Default, Clone)]
@@ -252,6 +262,20 @@ impl Mirror {
         self.status
             .publish_if_current(&self.state, &self.target)
             .await;
+    }
+
+    /// The files of `kind` in `repo` on the disk, with their sizes; none
+    /// when its folder is not there.
+    async fn local_files(
+        &self,
+        repo: &RepoPath,
+        kind: ObjectType,
+    ) -> Result<Vec<(crate::repo::ObjectId, u64)>, crate::store::StoreError> {
+        match crate::store::Store::list(&self.local, repo, kind).await {
+            Ok(listing) => crate::store::collect(listing).await,
+            Err(e) if e.kind == crate::store::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Queues a copy of `item`'s file (none for a lock).

@@ -10,10 +10,10 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use super::Mirror;
 use super::queue::{Class, Item};
 use super::worker::backoff;
-use crate::repo::{Key, KeyBuf, ObjectType, RepoPath};
+use super::{COPIED, Mirror};
+use crate::repo::{Key, KeyBuf, RepoPath};
 use crate::store::{ErrorKind, Store, StoreError};
 
 impl Mirror {
@@ -105,17 +105,8 @@ impl Mirror {
                 });
                 queued += 1;
             }
-            for kind in [
-                ObjectType::Keys,
-                ObjectType::Data,
-                ObjectType::Index,
-                ObjectType::Snapshots,
-            ] {
-                let local = match self.local.list(&repo, kind).await {
-                    Ok(listing) => crate::store::collect(listing).await?,
-                    Err(e) if e.kind == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
+            for kind in COPIED {
+                let local = self.local_files(&repo, kind).await?;
                 if local.is_empty() {
                     continue;
                 }

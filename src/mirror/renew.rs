@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::Mirror;
 use super::queue::Item;
+use super::{COPIED, Mirror};
 use crate::config::ObjectLock;
-use crate::repo::{Key, KeyBuf, ObjectType, RepoPath};
+use crate::repo::{Key, KeyBuf, RepoPath};
 use crate::store::{ErrorKind, Lifecycle, Store, StoreError};
 
 /// When the last whole pass began (Unix seconds), the days it locked for,
@@ -145,18 +145,8 @@ impl Mirror {
                 Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => pass.book(Err(e)),
             }
-            for kind in [
-                ObjectType::Keys,
-                ObjectType::Data,
-                ObjectType::Index,
-                ObjectType::Snapshots,
-            ] {
-                let local = match self.local.list(&repo, kind).await {
-                    Ok(listing) => crate::store::collect(listing).await,
-                    Err(e) if e.kind == ErrorKind::NotFound => continue,
-                    Err(e) => Err(e),
-                };
-                match local {
+            for kind in COPIED {
+                match self.local_files(&repo, kind).await {
                     Ok(files) => {
                         for (id, size) in files {
                             let key = Key::Object(kind, &id);

@@ -68,6 +68,32 @@ pub(crate) struct Purged {
     pub(crate) left: (u64, u64),
 }
 
+/// The hourly purge of a `days`-day window, logged; the bytes it removed
+/// per repository (by label), for the budgets.
+pub(crate) fn report_purge(
+    removed: Result<Vec<Trashed>, crate::store::StoreError>,
+    days: u64,
+) -> Vec<(String, u64)> {
+    let removed = match removed {
+        Ok(removed) => removed,
+        Err(e) => {
+            log::error!("trash: purge failed: {e}");
+            return Vec::new();
+        }
+    };
+    if !removed.is_empty() {
+        let bytes: u64 = removed.iter().map(|t| t.bytes).sum();
+        log::info!(
+            "trash: purged {} file(s), {bytes} bytes, deleted more than {days} day(s) ago",
+            removed.len()
+        );
+    }
+    removed
+        .into_iter()
+        .map(|t| (t.repo.trim_start_matches('/').to_string(), t.bytes))
+        .collect()
+}
+
 /// Nanoseconds since 1970, now.
 pub(crate) fn now_ns() -> u64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH);

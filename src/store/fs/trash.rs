@@ -200,26 +200,10 @@ impl FsStore {
         };
         let root = self.root.clone();
         let purged = crate::store::blocking(move || purge(&root, ago_ns(days * 86_400))).await;
-        let removed = match purged {
-            Ok(purged) => {
-                self.count_trash(true, purged.left.0, purged.left.1);
-                purged.removed
-            }
-            Err(e) => {
-                log::error!("trash: purge failed: {e}");
-                return Vec::new();
-            }
-        };
-        if !removed.is_empty() {
-            let bytes: u64 = removed.iter().map(|t| t.bytes).sum();
-            log::info!(
-                "trash: purged {} file(s), {bytes} bytes, deleted more than {days} day(s) ago",
-                removed.len()
-            );
-        }
-        removed
-            .into_iter()
-            .map(|t| (t.repo.trim_start_matches('/').to_string(), t.bytes))
-            .collect()
+        let removed = purged.map(|purged| {
+            self.count_trash(true, purged.left.0, purged.left.1);
+            purged.removed
+        });
+        crate::store::trash::report_purge(removed, days)
     }
 }

@@ -216,12 +216,24 @@ impl Inner {
         op: &'static str,
         make: &dyn Fn() -> Result<Request<OutBody>, ClientError>,
     ) -> Result<Response<IncomingBody>, StoreError> {
+        self.call_with_status(op, make).await?.1
+    }
+
+    /// [`Inner::call`], with the answer's status beside its check, for a
+    /// caller that tells one refusal from another; the outer error is a
+    /// request that got no answer.
+    pub(super) async fn call_with_status(
+        &self,
+        op: &'static str,
+        make: &dyn Fn() -> Result<Request<OutBody>, ClientError>,
+    ) -> Result<(StatusCode, Result<Response<IncomingBody>, StoreError>), StoreError> {
         let response = self
             .client
             .send(make)
             .await
             .map_err(|e| unreachable_store(op, e))?;
-        check(op, response).await
+        let status = response.status();
+        Ok((status, check(op, response).await))
     }
 
     /// Copies `from` (its version `version`, or its newest) to `to` inside
@@ -357,9 +369,8 @@ impl Inner {
     /// the bucket when it is missing (unless told not to).
     pub(super) async fn check_bucket(&self) -> Result<(), StoreError> {
         const OP: &str = "check bucket";
-        let response = self
-            .client
-            .send(&|| {
+        let (status, checked) = self
+            .call_with_status(OP, &|| {
                 self.request(
                     &Method::HEAD,
                     None,
@@ -369,10 +380,8 @@ impl Inner {
                     OutBody::empty(),
                 )
             })
-            .await
-            .map_err(|e| unreachable_store(OP, e))?;
-        let status = response.status();
-        match check(OP, response).await {
+            .await?;
+        match checked {
             Ok(_) => self.check_object_lock().await,
             // The answer to a HEAD has no body, so no S3 error code: a
             // refusal is asked once more as a one-key listing, whose answer

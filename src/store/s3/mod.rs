@@ -334,9 +334,6 @@ impl super::Store for S3Store {
         key: Key<'_>,
         by: Option<&str>,
     ) -> Result<u64, StoreError> {
-        if self.keeps(key) {
-            return self.keep(repo, key, by).await;
-        }
         let inner = &self.inner;
         let name = inner.object_key(repo, key);
         let size = match inner.head(&name, "stat").await {
@@ -344,7 +341,10 @@ impl super::Store for S3Store {
             Err(e) if e.kind == ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
-        inner.remove(&name).await?;
+        match super::Lifecycle::keeps_deleted(self, key) {
+            true => self.keep(repo, key, &name, by).await?,
+            false => inner.remove(&name).await?,
+        }
         Ok(size)
     }
 
@@ -379,7 +379,7 @@ impl super::Lifecycle for S3Store {
     }
 
     fn keeps_deleted(&self, key: Key<'_>) -> bool {
-        self.keeps(key)
+        crate::store::trash::keeps(self.trash_days, key)
     }
 
     async fn purge_trash(&self) -> Vec<(String, u64)> {

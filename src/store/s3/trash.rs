@@ -31,21 +31,16 @@ impl S3Store {
             .is_some_and(|rest| rest.starts_with('/'))
     }
 
-    /// Moves `repo`'s `key`, deleted now by `by`, into the trash; the bytes
-    /// it held (0: it was not there, as restic's retried deletes find).
+    /// Moves `repo`'s `key`, stored under `live` and deleted now by `by`,
+    /// into the trash.
     pub(super) async fn keep(
         &self,
         repo: &RepoPath,
         key: Key<'_>,
+        live: &str,
         by: Option<&str>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(), StoreError> {
         let inner = &self.inner;
-        let live = inner.object_key(repo, key);
-        let size = match inner.head(&live, "stat").await {
-            Ok(size) => size,
-            Err(e) if e.kind == ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
         let mut trashed = self.trash_prefix();
         for segment in repo.segments() {
             trashed.push_str(segment);
@@ -56,8 +51,8 @@ impl S3Store {
         trashed.push_str(&entry_name(key, by));
         // Copied before the live key goes: a failure between the two leaves
         // the file in both places, never in neither.
-        inner.copy(&live, None, &trashed).await?;
-        if let Err(e) = inner.remove(&live).await {
+        inner.copy(live, None, &trashed).await?;
+        if let Err(e) = inner.remove(live).await {
             // The delete fails and the file stays live: its copy would be
             // counted nowhere, and a retry would make another.
             if let Err(e) = inner.remove(&trashed).await {
@@ -65,7 +60,7 @@ impl S3Store {
             }
             return Err(e);
         }
-        Ok(size)
+        Ok(())
     }
 
     /// Everything in the trash, oldest first.
@@ -185,31 +180,7 @@ impl S3Store {
             return Vec::new();
         };
         let before = crate::store::trash::ago_ns(days.saturating_mul(86_400));
-        match self.trash_purge(before).await {
-            Ok(purged) => {
-                if !purged.removed.is_empty() {
-                    let bytes: u64 = purged.removed.iter().map(|t| t.bytes).sum();
-                    log::info!(
-                        "trash: purged {} file(s), {bytes} bytes, deleted more than {days} \
-                         day(s) ago",
-                        purged.removed.len()
-                    );
-                }
-                purged
-                    .removed
-                    .into_iter()
-                    .map(|t| (t.repo.trim_start_matches('/').to_string(), t.bytes))
-                    .collect()
-            }
-            Err(e) => {
-                log::error!("trash: purge failed: {e}");
-                Vec::new()
-            }
-        }
-    }
-
-    /// Whether a delete of `key` goes to the trash.
-    pub(super) fn keeps(&self, key: Key<'_>) -> bool {
-        crate::store::trash::keeps(self.trash_days, key)
+        let removed = self.trash_purge(before).await.map(|purged| purged.removed);
+        crate::store::trash::report_purge(removed, days)
     }
 }

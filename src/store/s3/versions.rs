@@ -5,7 +5,7 @@
 
 use hyper::{Method, StatusCode};
 
-use super::bucket::{Inner, check, unreachable_store};
+use super::bucket::Inner;
 use super::{sign, xml};
 use crate::client::OutBody;
 use crate::store::StoreError;
@@ -96,10 +96,8 @@ impl Inner {
 
     /// Removes one version or delete marker for good (a versioned DELETE).
     pub(super) async fn remove_version(&self, key: &str, id: &str) -> Result<Removal, StoreError> {
-        const OP: &str = "remove a version";
-        let response = self
-            .client
-            .send(&|| {
+        let (status, checked) = self
+            .call_with_status("remove a version", &|| {
                 self.request(
                     &Method::DELETE,
                     Some(key),
@@ -109,10 +107,8 @@ impl Inner {
                     OutBody::empty(),
                 )
             })
-            .await
-            .map_err(|e| unreachable_store(OP, e))?;
-        let status = response.status();
-        match check(OP, response).await {
+            .await?;
+        match checked {
             Ok(_) => Ok(Removal::Removed),
             Err(e) if status == StatusCode::FORBIDDEN => Ok(Removal::Refused(e.to_string())),
             Err(e) => Err(e),
