@@ -6,6 +6,7 @@
 //! snapshot included. The owner's own `forget --prune` (the forged-time
 //! attack) is undone offsite the same way.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -119,6 +120,41 @@ fn moment() -> u64 {
     next
 }
 
+/// `rest-server --mirror <location on store> --s3-config <file>`, with the
+/// store's identity: a locked mirror's server or `mirror recover` once
+/// their own arguments are added.
+fn mirrored(store: &S3Test, dir: &Path, location: &str) -> Command {
+    let mut command = Command::new(binary());
+    command.args(store.mirror_args(location, dir));
+    store.credentials(&mut command);
+    command
+}
+
+/// A server on `data` mirroring to `location`, locked for `days`, with
+/// `extra` flags.
+fn locked_server(
+    store: &S3Test,
+    dir: &Path,
+    data: &Path,
+    location: &str,
+    days: &str,
+    extra: &[&str],
+) -> Server {
+    let mut command = mirrored(store, dir, location);
+    command
+        .arg("--path")
+        .arg(data)
+        .args([
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--mirror-lock-days",
+            days,
+        ])
+        .args(extra);
+    Server::spawn(command, data)
+}
+
 /// The snapshots restic sees directly on the bucket.
 fn snapshot_count(direct: &dyn Fn(&[&str]) -> std::process::Output) -> usize {
     let out = ok(
@@ -142,26 +178,15 @@ fn a_thief_with_the_boards_keys_cannot_destroy_the_locked_mirror(store: &S3Test)
     make_tree(&source);
     // A bucket of its own: the server makes it, with object lock.
     let bucket = format!("{}-locked", store.bucket);
-    let settings = store.settings_file(dir.path(), "");
-    let mirror_flags = |command: &mut Command| {
-        command
-            .arg("--mirror")
-            .arg(store.path(&format!("{bucket}/board")))
-            .arg("--s3-config")
-            .arg(&settings);
-        store.credentials(command);
-    };
-    let mut command = Command::new(binary());
-    command.arg("--path").arg(&data).args([
-        "--no-auth",
-        "--listen",
-        "127.0.0.1:0",
-        "--mirror-deletes",
-        "--mirror-lock-days",
+    let location = format!("{bucket}/board");
+    let server = locked_server(
+        store,
+        dir.path(),
+        &data,
+        &location,
         "2",
-    ]);
-    mirror_flags(&mut command);
-    let server = Server::spawn(command, &data);
+        &["--mirror-deletes"],
+    );
     let repo = format!("rest:http://{}/laptop/", server.tcp_addr());
     ok(restic(&repo, &cache, &["init"]), "init");
     ok(
@@ -259,8 +284,7 @@ fn a_thief_with_the_boards_keys_cannot_destroy_the_locked_mirror(store: &S3Test)
 
     // The owner rewinds the bucket: first a dry run, which changes nothing.
     let recover = |since: u64, dry: bool| {
-        let mut command = Command::new(binary());
-        mirror_flags(&mut command);
+        let mut command = mirrored(store, dir.path(), &location);
         command.args(["--mirror-lock-days", "2"]);
         command.args(["mirror", "recover", "--since", &iso_utc(since)]);
         if dry {
@@ -328,20 +352,8 @@ per_store!(a_lock_on_a_bucket_without_object_lock_copies_nothing, []);
 fn a_lock_on_a_bucket_without_object_lock_copies_nothing(store: &S3Test) {
     let dir = TempDir::new("mirror-no-lock");
     let data = dir.path().join("data");
-    let mut command = Command::new(binary());
-    command
-        .arg("--path")
-        .arg(&data)
-        .args([
-            "--no-auth",
-            "--listen",
-            "127.0.0.1:0",
-            "--mirror-lock-days",
-            "2",
-        ])
-        .args(store.mirror_args(&store.location("board"), dir.path()));
-    store.credentials(&mut command);
-    let server = Server::spawn(command, &data);
+    let location = store.location("board");
+    let server = locked_server(store, dir.path(), &data, &location, "2", &[]);
     assert_eq!(server.request("POST", "/repo/?create=true").status, 200);
     put_data(&server, "repo", &pseudo_random(20_000, 5));
     assert!(
@@ -361,10 +373,7 @@ fn a_lock_on_a_bucket_without_object_lock_copies_nothing(store: &S3Test) {
     assert!(history(store, &store.bucket, "board").is_empty());
     // A bucket without versions has no history: recover refuses, rather
     // than delete what was made since for good.
-    let mut command = Command::new(binary());
-    command.args(store.mirror_args(&store.location("board"), dir.path()));
-    store.credentials(&mut command);
-    let out = command
+    let out = mirrored(store, dir.path(), &location)
         .args(["mirror", "recover", "--since", "1h"])
         .output()
         .unwrap();
@@ -392,31 +401,14 @@ fn renewal_done(server: &Server) -> bool {
 per_store!(the_lock_is_renewed_and_follows_a_new_window, []);
 /// The renewal pass: a first start with a lock renews what is live, and a
 /// longer `--mirror-lock-days` moves every live object's date on at the
-/// next start (the store's own answer to GetObjectRetention is the judge).
+/// next start (the store's own retain-until date, as a HEAD answers it, is
+/// the judge).
 fn the_lock_is_renewed_and_follows_a_new_window(store: &S3Test) {
     let dir = TempDir::new("mirror-renew");
     let data = dir.path().join("data");
     let bucket = format!("{}-renew", store.bucket);
-    let settings = store.settings_file(dir.path(), "");
-    let start = |days: &str| {
-        let mut command = Command::new(binary());
-        command
-            .arg("--path")
-            .arg(&data)
-            .args([
-                "--no-auth",
-                "--listen",
-                "127.0.0.1:0",
-                "--mirror-lock-days",
-                days,
-            ])
-            .arg("--mirror")
-            .arg(store.path(&format!("{bucket}/board")))
-            .arg("--s3-config")
-            .arg(&settings);
-        store.credentials(&mut command);
-        Server::spawn(command, &data)
-    };
+    let location = format!("{bucket}/board");
+    let start = |days: &str| locked_server(store, dir.path(), &data, &location, days, &[]);
     // The retain-until date of `key`'s newest version, in Unix seconds, as
     // a HEAD answers it (moto has no GetObjectRetention).
     let retained = |key: &str| -> u64 {
